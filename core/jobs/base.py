@@ -1,0 +1,129 @@
+"""The shape of every long operation: a params model, work items, a pure
+``process`` and an atomic ``write``. The runner (:mod:`.runner`) owns the rest.
+
+Writing a job
+-------------
+Subclass :class:`Job`, set ``name``, ``Params`` (a :class:`~segdeck.core.params.JobParams`)
+and ``description``; override :meth:`Job.process` and :meth:`Job.write`, and when
+needed :meth:`Job.setup` (load a model once), :meth:`Job.load` (I/O that the runner
+overlaps with compute), :meth:`Job.finalize` (per-job outputs such as a COCO file)
+and :meth:`Job.run_name`. Register it in :mod:`.registry` by dotted path.
+
+The module that defines ``Params`` must import nothing heavy (torch, sam2): the CLI
+and the TUI import it to build forms at start-up. Import heavy things inside
+``setup`` / ``process``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from segdeck.core import imageio
+from segdeck.core.jobs.events import Sink
+from segdeck.core.params import JobParams, params_digest
+
+JOB_TOML = "job.toml"
+
+
+def default_output_root(input_path: str | Path) -> Path:
+    """The default output root for an input: a sibling folder ``<name>.segdeck``.
+
+    ``/data/photos`` -> ``/data/photos.segdeck``; ``/data/a.jpg`` -> ``/data/a.segdeck``.
+    :func:`segdeck.core.imageio.discover` never descends into such folders.
+    """
+    p = Path(input_path).resolve()
+    name = p.name if p.is_dir() else p.stem
+    return p.parent / f"{name}{imageio.OUTPUT_ROOT_SUFFIX}"
+
+
+def slug(text: str) -> str:
+    """File-name-safe version of ``text`` (letters, digits, ``.-_=``)."""
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text).strip("-")
+
+
+class Job(ABC):
+    """Base class of segdeck jobs.
+
+    Parameters
+    ----------
+    params : JobParams
+        Validated parameters (an instance of ``cls.Params``).
+    input_path : path-like
+        Folder of images (searched recursively) or a single image file.
+    job_dir : path-like
+        This run's folder; created by the runner.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[JobParams]] = JobParams
+    description: ClassVar[str] = ""
+
+    def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{self.name} needs {self.Params.__name__}, got {type(params).__name__}")
+        self.params = params
+        self.input_path = Path(input_path)
+        self.job_dir = Path(job_dir)
+
+    # ---- naming -------------------------------------------------------------------
+    @classmethod
+    def run_name(cls, params: JobParams) -> str:
+        """Folder name of a run with these parameters: ``<job>-<key params>-<digest>``.
+
+        Override :meth:`name_parts` to choose the readable part; the digest of all
+        parameters keeps different settings apart.
+        """
+        parts = [cls.name, *cls.name_parts(params), params_digest(params)]
+        return slug("-".join(str(p) for p in parts if p != ""))
+
+    @classmethod
+    def name_parts(cls, params: JobParams) -> list[str]:
+        """Readable pieces of the run folder name (e.g. ``["slic", "n400"]``)."""
+        return []
+
+    # ---- items --------------------------------------------------------------------
+    def list_items(self) -> list[str]:
+        """Work items: image paths relative to the input folder, POSIX style, sorted."""
+        root = self.input_path
+        if root.is_file():
+            return [root.name]
+        return [p.relative_to(root).as_posix() for p in imageio.discover(root)]
+
+    def item_path(self, item: str) -> Path:
+        """Absolute path of an item's input file."""
+        return self.input_path if self.input_path.is_file() else self.input_path / item
+
+    def output_stem(self, item: str) -> str:
+        """Collision-free flat name for an item's outputs (see :func:`imageio.flatten_name`)."""
+        return "__".join(Path(item).parts)
+
+    # ---- life cycle -----------------------------------------------------------------
+    def setup(self, emit: Sink) -> None:
+        """Prepare once before the first item (load a model, check files).
+
+        Raise :class:`~segdeck.core.errors.SetupError` when the job cannot run.
+        """
+
+    def load(self, item: str) -> Any:
+        """Read an item's input (runs in a prefetch thread). Default: the RGB image."""
+        return imageio.load_rgb(self.item_path(item))
+
+    @abstractmethod
+    def process(self, item: str, data: Any) -> Any:
+        """Compute the result for one item from what :meth:`load` returned. No file I/O."""
+
+    @abstractmethod
+    def write(self, item: str, result: Any) -> list[str]:
+        """Write one item's result atomically into ``job_dir``; return the output paths
+        relative to ``job_dir``. Runs in a writer thread, in item order."""
+
+    def finalize(self, emit: Sink) -> list[str]:
+        """Per-job outputs after the items (called after every run, also a partial or
+        cancelled one, so they reflect what is done). Returns paths relative to ``job_dir``."""
+        return []
+
+    def teardown(self) -> None:
+        """Release resources (models, pools)."""

@@ -1,0 +1,167 @@
+"""Progress events: small dataclasses a job runner sends to sinks.
+
+Sinks are plain callables ``sink(event)``. :class:`JsonlSink` appends them to
+``events.jsonl`` in the job folder (one JSON object per line, flushed), which is how
+the TUI follows a job started by any process. :func:`read_events` parses that file
+back, tolerating a half-written last line.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+EVENTS_NAME = "events.jsonl"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base event: ``t`` is a Unix time in seconds."""
+
+    t: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class JobStarted(Event):
+    """A run began: ``total`` items in the job, ``todo`` of them still to process."""
+
+    job: str
+    total: int
+    todo: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class ItemDone(Event):
+    """One item finished; ``seconds`` of compute; ``outputs`` relative to the job folder."""
+
+    item: str
+    seconds: float
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class ItemFailed(Event):
+    """One item failed with a one-line ``error``; the run goes on."""
+
+    item: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Message(Event):
+    """A log line (``level``: info, warning, error)."""
+
+    text: str
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """Fine-grained progress inside a long step (a download, a training epoch)."""
+
+    what: str
+    done: float
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class JobFinished(Event):
+    """The run ended. ``status``: ``done`` (all items ok), ``failed`` (some items
+    failed), ``cancelled`` or ``error`` (the job could not run; see ``error``)."""
+
+    status: str
+    done: int
+    failed: int
+    skipped: int
+    seconds: float
+    error: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls for cls in (JobStarted, ItemDone, ItemFailed, Message, Progress, JobFinished)
+}
+
+Sink = Callable[[Event], None]
+
+
+def event_to_json(event: Event) -> str:
+    data = asdict(event)
+    data["kind"] = event.kind
+    return json.dumps(data, ensure_ascii=False)
+
+
+def event_from_json(line: str) -> Event | None:
+    """Parse one JSON line; None for a malformed or unknown line."""
+    try:
+        data = json.loads(line)
+        cls = EVENT_TYPES[data.pop("kind")]
+        return cls(**data)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class JsonlSink:
+    """Append events to ``<job_dir>/events.jsonl``; thread-safe; flushes every line."""
+
+    def __init__(self, job_dir: str | Path):
+        self.path = Path(job_dir) / EVENTS_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._fh.write(event_to_json(event) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+class MultiSink:
+    """Send every event to several sinks."""
+
+    def __init__(self, sinks: Iterable[Sink]):
+        self.sinks = list(sinks)
+
+    def __call__(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+
+def read_events(job_dir: str | Path, offset: int = 0) -> tuple[list[Event], int]:
+    """Read events appended since byte ``offset``.
+
+    Returns
+    -------
+    events : list of Event
+    offset : int
+        Where to continue next time (a half-written last line is left for later).
+    """
+    path = Path(job_dir) / EVENTS_NAME
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    events: list[Event] = []
+    consumed = 0
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break
+        consumed += len(raw)
+        event = event_from_json(raw.decode("utf-8", errors="replace"))
+        if event is not None:
+            events.append(event)
+    return events, offset + consumed

@@ -1,0 +1,309 @@
+"""Typed job parameters: one pydantic model per job, the single source for the CLI
+options, the TUI form, TOML presets and the ``job.toml`` saved with every run.
+
+A job's model subclasses :class:`JobParams`. Each field carries a ``description``
+(one line, shown as CLI help and TUI hint) and, for numbers, a range (``ge``/``le``).
+Fields may be nested models (one level is enough in practice); they are addressed
+with dotted names, ``felzenszwalb.scale``, everywhere: ``--felzenszwalb.scale 200``,
+``--set felzenszwalb.scale=200``, a ``[felzenszwalb]`` table in TOML.
+
+Precedence, lowest first: model defaults < preset (``--preset NAME``) < config file
+(``--config FILE``) < ``--set key=value`` < explicit ``--option`` flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segdeck.core.errors import ParamsError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class JobParams(BaseModel):
+    """Base class of every job's parameters: unknown keys are refused, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One leaf parameter of a params model, flattened for forms and CLIs.
+
+    Attributes
+    ----------
+    name : str
+        Dotted name (``"filters.min_area"``).
+    kind : {"int", "float", "bool", "str", "choice", "list", "other"}
+        The widget / parser to use.
+    default : Any
+        Default value from the model.
+    description : str
+        One-line help.
+    choices : tuple
+        Allowed values for ``kind == "choice"`` (from a ``Literal`` annotation).
+    ge, le, gt, lt : float or None
+        Numeric bounds from the field's constraints.
+    optional : bool
+        Whether ``None`` is allowed.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    description: str
+    choices: tuple = ()
+    ge: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    optional: bool = False
+
+    @property
+    def group(self) -> str:
+        """The nested-model name this field belongs to, or ``""`` at top level."""
+        return self.name.rpartition(".")[0]
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _kind(annotation: Any) -> tuple[str, tuple]:
+    if typing.get_origin(annotation) is Literal:
+        return "choice", tuple(typing.get_args(annotation))
+    if annotation is bool:
+        return "bool", ()
+    if annotation is int:
+        return "int", ()
+    if annotation is float:
+        return "float", ()
+    if annotation is str:
+        return "str", ()
+    if typing.get_origin(annotation) in (list, tuple):
+        return "list", ()
+    return "other", ()
+
+
+def field_specs(model_cls: type[BaseModel], prefix: str = "") -> list[FieldSpec]:
+    """Flatten a params model into :class:`FieldSpec` leaves, nested models first-level dotted.
+
+    Parameters
+    ----------
+    model_cls : type of pydantic.BaseModel
+    prefix : str
+        Used in recursion; leave empty.
+    """
+    specs: list[FieldSpec] = []
+    for name, info in model_cls.model_fields.items():
+        annotation, optional = _unwrap_optional(info.annotation)
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            specs.extend(field_specs(annotation, prefix=f"{dotted}."))
+            continue
+        kind, choices = _kind(annotation)
+        bounds: dict[str, float | None] = {"ge": None, "le": None, "gt": None, "lt": None}
+        for meta in info.metadata:
+            for key in bounds:
+                if getattr(meta, key, None) is not None:
+                    bounds[key] = getattr(meta, key)
+        default = info.get_default(call_default_factory=True)
+        specs.append(
+            FieldSpec(
+                name=dotted,
+                kind=kind,
+                default=default,
+                description=(info.description or "").strip(),
+                choices=choices,
+                optional=optional,
+                **bounds,
+            )
+        )
+    return specs
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating tables as needed."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def get_dotted(data: dict | BaseModel, key: str) -> Any:
+    """Read a dotted key from a nested dict or model."""
+    node: Any = data
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Recursively merge ``update`` into a copy of ``base`` (tables merge, values replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a ``--set`` value as a TOML value (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``);
+    anything that is not valid TOML is kept as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def user_presets_dir() -> Path:
+    """Folder for the user's own presets: ``<platformdirs config>/segdeck/presets``."""
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("segdeck")) / "presets"
+
+
+def load_presets(job_name: str) -> dict[str, dict]:
+    """Presets for a job: the shipped ``core/presets/<job>.toml`` tables, then the user's
+    ``<config>/presets/<job>.toml`` tables (which win on name clashes).
+
+    Returns
+    -------
+    dict
+        preset name -> nested dict of values. ``"default"`` is always present (empty
+        when no file defines it: the model defaults).
+    """
+    presets: dict[str, dict] = {"default": {}}
+    for folder in (PRESETS_DIR, user_presets_dir()):
+        path = folder / f"{job_name}.toml"
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ParamsError(f"{path}: invalid TOML ({exc})") from None
+            for name, table in data.items():
+                if isinstance(table, dict):
+                    presets[name] = deep_merge(presets.get(name, {}), table)
+    return presets
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per bad field: ``name: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(params)"
+        got = err.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {err['msg']}{got_txt}")
+    return "; ".join(lines)
+
+
+def validate(model_cls: type[BaseModel], data: dict) -> BaseModel:
+    """Validate ``data`` into ``model_cls``.
+
+    Raises
+    ------
+    ParamsError
+        With every bad field, its message and the offending value.
+    """
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc)) from None
+
+
+def resolve(
+    model_cls: type[BaseModel],
+    job_name: str,
+    *,
+    preset: str | None = None,
+    config: str | Path | None = None,
+    sets: typing.Iterable[str] = (),
+    overrides: dict[str, Any] | None = None,
+) -> BaseModel:
+    """Build a job's parameters from all sources (see the module docstring for precedence).
+
+    Parameters
+    ----------
+    preset : str, optional
+        Name of a preset from :func:`load_presets`.
+    config : path-like, optional
+        TOML file with the parameter values (the ``[params]`` table of a ``job.toml``
+        works too).
+    sets : iterable of str
+        ``key=value`` strings, dotted keys, TOML values.
+    overrides : dict, optional
+        Dotted key -> value, from explicit CLI options.
+
+    Raises
+    ------
+    ParamsError
+        Unknown preset, unreadable config, malformed ``--set``, or values that do not validate.
+    """
+    data: dict = {}
+    if preset:
+        presets = load_presets(job_name)
+        if preset not in presets:
+            raise ParamsError(f"unknown preset {preset!r} for {job_name}; known: {', '.join(sorted(presets))}")
+        data = deep_merge(data, presets[preset])
+    if config:
+        path = Path(config)
+        try:
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ParamsError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ParamsError(f"{path}: invalid TOML ({exc})") from None
+        if "params" in loaded and isinstance(loaded["params"], dict):
+            loaded = loaded["params"]
+        data = deep_merge(data, loaded)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set expects key=value, got {item!r}")
+        set_dotted(data, key.strip(), parse_scalar(value.strip()))
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return validate(model_cls, data)
+
+
+def to_toml_dict(params: BaseModel) -> dict:
+    """Params as a TOML-ready dict (None values dropped: TOML has no null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(params.model_dump(mode="json"))
+
+
+def params_digest(params: BaseModel, length: int = 8) -> str:
+    """Short stable hash of the parameter values (hex), for run folder names."""
+    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

@@ -1,0 +1,3 @@
+from segdeck.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,16 @@
+"""segdeck sub-commands (see segdeck.cli)."""
+
+import sys
+
+from rich.console import Console
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print one red line to stderr and return ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return code
+
+
+__all__ = ["err_console", "fail", "sys"]

@@ -1,0 +1,28 @@
+"""Shared fixtures: small synthetic images with known regions, temp folders."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def three_regions():
+    """(64, 96, 3) uint8 RGB image with three flat regions (left red, middle green,
+    right blue, 32 columns each) and its (64, 96) int label map 1..3."""
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, :32] = (220, 30, 30)
+    img[:, 32:64] = (30, 200, 40)
+    img[:, 64:] = (20, 40, 210)
+    labels = np.zeros((64, 96), np.int32)
+    labels[:, :32], labels[:, 32:64], labels[:, 64:] = 1, 2, 3
+    return img, labels

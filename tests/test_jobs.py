@@ -1,0 +1,100 @@
+"""The job runner: manifest, resume, per-item errors, cancel, events, atomic outputs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segdeck.core import imageio
+from segdeck.core.jobs.base import Job
+from segdeck.core.jobs.events import ItemDone, ItemFailed, JobFinished, JobStarted, read_events
+from segdeck.core.jobs.manifest import Manifest
+from segdeck.core.jobs.runner import job_dir_for, run_job
+from segdeck.core.jobs.status import find_job_dirs, read_job
+from segdeck.core.params import JobParams
+
+
+class MeanParams(JobParams):
+    """Writes each image's mean colour."""
+
+    scale: float = 1.0
+
+
+class MeanJob(Job):
+    name = "mean"
+    Params = MeanParams
+    calls: list[str] = []
+
+    def process(self, item, data):
+        type(self).calls.append(item)
+        return data.reshape(-1, 3).mean(0) * self.params.scale
+
+    def write(self, item, result):
+        out = f"{self.output_stem(item)}.txt"
+        imageio.write_text_atomic(self.job_dir / out, " ".join(f"{v:.3f}" for v in result))
+        return [out]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    src = tmp_path / "photos"
+    (src / "sub dir").mkdir(parents=True)
+    for i, name in enumerate(["a.png", "b.png", "sub dir/c.png", "d.png"]):
+        imageio.write_image(src / name, np.full((8, 8, 3), 10 * (i + 1), np.uint8))
+    (src / "bad.png").write_text("not an image")
+    return src
+
+
+def test_run_resume_and_errors(folder):
+    MeanJob.calls = []
+    params = MeanParams()
+    job_dir = job_dir_for(MeanJob, params, folder, None)
+    assert job_dir.parent.name == "photos.segdeck"
+    summary = run_job(MeanJob(params, folder, job_dir))
+    assert summary.status == "failed" and summary.exit_code == 1
+    assert summary.done == 4 and summary.failed == 1
+    assert (job_dir / "sub dir__c.png.txt").read_text() == "30.000 30.000 30.000"
+    with Manifest(job_dir) as m:
+        recs = {r.item: r for r in m.records()}
+    assert recs["bad.png"].state == "failed" and "not an image" in recs["bad.png"].error
+    assert recs["a.png"].duration is not None and recs["a.png"].duration >= 0
+    # resume: only the failed one is retried
+    MeanJob.calls = []
+    summary2 = run_job(MeanJob(params, folder, job_dir))
+    assert MeanJob.calls == [] and summary2.skipped == 4 and summary2.failed == 1
+    kinds = [type(e) for e in read_events(job_dir)[0]]
+    assert kinds.count(JobStarted) == 2 and kinds.count(JobFinished) == 2
+    assert kinds.count(ItemDone) == 4 and kinds.count(ItemFailed) == 2
+    info = read_job(job_dir)
+    assert info.state == "failed" and info.counts.done == 4 and info.job == "mean"
+    assert find_job_dirs(folder) == [job_dir.resolve()]
+    # output folders are not inputs
+    assert all(".segdeck" not in str(p) for p in imageio.discover(folder.parent))
+
+
+def test_cancel_stops_after_current_item(folder):
+    cancel = threading.Event()
+
+    class SlowJob(MeanJob):
+        def process(self, item, data):
+            cancel.set()
+            return super().process(item, data)
+
+    params = MeanParams(scale=2)
+    job_dir = job_dir_for(SlowJob, params, folder, folder.parent / "out")
+    summary = run_job(SlowJob(params, folder, job_dir), cancel=cancel)
+    assert summary.status == "cancelled" and summary.exit_code == 130
+    assert summary.done == 1
+    assert len(list(job_dir.glob("*.txt"))) == 1
+
+
+def test_stale_temp_files_removed(folder):
+    params = MeanParams(scale=3)
+    job_dir = job_dir_for(MeanJob, params, folder, None)
+    job_dir.mkdir(parents=True)
+    (job_dir / ".a.png.abc.tmp.txt").write_text("half")
+    run_job(MeanJob(params, folder, job_dir))
+    assert not list(Path(job_dir).glob(".*.tmp*"))

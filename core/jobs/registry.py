@@ -1,9 +1,15 @@
 """Registry of segdeck jobs: name -> "module:Class" (imported on demand, so listing the
-jobs imports nothing heavy). A job module must keep its ``Params`` import-light."""
+jobs imports nothing heavy). A job module must keep its ``Params`` import-light.
+
+Extra jobs (tests, plug-ins) can be registered without editing this file through the
+environment variable ``SEGDECK_EXTRA_JOBS="name=module:Class[,name2=module2:Class2]"``,
+read once at import; child processes (``segdeck run`` launched by the TUI) inherit it.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 
 from segdeck.core.jobs.base import Job
 
@@ -12,6 +18,19 @@ JOBS: dict[str, str] = {
     "automask": "segdeck.core.automask:AutomaskJob",
     "cluster": "segdeck.core.cluster.job:ClusterJob",
 }
+
+
+def _extra_jobs(text: str) -> dict[str, str]:
+    """Parse ``SEGDECK_EXTRA_JOBS``: comma-separated ``name=module:Class``; bad parts ignored."""
+    extra = {}
+    for part in text.split(","):
+        name, sep, target = part.strip().partition("=")
+        if sep and name.strip() and ":" in target:
+            extra[name.strip()] = target.strip()
+    return extra
+
+
+JOBS.update(_extra_jobs(os.environ.get("SEGDECK_EXTRA_JOBS", "")))
 
 
 def job_names() -> list[str]:

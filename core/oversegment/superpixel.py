@@ -83,17 +83,27 @@ def _lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
 
 
-def _slic_family(image: np.ndarray, algorithm: str, params) -> np.ndarray:
+def slic_labels(
+    image: np.ndarray, algorithm: str, region_size: int, ruler: float = 10.0, iterations: int = 10,
+    min_element_size: int = 25,
+) -> np.ndarray:
+    """SLIC / SLICO / MSLIC labels 1..N of an (H, W, 3) uint8 RGB image (computed in CIELAB)."""
     import cv2
 
     algo = {"slic": cv2.ximgproc.SLIC, "slico": cv2.ximgproc.SLICO, "mslic": cv2.ximgproc.MSLIC}[algorithm]
-    ruler = getattr(params, "ruler", 10.0)
-    region = min(params.region_size, max(2, min(image.shape[:2])))
+    region = min(region_size, max(2, min(image.shape[:2])))
     sp = cv2.ximgproc.createSuperpixelSLIC(_lab(image), algorithm=algo, region_size=region, ruler=float(ruler))
-    sp.iterate(params.iterations)
-    if params.min_element_size > 0:
-        sp.enforceLabelConnectivity(params.min_element_size)
+    sp.iterate(iterations)
+    if min_element_size > 0:
+        sp.enforceLabelConnectivity(min_element_size)
     return sp.getLabels().astype(np.int32) + 1
+
+
+def _slic_family(image: np.ndarray, algorithm: str, params) -> np.ndarray:
+    return slic_labels(
+        image, algorithm, params.region_size, getattr(params, "ruler", 10.0), params.iterations,
+        params.min_element_size,
+    )
 
 
 def segment_slic(image: np.ndarray, params: SlicParams) -> np.ndarray:

@@ -1,0 +1,52 @@
+"""A small job for the TUI tests (registered through ``SEGDECK_EXTRA_JOBS`` so the
+``segdeck run`` child process finds it too). Sleeps ``delay`` seconds per image."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from segdeck.core import imageio
+from segdeck.core.jobs.base import Job
+from segdeck.core.params import JobParams
+
+
+class FastSection(JobParams):
+    """Options of the fast method."""
+
+    step: int = Field(1, ge=1, le=10, description="step size")
+
+
+class SlowSection(JobParams):
+    """Options of the slow method."""
+
+    factor: float = Field(2.0, ge=1.0, le=10.0, description="slowdown factor")
+
+
+class DummyParams(JobParams):
+    """Test job parameters."""
+
+    delay: float = Field(0.05, ge=0.0, le=5.0, description="seconds of sleep per image")
+    method: Literal["fast", "slow"] = Field("fast", description="which method")
+    fast: FastSection = Field(default_factory=FastSection)
+    slow: SlowSection = Field(default_factory=SlowSection)
+    tag: str = Field("t", description="a label written into each output")
+    loud: bool = Field(False, description="a switch")
+
+
+class DummyJob(Job):
+    name = "tuidummy"
+    Params = DummyParams
+    description = "Test job: writes each image's mean colour, slowly."
+
+    def process(self, item, data):
+        delay = self.params.delay * (self.params.slow.factor if self.params.method == "slow" else 1.0)
+        time.sleep(delay)
+        return data.reshape(-1, 3).mean(0)
+
+    def write(self, item, result):
+        out = f"{self.output_stem(item)}.txt"
+        imageio.write_text_atomic(self.job_dir / out, f"{self.params.tag} " + " ".join(f"{v:.2f}" for v in result))
+        return [out]

@@ -1,0 +1,45 @@
+"""segdeck's Textual app: thin; the work happens in :mod:`segdeck.tui.screens.main`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from segdeck.tui.screens.help import HelpScreen, binding_rows
+from segdeck.tui.screens.main import MainScreen
+
+HELP_EXTRA = (
+    "Jobs run as their own processes (segdeck run …): quitting the TUI leaves them running;\n"
+    "the job list finds them again in the *.segdeck output folders next to your images."
+)
+
+
+class SegdeckApp(App):
+    """Folders, job form, running jobs. ``root``: the folder to browse."""
+
+    TITLE = "segdeck"
+    CSS_PATH = ["app.tcss", "screens/help.tcss"]
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, root: str | Path = ".", **kwargs):
+        super().__init__(**kwargs)
+        self.root = Path(root).resolve()
+        self.sub_title = str(self.root)
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen(self.root))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(binding_rows(self, self.screen), HELP_EXTRA))
+
+
+def main(root: str | Path = ".") -> int:
+    SegdeckApp(root).run()
+    return 0

@@ -1,0 +1,294 @@
+"""Follow job folders cheaply from the TUI: incremental ``events.jsonl`` reads (byte
+offsets), a manifest count per change, a folder scan now and then.
+
+Nothing here imports Textual; the TUI calls :meth:`JobWatcher.poll` from a thread
+worker and posts the returned snapshots to the UI thread.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segdeck.core.jobs.base import JOB_TOML
+from segdeck.core.jobs.events import (
+    EVENTS_NAME,
+    Event,
+    ItemDone,
+    ItemFailed,
+    JobFinished,
+    JobStarted,
+    Message,
+    Progress,
+    read_events,
+)
+from segdeck.core.jobs.manifest import Counts, Manifest
+from segdeck.core.jobs.runner import LOG_NAME
+from segdeck.core.jobs.status import find_job_dirs, pid_alive
+
+#: Log lines kept per job (older ones are still in events.jsonl / job.log).
+LOG_LINES = 500
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a job's log: ``level`` is info, done, warning, error or title."""
+
+    t: float
+    text: str
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What the job list shows for one job folder.
+
+    Attributes
+    ----------
+    state : str
+        ``starting`` (launched here, no event yet), ``running``, ``done``, ``failed``,
+        ``cancelled``, ``error``, ``interrupted`` (killed without finishing) or ``new``.
+    eta_s : float or None
+        Seconds left while running (mean item time times items left).
+    """
+
+    job_dir: Path
+    job: str
+    input: str
+    state: str
+    total: int
+    done: int
+    failed: int
+    pid: int | None
+    eta_s: float | None
+    error: str | None
+    started: float | None
+
+    @property
+    def fraction(self) -> float:
+        """Finished share of the items, 0..1."""
+        return (self.done + self.failed) / self.total if self.total else (1.0 if self.finished else 0.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled", "error", "interrupted")
+
+
+def event_line(event: Event) -> LogLine | None:
+    """Format one event as a log line (None for events not worth a line)."""
+    if isinstance(event, JobStarted):
+        return LogLine(event.t, f"started {event.job}: {event.total} items, {event.todo} to do (pid {event.pid})", "title")
+    if isinstance(event, ItemDone):
+        return LogLine(event.t, f"done {event.item} ({event.seconds:.2f} s)", "done")
+    if isinstance(event, ItemFailed):
+        return LogLine(event.t, f"failed {event.error}", "error")
+    if isinstance(event, Message):
+        return LogLine(event.t, event.text, event.level if event.level in ("warning", "error") else "info")
+    if isinstance(event, JobFinished):
+        extra = f" ({event.error})" if event.error else ""
+        level = {"done": "title", "failed": "warning", "cancelled": "warning"}.get(event.status, "error")
+        return LogLine(
+            event.t,
+            f"finished: {event.status}, {event.done} done, {event.failed} failed, "
+            f"{event.skipped} already done, {event.seconds:.1f} s{extra}",
+            level,
+        )
+    if isinstance(event, Progress):
+        total = f"/{event.total:g}" if event.total else ""
+        return LogLine(event.t, f"{event.what}: {event.done:g}{total}", "info")
+    return None
+
+
+@dataclass
+class _Tracked:
+    job_dir: Path
+    job: str = "?"
+    input: str = ""
+    offset: int = 0
+    size: int = -1
+    last_start: JobStarted | None = None
+    last_finish: JobFinished | None = None
+    counts: Counts = field(default_factory=Counts)
+    mean: float | None = None
+    lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    launched_pid: int | None = None
+    launched_at: float | None = None
+
+
+class JobWatcher:
+    """Track job folders under some roots plus folders launched here.
+
+    Parameters
+    ----------
+    roots : list of path-like
+        Folders to scan with :func:`~segdeck.core.jobs.status.find_job_dirs`.
+    rescan_s : float
+        Seconds between folder scans (the cheap per-job reads happen every poll).
+    """
+
+    def __init__(self, roots: list[str | Path], rescan_s: float = 3.0):
+        self.roots = [Path(r) for r in roots]
+        self.rescan_s = rescan_s
+        self._jobs: dict[Path, _Tracked] = {}
+        self._last_scan = 0.0
+        self._lock = threading.Lock()  # guards _jobs and each job's lines
+
+    # ---- registration ------------------------------------------------------------
+    def add(self, job_dir: str | Path, *, pid: int | None = None, job: str = "?", input: str = "") -> None:
+        """Follow ``job_dir`` (it may not exist yet: a job just launched with ``pid``)."""
+        key = Path(job_dir).resolve()
+        with self._lock:
+            tracked = self._jobs.get(key) or _Tracked(key, job=job, input=input)
+            if pid is not None:
+                tracked.launched_pid, tracked.launched_at = pid, time.time()
+            self._jobs[key] = tracked
+
+    def lines(self, job_dir: str | Path) -> list[LogLine]:
+        """The kept log lines of a job (oldest first)."""
+        with self._lock:
+            tracked = self._jobs.get(Path(job_dir).resolve())
+            return list(tracked.lines) if tracked else []
+
+    # ---- polling -------------------------------------------------------------------
+    def poll(self, force_scan: bool = False) -> tuple[list[JobSnapshot], dict[Path, list[LogLine]]]:
+        """Update every tracked job.
+
+        Returns
+        -------
+        snapshots : list of JobSnapshot
+            Every job, newest first.
+        new_lines : dict
+            job folder -> log lines appended since the last poll.
+        """
+        now = time.time()
+        if force_scan or now - self._last_scan >= self.rescan_s:
+            self._last_scan = now
+            try:
+                found = find_job_dirs(*self.roots)
+            except OSError:
+                found = []
+            with self._lock:
+                for d in found:
+                    if d not in self._jobs:
+                        self._jobs[d] = _Tracked(d)
+        new_lines: dict[Path, list[LogLine]] = {}
+        with self._lock:
+            tracked_all = list(self._jobs.values())
+        for tracked in tracked_all:
+            added = self._update(tracked)
+            if added:
+                new_lines[tracked.job_dir] = added
+        snaps = [self._snapshot(t) for t in tracked_all]
+        snaps.sort(key=lambda s: (s.started or 0.0, str(s.job_dir)), reverse=True)
+        return snaps, new_lines
+
+    def _update(self, tracked: _Tracked) -> list[LogLine]:
+        d = tracked.job_dir
+        if tracked.job == "?" and (d / JOB_TOML).is_file():
+            _read_job_toml(tracked)
+        try:
+            size = (d / EVENTS_NAME).stat().st_size
+        except OSError:
+            return []
+        running = tracked.last_start is not None and (
+            tracked.last_finish is None or tracked.last_finish.t < tracked.last_start.t
+        )
+        if size == tracked.size and not running:
+            return []
+        added: list[LogLine] = []
+        if size != tracked.size:
+            if size < tracked.offset:  # truncated or replaced: start again
+                tracked.offset = 0
+            events, offset = read_events(d, tracked.offset)
+            with self._lock:
+                if tracked.offset == 0:
+                    tracked.lines.clear()
+                tracked.offset, tracked.size = offset, size
+                for ev in events:
+                    if isinstance(ev, JobStarted):
+                        tracked.last_start = ev
+                        if tracked.job == "?":
+                            tracked.job = ev.job
+                    elif isinstance(ev, JobFinished):
+                        tracked.last_finish = ev
+                    line = event_line(ev)
+                    if line is not None:
+                        tracked.lines.append(line)
+                        added.append(line)
+        try:
+            with Manifest(d, readonly=True) as m:
+                tracked.counts, tracked.mean = m.counts(), m.mean_duration()
+        except Exception:  # noqa: BLE001 - a manifest being created or locked: keep the last counts
+            pass
+        return added
+
+    def _snapshot(self, t: _Tracked) -> JobSnapshot:
+        start, finish = t.last_start, t.last_finish
+        pid = start.pid if start else None
+        state, error = "new", None
+        if t.launched_pid is not None and (start is None or start.t < (t.launched_at or 0) - 1.0):
+            # launched here, its JobStarted not written yet
+            state = "starting" if pid_alive(t.launched_pid) else "error"
+            pid = t.launched_pid if state == "starting" else None
+            if state == "error":
+                from segdeck.tui.launch import last_stderr_line
+
+                error = last_stderr_line(t.job_dir) or "the job process exited before starting"
+        elif start and (finish is None or finish.t < start.t):
+            state = "running" if pid_alive(pid) else "interrupted"
+        elif finish:
+            state, error = finish.status, finish.error
+        if state not in ("running", "starting"):
+            pid = None
+        c = t.counts
+        eta = None
+        if state == "running" and t.mean:
+            eta = max(0.0, (c.total - c.done - c.failed) * t.mean)
+        total = c.total or (start.total if start else 0)
+        return JobSnapshot(
+            job_dir=t.job_dir, job=t.job, input=t.input, state=state, total=total, done=c.done,
+            failed=c.failed, pid=pid, eta_s=eta, error=error,
+            started=start.t if start else t.launched_at,
+        )
+
+
+def _read_job_toml(t: _Tracked) -> None:
+    import tomllib
+
+    try:
+        doc = tomllib.loads((t.job_dir / JOB_TOML).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return
+    t.job = str(doc.get("job", t.job))
+    t.input = str(doc.get("input", t.input))
+
+
+def tail_log(job_dir: str | Path, max_lines: int = 200, max_bytes: int = 256_000) -> list[str]:
+    """Last lines of ``job.log`` (tracebacks live there), reading at most ``max_bytes``."""
+    path = Path(job_dir) / LOG_NAME
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]
+    return lines[-max_lines:]
+
+
+def cancel_job(pid: int) -> bool:
+    """Ask a job process to stop after its current item (SIGINT). False if it is gone."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    return True

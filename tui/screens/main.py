@@ -1,0 +1,440 @@
+"""The main screen: folders, job picker + parameter form + Run, job list, log.
+
+Jobs run as ``segdeck run`` processes in their own session (they outlive the TUI);
+this screen follows every job folder under the root through a
+:class:`~segdeck.tui.jobwatch.JobWatcher` polled from a thread worker.
+
+Integration hooks
+-----------------
+``JOB_SCREENS``
+    job name -> ``"module:Class"`` of a screen opened with ``t`` on a selected job of
+    that name. The class is called as ``Class(job_dir=Path)``; when it is dismissed
+    with a dict, the dict (nested, like a preset) is applied to the form of that job so
+    the user can re-run with the picked values (``Ctrl+R``).
+``ANNOTATE_MODE``
+    the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
+    stdout JSON lines are shown in the log pane.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Select, Static
+
+from segdeck.tui import launch
+from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, LogLine, cancel_job, tail_log
+from segdeck.tui.widgets.folder_tree import FolderTree
+from segdeck.tui.widgets.job_list import JobList
+from segdeck.tui.widgets.job_log import JobLog
+from segdeck.tui.widgets.param_form import ParamForm
+
+#: Screens offered with ``t`` for a job (see the module docstring).
+JOB_SCREENS: dict[str, str] = {
+    "cluster": "segdeck.tui.screens.threshold:ThresholdScreen",
+}
+ANNOTATE_MODE = "paint"
+ANNOTATE_SOURCE = "annotate"
+POLL_S = 0.5
+
+
+@dataclass
+class JobsLoaded(Message):
+    """Job classes imported in the background: name -> class (or an error line)."""
+
+    jobs: dict
+    errors: dict
+
+
+@dataclass
+class JobsPolled(Message):
+    """A poll of the job folders."""
+
+    snapshots: list
+    new_lines: dict
+
+
+@dataclass
+class AnnotateOutput(Message):
+    """Lines from an annotation process (``level`` error for its failures)."""
+
+    lines: list
+
+
+class MainScreen(Screen):
+    """Folders | job form; job list; log."""
+
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", priority=True),
+        Binding("x", "cancel_job", "Cancel job"),
+        Binding("o", "open_output", "Open output"),
+        Binding("l", "toggle_log", "Log/job.log"),
+        Binding("a", "annotate", "Annotate"),
+        Binding("t", "job_tool", "Job tool"),
+        Binding("f5", "rescan", "Rescan"),
+        Binding("f", "focus('folders')", "Focus folders", show=False),
+        Binding("p", "focus('form')", "Focus parameters", show=False),
+        Binding("j", "focus('jobs')", "Focus jobs", show=False),
+    ]
+
+    def __init__(self, root: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.root = Path(root).resolve()
+        self.watcher = JobWatcher([self.root])
+        self.jobs: dict[str, type] = {}
+        self.input_path: Path = self.root
+        self.input_count: int | None = None
+        self._polling = False
+        self._select_next: Path | None = None
+        self._annotate_lines: list[LogLine] = []
+
+    # ---- layout ----------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="top"):
+            yield FolderTree(self.root, id="folders")
+            with Vertical(id="job-pane"):
+                with Horizontal(id="picker"):
+                    yield Select([], prompt="job", id="job-select", allow_blank=True)
+                    yield Select([], prompt="preset", id="preset-select", allow_blank=True)
+                yield Static("loading jobs…", id="job-desc", markup=False)
+                yield Static("", id="input-line", markup=False)
+                yield ParamForm(id="form")
+                with Horizontal(id="run-bar"):
+                    yield Button("Run ^r", id="run", variant="success", disabled=True)
+                    yield Static("", id="form-status", markup=False)
+        yield JobList(id="jobs")
+        yield JobLog(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#folders").border_title = "Folders"
+        self.query_one("#job-pane").border_title = "Job"
+        self.query_one("#jobs").border_title = "Jobs"
+        self.query_one("#log").border_title = "Log"
+        self._update_input_line()
+        self._load_jobs()
+        self.set_interval(POLL_S, self._tick)
+        self._tick(force_scan=True)
+        self.query_one("#folders").focus()
+
+    # ---- job classes -----------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="load-jobs")
+    def _load_jobs(self) -> None:
+        from segdeck.core.jobs.registry import JOBS, get_job_class
+
+        jobs, errors = {}, {}
+        for name in JOBS:
+            try:
+                jobs[name] = get_job_class(name)
+            except Exception as exc:  # noqa: BLE001 - a job module that does not import is listed as missing
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        self.post_message(JobsLoaded(jobs, errors))
+
+    async def on_jobs_loaded(self, message: JobsLoaded) -> None:
+        self.jobs = message.jobs
+        select = self.query_one("#job-select", Select)
+        select.set_options([(name, name) for name in self.jobs])
+        if not self.jobs:
+            self.query_one("#job-desc", Static).update("no job is available in this install")
+            return
+        first = "segment" if "segment" in self.jobs else next(iter(self.jobs))
+        select.value = first
+
+    @on(Select.Changed, "#job-select")
+    async def _job_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        name = None if event.value is Select.NULL else str(event.value)
+        await self.set_job(name)
+
+    async def set_job(self, name: str | None) -> None:
+        """Show the form of job ``name`` (None: no job)."""
+        from segdeck.core.errors import SegdeckError
+        from segdeck.core.params import load_presets
+
+        cls = self.jobs.get(name) if name else None
+        desc = self.query_one("#job-desc", Static)
+        desc.update((cls.description or cls.__doc__ or name or "").strip().splitlines()[0] if cls else "pick a job")
+        preset_select = self.query_one("#preset-select", Select)
+        try:
+            self.presets = load_presets(name) if cls else {}
+        except SegdeckError as exc:
+            self.presets = {"default": {}}
+            self.notify(str(exc), severity="error")
+        preset_select.set_options([(p, p) for p in self.presets])
+        if "default" in self.presets:
+            preset_select.value = "default"
+        await self.query_one(ParamForm).set_model(cls.Params if cls else None)
+
+    @on(Select.Changed, "#preset-select")
+    def _preset_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        form = self.query_one(ParamForm)
+        if event.value is Select.NULL or form.model is None:
+            return
+        form.reset_defaults()
+        form.apply_values(self.presets.get(str(event.value), {}))
+
+    @property
+    def job_name(self) -> str | None:
+        value = self.query_one("#job-select", Select).value
+        return None if value is Select.NULL else str(value)
+
+    # ---- form state ------------------------------------------------------------------
+    def on_param_form_validated(self, message: ParamForm.Validated) -> None:
+        self._update_run_state()
+
+    def _update_run_state(self) -> None:
+        form = self.query_one(ParamForm)
+        status = self.query_one("#form-status", Static)
+        run = self.query_one("#run", Button)
+        reason = ""
+        if form.model is None:
+            reason = "pick a job"
+        elif form.params is None:
+            bad = [k or "(form)" for k in form.errors]
+            general = form.errors.get("")
+            reason = f"invalid: {', '.join(bad)}" + (f" — {general}" if general else "")
+        elif self.input_count == 0:
+            reason = "no images in the selected folder"
+        run.disabled = bool(reason)
+        status.set_class(bool(reason), "bad")
+        status.update(reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R")
+
+    def on_folder_tree_folder_chosen(self, message: FolderTree.FolderChosen) -> None:
+        self.input_path, self.input_count = message.path, message.count
+        self._update_input_line()
+        self._update_run_state()
+
+    def _update_input_line(self) -> None:
+        n = "counting…" if self.input_count is None else f"{self.input_count} images"
+        self.query_one("#input-line", Static).update(f"input: {self.input_path}  ({n})")
+
+    # ---- polling ---------------------------------------------------------------------
+    def _tick(self, force_scan: bool = False) -> None:
+        if self._polling:
+            return
+        self._polling = True
+        self._poll(force_scan)
+
+    @work(thread=True, group="poll")
+    def _poll(self, force_scan: bool) -> None:
+        try:
+            launch.reap()
+            snaps, new_lines = self.watcher.poll(force_scan=force_scan)
+        except Exception as exc:  # noqa: BLE001 - keep polling; show the reason once
+            snaps, new_lines = None, {"__error__": str(exc)}
+        self.post_message(JobsPolled(snaps, new_lines))
+
+    def on_jobs_polled(self, message: JobsPolled) -> None:
+        self._polling = False
+        if message.snapshots is None:
+            self.log.error(message.new_lines.get("__error__"))
+            return
+        jobs = self.query_one(JobList)
+        had_none = jobs.selected_job is None
+        jobs.update_jobs(message.snapshots)
+        if self._select_next is not None and self._select_next in jobs.snapshots:
+            jobs.select_job(self._select_next)
+            self._select_next = None
+            self._show_job_log(jobs.selected_job)
+        elif had_none and jobs.selected_job is not None:
+            self._show_job_log(jobs.selected_job)
+        log = self.query_one(JobLog)
+        for job_dir, lines in message.new_lines.items():
+            log.append(job_dir, lines)
+
+    def on_job_list_chosen(self, message: JobList.Chosen) -> None:
+        self._show_job_log(message.job_dir)
+
+    def _show_job_log(self, job_dir: Path | None) -> None:
+        if job_dir is None:
+            return
+        log = self.query_one(JobLog)
+        if log.source == job_dir:
+            return
+        log.show(job_dir, self.watcher.lines(job_dir), title=f"Log — {job_dir.name}")
+
+    # ---- actions ---------------------------------------------------------------------
+    def action_focus(self, widget_id: str) -> None:
+        self.query_one(f"#{widget_id}").focus()
+
+    @on(Button.Pressed, "#run")
+    def _run_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_run()
+
+    def action_run(self) -> None:
+        """Launch the selected job on the selected folder with the form's values."""
+        from segdeck.core.jobs.runner import job_dir_for
+
+        form = self.query_one(ParamForm)
+        name = self.job_name
+        if self.query_one("#run", Button).disabled or name is None or form.params is None:
+            self.notify(self.query_one("#form-status", Static).content or "cannot run yet", severity="warning")
+            return
+        cls = self.jobs[name]
+        job_dir = job_dir_for(cls, form.params, self.input_path, None).resolve()
+        snap = self.query_one(JobList).snapshots.get(job_dir)
+        if snap is not None and snap.state in ("running", "starting"):
+            self.notify(f"{job_dir.name} is already running", severity="warning")
+            return
+        cmd = launch.run_command(name, self.input_path, form.launch_values())
+        try:
+            proc = launch.launch_job(cmd, job_dir)
+        except OSError as exc:
+            self.notify(f"could not start the job: {exc}", severity="error")
+            return
+        self.watcher.add(job_dir, pid=proc.pid, job=name, input=str(self.input_path))
+        self._select_next = job_dir
+        self.notify(f"started {name} on {self.input_path.name} (pid {proc.pid})")
+        self._tick(force_scan=True)
+
+    def _selected(self) -> JobSnapshot | None:
+        snap = self.query_one(JobList).selected_snapshot
+        if snap is None:
+            self.notify("no job selected", severity="warning")
+        return snap
+
+    def action_cancel_job(self) -> None:
+        """SIGINT the selected job's process: it stops after the current item."""
+        snap = self._selected()
+        if snap is None:
+            return
+        if snap.state not in ("running", "starting") or not snap.pid:
+            self.notify(f"{snap.job_dir.name} is not running ({snap.state})", severity="warning")
+            return
+        if cancel_job(snap.pid):
+            self.notify(f"cancelling {snap.job_dir.name}: it stops after the current item")
+        else:
+            self.notify("the job process is already gone", severity="warning")
+
+    def action_open_output(self) -> None:
+        """Open the selected job's folder in the file manager, or show and copy its path."""
+        snap = self._selected()
+        if snap is None:
+            return
+        path = str(snap.job_dir)
+        if launch.open_in_file_manager(path):
+            self.notify(f"opening {path}")
+            return
+        self.app.copy_to_clipboard(path)
+        self.notify(f"{path}\n(path copied to the clipboard)", title="output folder", timeout=8)
+
+    def action_toggle_log(self) -> None:
+        """Switch the log pane between the job's events and the tail of its job.log."""
+        log = self.query_one(JobLog)
+        job = self.query_one(JobList).selected_job
+        if job is None:
+            return
+        if log.source == job:
+            log.show_text(("job.log", job), tail_log(job), title=f"job.log — {job.name}")
+        else:
+            log.source = None
+            self._show_job_log(job)
+
+    def action_rescan(self) -> None:
+        self.query_one(FolderTree).rescan()
+        self._tick(force_scan=True)
+
+    def action_job_tool(self) -> None:
+        """Open the tool screen registered for the selected job's kind (``JOB_SCREENS``)."""
+        snap = self._selected()
+        if snap is None:
+            return
+        target = JOB_SCREENS.get(snap.job)
+        if target is None:
+            self.notify(f"no tool screen for {snap.job} jobs", severity="warning")
+            return
+        module, _, attr = target.partition(":")
+        try:
+            screen_cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            self.notify(f"the {snap.job} tool screen is not available in this install", severity="warning")
+            return
+        job_dir, job_name = snap.job_dir, snap.job
+
+        async def apply(result) -> None:
+            if not isinstance(result, dict):
+                return
+            if self.job_name != job_name and job_name in self.jobs:
+                self.query_one("#job-select", Select).value = job_name
+                await self.set_job(job_name)
+            self.query_one(ParamForm).apply_values(result)
+            self.notify("values applied to the form; Ctrl+R runs it")
+
+        self.app.push_screen(screen_cls(job_dir=job_dir), apply)
+
+    def action_annotate(self) -> None:
+        """Open ``segdeck annotate`` on the selected folder; its saved files go to the log."""
+        if not launch.annotate_available():
+            self.notify("the annotate command is not available in this install", severity="warning")
+            return
+        form = self.query_one(ParamForm)
+        method = form.value("method")
+        cmd = launch.annotate_command(ANNOTATE_MODE, self.input_path, str(method) if method else None)
+        try:
+            proc = launch.start_annotate(cmd)
+        except OSError as exc:
+            self.notify(f"could not start annotate: {exc}", severity="error")
+            return
+        self._annotate_lines = [LogLine(_now(), f"annotate {ANNOTATE_MODE} {self.input_path}", "title")]
+        self.query_one(JobLog).show(ANNOTATE_SOURCE, self._annotate_lines, title="Log — annotate")
+        self._follow_annotate(proc)
+
+    @work(thread=True, group="annotate")
+    def _follow_annotate(self, proc) -> None:
+        for raw in proc.stdout:
+            raw = raw.strip()
+            if raw:
+                self.post_message(AnnotateOutput([annotate_line(raw)]))
+        err = proc.stderr.read().strip().splitlines()
+        rc = proc.wait()
+        if rc != 0:
+            reason = err[-1] if err else f"exit code {rc}"
+            self.post_message(AnnotateOutput([LogLine(_now(), f"annotate failed: {reason}", "error")]))
+        else:
+            self.post_message(AnnotateOutput([LogLine(_now(), "annotate finished", "title")]))
+
+    def on_annotate_output(self, message: AnnotateOutput) -> None:
+        self._annotate_lines.extend(message.lines)
+        self.query_one(JobLog).append(ANNOTATE_SOURCE, message.lines)
+        for line in message.lines:
+            if line.level == "error":
+                self.notify(line.text, severity="error")
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def annotate_line(raw: str) -> LogLine:
+    """A log line for one JSON line of ``segdeck annotate`` (plain text is kept as is)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return LogLine(_now(), raw, "info")
+    if not isinstance(data, dict):
+        return LogLine(_now(), raw, "info")
+    saved = data.get("saved") or data.get("path") or data.get("file")
+    if isinstance(saved, list):
+        saved = ", ".join(map(str, saved))
+    level = "error" if data.get("error") else "done"
+    text = f"saved {saved}" if saved else " ".join(f"{k}={v}" for k, v in data.items())
+    if data.get("error"):
+        text = f"{text} — {data['error']}" if saved else str(data["error"])
+    return LogLine(_now(), text, level)
+
+
+__all__ = ["JOB_SCREENS", "MainScreen", "annotate_line"]

@@ -1,0 +1,144 @@
+"""Folder tree of the chosen root with recursive image counts per folder.
+
+The counts come from :func:`segdeck.core.imageio.discover` run once in a thread
+worker, so the tree appears at once and fills in its numbers when they are ready.
+segdeck output folders (``*.segdeck``, job folders) and hidden folders are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from segdeck.core.imageio import JOB_MARKER, OUTPUT_ROOT_SUFFIX, discover
+
+#: Bounds on the folder walk (a tree of a whole disk stays usable).
+MAX_DEPTH = 8
+MAX_FOLDERS = 5000
+
+
+def _skip_dir(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
+
+
+def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int]]:
+    """Walk ``root``: sub-folders per folder (sorted) and recursive image counts.
+
+    Returns
+    -------
+    children : dict
+        folder -> its sub-folders (segdeck outputs and hidden folders left out).
+    counts : dict
+        folder -> number of images under it (as :func:`discover` finds them).
+    """
+    children: dict[Path, list[Path]] = {}
+    n = 0
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        keep = sorted(d for d in dirnames if not _skip_dir(here / d))
+        dirnames[:] = keep if depth < MAX_DEPTH and n < MAX_FOLDERS else []
+        children[here] = [here / d for d in keep]
+        n += len(keep)
+    counts: dict[Path, int] = {root: 0}
+    try:
+        images = discover(root)
+    except (FileNotFoundError, OSError):
+        images = []
+    for img in images:
+        folder = img.parent
+        while True:
+            counts[folder] = counts.get(folder, 0) + 1
+            if folder == root or folder == folder.parent:
+                break
+            folder = folder.parent
+    return children, counts
+
+
+class FolderTree(Tree[Path]):
+    """Tree of folders under ``root``, each labelled with its image count."""
+
+    @dataclass
+    class Scanned(Message):
+        """The background scan finished."""
+
+        children: dict
+        counts: dict
+
+    @dataclass
+    class FolderChosen(Message):
+        """The cursor moved to a folder (``count`` images under it, None while counting)."""
+
+        path: Path
+        count: int | None
+
+    def __init__(self, root: Path, **kwargs):
+        self.root_path = Path(root).resolve()
+        super().__init__(self._label(self.root_path, None, root=True), data=self.root_path, **kwargs)
+        self.counts: dict[Path, int] = {}
+        self.scanned = False
+
+    def _label(self, path: Path, count: int | None, root: bool = False) -> Text:
+        name = str(path) if root else path.name
+        num = "counting…" if count is None else f"{count} image{'s' if count != 1 else ''}"
+        return Text.assemble(name, (f"  ({num})", "dim" if count else "dim italic"))
+
+    def on_mount(self) -> None:
+        self.root.expand()
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Scan the folders again (new photos, removed folders)."""
+        self.scanned = False
+        self.root.set_label(self._label(self.root_path, None, root=True))
+        self._scan()
+
+    @work(thread=True, exclusive=True, group="folder-scan")
+    def _scan(self) -> None:
+        children, counts = scan_folders(self.root_path)
+        self.post_message(self.Scanned(children, counts))
+
+    def on_folder_tree_scanned(self, message: Scanned) -> None:
+        message.stop()
+        self.counts = message.counts
+        expanded = {n.data for n in self._walk(self.root) if n.is_expanded}
+        self.root.remove_children()
+        self.root.set_label(self._label(self.root_path, message.counts.get(self.root_path, 0), root=True))
+
+        def add(node: TreeNode[Path], folder: Path) -> None:
+            for sub in message.children.get(folder, []):
+                kids = message.children.get(sub, [])
+                child = node.add(self._label(sub, message.counts.get(sub, 0)), data=sub, allow_expand=bool(kids))
+                add(child, sub)
+                if sub in expanded:
+                    child.expand()
+
+        add(self.root, self.root_path)
+        self.root.expand()
+        self.scanned = True
+        self._announce()
+
+    def _walk(self, node: TreeNode[Path]):
+        yield node
+        for child in node.children:
+            yield from self._walk(child)
+
+    @property
+    def selected_path(self) -> Path:
+        node = self.cursor_node
+        return node.data if node is not None and node.data is not None else self.root_path
+
+    def _announce(self) -> None:
+        path = self.selected_path
+        self.post_message(self.FolderChosen(path, self.counts.get(path, 0) if self.scanned else None))
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        event.stop()
+        self._announce()

@@ -163,8 +163,9 @@ def coco_annotations(rles: list[dict], stats: Sequence[RegionStats], category_id
     if not rles:
         return []
     enc = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
-    areas = mask_utils.area(enc)
-    boxes = mask_utils.toBbox(enc)
+    # one RLE per call: pycocotools' list form overflows a uint8 counter above 255 items
+    areas = [int(mask_utils.area(e)) for e in enc]
+    boxes = [mask_utils.toBbox(e) for e in enc]
     anns = []
     for rle, area, box, stat in zip(rles, areas, boxes, stats, strict=True):
         ann = {

@@ -74,6 +74,33 @@ def _put_text(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float,
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
 
 
+def _draw_texts(canvas: np.ndarray, stats: Sequence[RegionStats], max_text_labels: int) -> None:
+    """Label regions largest first, skipping a label that would overlap one already
+    placed or that is much wider than its region (so the overlay stays readable)."""
+    import cv2
+
+    h, w = canvas.shape[:2]
+    scale = max(0.35, max(h, w) / 2500)
+    taken = np.zeros((h, w), dtype=bool)
+    placed = 0
+    for stat in sorted(stats, key=lambda s: -s.area):
+        if placed >= max_text_labels:
+            break
+        label = region_text(stat)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x0, _, x1, _ = stat.bbox
+        if (x1 - x0) * 1.5 < tw:
+            continue
+        x = min(max(0, int(round(stat.centroid[0] - tw / 2))), max(0, w - tw))
+        y = min(max(th, int(round(stat.centroid[1] + th / 2))), h - 1 - base)
+        box = (slice(max(0, y - th - 2), min(h, y + base + 2)), slice(max(0, x - 2), min(w, x + tw + 2)))
+        if taken[box].any():
+            continue
+        taken[box] = True
+        _put_text(canvas, label, (x, y), scale, (255, 255, 255))
+        placed += 1
+
+
 def region_text(stat: RegionStats) -> str:
     """The label drawn for a region: area, intensity and ratio, e.g. ``A1520 I68400 R45.0``."""
     return f"A{stat.area} I{stat.intensity:.0f} R{stat.ratio:.1f}"
@@ -138,16 +165,5 @@ def draw_overlay(
     thickness = contour_thickness or auto_thickness(labels.shape)
     canvas[boundaries(labels, thickness)] = contour_color
     if text and stats and max_text_labels > 0:
-        import cv2
-
-        scale = max(0.35, max(labels.shape) / 2500)
-        chosen = sorted(stats, key=lambda s: -s.area)[:max_text_labels]
-        for stat in chosen:
-            label = region_text(stat)
-            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            x = int(round(stat.centroid[0] - tw / 2))
-            y = int(round(stat.centroid[1] + th / 2))
-            x = min(max(0, x), max(0, labels.shape[1] - tw))
-            y = min(max(th, y), labels.shape[0] - 1)
-            _put_text(canvas, label, (x, y), scale, (255, 255, 255))
+        _draw_texts(canvas, stats, max_text_labels)
     return canvas

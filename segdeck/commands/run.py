@@ -137,7 +137,10 @@ def _rich_sink(job_name: str):
         elif isinstance(event, ItemDone) and state["task"] is not None:
             progress.update(state["task"], advance=1, note=event.item[-40:])
         elif isinstance(event, ItemFailed):
-            progress.console.print(f"[red]failed[/] {event.error}", soft_wrap=True)
+            from rich.markup import escape
+
+            text = event.error if event.item in event.error else f"{event.item}: {event.error}"
+            progress.console.print(f"[red]failed[/] {escape(text)}", soft_wrap=True)
             if state["task"] is not None:
                 progress.update(state["task"], advance=1)
         elif isinstance(event, Message):

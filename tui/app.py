@@ -11,7 +11,7 @@ from segdeck.tui.screens.help import HelpScreen, binding_rows
 from segdeck.tui.screens.main import MainScreen
 
 HELP_EXTRA = (
-    "Jobs run as their own processes (segdeck run …): quitting the TUI leaves them running;\n"
+    "Jobs run as their own processes (segdeck run …): quitting the TUI leaves them running; "
     "the job list finds them again in the *.segdeck output folders next to your images."
 )
 

@@ -79,8 +79,8 @@ class MainScreen(Screen):
         Binding("o", "open_output", "Open output"),
         Binding("l", "toggle_log", "Log/job.log"),
         Binding("a", "annotate", "Annotate"),
-        Binding("t", "job_tool", "Job tool"),
-        Binding("f5", "rescan", "Rescan"),
+        Binding("t", "job_tool", "Job tool (e.g. cluster threshold)", show=False),
+        Binding("f5", "rescan", "Rescan folders and jobs", show=False),
         Binding("f", "focus('folders')", "Focus folders", show=False),
         Binding("p", "focus('form')", "Focus parameters", show=False),
         Binding("j", "focus('jobs')", "Focus jobs", show=False),
@@ -104,17 +104,17 @@ class MainScreen(Screen):
             yield FolderTree(self.root, id="folders")
             with Vertical(id="job-pane"):
                 with Horizontal(id="picker"):
-                    yield Select([], prompt="job", id="job-select", allow_blank=True)
-                    yield Select([], prompt="preset", id="preset-select", allow_blank=True)
+                    yield Select([], prompt="job", id="job-select", allow_blank=True, compact=True)
+                    yield Select([], prompt="preset", id="preset-select", allow_blank=True, compact=True)
                 yield Static("loading jobs…", id="job-desc", markup=False)
                 yield Static("", id="input-line", markup=False)
                 yield ParamForm(id="form")
                 with Horizontal(id="run-bar"):
-                    yield Button("Run ^r", id="run", variant="success", disabled=True)
+                    yield Button("Run ^r", id="run", variant="success", disabled=True, compact=True)
                     yield Static("", id="form-status", markup=False)
         yield JobList(id="jobs")
         yield JobLog(id="log")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#folders").border_title = "Folders"

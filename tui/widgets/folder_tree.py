@@ -86,7 +86,7 @@ class FolderTree(Tree[Path]):
         self.scanned = False
 
     def _label(self, path: Path, count: int | None, root: bool = False) -> Text:
-        name = str(path) if root else path.name
+        name = (path.name or str(path)) if root else path.name
         num = "counting…" if count is None else f"{count} image{'s' if count != 1 else ''}"
         return Text.assemble(name, (f"  ({num})", "dim" if count else "dim italic"))
 

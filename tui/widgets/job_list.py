@@ -38,6 +38,8 @@ class JobList(DataTable):
     """One row per job folder, keyed by the folder path."""
 
     COLUMNS = ("job", "state", "progress", "done", "failed", "ETA", "input")
+    #: Column widths in cells (the job folder name is the widest).
+    WIDTHS = {"job": 30, "state": 11, "progress": BAR_WIDTH + 5, "done": 11, "failed": 6, "ETA": 8, "input": 20}
 
     @dataclass
     class Chosen(Message):
@@ -52,7 +54,7 @@ class JobList(DataTable):
 
     def on_mount(self) -> None:
         for col in self.COLUMNS:
-            self.add_column(col, key=col)
+            self.add_column(col, key=col, width=self.WIDTHS[col])
 
     def _cells(self, s: JobSnapshot) -> dict:
         bar_style = {"failed": "yellow", "error": "red", "done": "green"}.get(s.state, "cyan")

@@ -115,9 +115,10 @@ class ParamForm(VerticalScroll):
         elif spec.kind == "choice":
             options = [(str(c), c) for c in spec.choices]
             widget = Select(options, value=spec.default if spec.default in spec.choices else Select.NULL,
-                            allow_blank=spec.optional or spec.default not in spec.choices, id=fid)
+                            allow_blank=spec.optional or spec.default not in spec.choices, id=fid,
+                            compact=True)
         else:
-            widget = Input(value=self._text(spec, spec.default), id=fid, placeholder=spec.kind)
+            widget = Input(value=self._text(spec, spec.default), id=fid, placeholder=spec.kind, compact=True)
         hint = spec.description
         rng = range_text(spec)
         if rng:

@@ -1,0 +1,338 @@
+"""The TUI through Pilot: the generated form validates as you type, a job started from
+the form shows progress and can be cancelled, a job started from the CLI shows up,
+``?`` opens the help, nothing heavy is imported at start-up.
+
+Jobs run as real ``segdeck run`` child processes. Until a real job is needed, the
+tests use ``tests/tui_dummy_job.py`` (registered in this process by patching the
+registry, in the child through ``SEGDECK_EXTRA_JOBS`` + ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segdeck.core import imageio
+from segdeck.core.jobs import registry
+
+TESTS = Path(__file__).parent
+DUMMY = "tuidummy=tui_dummy_job:DummyJob"
+SIZE = (100, 30)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    (root / "sub dir").mkdir(parents=True)
+    for i in range(12):
+        imageio.write_image(root / f"img{i:02d}.png", np.full((8, 8, 3), 10 * i, np.uint8))
+    imageio.write_image(root / "sub dir" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    return root
+
+
+@pytest.fixture
+def dummy_job(monkeypatch):
+    """Only the dummy job, here and in child processes."""
+    monkeypatch.setattr(registry, "JOBS", {"tuidummy": "tui_dummy_job:DummyJob"})
+    monkeypatch.setenv("SEGDECK_EXTRA_JOBS", DUMMY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    return "tuidummy"
+
+
+async def wait_for(pilot, cond, timeout=20.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def ready_form(app, pilot, job="tuidummy"):
+    from segdeck.tui.widgets.param_form import ParamForm
+
+    screen = app.screen
+    await wait_for(pilot, lambda: job in getattr(app.screen, "jobs", {}), what="jobs loaded")
+    screen = app.screen
+    form = screen.query_one(ParamForm)
+    await wait_for(pilot, lambda: form.model is not None and screen.job_name == job and form.params is not None,
+                   what="form built")
+    await wait_for(pilot, lambda: screen.input_count is not None, what="folder counts")
+    return screen, form
+
+
+# ---- pure helpers -----------------------------------------------------------------
+
+
+def test_form_helpers():
+    from tui_dummy_job import DummyParams
+
+    from segdeck.core.params import field_specs, parse_scalar
+    from segdeck.tui.launch import run_command, toml_value
+    from segdeck.tui.widgets.param_form import method_sections, range_text
+
+    specs = {s.name: s for s in field_specs(DummyParams)}
+    assert range_text(specs["delay"]) == "[0, 5]"
+    assert range_text(specs["tag"]) == ""
+    assert method_sections(list(specs.values())) == ("method", {"fast", "slow"})
+    for value in (3, 0.5, 1e-5, True, "a b", [1, 2], "x\"y"):
+        assert parse_scalar(toml_value(value)) == value
+    cmd = run_command("tuidummy", "/data", {"delay": 0.5, "tag": "hi there", "none": None})
+    assert cmd[:7] == [sys.executable, "-m", "segdeck", "run", "tuidummy", "/data", "--events"]
+    assert cmd[7:] == ["--set", "delay=0.5", "--set", 'tag="hi there"']
+
+
+def test_annotate_line_parsing():
+    from segdeck.tui.screens.main import annotate_line
+
+    assert annotate_line('{"saved": "a/b.png"}').text == "saved a/b.png"
+    line = annotate_line('{"path": "x.png", "error": "disk full"}')
+    assert line.level == "error" and "disk full" in line.text
+    assert annotate_line("plain words").text == "plain words"
+
+
+def test_watcher_reads_incrementally(tmp_path):
+    from segdeck.core.jobs.events import ItemDone, JobFinished, JobStarted, JsonlSink
+    from segdeck.tui.jobwatch import JobWatcher
+
+    job_dir = tmp_path / "in.segdeck" / "j1"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.toml").write_text('job = "x"\ninput = "/in"\n')
+    sink = JsonlSink(job_dir)
+    sink(JobStarted(job="x", total=3, todo=3, pid=os.getpid()))
+    sink(ItemDone(item="a", seconds=0.1, outputs=[]))
+    w = JobWatcher([tmp_path / "in"])
+    snaps, new = w.poll(force_scan=True)
+    assert [s.job_dir for s in snaps] == [job_dir.resolve()] and snaps[0].state == "running"
+    assert len(new[job_dir.resolve()]) == 2
+    offset = w._jobs[job_dir.resolve()].offset
+    sink(JobFinished(status="done", done=3, failed=0, skipped=0, seconds=1.0))
+    sink.close()
+    snaps, new = w.poll()
+    assert snaps[0].state == "done" and [ln.text.split(":")[0] for ln in new[job_dir.resolve()]] == ["finished"]
+    assert w._jobs[job_dir.resolve()].offset > offset
+    assert w.poll()[1] == {}  # nothing new: nothing read
+
+
+# ---- the app -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_invalid_input_shows_error_and_disables_run(photos, dummy_job):
+    from textual.widgets import Button, Input, Select, Static
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.screens.help import HelpScreen
+
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot)
+        run = screen.query_one("#run", Button)
+        assert not run.disabled
+        # only the chosen method's section is shown
+        assert screen.query_one("#sec-fast").display and not screen.query_one("#sec-slow").display
+        assert "slow.factor" not in [s.name for s in form.visible_specs()]
+        screen.query_one("#p-method", Select).value = "slow"
+        await pilot.pause()
+        assert screen.query_one("#sec-slow").display and not screen.query_one("#sec-fast").display
+        # type an out-of-range value
+        delay = screen.query_one("#p-delay", Input)
+        delay.value = ""
+        delay.focus()
+        await pilot.press("9", "9")
+        await pilot.pause()
+        assert delay.value == "99"
+        err = screen.query_one("#err-p-delay", Static)
+        assert "less than or equal to 5" in str(err.render()) and err.has_class("shown")
+        assert run.disabled and form.params is None
+        assert "delay" in str(screen.query_one("#form-status", Static).render())
+        await pilot.press("ctrl+r")  # refused while invalid
+        await pilot.pause()
+        assert screen.query_one("#jobs").row_count == 0
+        # a non-number
+        delay.value = "abc"
+        await pilot.pause()
+        assert "valid number" in str(err.render()) and run.disabled
+        # fixed
+        delay.value = "0.5"
+        await pilot.pause()
+        assert not run.disabled and not err.has_class("shown") and form.params.delay == 0.5
+        assert form.launch_values()["slow.factor"] == 2.0 and "fast.step" not in form.launch_values()
+        # help
+        screen.query_one("#folders").focus()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert ("Ctrl+r", "Run") in app.screen.rows and ("x", "Cancel job") in app.screen.rows
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_run_progress_cancel(photos, dummy_job):
+    from textual.widgets import Input
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_list import JobList
+    from segdeck.tui.widgets.job_log import JobLog
+
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot)
+        screen.query_one("#p-delay", Input).value = "0.4"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        jobs = screen.query_one(JobList)
+        await wait_for(pilot, lambda: jobs.selected_snapshot is not None, what="job row")
+        snap = jobs.selected_snapshot
+        assert snap.job_dir.parent == photos.parent / "photos.segdeck"
+        await wait_for(pilot, lambda: jobs.selected_snapshot.state == "running", timeout=30, what="running")
+        first = jobs.selected_snapshot.done
+        await wait_for(pilot, lambda: jobs.selected_snapshot.done >= first + 2, timeout=30, what="progress")
+        snap = jobs.selected_snapshot
+        assert snap.total == 13 and 0 < snap.fraction < 1 and snap.eta_s is not None
+        cells = [str(c) for c in jobs.get_row(str(snap.job_dir))]
+        assert "running" in cells and f"{snap.done}/13" in cells
+        jobs.focus()
+        await pilot.press("x")
+        await wait_for(pilot, lambda: jobs.selected_snapshot.state == "cancelled", timeout=30, what="cancelled")
+        snap = jobs.selected_snapshot
+        assert snap.done < 13 and snap.pid is None
+        log = screen.query_one(JobLog)
+        assert any("finished: cancelled" in line.text for line in log.lines)
+        # the outputs of the finished items exist, the others do not
+        outs = sorted(p.name for p in snap.job_dir.glob("*.txt"))
+        assert len(outs) == snap.done
+        # "o" without a desktop: path shown and copied
+        await pilot.press("o")
+        await pilot.pause()
+        if not os.environ.get("DISPLAY"):
+            assert app.clipboard == str(snap.job_dir)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_job_started_from_cli_shows_up(photos, dummy_job):
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_list import JobList
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segdeck", "run", "tuidummy", str(photos), "--set", "delay=0.2", "--set", 'tag="cli"'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        app = SegdeckApp(photos)
+        async with app.run_test(size=SIZE) as pilot:
+            jobs = app.screen.query_one(JobList)
+
+            def cli_job():
+                return [s for s in jobs.snapshots.values() if s.job == "tuidummy"]
+
+            await wait_for(pilot, lambda: bool(cli_job()), timeout=30, what="CLI job listed")
+            await wait_for(pilot, lambda: cli_job()[0].state == "done", timeout=40, what="CLI job done")
+            snap = cli_job()[0]
+            assert snap.done == snap.total == 13 and snap.fraction == 1.0
+            assert Path(snap.input) == photos.resolve()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_annotate_output_streams_into_log(photos, dummy_job, monkeypatch):
+    from segdeck.tui import launch
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_log import JobLog
+
+    script = "import json; print(json.dumps({'saved': 'labels/a.png'})); print(json.dumps({'saved': 'labels/b.png'}))"
+    monkeypatch.setattr(launch, "annotate_available", lambda: True)
+    monkeypatch.setattr(launch, "annotate_command", lambda mode, path, method=None: [sys.executable, "-c", script])
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, _ = await ready_form(app, pilot)
+        screen.query_one("#folders").focus()
+        await pilot.press("a")
+        log = screen.query_one(JobLog)
+        await wait_for(pilot, lambda: any("annotate finished" in ln.text for ln in log.lines), timeout=30,
+                       what="annotate output")
+        text = "\n".join(ln.text for ln in log.lines)
+        assert "saved labels/a.png" in text and "saved labels/b.png" in text
+        # a failing command (e.g. no such sub-command) is reported, not raised
+        monkeypatch.setattr(launch, "annotate_command",
+                            lambda mode, path, method=None: [sys.executable, "-c", "import sys; sys.exit('no annotate here')"])
+        await pilot.press("a")
+        await wait_for(pilot, lambda: any("annotate failed: no annotate here" in ln.text for ln in log.lines),
+                       timeout=30, what="annotate failure")
+
+
+@pytest.mark.timeout(60)
+def test_startup_imports_nothing_heavy(photos):
+    """Start the app (all registered jobs) in a fresh interpreter: no torch, no sam2."""
+    script = f"""
+import asyncio, json, sys, time
+t0 = time.perf_counter()
+from segdeck.tui.app import SegdeckApp
+async def main():
+    app = SegdeckApp({str(photos)!r})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        await app.screen.workers.wait_for_complete() if hasattr(app.screen, "workers") else None
+        await pilot.pause(0.2)
+        mounted = app.screen.query_one("#folders").scanned
+        print(json.dumps({{"torch": "torch" in sys.modules, "sam2": "sam2" in sys.modules,
+                          "hq": "segment_anything_hq" in sys.modules, "jobs": sorted(app.screen.jobs),
+                          "scanned": mounted, "s": time.perf_counter() - t0}}))
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["scanned"]
+    assert "segment" in res["jobs"] or "segment" not in registry.JOBS
+    assert not res["torch"] and not res["sam2"] and not res["hq"], res
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_real_segment_job_from_tui(tmp_path, three_regions):
+    if "segment" not in registry.job_names():
+        pytest.skip("the segment job is not importable in this install")
+    from textual.widgets import Select
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_list import JobList
+
+    img, _ = three_regions
+    root = tmp_path / "shots"
+    root.mkdir()
+    imageio.write_image(root / "a.png", img)
+    imageio.write_image(root / "b.png", img[:, ::-1].copy())
+    app = SegdeckApp(root)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot, job="segment")
+        screen.query_one("#p-method", Select).value = "felzenszwalb"
+        await pilot.pause()
+        assert screen.query_one("#sec-felzenszwalb").display and not screen.query_one("#sec-slico").display
+        await pilot.press("ctrl+r")
+        jobs = screen.query_one(JobList)
+        await wait_for(pilot, lambda: jobs.selected_snapshot is not None, what="job row")
+        await wait_for(pilot, lambda: jobs.selected_snapshot.state in ("done", "failed", "error"), timeout=100,
+                       what="segment finished")
+        snap = jobs.selected_snapshot
+        assert snap.state == "done", snap
+        assert snap.done == 2 and "felzenszwalb" in snap.job_dir.name
+        assert len(list(snap.job_dir.glob("*.png"))) >= 2

@@ -401,8 +401,7 @@ def filter_labels(
         if params.pixel_filter:
             kept &= _pixel_ok(aggregate, params)
         lab = np.where(kept, lab, 0)
-    keep_label[:] = False
-    keep_label[np.unique(lab)] = True
+    keep_label = np.bincount(lab.ravel(), minlength=n + 1) > 0
     keep_label[0] = False
     lut = np.cumsum(keep_label) * keep_label
     out = lut[lab].astype(np.int32)

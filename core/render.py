@@ -158,10 +158,11 @@ def draw_overlay(
     canvas = image.copy()
     n = int(labels.max()) if labels.size else 0
     if fill_alpha > 0 and n > 0:
-        colors = label_colors(n, seed)
-        fg = labels > 0
-        tint = colors[labels[fg]]
-        canvas[fg] = np.round(canvas[fg] * (1 - fill_alpha) + tint * fill_alpha).astype(np.uint8)
+        import cv2
+
+        tint = label_colors(n, seed)[labels]
+        blended = cv2.addWeighted(canvas, 1.0 - fill_alpha, tint, fill_alpha, 0.0)
+        np.copyto(canvas, blended, where=(labels > 0)[:, :, None])
     thickness = contour_thickness or auto_thickness(labels.shape)
     canvas[boundaries(labels, thickness)] = contour_color
     if text and stats and max_text_labels > 0:

@@ -27,6 +27,8 @@ class Params(BaseModel):
     attempts: int = Field(3, ge=1, le=20, description="k-means restarts; the best compactness wins")
     max_iter: int = Field(20, ge=1, le=1000, description="iterations per attempt")
     epsilon: float = Field(1.0, gt=0.0, le=100.0, description="stop when centres move less than this")
+    blur: int = Field(5, ge=0, le=31, description="Gaussian blur kernel before clustering, against noise (0: none)")
+    smooth: int = Field(5, ge=0, le=31, description="majority filter window on the cluster map, removes speckle (0: none)")
     min_size: int = Field(30, ge=0, le=1_000_000, description="pieces smaller than this (working pixels) join their nearest neighbour")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed (cv2.setRNGSeed) for reproducible clusters")
 
@@ -57,6 +59,33 @@ def kmeans(data: np.ndarray, k: int, params: Params) -> np.ndarray:
     return labels.ravel().astype(np.int32)
 
 
+def majority_filter(classes: np.ndarray, k: int, window: int) -> np.ndarray:
+    """Replace each class index by the most frequent one in a ``window`` x ``window``
+    neighbourhood (one box filter per class; ties go to the lower index).
+
+    Parameters
+    ----------
+    classes : ndarray of shape (H, W), int in 0..k-1
+    k : int
+        Number of classes.
+    window : int
+        Odd window side in pixels; < 2 returns ``classes`` unchanged.
+    """
+    import cv2
+
+    if window < 2:
+        return classes
+    window |= 1
+    best = np.zeros(classes.shape, np.float32)
+    out = classes.copy()
+    for c in range(k):
+        votes = cv2.blur((classes == c).astype(np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
+        better = votes > best
+        out[better] = c
+        best[better] = votes[better]
+    return out
+
+
 def segment(image: np.ndarray, params: Params) -> np.ndarray:
     """k-means colour segmentation.
 
@@ -65,12 +94,21 @@ def segment(image: np.ndarray, params: Params) -> np.ndarray:
     image : ndarray of shape (H, W, 3), uint8 RGB
     params : Params
 
+    The image is blurred (``blur``), pixels are clustered by colour, the cluster map is
+    cleaned by a majority filter (``smooth``), and each connected piece of a cluster
+    becomes a segment.
+
     Returns
     -------
     ndarray of shape (H, W), int32
         Labels 1..N: 4-connected pieces of each colour cluster, pieces below
         ``min_size`` merged into the nearest larger one. No edge pixels.
     """
+    import cv2
+
     h, w = image.shape[:2]
+    if params.blur >= 2:
+        image = cv2.GaussianBlur(image, (params.blur | 1, params.blur | 1), 0)
     clusters = kmeans(features(image, params.color_space, params.spatial_weight), params.k, params).reshape(h, w)
+    clusters = majority_filter(clusters, params.k, params.smooth)
     return merge_small(components(clusters), params.min_size)

@@ -1,0 +1,290 @@
+"""Prompt decoding without repeated work: SAM's two-way transformer re-arranged.
+
+SAM 2 and SAM-HQ share the mask decoder's two-way transformer (Kirillov et al.,
+"Segment Anything", arXiv:2304.02643, Fig. 14). For a few prompt tokens ``T`` against
+``N = 64*64`` image tokens, most of its cost is the projections of the image tokens.
+Two exact re-arrangements remove most of it:
+
+1. In layer 0 the image tokens do not depend on the prompt (when there is no mask
+   input), so the keys / values of token-to-image attention and the queries of
+   image-to-token attention are computed once per image (:func:`prepare_image`)
+   and shared by every prompt and every batch.
+2. Attention between ``N`` image tokens and ``T`` prompt tokens only needs the
+   projections folded into the small side: ``(X Wq^T) K^T = X (Wq^T K^T)`` and
+   ``out_proj(P V) = P (V Wo^T) + b`` (rows of ``P`` sum to 1), and likewise for the
+   other direction; the per-query key bias only shifts a softmax row and drops out.
+   With ``heads * T < internal_dim`` this costs ``heads*T`` instead of
+   ``internal_dim`` multiply-adds per image token and channel.
+
+The results equal the original modules up to float rounding (the tests compare the
+masks with the official predictors).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class LayerZero:
+    """Prompt-independent tensors of layer 0 for one image (no mask input).
+
+    Attributes
+    ----------
+    keys : torch.Tensor
+        (N, C) image tokens (image embedding + no-mask dense embedding).
+    pe : torch.Tensor
+        (N, C) dense positional encoding.
+    kpe : torch.Tensor
+        (N, C) ``keys + pe``.
+    k_t2i, v_t2i : torch.Tensor
+        (heads, N, d) token-to-image keys and values.
+    q_i2t : torch.Tensor
+        (N, internal_dim) image-to-token queries.
+    """
+
+    keys: object
+    pe: object
+    kpe: object
+    k_t2i: object
+    v_t2i: object
+    q_i2t: object
+
+
+def _heads(x, h):
+    # (..., n, h*d) -> (..., h, n, d)
+    *lead, n, c = x.shape
+    return x.reshape(*lead, n, h, c // h).transpose(-3, -2)
+
+
+def _merge(x):
+    # (..., h, n, d) -> (..., n, h*d)
+    *lead, h, n, d = x.shape
+    return x.transpose(-3, -2).reshape(*lead, n, h * d)
+
+
+def prepare_image(transformer, src, pe) -> LayerZero:
+    """Layer-0 tensors for one image.
+
+    Parameters
+    ----------
+    transformer : TwoWayTransformer
+        The mask decoder's transformer (SAM 2 or SAM-HQ).
+    src : torch.Tensor
+        (1, C, h, w) image embedding plus dense prompt embedding.
+    pe : torch.Tensor
+        (1, C, h, w) dense positional encoding (``prompt_encoder.get_dense_pe()``).
+    """
+    keys = src.flatten(2)[0].transpose(0, 1).contiguous()
+    pe = pe.flatten(2)[0].transpose(0, 1).contiguous()
+    kpe = keys + pe
+    l0 = transformer.layers[0]
+    t2i, i2t = l0.cross_attn_token_to_image, l0.cross_attn_image_to_token
+    return LayerZero(
+        keys=keys,
+        pe=pe,
+        kpe=kpe,
+        k_t2i=_heads(t2i.k_proj(kpe), t2i.num_heads).contiguous(),
+        v_t2i=_heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
+        q_i2t=i2t.q_proj(kpe).contiguous(),
+    )
+
+
+def _t2i_cached(attn, q, k, v):
+    """Token-to-image attention with precomputed (heads, N, d) keys / values; q (B, T, C)."""
+    import torch
+
+    qh = _heads(attn.q_proj(q), attn.num_heads)  # (B, H, T, d)
+    qh = qh * (1.0 / math.sqrt(qh.shape[-1]))
+    s = torch.matmul(qh, k.transpose(-1, -2).unsqueeze(0))  # (B, H, T, N)
+    p = torch.softmax(s, dim=-1)
+    out = torch.matmul(p, v.unsqueeze(0))  # (B, H, T, d)
+    return attn.out_proj(_merge(out))
+
+
+def _t2i(attn, q, kpe, keys):
+    """Token-to-image attention; q (B, T, C), kpe / keys (B or 1, N, C) -> (B, T, C)."""
+    import torch
+
+    H = attn.num_heads
+    B, T, C = q.shape
+    D = attn.internal_dim
+    d = D // H
+    if H * T >= D:  # folding does not pay: the plain form
+        kh = _heads(attn.k_proj(kpe), H)
+        vh = _heads(attn.v_proj(keys), H)
+        qh = _heads(attn.q_proj(q), H)
+        s = torch.matmul(qh, kh.transpose(-1, -2)) / math.sqrt(d)
+        return attn.out_proj(_merge(torch.matmul(torch.softmax(s, -1), vh)))
+    qh = _heads(attn.q_proj(q), H) * (1.0 / math.sqrt(d))  # (B, H, T, d)
+    wk = attn.k_proj.weight.view(H, d, C)
+    a = torch.einsum("bhtd,hdc->bhtc", qh, wk).reshape(B, H * T, C)
+    s = torch.matmul(a, kpe.transpose(-1, -2))  # (B, H*T, N); the key bias cancels in softmax
+    p = torch.softmax(s, dim=-1)
+    py = torch.matmul(p, keys).view(B, H, T, C)
+    wv = attn.v_proj.weight.view(H, d, C)
+    out = torch.einsum("bhtc,hdc->bhtd", py, wv) + attn.v_proj.bias.view(1, H, 1, d)
+    return attn.out_proj(_merge(out))
+
+
+def _i2t(attn, kpe, qtok, vtok, q_cached=None):
+    """Image-to-token attention; kpe (B or 1, N, C) image tokens + pe, qtok / vtok (B, T, C)
+    prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: (N, D) projected queries."""
+    import torch
+
+    H = attn.num_heads
+    B, T, C = qtok.shape
+    D = attn.internal_dim
+    d = D // H
+    scale = 1.0 / math.sqrt(d)
+    kh = _heads(attn.k_proj(qtok), H) * scale  # (B, H, T, d)
+    vh = _heads(attn.v_proj(vtok), H)  # (B, H, T, d)
+    if H * T >= D and q_cached is None:
+        qh = _heads(attn.q_proj(kpe), H)
+        p = torch.softmax(torch.matmul(qh, kh.transpose(-1, -2)), dim=-1)
+        return attn.out_proj(_merge(torch.matmul(p, vh)))
+    if q_cached is not None:
+        # block-diagonal (D, H*T): head h's d rows meet head h's T columns only
+        eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
+        m = torch.einsum("bhtd,hg->bhdgt", kh, eye).reshape(B, D, H * T)
+        s = torch.matmul(q_cached, m)  # (B, N, H*T)
+    else:
+        wq = attn.q_proj.weight.view(H, d, C)
+        m = torch.einsum("hdc,bhtd->bcht", wq, kh).reshape(B, C, H * T)
+        bias = torch.einsum("hd,bhtd->bht", attn.q_proj.bias.view(H, d), kh).reshape(B, 1, H * T)
+        s = torch.baddbmm(bias, kpe.expand(B, -1, -1), m)  # (B, N, H*T)
+    n = s.shape[1]
+    p = torch.softmax(s.view(B, n, H, T), dim=-1).view(B, n, H * T)
+    wo = attn.out_proj.weight.view(C, H, d)
+    u = torch.einsum("bhtd,chd->bhtc", vh, wo).reshape(B, H * T, C)
+    return torch.baddbmm(attn.out_proj.bias.view(1, 1, C).expand(B, 1, C), p, u)
+
+
+def two_way(transformer, tokens, zero: LayerZero, src=None):
+    """Run a SAM two-way transformer for ``B`` prompts on one image.
+
+    Parameters
+    ----------
+    transformer : TwoWayTransformer
+    tokens : torch.Tensor
+        (B, T, C) output tokens + sparse prompt embeddings.
+    zero : LayerZero
+        From :func:`prepare_image` (gives ``pe`` and, when ``src`` is None, the cached layer 0).
+    src : torch.Tensor, optional
+        (B, N, C) image tokens when they depend on the prompt (mask input); the layer-0
+        cache is not used then.
+
+    Returns
+    -------
+    queries : torch.Tensor
+        (B, T, C) processed tokens.
+    keys : torch.Tensor
+        (B, N, C) processed image tokens.
+    """
+    import torch.nn.functional as F
+
+    pe = zero.pe.unsqueeze(0)
+    qpe = tokens
+    queries = tokens
+    keys = zero.keys.unsqueeze(0) if src is None else src
+    for i, layer in enumerate(transformer.layers):
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + qpe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        q = queries + qpe
+        cached = i == 0 and src is None
+        kpe = zero.kpe.unsqueeze(0) if cached else keys + pe
+        if cached:
+            attn_out = _t2i_cached(layer.cross_attn_token_to_image, q, zero.k_t2i, zero.v_t2i)
+        else:
+            attn_out = _t2i(layer.cross_attn_token_to_image, q, kpe, keys)
+        queries = layer.norm2(queries + attn_out)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q = queries + qpe
+        attn_out = _i2t(
+            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None
+        )
+        keys = keys + attn_out
+        norm = layer.norm4
+        keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    q = queries + qpe
+    attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys)
+    queries = transformer.norm_final_attn(queries + attn_out)
+    return queries, keys
+
+
+# ---- SAM 2 mask upscaling as two matrix products in sub-pixel order ------------------------
+#
+# ``output_upscaling`` is ConvTranspose(k=2, s=2) -> (+ high-res feature) -> LayerNorm2d ->
+# GELU -> ConvTranspose(k=2, s=2) -> (+ high-res feature) -> GELU. A stride-2 2x2 transposed
+# convolution is one matrix product per input pixel; keeping the output in "sub-pixel" order
+# (i, j, di, dj, ei, ej) instead of image order makes every step a plain matmul or a
+# per-pixel op on contiguous memory; the high-res features are put in that order once per
+# image and only the few final mask logits are put back into image order.
+
+
+def upscale_weights(dec):
+    """Matrices of the decoder's two transposed convolutions (computed once per model)."""
+    import torch
+
+    dc1, ln1, _act1, dc2, _act2 = dec.output_upscaling
+    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1).contiguous()
+    b1 = dc1.bias.repeat(4)
+    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(dc2.weight.shape[0], -1).contiguous()
+    b2 = dc2.bias.repeat(4)
+    return {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "ln": ln1,
+            "c1": dc1.weight.shape[1], "c2": dc2.weight.shape[1], "eye": torch.empty(0)}
+
+
+def arrange_high_res(feat_s0, feat_s1):
+    """(1, c2, 4h, 4w) and (1, c1, 2h, 2w) features -> sub-pixel order (1, h*w*4, 4*c2) and
+    (1, h*w, 4*c1)."""
+    _, c1, h2, w2 = feat_s1.shape
+    h, w = h2 // 2, w2 // 2
+    s1 = feat_s1.view(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, h * w, 4 * c1)
+    c2 = feat_s0.shape[1]
+    s0 = feat_s0.view(1, c2, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+    return s0.reshape(1, h * w * 4, 4 * c2).contiguous(), s1.contiguous()
+
+
+def upscale_masks(wts, keys, hyper, s0, s1, hw):
+    """Mask logits from processed image tokens.
+
+    Parameters
+    ----------
+    wts : dict
+        From :func:`upscale_weights`.
+    keys : torch.Tensor
+        (B, N, C) image tokens, N = h * w.
+    hyper : torch.Tensor
+        (B, M, c2) hypernetwork outputs (one row per mask token).
+    s0, s1 : torch.Tensor
+        From :func:`arrange_high_res`.
+    hw : tuple
+        (h, w) token grid.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, M, 4h, 4w) logits.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    B, N, _ = keys.shape
+    h, w = hw
+    c1, c2 = wts["c1"], wts["c2"]
+    ln = wts["ln"]
+    y = torch.addmm(wts["b1"], keys.reshape(B * N, -1), wts["w1"]).view(B, N, 4 * c1)
+    y = (y + s1).view(B, N * 4, c1)
+    y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
+    z = torch.addmm(wts["b2"], y.reshape(B * N * 4, c1), wts["w2"]).view(B, N * 4, 4 * c2)
+    z = F.gelu(z + s0).view(B, N * 16, c2)
+    m = torch.matmul(z, hyper.transpose(1, 2))  # (B, N*16, M)
+    M = m.shape[-1]
+    m = m.view(B, h, w, 2, 2, 2, 2, M).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return m.reshape(B, M, 4 * h, 4 * w)

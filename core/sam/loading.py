@@ -1,0 +1,151 @@
+"""Build SAM models from their package configs and load official checkpoints strictly.
+
+Neither family's own loader is used for weights: ``sam2.build_sam.build_sam2`` is
+called without a checkpoint and ``segment_anything_hq``'s builders with
+``checkpoint=None`` (their loader loads with ``strict=False`` and prints), then the
+state dict is read with ``torch.load(..., weights_only=True)`` and loaded with a
+strict key check here.
+
+Checkpoint layouts (as published):
+
+* SAM 2.1: ``{"model": state_dict}``.
+* SAM-HQ: a plain ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from segdeck.core.errors import SetupError
+from segdeck.core.models import ModelSpec
+
+
+def _quiet_imports():
+    """Import the SAM packages with their noisy third-party warnings muted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sam2.build_sam  # noqa: F401
+        import segment_anything_hq  # noqa: F401
+
+
+def build_empty(spec: ModelSpec, device: str = "cpu"):
+    """Build the architecture of ``spec`` with random (untrained) weights, in eval mode.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Family ``"sam2"`` (``spec.config`` = a sam2 hydra config name such as
+        ``configs/sam2.1/sam2.1_hiera_t.yaml``) or ``"sam-hq"`` (``spec.config`` = a
+        ``segment_anything_hq.sam_model_registry`` key such as ``vit_tiny``).
+    device : str
+        torch device string.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if spec.family == "sam2":
+            from sam2.build_sam import build_sam2
+
+            model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
+        elif spec.family == "sam-hq":
+            from segment_anything_hq import sam_model_registry
+
+            if spec.config not in sam_model_registry:
+                raise SetupError(f"model {spec.name}: unknown SAM-HQ variant {spec.config!r}")
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = sam_model_registry[spec.config](checkpoint=None)
+        else:
+            raise SetupError(f"model {spec.name}: family {spec.family!r} is not a SAM family")
+    model.eval()
+    return model.to(device)
+
+
+def read_state_dict(spec: ModelSpec, path: str | Path) -> dict:
+    """Read a checkpoint file safely (``weights_only=True``) and return its state dict.
+
+    Raises
+    ------
+    SetupError
+        Unreadable, truncated or non-checkpoint file, or the wrong layout for the family.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SetupError(f"{path}: checkpoint file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SetupError(
+            f"{path}: not a readable checkpoint for {spec.name} (truncated or corrupt?): {reason[:160]}"
+        ) from None
+    if spec.family == "sam2":
+        if not isinstance(obj, dict) or "model" not in obj or not isinstance(obj["model"], dict):
+            raise SetupError(f"{path}: expected a SAM 2 checkpoint {{'model': state_dict}} for {spec.name}")
+        obj = obj["model"]
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise SetupError(f"{path}: expected a state dict of tensors for {spec.name}")
+    return obj
+
+
+def load_strict(model, state_dict: dict, path: str | Path, name: str) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` with a one-line error.
+
+    Raises
+    ------
+    SetupError
+        Missing or unexpected keys (a few are named) or shape mismatches.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        raise SetupError(f"{path}: checkpoint does not match {name}: {'; '.join(parts)}")
+    bad = [k for k, v in own.items() if tuple(v.shape) != tuple(state_dict[k].shape)]
+    if bad:
+        k = bad[0]
+        raise SetupError(
+            f"{path}: checkpoint does not match {name}: {len(bad)} tensors with wrong shapes "
+            f"(e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(spec: ModelSpec, path: str | Path, device: str = "cpu"):
+    """Build ``spec``'s architecture and load the checkpoint at ``path`` strictly.
+
+    Raises
+    ------
+    SetupError
+        Bad file or key mismatch (see :func:`read_state_dict`, :func:`load_strict`).
+    """
+    state = read_state_dict(spec, path)
+    model = build_empty(spec, "cpu")
+    load_strict(model, state, path, spec.name)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device)
+
+
+def save_checkpoint(spec: ModelSpec, model, path: str | Path) -> None:
+    """Save ``model`` in the official layout of its family (used by tests and benchmarks)."""
+    import torch
+
+    state = model.state_dict()
+    obj = {"model": state} if spec.family == "sam2" else state
+    torch.save(obj, path)

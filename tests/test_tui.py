@@ -126,7 +126,7 @@ def test_watcher_reads_incrementally(tmp_path):
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
-async def test_invalid_input_shows_error_and_disables_run(photos, dummy_job):
+async def test_invalid_input_shows_error_and_disables_run(photos, dummy_job, monkeypatch):
     from textual.widgets import Button, Input, Select, Static
 
     from segdeck.tui.app import SegdeckApp
@@ -166,6 +166,28 @@ async def test_invalid_input_shows_error_and_disables_run(photos, dummy_job):
         await pilot.pause()
         assert not run.disabled and not err.has_class("shown") and form.params.delay == 0.5
         assert form.launch_values()["slow.factor"] == 2.0 and "fast.step" not in form.launch_values()
+        # a preset fills the form
+        screen.presets["quick"] = {"delay": 0.01, "tag": "q"}
+        screen.query_one("#preset-select", Select).set_options([(p, p) for p in screen.presets])
+        screen.query_one("#preset-select", Select).value = "quick"
+        await pilot.pause()
+        assert delay.value == "0.01" and form.params.tag == "q" and form.params.method == "fast"
+        # the job tool hook ("t"): the screen's dict goes into the form
+        from tui_dummy_job import DummyJob, DummyParams
+
+        from segdeck.core.jobs.runner import run_job
+        from segdeck.tui.screens import main as main_screen
+
+        done_dir = photos.parent / "done-job"
+        run_job(DummyJob(DummyParams(delay=0.0), photos, done_dir))
+        monkeypatch.setitem(main_screen.JOB_SCREENS, "tuidummy", "tui_dummy_job:tool_screen")
+        screen.watcher.add(done_dir)
+        await wait_for(pilot, lambda: done_dir.resolve() in screen.query_one("#jobs").snapshots, what="done job")
+        screen.query_one("#jobs").select_job(done_dir.resolve())
+        screen.query_one("#jobs").focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: form.params is not None and form.params.tag == "from-done-job", what="tool")
+        assert form.params.fast.step == 7
         # help
         screen.query_one("#folders").focus()
         await pilot.press("question_mark")
@@ -213,6 +235,13 @@ async def test_run_progress_cancel(photos, dummy_job):
         # the outputs of the finished items exist, the others do not
         outs = sorted(p.name for p in snap.job_dir.glob("*.txt"))
         assert len(outs) == snap.done
+        # resume with "e": the rest is done, nothing twice
+        first_done = snap.done
+        await pilot.press("e")
+        await wait_for(pilot, lambda: jobs.selected_snapshot.state == "done", timeout=40, what="resumed job done")
+        events = (snap.job_dir / "events.jsonl").read_text().splitlines()
+        assert sum('"kind": "ItemDone"' in e for e in events) == 13
+        assert any(f"resuming: {first_done} of 13" in e for e in events)
         # "o" without a desktop: path shown and copied
         await pilot.press("o")
         await pilot.pause()

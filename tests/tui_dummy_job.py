@@ -50,3 +50,18 @@ class DummyJob(Job):
         out = f"{self.output_stem(item)}.txt"
         imageio.write_text_atomic(self.job_dir / out, f"{self.params.tag} " + " ".join(f"{v:.2f}" for v in result))
         return [out]
+
+
+def tool_screen(job_dir):
+    """A stand-in for a job tool screen (the ``t`` hook): dismisses at once with values."""
+    from textual.screen import ModalScreen
+
+    class ToolScreen(ModalScreen):
+        def __init__(self, job_dir):
+            super().__init__()
+            self.job_dir = job_dir
+
+        def on_mount(self) -> None:
+            self.dismiss({"tag": f"from-{self.job_dir.name[:8]}", "fast": {"step": 7}})
+
+    return ToolScreen(job_dir)

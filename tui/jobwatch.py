@@ -118,6 +118,7 @@ class _Tracked:
     lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     launched_pid: int | None = None
     launched_at: float | None = None
+    cancel_requested: bool = False
 
 
 class JobWatcher:
@@ -146,7 +147,16 @@ class JobWatcher:
             tracked = self._jobs.get(key) or _Tracked(key, job=job, input=input)
             if pid is not None:
                 tracked.launched_pid, tracked.launched_at = pid, time.time()
+                tracked.cancel_requested = False
             self._jobs[key] = tracked
+
+    def request_cancel(self, job_dir: str | Path) -> None:
+        """Note that the user cancelled this job (a process stopped before its first
+        event then reads as ``cancelled``, not ``error``)."""
+        with self._lock:
+            tracked = self._jobs.get(Path(job_dir).resolve())
+            if tracked is not None:
+                tracked.cancel_requested = True
 
     def lines(self, job_dir: str | Path) -> list[LogLine]:
         """The kept log lines of a job (oldest first)."""
@@ -235,7 +245,9 @@ class JobWatcher:
             # launched here, its JobStarted not written yet
             state = "starting" if pid_alive(t.launched_pid) else "error"
             pid = t.launched_pid if state == "starting" else None
-            if state == "error":
+            if state == "error" and t.cancel_requested:
+                state = "cancelled"
+            elif state == "error":
                 from segdeck.tui.launch import last_stderr_line
 
                 error = last_stderr_line(t.job_dir) or "the job process exited before starting"

@@ -76,6 +76,7 @@ class MainScreen(Screen):
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", priority=True),
         Binding("x", "cancel_job", "Cancel job"),
+        Binding("e", "resume_job", "Resume/re-run job", show=False),
         Binding("o", "open_output", "Open output"),
         Binding("l", "toggle_log", "Log/job.log"),
         Binding("a", "annotate", "Annotate"),
@@ -289,14 +290,36 @@ class MainScreen(Screen):
             self.notify(f"{job_dir.name} is already running", severity="warning")
             return
         cmd = launch.run_command(name, self.input_path, form.launch_values())
+        self._start(cmd, job_dir, name, self.input_path)
+
+    def action_resume_job(self) -> None:
+        """Run the selected job again with its saved parameters (``job.toml``): an
+        interrupted or cancelled run resumes, finished items are skipped."""
+        snap = self._selected()
+        if snap is None:
+            return
+        if snap.state in ("running", "starting"):
+            self.notify(f"{snap.job_dir.name} is already running", severity="warning")
+            return
+        if snap.job not in self.jobs or not snap.input:
+            self.notify(f"cannot re-run {snap.job_dir.name}: job {snap.job!r} is not available", severity="error")
+            return
+        if not Path(snap.input).exists():
+            self.notify(f"the input {snap.input} is gone", severity="error")
+            return
+        cmd = launch.run_command(snap.job, snap.input, {}, out=snap.job_dir.parent)
+        cmd += ["--config", str(snap.job_dir / "job.toml")]
+        self._start(cmd, snap.job_dir, snap.job, Path(snap.input))
+
+    def _start(self, cmd: list[str], job_dir: Path, name: str, input_path: Path) -> None:
         try:
             proc = launch.launch_job(cmd, job_dir)
         except OSError as exc:
             self.notify(f"could not start the job: {exc}", severity="error")
             return
-        self.watcher.add(job_dir, pid=proc.pid, job=name, input=str(self.input_path))
+        self.watcher.add(job_dir, pid=proc.pid, job=name, input=str(input_path))
         self._select_next = job_dir
-        self.notify(f"started {name} on {self.input_path.name} (pid {proc.pid})")
+        self.notify(f"started {name} on {input_path.name} (pid {proc.pid})")
         self._tick(force_scan=True)
 
     def _selected(self) -> JobSnapshot | None:
@@ -313,6 +336,7 @@ class MainScreen(Screen):
         if snap.state not in ("running", "starting") or not snap.pid:
             self.notify(f"{snap.job_dir.name} is not running ({snap.state})", severity="warning")
             return
+        self.watcher.request_cancel(snap.job_dir)
         if cancel_job(snap.pid):
             self.notify(f"cancelling {snap.job_dir.name}: it stops after the current item")
         else:

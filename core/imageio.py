@@ -343,7 +343,10 @@ def write_image(dest: str | Path, image: np.ndarray) -> Path:
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     ext = dest.suffix.lower() or ".png"
-    ok, buf = cv2.imencode(ext, arr)
+    try:
+        ok, buf = cv2.imencode(ext, arr)
+    except cv2.error:  # no encoder for the suffix, or a dtype the format cannot hold
+        ok = False
     if not ok:
         raise ImageError(dest, f"could not encode a {arr.dtype} array of shape {arr.shape} as {ext}")
     try:

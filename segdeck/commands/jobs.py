@@ -35,7 +35,7 @@ def run(args) -> int:
         return 0
     table = Table(box=None, header_style="bold")
     for col in ("job", "state", "done", "failed", "total", "ETA", "folder"):
-        table.add_column(col, no_wrap=col != "folder")
+        table.add_column(col, no_wrap=col != "folder", overflow="fold" if col == "folder" else "ellipsis")
     for d in dirs:
         try:
             info = read_job(d)

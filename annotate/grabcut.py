@@ -1,0 +1,258 @@
+"""GrabCut session: rectangle + sure / probable strokes, one GrabCut iteration per press.
+
+The state machine works on a working-resolution copy of the image (longest side
+``max_side``); :meth:`GrabCutState.full_mask` scales the result back to the full
+resolution for painting. GrabCut: Rother, Kolmogorov, Blake, "GrabCut: interactive
+foreground extraction using iterated graph cuts", SIGGRAPH 2004 (doi:10.1145/1015706.1015720),
+via ``cv2.grabCut``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
+from segdeck.annotate.keymap import Keymap
+from segdeck.annotate.state import GestureState
+
+NO_MARK = 255
+STROKES = {
+    "sure_foreground": cv2.GC_FGD,
+    "sure_background": cv2.GC_BGD,
+    "probable_foreground": cv2.GC_PR_FGD,
+    "probable_background": cv2.GC_PR_BGD,
+}
+MARK_BGR = {
+    cv2.GC_FGD: (0, 0, 230),
+    cv2.GC_BGD: (230, 60, 0),
+    cv2.GC_PR_FGD: (150, 150, 255),
+    cv2.GC_PR_BGD: (255, 200, 120),
+}
+
+
+def working_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` shrunk (area averaging) so its longest side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / float(max(h, w)))
+    if f >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+class GrabCutState(GestureState):
+    """Events in, GrabCut mask out.
+
+    Parameters
+    ----------
+    image : ndarray (h, w, 3) uint8 RGB
+        The working image; event coordinates are its pixels (x, y).
+    keymap : Keymap, optional
+
+    Attributes
+    ----------
+    rect : tuple (x0, y0, x1, y1) or None
+        XYXY, x1 / y1 exclusive.
+    marks : ndarray (h, w) uint8
+        Stroke labels (``cv2.GC_*``), 255 where nothing was drawn.
+    mask : ndarray (h, w) bool or None
+        Foreground after the last iteration.
+    outcome : None, "finish" or "quit"
+    """
+
+    session = "grabcut"
+
+    def __init__(self, image: np.ndarray, keymap: Keymap | None = None, brush: int | None = None):
+        super().__init__(keymap)
+        self.image = np.ascontiguousarray(image)
+        self.bgr = cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR)
+        h, w = image.shape[:2]
+        self.brush = brush or max(2, round(min(h, w) / 150))
+        self.outcome: str | None = None
+        self.reset()
+
+    def reset(self) -> bool:
+        h, w = self.image.shape[:2]
+        self.rect: tuple[int, int, int, int] | None = None
+        self._rect_start: tuple[int, int] | None = None
+        self.marks = np.full((h, w), NO_MARK, np.uint8)
+        self.gc_mask: np.ndarray | None = None
+        self.bgd = np.zeros((1, 65), np.float64)
+        self.fgd = np.zeros((1, 65), np.float64)
+        self.iterations = 0
+        self.mask: np.ndarray | None = None
+        self._last: tuple[int, int] | None = None
+        self.message = "middle-drag a rectangle, stroke fg/bg, space iterates"
+        return True
+
+    def stroke(self, value: int, p0, p1) -> None:
+        cv2.line(self.marks, tuple(p0), tuple(p1), int(value), 2 * self.brush + 1)
+        cv2.circle(self.marks, tuple(p1), self.brush, int(value), -1)
+
+    def on_drag(self, action: str, phase: str, x: int, y: int) -> bool:
+        if action == "rectangle":
+            if phase == "start":
+                self._rect_start = (x, y)
+                return False
+            if self._rect_start is None:
+                return False
+            x0, y0 = self._rect_start
+            r = (min(x0, x), min(y0, y), max(x0, x) + 1, max(y0, y) + 1)
+            if phase == "end":
+                self._rect_start = None
+                if r[2] - r[0] < 3 or r[3] - r[1] < 3:
+                    self.message = "rectangle too small"
+                    return True
+            self.rect = r
+            return True
+        if action in STROKES:
+            p = (x, y)
+            self.stroke(STROKES[action], self._last if (phase != "start" and self._last) else p, p)
+            self._last = None if phase == "end" else p
+            return True
+        return False
+
+    def iterate(self) -> bool:
+        """One GrabCut iteration (the first one initialises from rectangle and strokes)."""
+        h, w = self.image.shape[:2]
+        if self.gc_mask is None:
+            rect = self.rect
+            if rect is None:
+                m = max(2, round(0.01 * min(h, w)))
+                rect = (m, m, w - m, h - m)
+            gc = np.full((h, w), cv2.GC_BGD, np.uint8)
+            gc[rect[1] : rect[3], rect[0] : rect[2]] = cv2.GC_PR_FGD
+            self.gc_mask = gc
+        drawn = self.marks != NO_MARK
+        self.gc_mask[drawn] = self.marks[drawn]
+        fg = np.isin(self.gc_mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
+        bg = np.isin(self.gc_mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
+        if not (fg and bg):
+            self.message = "GrabCut needs both foreground and background pixels"
+            return True
+        try:
+            cv2.grabCut(self.bgr, self.gc_mask, None, self.bgd, self.fgd, 1, cv2.GC_INIT_WITH_MASK)
+        except cv2.error as exc:
+            self.message = f"GrabCut failed: {str(exc).strip().splitlines()[-1][:80]}"
+            return True
+        self.iterations += 1
+        self.mask = np.isin(self.gc_mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
+        self.message = f"{self.iterations} iteration(s), foreground {int(self.mask.sum())} px"
+        return True
+
+    def action(self, name: str | None) -> bool:
+        if name == "iterate":
+            return self.iterate()
+        if name == "reset":
+            return self.reset()
+        if name == "finish":
+            if self.mask is None:
+                self.iterate()
+            if self.mask is None or not self.mask.any():
+                self.message = "nothing to finish: no foreground yet"
+                return True
+            self.outcome = "finish"
+            return True
+        if name == "quit":
+            self.outcome = "quit"
+            return True
+        if name == "brush_bigger":
+            self.brush = min(self.brush + 1, 100)
+            return True
+        if name == "brush_smaller":
+            self.brush = max(self.brush - 1, 1)
+            return True
+        return False
+
+    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
+        """The foreground at ``size`` (W, H), nearest-neighbour scaled; bool (H, W)."""
+        if self.mask is None:
+            return np.zeros((size[1], size[0]), bool)
+        return cv2.resize(self.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def mask_to_segments(mask: np.ndarray) -> np.ndarray:
+    """A foreground mask as painting segments: 1 = foreground, 2 = the rest. (H, W) int32."""
+    return np.where(mask, 1, 2).astype(np.int32)
+
+
+class GrabCutWindow(WindowLoop):
+    """Segments window (result) + annotations window (rectangle and strokes)."""
+
+    SEG = "segdeck grabcut segments"
+    ANN = "segdeck grabcut annotations"
+
+    def __init__(self, state: GrabCutState, *, title: str = "", index: int = 1, total: int = 1,
+                 max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None, frames_log=None,
+                 keep_open: bool = False):
+        super().__init__(gui, frames_log, keep_open=keep_open)
+        self.state = state
+        h, w = state.image.shape[:2]
+        self.view = View((w, h), max_window)
+        self.title, self.index, self.total = title, index, total
+        self.windows = {self.SEG: self._mouse, self.ANN: self._mouse}
+        self.positions = {self.ANN: (0, 0), self.SEG: (self.view.dw + 12, 0)}
+        self._img_version = None
+
+    def _mouse(self, kind, button, u, v, ctrl) -> bool:
+        if v >= self.view.dh and kind != "up":
+            return False
+        x, y = self.view.to_image(u, v)
+        if kind in ("wheel-up", "wheel-down"):
+            act = self.state.keymap.mouse_action("grabcut", kind)
+            if self.view.view_action(act, (x, y)):
+                self.mark()
+                return True
+            return False
+        changed = self.state.mouse(kind, button, x, y, ctrl)
+        if changed:
+            self.mark()
+        return changed
+
+    def on_key(self, code: int) -> bool:
+        act = self.state.keymap.key_action("grabcut", code)
+        if act is None:
+            return False
+        if act.startswith(("zoom_", "pan_")):
+            changed = self.view.view_action(act, self.state.pointer)
+        else:
+            changed = self.state.action(act)
+        if self.state.outcome:
+            self.outcome = self.state.outcome
+        if changed:
+            self.mark()
+        return changed
+
+    def _base(self) -> np.ndarray:
+        if self._img_version != self.view.version:
+            self._img = self.view.image_view(self.state.bgr)
+            self._rows, self._cols = self.view.sample_index()
+            self._img_version = self.view.version
+        return self._img
+
+    def draw(self, name: str) -> np.ndarray:
+        st, v = self.state, self.view
+        img = self._base()
+        frame = np.zeros((v.dh + STATUS_BAR, v.dw, 3), np.uint8)
+        disp = frame[: v.dh]
+        if name == self.SEG:
+            if st.mask is None:
+                disp[:] = img
+            else:
+                m = st.mask[self._rows[:, None], self._cols[None, :]]
+                disp[:] = img // 3
+                disp[m] = img[m]
+            put_status(frame[v.dh :], f"{self.index}/{self.total} {self.title} | {st.message}")
+        else:
+            disp[:] = img
+            marks = st.marks[self._rows[:, None], self._cols[None, :]]
+            for val, col in MARK_BGR.items():
+                sel = marks == val
+                if sel.any():
+                    disp[sel] = col
+            if st.rect is not None:
+                x0, y0, x1, y1 = st.rect
+                p0, p1 = v.to_display(x0, y0), v.to_display(x1, y1)
+                cv2.rectangle(disp, p0, p1, (0, 220, 0), 2)
+            put_status(frame[v.dh :], f"brush {st.brush} | iterations {st.iterations} | rect {'set' if st.rect else 'none'}")
+        return frame

@@ -1,0 +1,361 @@
+"""The thin highgui layer: display check, zoom / pan view, the draw-only-when-dirty loop.
+
+Nothing here knows about painting, GrabCut or SAM; the sessions subclass
+:class:`WindowLoop`. All OpenCV window calls go through :class:`Gui` so tests can
+replace it with a fake and count frames without a display.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segdeck.core.errors import SetupError
+
+#: Default bound on the pixels a window shows (width, height): fits a laptop screen
+#: and keeps X11 forwarding traffic small.
+DEFAULT_MAX_WINDOW = (1280, 800)
+STATUS_BAR = 22
+
+NO_DISPLAY_MESSAGE = (
+    "no display: the annotation windows need an X display. Over SSH connect with "
+    "`ssh -X user@host` (or `ssh -Y`), on the machine itself set DISPLAY (e.g. `export DISPLAY=:0`), "
+    "or run under a virtual one: `xvfb-run -a segdeck annotate ...`"
+)
+
+
+def check_display() -> None:
+    """Make sure a window can open, BEFORE anything touches highgui (Qt aborts otherwise).
+
+    On Linux / BSD, DISPLAY must be set and an X connection must open (``XOpenDisplay``
+    via ctypes, or ``xdpyinfo`` when libX11 cannot be loaded). macOS and Windows
+    always have a display.
+
+    Raises
+    ------
+    SetupError
+        With :data:`NO_DISPLAY_MESSAGE` (plus the DISPLAY value that failed).
+    """
+    if sys.platform in ("darwin", "win32"):
+        return
+    if os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
+        return
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        if os.environ.get("WAYLAND_DISPLAY"):
+            os.environ.setdefault("QT_QPA_PLATFORM", "wayland")
+            return
+        raise SetupError(NO_DISPLAY_MESSAGE)
+    lib = ctypes.util.find_library("X11")
+    if lib:
+        try:
+            x11 = ctypes.CDLL(lib)
+            x11.XOpenDisplay.restype = ctypes.c_void_p
+            x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+            x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+            handle = x11.XOpenDisplay(display.encode())
+            if not handle:
+                raise SetupError(f"cannot connect to DISPLAY={display}; " + NO_DISPLAY_MESSAGE)
+            x11.XCloseDisplay(handle)
+            return
+        except OSError:
+            pass
+    tool = shutil.which("xdpyinfo")
+    if tool:
+        ok = subprocess.run([tool], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+        if not ok:
+            raise SetupError(f"cannot connect to DISPLAY={display}; " + NO_DISPLAY_MESSAGE)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x800"`` -> (1280, 800).
+
+    Raises
+    ------
+    ValueError
+        Not ``WIDTHxHEIGHT`` with both between 64 and 16384.
+    """
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"window size {text!r} is not WIDTHxHEIGHT, e.g. 1280x800") from None
+    if not (64 <= w <= 16384 and 64 <= h <= 16384):
+        raise ValueError(f"window size {text!r} out of range 64..16384")
+    return w, h
+
+
+class View:
+    """Maps between an image of ``size`` (W, H) and a display at most ``max_window``.
+
+    The display size is fixed (the whole image fitted into the bound, never larger);
+    zoom > 1 shows a smaller part of the image at the same display size, centred on
+    ``(cx, cy)``. Coordinates: image pixels (x, y) <-> display pixels (u, v).
+    """
+
+    MAX_ZOOM = 32.0
+
+    def __init__(self, size: tuple[int, int], max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, *,
+                 status_bar: int = STATUS_BAR):
+        self.w, self.h = int(size[0]), int(size[1])
+        bw, bh = max_window[0], max(max_window[1] - status_bar, 32)
+        self.s0 = min(bw / self.w, bh / self.h)
+        self.dw = max(1, min(bw, round(self.w * self.s0)))
+        self.dh = max(1, min(bh, round(self.h * self.s0)))
+        self.zoom = 1.0
+        self.cx, self.cy = self.w / 2, self.h / 2
+        self.version = 0
+
+    @property
+    def scale(self) -> float:
+        """Display pixels per image pixel."""
+        return self.s0 * self.zoom
+
+    def origin(self) -> tuple[float, float]:
+        vw, vh = self.dw / self.scale, self.dh / self.scale
+        x0 = min(max(self.cx - vw / 2, 0.0), max(self.w - vw, 0.0))
+        y0 = min(max(self.cy - vh / 2, 0.0), max(self.h - vh, 0.0))
+        return x0, y0
+
+    def to_image(self, u: float, v: float) -> tuple[int, int]:
+        x0, y0 = self.origin()
+        x = int(x0 + (u + 0.5) / self.scale)
+        y = int(y0 + (v + 0.5) / self.scale)
+        return min(max(x, 0), self.w - 1), min(max(y, 0), self.h - 1)
+
+    def to_display(self, x: float, y: float) -> tuple[int, int]:
+        x0, y0 = self.origin()
+        return int((x - x0) * self.scale), int((y - y0) * self.scale)
+
+    def sample_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (dh,), cols (dw,)) int: the image pixel shown at each display row / column."""
+        x0, y0 = self.origin()
+        cols = np.minimum((x0 + (np.arange(self.dw) + 0.5) / self.scale).astype(np.int64), self.w - 1)
+        rows = np.minimum((y0 + (np.arange(self.dh) + 0.5) / self.scale).astype(np.int64), self.h - 1)
+        return rows, cols
+
+    def display_rect(self, region: tuple[slice, slice]) -> tuple[slice, slice]:
+        """Display (rows, cols) slice covering an image (rows, cols) slice (1 px margin)."""
+        u0, v0 = self.to_display(region[1].start, region[0].start)
+        u1, v1 = self.to_display(region[1].stop, region[0].stop)
+        return (slice(max(v0 - 1, 0), min(v1 + 2, self.dh)), slice(max(u0 - 1, 0), min(u1 + 2, self.dw)))
+
+    def set_zoom(self, zoom: float, around: tuple[float, float] | None = None) -> bool:
+        zoom = min(max(zoom, 1.0), self.MAX_ZOOM)
+        if zoom == self.zoom:
+            return False
+        if around is not None:
+            # keep the image point under the pointer where it is
+            x0, y0 = self.origin()
+            px, py = around
+            fx, fy = (px - x0) * self.scale / self.dw, (py - y0) * self.scale / self.dh
+            self.zoom = zoom
+            vw, vh = self.dw / self.scale, self.dh / self.scale
+            self.cx, self.cy = px - fx * vw + vw / 2, py - fy * vh + vh / 2
+        else:
+            self.zoom = zoom
+        self._clamp()
+        self.version += 1
+        return True
+
+    def pan(self, dx: float, dy: float) -> bool:
+        """Pan by a fraction of the visible width / height."""
+        if self.zoom == 1.0:
+            return False
+        before = self.origin()
+        self.cx += dx * self.dw / self.scale
+        self.cy += dy * self.dh / self.scale
+        self._clamp()
+        if self.origin() == before:
+            return False
+        self.version += 1
+        return True
+
+    def _clamp(self) -> None:
+        vw, vh = self.dw / self.scale, self.dh / self.scale
+        self.cx = min(max(self.cx, vw / 2), self.w - vw / 2)
+        self.cy = min(max(self.cy, vh / 2), self.h - vh / 2)
+
+    def view_action(self, name: str | None, pointer: tuple[int, int] | None = None) -> bool:
+        """Apply a shared ``view`` keymap action; True when the view changed."""
+        if name == "zoom_in":
+            return self.set_zoom(self.zoom * 1.25, pointer)
+        if name == "zoom_out":
+            return self.set_zoom(self.zoom / 1.25, pointer)
+        if name == "zoom_fit":
+            return self.set_zoom(1.0)
+        step = 0.25
+        if name == "pan_left":
+            return self.pan(-step, 0)
+        if name == "pan_right":
+            return self.pan(step, 0)
+        if name == "pan_up":
+            return self.pan(0, -step)
+        if name == "pan_down":
+            return self.pan(0, step)
+        return False
+
+    def image_view(self, image: np.ndarray) -> np.ndarray:
+        """The visible part of ``image`` (H, W, C) resampled to (dh, dw, C): area
+        averaging when shrinking, nearest when magnifying."""
+        import cv2
+
+        x0, y0 = self.origin()
+        vw, vh = self.dw / self.scale, self.dh / self.scale
+        xa, ya = int(np.floor(x0)), int(np.floor(y0))
+        xb, yb = min(int(np.ceil(x0 + vw)), self.w), min(int(np.ceil(y0 + vh)), self.h)
+        crop = image[ya:yb, xa:xb]
+        if self.scale < 1.0:
+            return cv2.resize(crop, (self.dw, self.dh), interpolation=cv2.INTER_AREA)
+        rows, cols = self.sample_index()
+        return image[rows[:, None], cols[None, :]]
+
+
+def put_status(bar: np.ndarray, text: str) -> None:
+    """Write one status line into a (STATUS_BAR, W, 3) BGR strip (cleared first)."""
+    import cv2
+
+    bar[:] = (40, 40, 40)
+    cv2.putText(bar, text, (6, bar.shape[0] - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+
+
+class Gui:
+    """The highgui calls the loops use; replaced by a fake in tests."""
+
+    def __init__(self):
+        import cv2
+
+        self.cv2 = cv2
+
+    def open(self, name: str, on_mouse, position: tuple[int, int] | None = None) -> None:
+        cv2 = self.cv2
+        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        cv2.setMouseCallback(name, on_mouse)
+        if position is not None:
+            cv2.moveWindow(name, int(position[0]), int(position[1]))
+
+    def show(self, name: str, frame: np.ndarray) -> None:
+        self.cv2.imshow(name, frame)
+
+    def wait_key(self, ms: int) -> int:
+        return self.cv2.waitKeyEx(ms)
+
+    def is_open(self, name: str) -> bool:
+        try:
+            return self.cv2.getWindowProperty(name, self.cv2.WND_PROP_VISIBLE) >= 1
+        except self.cv2.error:
+            return False
+
+    def close(self, name: str) -> None:
+        try:
+            self.cv2.destroyWindow(name)
+        except self.cv2.error:
+            pass
+
+    def mouse_event(self, event: int, flags: int) -> tuple[str | None, str | None, bool]:
+        """(kind, button, ctrl) for a highgui mouse event code and flags."""
+        cv2 = self.cv2
+        ctrl = bool(flags & cv2.EVENT_FLAG_CTRLKEY)
+        table = {
+            cv2.EVENT_LBUTTONDOWN: ("down", "left"), cv2.EVENT_RBUTTONDOWN: ("down", "right"),
+            cv2.EVENT_MBUTTONDOWN: ("down", "middle"), cv2.EVENT_LBUTTONUP: ("up", "left"),
+            cv2.EVENT_RBUTTONUP: ("up", "right"), cv2.EVENT_MBUTTONUP: ("up", "middle"),
+            cv2.EVENT_LBUTTONDBLCLK: ("double", "left"), cv2.EVENT_RBUTTONDBLCLK: ("double", "right"),
+            cv2.EVENT_MBUTTONDBLCLK: ("double", "middle"), cv2.EVENT_MOUSEMOVE: ("move", None),
+        }
+        if event in table:
+            kind, button = table[event]
+            return kind, button, ctrl
+        if event == cv2.EVENT_MOUSEWHEEL:
+            return ("wheel-up" if cv2.getMouseWheelDelta(flags) > 0 else "wheel-down"), None, ctrl
+        return None, None, ctrl
+
+
+class WindowLoop:
+    """Base of a window session: windows, mouse routing, key dispatch, dirty-flag drawing.
+
+    Subclasses fill ``self.windows`` (name -> mouse handler ``(kind, button, u, v, ctrl)``),
+    implement ``draw(name) -> frame`` and ``on_key(code) -> bool`` and set
+    ``self.outcome`` to leave :meth:`run`. A window is drawn only when its name is in
+    ``self.dirty``; while idle the loop only waits in ``waitKeyEx``, so it draws zero frames.
+    """
+
+    wait_ms = 30
+
+    def __init__(self, gui: Gui | None = None, frames_log: str | Path | None = None, keep_open: bool = False):
+        self.gui = gui or Gui()
+        self.keep_open = keep_open
+        self.windows: dict[str, object] = {}
+        #: where to place each window (screen pixels), e.g. side by side
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.dirty: set[str] = set()
+        self.frames = 0
+        self.outcome: str | None = None
+        self.frames_log = Path(frames_log) if frames_log else None
+
+    def mark(self, *names: str) -> None:
+        self.dirty.update(names or self.windows)
+
+    def _callback(self, name: str):
+        def on_mouse(event, u, v, flags, _param=None):
+            kind, button, ctrl = self.gui.mouse_event(event, flags)
+            if kind is None:
+                return
+            handler = self.windows[name]
+            try:
+                if handler(kind, button, u, v, ctrl):
+                    self.draw_dirty()
+            except Exception as exc:  # a callback must never kill the Qt loop
+                self.error = exc
+                self.outcome = "error"
+
+        return on_mouse
+
+    def draw_dirty(self) -> None:
+        for name in list(self.windows):
+            if name in self.dirty:
+                self.dirty.discard(name)
+                frame = self.draw(name)
+                self.gui.show(name, frame)
+                self.frames += 1
+                if self.frames_log:
+                    with open(self.frames_log, "a") as fh:
+                        fh.write(f"{time.time():.4f} {name}\n")
+
+    def run(self) -> str:
+        self.error: Exception | None = None
+        for name in self.windows:
+            self.gui.open(name, self._callback(name), self.positions.get(name))
+        self.mark()
+        self.draw_dirty()
+        try:
+            while self.outcome is None:
+                code = self.gui.wait_key(self.wait_ms)
+                if code is not None and code != -1:
+                    self.on_key(code)
+                if self.outcome is None and not all(self.gui.is_open(n) for n in self.windows):
+                    self.outcome = "quit"
+                if self.outcome is None:
+                    self.draw_dirty()
+        finally:
+            if not self.keep_open or self.outcome in ("quit", "error"):
+                for name in self.windows:
+                    self.gui.close(name)
+                self.gui.wait_key(1)
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+    # -- overridden --------------------------------------------------------
+    def draw(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_key(self, code: int) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,165 @@
+"""``segdeck annotate {paint,grabcut,sam} FOLDER|IMAGE ...``: hands-on annotation windows.
+
+Saved files are reported as JSON lines on stdout (one object per file); messages go to
+stderr. Exit codes: 0 done, 1 some image could not be loaded or saved, 2 bad usage,
+no display, or no SAM model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segdeck.commands import err_console, fail
+
+MODES = {
+    "paint": "paint over-segmented images: fill segments with colours, cut, undo, template painting",
+    "grabcut": "GrabCut with rectangle and strokes, then paint the result",
+    "sam": "SAM point / box prompts, then paint the result",
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("annotate", help="annotate images in OpenCV windows (paint segments, GrabCut, SAM)",
+                       description=__doc__.split("\n\n")[0].replace("``", ""))
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+    for mode, help_txt in MODES.items():
+        mp = modes.add_parser(mode, help=help_txt, description=help_txt)
+        mp.add_argument("input", metavar="FOLDER|IMAGE", help="an image, or a folder searched recursively")
+        if mode == "paint":
+            mp.add_argument("--method", default="slic", metavar="M",
+                            help="segment source: an over-segmentation method (see `segdeck annotate paint "
+                                 "--list-methods`), or grabcut, sam (interactive) or sam-auto (default: slic)")
+            mp.add_argument("--list-methods", action="store_true", help="list the segment sources and exit")
+        mp.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                        help="a parameter of the method (repeatable), e.g. --set region_size=30")
+        if mode in ("paint", "sam"):
+            mp.add_argument("--model", default=None, metavar="NAME",
+                            help="SAM model for sam / sam-auto (see `segdeck models`; default sam2.1-tiny)")
+        mp.add_argument("--out", metavar="DIR", help="annotation folder (default: INPUT.segdeck/annotate-<method>)")
+        mp.add_argument("--keymap", default="default", metavar="NAME",
+                        help="keymap: default, xanylabeling or a .toml path (plus your keymap.toml, see `segdeck keys`)")
+        mp.add_argument("--max-window", default="1280x800", metavar="WxH",
+                        help="largest window in screen pixels (default 1280x800; zoom for detail)")
+        mp.add_argument("--max-side", type=int, default=1024, metavar="PX",
+                        help="longest side the segmentation / GrabCut / SAM work at (default 1024; masks are "
+                             "saved at full resolution)")
+        if mode == "paint":
+            g = mp.add_argument_group("template painting (key t)")
+            g.add_argument("--template", metavar="FILE", help="template image to look for")
+            g.add_argument("--attention", metavar="FILE", help="which template pixels count (white); default: "
+                           "the template's alpha, else its non-black pixels")
+            g.add_argument("--segment", metavar="FILE", help="what to paint at each match (default: the template)")
+            g.add_argument("--template-mask", metavar="FILE", help="which segment pixels to paint (white); "
+                           "default: the segment's alpha, else its non-black pixels")
+            g.add_argument("--threshold", type=float, default=0.9, metavar="F",
+                           help="minimum match score 0..1 (default 0.9)")
+        mp.add_argument("--frames-log", metavar="FILE", help=argparse.SUPPRESS)
+        mp.set_defaults(func=run)
+
+
+def _params(method: str, sets: list[str]):
+    from segdeck.core.params import parse_scalar, set_dotted
+
+    data: dict = {}
+    for item in sets:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        set_dotted(data, k.strip(), parse_scalar(v.strip()))
+    if method in ("grabcut", "sam"):
+        if data:
+            raise ValueError(f"method {method} takes no --set parameters")
+        return None
+    if method == "sam-auto":
+        from segdeck.core.sam.params import GeneratorParams
+
+        model = GeneratorParams
+    else:
+        from segdeck.core.oversegment import params_model
+
+        model = params_model(method)
+    from segdeck.core.params import validate
+
+    return validate(model, data)
+
+
+def run(args) -> int:
+    from segdeck.annotate.app import INTERACTIVE_SOURCES, AUTO_SAM, Options, run_annotate
+    from segdeck.annotate.gui import check_display, parse_size
+    from segdeck.annotate.keymap import KeymapError, load_keymap
+    from segdeck.core import imageio
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.jobs.base import default_output_root
+    from segdeck.core.oversegment import method_names
+
+    mode = args.mode
+    method = getattr(args, "method", None) or mode
+    sources = method_names() + list(INTERACTIVE_SOURCES) + [AUTO_SAM]
+    if getattr(args, "list_methods", False):
+        print("\n".join(sources))
+        return 0
+    if method not in sources:
+        return fail(f"unknown segment source {method!r}; known: {', '.join(sources)}")
+    try:
+        params = _params(method, args.sets)
+        max_window = parse_size(args.max_window)
+    except (SegdeckError, ValueError) as exc:
+        return fail(str(exc))
+    if not 64 <= args.max_side <= 16384:
+        return fail(f"--max-side {args.max_side} out of range 64..16384")
+    try:
+        keymap = load_keymap(args.keymap)
+    except KeymapError as exc:
+        return fail(str(exc))
+    for line in keymap.conflicts():
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    src = Path(args.input)
+    try:
+        paths = imageio.discover(src)
+    except FileNotFoundError as exc:
+        return fail(str(exc))
+    if not paths:
+        return fail(f"{src}: no images (png, jpg, jpeg, tif, tiff)")
+    template = None
+    if getattr(args, "template", None):
+        from segdeck.annotate.template import load_spec
+
+        try:
+            template = load_spec(args.template, args.segment, args.attention, args.template_mask,
+                                 threshold=args.threshold)
+        except (SegdeckError, ValueError) as exc:
+            return fail(str(exc))
+    try:
+        check_display()
+    except SegdeckError as exc:
+        return fail(str(exc))
+    engine = None
+    if method in ("sam", AUTO_SAM):
+        engine = _open_engine(getattr(args, "model", None))
+        if isinstance(engine, int):
+            return engine
+    out_dir = Path(args.out) if args.out else default_output_root(src) / f"annotate-{method}"
+    opts = Options(mode=mode, method=method, params=params, out_dir=out_dir, root=src,
+                   max_side=args.max_side, max_window=max_window, keymap=keymap, template=template,
+                   engine=engine, frames_log=Path(args.frames_log) if args.frames_log else None)
+    err_console.print(f"annotating {len(paths)} image(s) with {method}; saving to {out_dir}", highlight=False,
+                      soft_wrap=True)
+    return run_annotate(paths, opts)
+
+
+def _open_engine(model: str | None):
+    """The SAM engine, or an exit code after one clear line."""
+    name = model or "sam2.1-tiny"
+    try:
+        from segdeck.core.sam import open_engine
+    except ImportError as exc:
+        return fail(f"the SAM engine is not available ({exc}); install segdeck[sam]")
+    from segdeck.core.errors import SegdeckError
+
+    try:
+        return open_engine(name, download=False)
+    except SegdeckError as exc:
+        return fail(f"{exc} (fetch it with `segdeck models`, or pick another with --model)")
+    except (ImportError, ValueError, KeyError) as exc:
+        return fail(f"cannot open SAM model {name}: {exc}")

@@ -16,7 +16,9 @@ import sys
 COMMANDS = ["run", "jobs", "samples", "models", "annotate", "keys", "tui"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) one with just that sub-command: ``segdeck tui``
+    then starts without importing every job module for ``run``'s options."""
     from segdeck import __version__
 
     parser = argparse.ArgumentParser(
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segdeck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        if only and name != only:
+            continue
         try:
             module = importlib.import_module(f"segdeck.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["tui"]
-    parser = build_parser()
+    only = argv[0] if argv[0] in COMMANDS else None
+    parser = build_parser(only)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

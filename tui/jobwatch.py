@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segdeck.core.jobs.base import JOB_TOML
 from segdeck.core.jobs.events import (
     EVENTS_NAME,
     Event,
@@ -28,8 +27,23 @@ from segdeck.core.jobs.events import (
     read_events,
 )
 from segdeck.core.jobs.manifest import Counts, Manifest
-from segdeck.core.jobs.runner import LOG_NAME
-from segdeck.core.jobs.status import find_job_dirs, pid_alive
+
+# Names of files in a job folder (segdeck.core.jobs.base.JOB_TOML, runner.LOG_NAME); not
+# imported from there so that this module stays light (numpy, pydantic load later).
+JOB_TOML = "job.toml"
+LOG_NAME = "job.log"
+
+
+def find_job_dirs(*roots):
+    from segdeck.core.jobs.status import find_job_dirs as find
+
+    return find(*roots)
+
+
+def pid_alive(pid: int | None) -> bool:
+    from segdeck.core.jobs.status import pid_alive as alive
+
+    return alive(pid)
 
 #: Log lines kept per job (older ones are still in events.jsonl / job.log).
 LOG_LINES = 500

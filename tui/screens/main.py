@@ -123,10 +123,14 @@ class MainScreen(Screen):
         self.query_one("#jobs").border_title = "Jobs"
         self.query_one("#log").border_title = "Log"
         self._update_input_line()
+        self.query_one("#folders").focus()
+        # background work starts after the first frame is on screen
+        self.call_after_refresh(self._start_background)
+
+    def _start_background(self) -> None:
         self._load_jobs()
         self.set_interval(POLL_S, self._tick)
         self._tick(force_scan=True)
-        self.query_one("#folders").focus()
 
     # ---- job classes -----------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load-jobs")

@@ -17,14 +17,14 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from segdeck.core.imageio import JOB_MARKER, OUTPUT_ROOT_SUFFIX, discover
-
 #: Bounds on the folder walk (a tree of a whole disk stays usable).
 MAX_DEPTH = 8
 MAX_FOLDERS = 5000
 
 
 def _skip_dir(path: Path) -> bool:
+    from segdeck.core.imageio import JOB_MARKER, OUTPUT_ROOT_SUFFIX
+
     return path.name.startswith(".") or path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
 
 
@@ -38,6 +38,8 @@ def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int]]:
     counts : dict
         folder -> number of images under it (as :func:`discover` finds them).
     """
+    from segdeck.core.imageio import discover
+
     children: dict[Path, list[Path]] = {}
     n = 0
     for dirpath, dirnames, _files in os.walk(root, followlinks=False):
@@ -92,7 +94,7 @@ class FolderTree(Tree[Path]):
 
     def on_mount(self) -> None:
         self.root.expand()
-        self.rescan()
+        self.call_after_refresh(self.rescan)
 
     def rescan(self) -> None:
         """Scan the folders again (new photos, removed folders)."""

@@ -10,7 +10,6 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from segdeck.core.jobs.status import format_eta
 from segdeck.tui.jobwatch import JobSnapshot
 
 STATE_STYLES = {
@@ -57,6 +56,8 @@ class JobList(DataTable):
             self.add_column(col, key=col, width=self.WIDTHS[col])
 
     def _cells(self, s: JobSnapshot) -> dict:
+        from segdeck.core.jobs.status import format_eta
+
         bar_style = {"failed": "yellow", "error": "red", "done": "green"}.get(s.state, "cyan")
         return {
             "job": s.job_dir.name,

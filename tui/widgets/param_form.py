@@ -7,23 +7,30 @@ field. Nested sections are grouped under their name. A model with a ``method``
 choice field and sections named like its choices (the ``segment`` job) shows only the
 section of the chosen method.
 
-Every change validates the whole model and posts :class:`ParamForm.Validated`.
+Sections are collapsible and built when first opened (the chosen method's section
+opens by itself), so a model with many sections builds quickly; an unopened field
+keeps its value (default, preset) and is validated like the others. Every change
+validates the whole model and posts :class:`ParamForm.Validated`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
-from segdeck.core.params import FieldSpec, field_specs, get_dotted, parse_scalar, set_dotted
 from segdeck.tui.launch import toml_value
+
+if TYPE_CHECKING:  # pydantic and core.params load with the first form, not at start-up
+    from pydantic import BaseModel
+
+    from segdeck.core.params import FieldSpec
 
 METHOD_FIELD = "method"
 
@@ -79,57 +86,97 @@ class ParamForm(VerticalScroll):
         self.errors: dict[str, str] = {}
         self._method_sections: set[str] = set()
         self._loading = False
+        self._values: dict[str, Any] = {}  # typed value of every field without a widget yet
+        self._widgets: dict[str, Widget] = {}
+        self._errs: dict[str, Static] = {}
+        self._rows: dict[str, Widget] = {}
+        self._sections: dict[str, Collapsible] = {}
 
     # ---- building ------------------------------------------------------------------
     async def set_model(self, model: type[BaseModel] | None, values: dict | None = None) -> None:
         """Rebuild the form for ``model`` filled with defaults overridden by ``values``."""
+        from segdeck.core.params import field_specs
+
         self._loading = True
         await self.remove_children()
         self.model = model
         self.specs = field_specs(model) if model is not None else []
+        self._values = {s.name: s.default for s in self.specs}
+        self._widgets, self._errs, self._rows, self._sections = {}, {}, {}, {}
         _, self._method_sections = method_sections(self.specs)
         if model is None:
             self.params, self.errors = None, {}
             self._loading = False
             return
-        widgets = []
-        for group, members in groupby(self.specs, key=lambda s: s.group):
-            rows = [self._field_row(spec) for spec in members]
-            if group:
-                widgets.append(Vertical(Static(group, classes="section-title", markup=False), *rows,
-                                        classes="section", id=f"sec-{group.replace('.', '--')}"))
-            else:
-                widgets.extend(rows)
-        await self.mount_all(widgets)
         if values:
             self.apply_values(values)
+        chosen = self._current_method()
+        widgets: list[Widget] = []
+        for group, members in groupby(self.specs, key=lambda s: s.group):
+            members = list(members)
+            if not group:
+                widgets.extend(self._field_row(spec) for spec in members)
+                continue
+            open_now = group == chosen
+            rows = [self._field_row(spec) for spec in members] if open_now else []
+            sec = Collapsible(*rows, title=f"{group}  ({len(members)})", collapsed=not open_now,
+                              id=f"sec-{group.replace('.', '--')}", classes="section")
+            sec.group, sec.members, sec.built = group, members, open_now
+            sec.display = group not in self._method_sections or open_now
+            self._sections[group] = sec
+            widgets.append(sec)
+        await self.mount_all(widgets)
         self._loading = False
-        self._update_visibility()
         self.revalidate()
+
+    async def open_section(self, group: str) -> None:
+        """Expand a section, building its fields the first time."""
+        sec = self._sections.get(group)
+        if sec is None:
+            return
+        if not sec.built:
+            sec.built = True
+            rows = [self._field_row(spec) for spec in sec.members]
+            await sec.query_one(Collapsible.Contents).mount_all(rows)
+        sec.collapsed = False
+        self.revalidate()
+
+    async def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
+        event.stop()
+        group = getattr(event.collapsible, "group", None)
+        if group is not None and not event.collapsible.built:
+            await self.open_section(group)
+
+    def on_collapsible_collapsed(self, event: Collapsible.Collapsed) -> None:
+        event.stop()
 
     def _field_row(self, spec: FieldSpec) -> Vertical:
         fid = field_id(spec.name)
         leaf = spec.name.rpartition(".")[2]
+        value = self._values.pop(spec.name, spec.default)
         if spec.kind == "bool":
-            widget = Switch(value=bool(spec.default), id=fid)
+            widget = Switch(value=bool(value), id=fid)
         elif spec.kind == "choice":
             options = [(str(c), c) for c in spec.choices]
-            widget = Select(options, value=spec.default if spec.default in spec.choices else Select.NULL,
+            widget = Select(options, value=value if value in spec.choices else Select.NULL,
                             allow_blank=spec.optional or spec.default not in spec.choices, id=fid,
                             compact=True)
         else:
-            widget = Input(value=self._text(spec, spec.default), id=fid, placeholder=spec.kind, compact=True)
+            widget = Input(value=self._text(spec, value), id=fid, placeholder=spec.kind, compact=True)
         hint = spec.description
         rng = range_text(spec)
         if rng:
             hint = f"{hint}  {rng}" if hint else rng
-        return Vertical(
+        err = Static("", classes="error", id=f"err-{fid}", markup=False)
+        row = Vertical(
             Horizontal(Label(leaf, classes="field-name"), widget, classes="field-line"),
             Static(hint, classes="hint", markup=False),
-            Static("", classes="error", id=f"err-{fid}", markup=False),
+            err,
             classes="field",
             id=f"row-{fid}",
         )
+        self._widgets[spec.name], self._errs[spec.name], self._rows[spec.name] = widget, err, row
+        return row
 
     @staticmethod
     def _text(spec: FieldSpec, value: Any) -> str:
@@ -143,30 +190,35 @@ class ParamForm(VerticalScroll):
             return str(value)
 
     # ---- values --------------------------------------------------------------------
-    def widget_for(self, name: str):
-        return self.query_one(f"#{field_id(name)}")
+    def widget_for(self, name: str) -> Widget | None:
+        """The input widget of a field, or None while its section is unopened."""
+        return self._widgets.get(name)
 
     def apply_values(self, values: dict) -> None:
-        """Set widgets from a nested dict (a preset, a tool screen's result); unknown
+        """Set fields from a nested dict (a preset, a tool screen's result); unknown
         keys are ignored."""
+        from segdeck.core.params import get_dotted
+
         for spec in self.specs:
             try:
                 value = get_dotted(values, spec.name)
             except (KeyError, TypeError, AttributeError):
                 continue
-            self._set_widget(spec, value)
+            self._set_value(spec, value)
         self._update_visibility()
         self.revalidate()
 
     def reset_defaults(self) -> None:
         for spec in self.specs:
-            self._set_widget(spec, spec.default)
+            self._set_value(spec, spec.default)
         self._update_visibility()
         self.revalidate()
 
-    def _set_widget(self, spec: FieldSpec, value: Any) -> None:
+    def _set_value(self, spec: FieldSpec, value: Any) -> None:
         widget = self.widget_for(spec.name)
-        if isinstance(widget, Switch):
+        if widget is None:
+            self._values[spec.name] = value
+        elif isinstance(widget, Switch):
             widget.value = bool(value)
         elif isinstance(widget, Select):
             widget.value = value if value in spec.choices else Select.NULL
@@ -175,6 +227,8 @@ class ParamForm(VerticalScroll):
 
     def _raw(self, spec: FieldSpec) -> Any:
         widget = self.widget_for(spec.name)
+        if widget is None:
+            return self._values.get(spec.name, spec.default)
         if isinstance(widget, Switch):
             return widget.value
         if isinstance(widget, Select):
@@ -184,6 +238,8 @@ class ParamForm(VerticalScroll):
             return None if spec.optional else text
         if spec.kind in ("int", "float", "str"):
             return widget.value if spec.kind == "str" else text
+        from segdeck.core.params import parse_scalar
+
         return parse_scalar(text)
 
     def visible_specs(self) -> list[FieldSpec]:
@@ -194,14 +250,16 @@ class ParamForm(VerticalScroll):
         return [s for s in self.specs if s.group not in self._method_sections or s.group == chosen]
 
     def _current_method(self) -> str | None:
-        try:
-            widget = self.widget_for(METHOD_FIELD)
-        except Exception:  # noqa: BLE001 - form being rebuilt
+        if not self._method_sections:
             return None
-        return None if widget.value is Select.NULL else str(widget.value)
+        spec = next(s for s in self.specs if s.name == METHOD_FIELD)
+        value = self._raw(spec)
+        return None if value is None else str(value)
 
     def data(self) -> dict:
         """The nested dict of the visible fields' current (unvalidated) values."""
+        from segdeck.core.params import set_dotted
+
         data: dict = {}
         for spec in self.visible_specs():
             set_dotted(data, spec.name, self._raw(spec))
@@ -209,6 +267,8 @@ class ParamForm(VerticalScroll):
 
     def launch_values(self) -> dict[str, Any]:
         """Dotted name -> validated value of every visible field (for ``--set``)."""
+        from segdeck.core.params import get_dotted
+
         if self.params is None:
             return {}
         dumped = self.params.model_dump(mode="json")
@@ -216,6 +276,8 @@ class ParamForm(VerticalScroll):
 
     def value(self, name: str) -> Any:
         """Validated value of a field, or None."""
+        from segdeck.core.params import get_dotted
+
         if self.params is None:
             return None
         try:
@@ -227,6 +289,8 @@ class ParamForm(VerticalScroll):
     def revalidate(self) -> None:
         if self.model is None or self._loading:
             return
+        from pydantic import ValidationError
+
         errors: dict[str, str] = {}
         try:
             self.params = self.model.model_validate(self.data())
@@ -237,12 +301,17 @@ class ParamForm(VerticalScroll):
                 name = next((s.name for s in self.specs if loc == s.name or loc.startswith(s.name + ".")), "")
                 errors.setdefault(name, err["msg"])
         self.errors = errors
-        for spec in self.specs:
-            label = self.query_one(f"#err-{field_id(spec.name)}", Static)
-            msg = errors.get(spec.name, "")
-            label.update(msg)
+        for name, label in self._errs.items():
+            msg = errors.get(name, "")
+            if str(label.content) != msg:
+                label.update(msg)
             label.set_class(bool(msg), "shown")
-            self.query_one(f"#row-{field_id(spec.name)}").set_class(bool(msg), "invalid")
+            self._rows[name].set_class(bool(msg), "invalid")
+        for name in errors:  # an error in an unopened section: open it
+            group = name.rpartition(".")[0]
+            sec = self._sections.get(group)
+            if sec is not None and not sec.built and sec.display:
+                self.call_later(self.open_section, group)
         self.post_message(self.Validated(self, self.params, dict(errors)))
 
     def _update_visibility(self) -> None:
@@ -250,8 +319,12 @@ class ParamForm(VerticalScroll):
             return
         chosen = self._current_method()
         for group in self._method_sections:
-            for sec in self.query(f"#sec-{group.replace('.', '--')}"):
-                sec.display = group == chosen
+            sec = self._sections.get(group)
+            if sec is None:
+                continue
+            sec.display = group == chosen
+            if group == chosen and (not sec.built or sec.collapsed):
+                self.call_later(self.open_section, group)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

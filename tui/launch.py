@@ -124,10 +124,31 @@ def annotate_command(mode: str, path: str | Path, method: str | None = None) -> 
 
 
 def start_annotate(cmd: list[str]) -> subprocess.Popen:
-    """Start an annotation window process; read its stdout JSON lines, stderr errors."""
+    """Start an annotation window process. Read its stdout (JSON lines) as it goes;
+    its stderr goes to a temporary file (``proc.stderr_file``, read after it exits) so
+    a chatty process can never block on a full pipe."""
+    import tempfile
+
+    err = tempfile.TemporaryFile(mode="w+b")
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
         text=True, bufsize=1, start_new_session=True,
     )
+    proc.stderr_file = err
     _children.append(proc)
     return proc
+
+
+def stderr_tail(proc: subprocess.Popen, max_bytes: int = 8192) -> list[str]:
+    """Last lines of a process started by :func:`start_annotate` (after it exited)."""
+    err = getattr(proc, "stderr_file", None)
+    if err is None:
+        return []
+    try:
+        err.seek(0, os.SEEK_END)
+        size = err.tell()
+        err.seek(max(0, size - max_bytes))
+        text = err.read().decode("utf-8", errors="replace")
+    finally:
+        err.close()
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]

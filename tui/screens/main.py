@@ -425,8 +425,8 @@ class MainScreen(Screen):
             raw = raw.strip()
             if raw:
                 self.post_message(AnnotateOutput([annotate_line(raw)]))
-        err = proc.stderr.read().strip().splitlines()
         rc = proc.wait()
+        err = launch.stderr_tail(proc)
         if rc != 0:
             reason = err[-1] if err else f"exit code {rc}"
             self.post_message(AnnotateOutput([LogLine(_now(), f"annotate failed: {reason}", "error")]))
@@ -455,9 +455,11 @@ def annotate_line(raw: str) -> LogLine:
         return LogLine(_now(), raw, "info")
     if not isinstance(data, dict):
         return LogLine(_now(), raw, "info")
-    saved = data.get("saved") or data.get("path") or data.get("file")
+    saved = data.get("saved") or data.get("files") or data.get("path") or data.get("file")
     if isinstance(saved, list):
         saved = ", ".join(map(str, saved))
+    if saved and data.get("image"):
+        saved = f"{saved} (image {data['image']})"
     level = "error" if data.get("error") else "done"
     text = f"saved {saved}" if saved else " ".join(f"{k}={v}" for k, v in data.items())
     if data.get("error"):

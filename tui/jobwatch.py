@@ -151,6 +151,7 @@ class JobWatcher:
         self.rescan_s = rescan_s
         self._jobs: dict[Path, _Tracked] = {}
         self._last_scan = 0.0
+        self._rescan_every = rescan_s
         self._lock = threading.Lock()  # guards _jobs and each job's lines
 
     # ---- registration ------------------------------------------------------------
@@ -190,12 +191,14 @@ class JobWatcher:
             job folder -> log lines appended since the last poll.
         """
         now = time.time()
-        if force_scan or now - self._last_scan >= self.rescan_s:
+        if force_scan or now - self._last_scan >= self._rescan_every:
             self._last_scan = now
             try:
                 found = find_job_dirs(*self.roots)
             except OSError:
                 found = []
+            # a slow scan (huge folder trees, network disks) is repeated less often
+            self._rescan_every = max(self.rescan_s, 20 * (time.time() - now))
             with self._lock:
                 for d in found:
                     if d not in self._jobs:

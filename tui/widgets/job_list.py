@@ -23,7 +23,7 @@ STATE_STYLES = {
     "new": "dim",
 }
 
-BAR_WIDTH = 14
+BAR_WIDTH = 12
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH, style: str = "cyan") -> Text:
@@ -33,12 +33,21 @@ def progress_bar(fraction: float, width: int = BAR_WIDTH, style: str = "cyan") -
     return Text.assemble(("━" * filled, style), ("─" * (width - filled), "grey37"), f" {fraction * 100:3.0f}%")
 
 
+def short_name(name: str, width: int) -> str:
+    """Shorten a run folder name to ``width`` keeping its end (the parameter digest)."""
+    if len(name) <= width:
+        return name
+    tail = name.rsplit("-", 1)[-1][: max(4, width // 3)]
+    head = width - len(tail) - 1
+    return f"{name[:head]}…{tail}"
+
+
 class JobList(DataTable):
     """One row per job folder, keyed by the folder path."""
 
     COLUMNS = ("job", "state", "progress", "done", "failed", "ETA", "input")
     #: Column widths in cells (the job folder name is the widest).
-    WIDTHS = {"job": 30, "state": 11, "progress": BAR_WIDTH + 5, "done": 11, "failed": 6, "ETA": 8, "input": 20}
+    WIDTHS = {"job": 24, "state": 11, "progress": BAR_WIDTH + 5, "done": 9, "failed": 6, "ETA": 7, "input": 9}
 
     @dataclass
     class Chosen(Message):
@@ -60,7 +69,7 @@ class JobList(DataTable):
 
         bar_style = {"failed": "yellow", "error": "red", "done": "green"}.get(s.state, "cyan")
         return {
-            "job": s.job_dir.name,
+            "job": short_name(s.job_dir.name, self.WIDTHS["job"]),
             "state": Text(s.state, style=STATE_STYLES.get(s.state, "")),
             "progress": progress_bar(s.fraction, style=bar_style),
             "done": f"{s.done}/{s.total}",

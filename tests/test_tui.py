@@ -235,6 +235,14 @@ async def test_run_progress_cancel(photos, dummy_job):
         # the outputs of the finished items exist, the others do not
         outs = sorted(p.name for p in snap.job_dir.glob("*.txt"))
         assert len(outs) == snap.done
+        # "l" shows the tail of job.log, "l" again the events
+        await pilot.press("l")
+        await pilot.pause()
+        assert log.source == ("job.log", snap.job_dir)
+        assert any("finished: cancelled" in str(strip.text) for strip in log.lines)
+        await pilot.press("l")
+        await pilot.pause()
+        assert log.source == snap.job_dir
         # resume with "e": the rest is done, nothing twice
         first_done = snap.done
         await pilot.press("e")

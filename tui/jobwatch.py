@@ -203,6 +203,10 @@ class JobWatcher:
                 for d in found:
                     if d not in self._jobs:
                         self._jobs[d] = _Tracked(d)
+                for d, t in list(self._jobs.items()):  # folders deleted since: forget them
+                    recent = t.launched_at is not None and now - t.launched_at < 60
+                    if not recent and not d.exists():
+                        del self._jobs[d]
         new_lines: dict[Path, list[LogLine]] = {}
         with self._lock:
             tracked_all = list(self._jobs.values())

@@ -247,6 +247,7 @@ class MainScreen(Screen):
             return
         jobs = self.query_one(JobList)
         had_none = jobs.selected_job is None
+        self._announce_finished(jobs.snapshots, message.snapshots)
         jobs.update_jobs(message.snapshots)
         if self._select_next is not None and self._select_next in jobs.snapshots:
             jobs.select_job(self._select_next)
@@ -257,6 +258,18 @@ class MainScreen(Screen):
         log = self.query_one(JobLog)
         for job_dir, lines in message.new_lines.items():
             log.append(job_dir, lines)
+
+    def _announce_finished(self, before: dict, snapshots: list) -> None:
+        """A toast when a job seen running (or starting) here has ended."""
+        for snap in snapshots:
+            old = before.get(snap.job_dir)
+            if old is None or old.state not in ("running", "starting") or not snap.finished:
+                continue
+            text = f"{snap.job_dir.name}: {snap.state}, {snap.done} done, {snap.failed} failed"
+            if snap.error:
+                text += f"\n{snap.error}"
+            severity = {"done": "information", "cancelled": "warning", "failed": "warning"}.get(snap.state, "error")
+            self.notify(text, severity=severity, timeout=6)
 
     def on_job_list_chosen(self, message: JobList.Chosen) -> None:
         self._show_job_log(message.job_dir)

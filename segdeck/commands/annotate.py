@@ -160,6 +160,6 @@ def _open_engine(model: str | None):
     try:
         return open_engine(name, download=False)
     except SegdeckError as exc:
-        return fail(f"{exc} (fetch it with `segdeck models`, or pick another with --model)")
+        return fail(f"{exc} (or pick another model with --model)")
     except (ImportError, ValueError, KeyError) as exc:
         return fail(f"cannot open SAM model {name}: {exc}")

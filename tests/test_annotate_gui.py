@@ -1,0 +1,298 @@
+"""Real highgui windows under Xvfb, driven with xdotool: one test per session (paint,
+GrabCut, SAM with a fake engine), each asserting the files it saved; plus zero frames
+drawn while idle. Skipped when Xvfb or xdotool is missing (apt-get install xvfb xdotool)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segdeck.annotate.state import PALETTE, colour_hex
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool"),
+]
+
+
+@pytest.fixture(scope="module")
+def xdisplay():
+    """A private Xvfb display; yields the environment for processes that use it."""
+    for num in range(91, 140):
+        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
+            break
+    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 15
+    while not os.path.exists(f"/tmp/.X11-unix/X{num}"):
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.skip("Xvfb did not start")
+        time.sleep(0.1)
+    env = dict(os.environ, DISPLAY=f":{num}", QT_QPA_PLATFORM="xcb")
+    env.pop("WAYLAND_DISPLAY", None)
+    yield env
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class Driver:
+    """A running annotator process plus xdotool helpers."""
+
+    def __init__(self, cmd: list[str], env: dict, tmp: Path):
+        self.env = env
+        self.frames = tmp / "frames.log"
+        self.out = open(tmp / "stdout.txt", "w+")
+        self.err = open(tmp / "stderr.txt", "w+")
+        self.proc = subprocess.Popen(cmd + ["--frames-log", str(self.frames)], env=env, stdout=self.out,
+                                     stderr=self.err, cwd=tmp)
+
+    def xdo(self, *args: str) -> str:
+        r = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=20)
+        return r.stdout.strip()
+
+    def window(self, name: str, timeout: float = 40.0) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = self.xdo("search", "--name", f"^{name}$")
+            if found and self.frames.exists() and name in self.frames.read_text():
+                time.sleep(0.3)
+                return found.splitlines()[0]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"window {name!r} did not appear: {self.stderr()}")
+
+    def gone(self, name: str, timeout: float = 20.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.xdo("search", "--name", f"^{name}$"):
+            time.sleep(0.2)
+
+    def frame_count(self) -> int:
+        return len(self.frames.read_text().splitlines()) if self.frames.exists() else 0
+
+    def wait_frames(self, before: int, timeout: float = 10.0) -> None:
+        """Wait until a frame was drawn after ``before`` frames (the action took effect)."""
+        deadline = time.time() + timeout
+        while self.frame_count() <= before and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.15)
+
+    def click(self, win: str, x: int, y: int, button: int = 1, repeat: int = 1) -> None:
+        self.xdo("mousemove", "--window", win, str(x), str(y))
+        time.sleep(0.1)
+        before = self.frame_count()
+        self.xdo("click", "--repeat", str(repeat), "--delay", "60", str(button))
+        self.wait_frames(before)
+        time.sleep(0.2)
+
+    def drag(self, win: str, p0, p1, button: int) -> None:
+        before = self.frame_count()
+        self.xdo("mousemove", "--window", win, str(p0[0]), str(p0[1]))
+        self.xdo("mousedown", str(button))
+        for t in (0.33, 0.66, 1.0):
+            self.xdo("mousemove", "--window", win, str(int(p0[0] + t * (p1[0] - p0[0]))), str(int(p0[1] + t * (p1[1] - p0[1]))))
+            time.sleep(0.05)
+        self.xdo("mouseup", str(button))
+        self.wait_frames(before)
+
+    def key(self, win: str, key: str, wait: float = 0.2) -> None:
+        before = self.frame_count()
+        self.xdo("key", "--window", win, key)
+        self.wait_frames(before)
+        time.sleep(wait)
+
+    def finish(self, timeout: float = 40.0) -> tuple[int, list[dict]]:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"annotator did not exit: {self.stderr()}") from None
+        self.out.seek(0)
+        lines = [json.loads(line) for line in self.out.read().splitlines() if line.startswith("{")]
+        return code, lines
+
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read()[-2000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def three_band_image(path: Path) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.zeros((240, 360, 3), np.uint8)
+    img[:, :120], img[:, 120:240], img[:, 240:] = (220, 30, 30), (30, 200, 40), (20, 40, 210)
+    img = (img.astype(np.int16) + rng.integers(0, 15, img.shape)).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    return img
+
+
+def square_image(path: Path) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 60, (200, 300, 3)).astype(np.uint8)
+    img[50:150, 100:200] = rng.integers(180, 255, (100, 100, 3))
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    return img
+
+
+SEGDECK = [sys.executable, "-m", "segdeck"]
+
+
+@pytest.mark.timeout(150)
+def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    three_band_image(src / "a.png")
+    three_band_image(src / "b.png")
+    out = tmp_path / "ann"
+    # 360x240 image at scale 2: display 720x480 (+ status bar)
+    d = Driver(SEGDECK + ["annotate", "paint", str(src), "--method", "slic", "--set", "region_size=20",
+                          "--max-window", "720x502", "--out", str(out)], xdisplay, tmp_path)
+    try:
+        seg = d.window("segdeck paint")
+        col = d.window("segdeck colours")
+        d.click(col, 60, 2 * 30 + 15)  # colour 3
+        d.click(seg, 100, 100)  # fill the segment at image (50, 50)
+        n0 = d.frame_count()
+        for x, y in ((120, 130), (300, 200), (400, 300)):  # click mode: moving draws nothing
+            d.xdo("mousemove", "--window", seg, str(x), str(y))
+        time.sleep(1.2)
+        assert d.frame_count() == n0, "frames drawn while idle"
+        d.click(seg, 600, 400, button=1, repeat=2)  # double click: continuous fill on
+        for x in range(560, 700, 20):
+            d.xdo("mousemove", "--window", seg, str(x), "440")
+            time.sleep(0.05)
+        d.click(seg, 690, 440, button=1, repeat=2)  # continuous fill off
+        d.click(seg, 100, 300, button=2)  # cut line from (50, 150) ...
+        d.click(seg, 230, 300, button=2)  # ... to (115, 150)
+        d.click(seg, 600, 100, button=1)  # fill, then undo it
+        d.key(seg, "z")
+        d.xdo("keydown", "ctrl")
+        d.click(seg, 300, 100, button=1)  # ctrl+left is not bound in paint: plain fill
+        d.xdo("keyup", "ctrl")
+        d.key(seg, "space", wait=1.0)  # save a.png, show b.png
+        seg = d.window("segdeck paint")
+        d.key(seg, "q")
+        code, lines = d.finish()
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    saved = [r for r in lines if r["event"] == "saved"]
+    assert {r["kind"] for r in saved} == {"labels", "mask", "session"}
+    assert all(r["image"] == str(src / "a.png") for r in saved)
+    lm = cv2.imread(str(out / "a.png.labels.png"), cv2.IMREAD_UNCHANGED)
+    assert lm.shape == (240, 360)
+    assert lm[50, 50] == 3  # the first click
+    assert all(lm[220, x // 2] == 3 for x in range(560, 700, 20))  # continuous fill where the pointer passed
+    assert lm[50, 300] == 0  # filled then undone
+    assert lm[50, 150] == 3  # the ctrl+click
+    assert (out / f"a.png.mask-3-{colour_hex(PALETTE[3])}.png").is_file()
+    z = np.load(out / "a.png.session.npz")
+    assert (z["labels"][150, 55:110] == 0).all()  # the cut line is edge
+
+
+@pytest.mark.timeout(150)
+def test_grabcut_window_rectangle_strokes_ctrl_and_finish(xdisplay, tmp_path):
+    img = tmp_path / "sq.png"
+    square_image(img)
+    out = tmp_path / "ann"
+    d = Driver(SEGDECK + ["annotate", "grabcut", str(img), "--max-window", "600x422", "--out", str(out)],
+               xdisplay, tmp_path)
+    try:
+        ann = d.window("segdeck grabcut annotations")
+        d.window("segdeck grabcut segments")
+        # scale 2: the square is display (200..400, 100..300)
+        d.drag(ann, (170, 70), (430, 330), button=2)  # rectangle
+        d.drag(ann, (280, 180), (320, 220), button=1)  # sure foreground stroke
+        d.xdo("keydown", "ctrl")
+        d.click(ann, 180, 80, button=3)  # probable background
+        d.xdo("keyup", "ctrl")
+        d.key(ann, "space", wait=1.5)
+        d.key(ann, "space", wait=1.5)
+        d.key(ann, "f", wait=1.0)
+        seg = d.window("segdeck paint")
+        d.key(seg, "space", wait=1.0)
+        code, lines = d.finish()
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    mask_file = out / f"sq.png.mask-1-{colour_hex(PALETTE[1])}.png"
+    assert str(mask_file) in [r["file"] for r in lines]
+    m = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED) > 0
+    truth = np.zeros((200, 300), bool)
+    truth[50:150, 100:200] = True
+    assert (m & truth).sum() / (m | truth).sum() > 0.85
+
+
+SAM_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from segdeck.annotate.app import Options, run_annotate
+    from segdeck.annotate.gui import check_display
+    from segdeck.annotate.keymap import load_keymap
+
+    class BoxEngine:
+        def set_image(self, image):
+            self.shape = image.shape[:2]
+        def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=False):
+            m = np.zeros(self.shape, bool)
+            x0, y0, x1, y1 = (int(v) for v in box)
+            m[y0:y1, x0:x1] = True
+            for (x, y), lab in zip(points if points is not None else [], labels if labels is not None else []):
+                if lab == 0:
+                    m[int(y) - 5 : int(y) + 5, int(x) - 5 : int(x) + 5] = False
+            return type("R", (), {"masks": m[None], "scores": np.ones(1, np.float32)})()
+
+    img, out, frames = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
+    check_display()
+    opts = Options(mode="sam", method="sam", out_dir=out, root=img, max_window=(600, 422),
+                   keymap=load_keymap("default", user_file=False), engine=BoxEngine(), frames_log=Path(frames))
+    sys.exit(run_annotate([img], opts))
+    """
+)
+
+
+@pytest.mark.timeout(150)
+def test_sam_window_box_points_undo_predict_finish(xdisplay, tmp_path):
+    img = tmp_path / "sq.png"
+    square_image(img)
+    out = tmp_path / "ann"
+    script = tmp_path / "sam_fake.py"
+    script.write_text(SAM_SCRIPT, encoding="utf-8")
+    d = Driver([sys.executable, str(script), str(img), str(out)], xdisplay, tmp_path)
+    try:
+        win = d.window("segdeck sam")
+        d.drag(win, (200, 100), (400, 300), button=2)  # box = image (100, 50)..(200, 150)
+        d.click(win, 300, 200, button=1)  # positive point
+        d.click(win, 300, 160, button=3)  # negative point (150, 80)
+        d.click(win, 260, 160, button=3)  # negative point (130, 80), removed by z below
+        d.key(win, "z")
+        d.key(win, "space", wait=0.8)  # predict
+        d.key(win, "f", wait=1.0)
+        seg = d.window("segdeck paint")
+        d.key(seg, "space", wait=1.0)
+        code, lines = d.finish()
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    m = cv2.imread(str(out / f"sq.png.mask-1-{colour_hex(PALETTE[1])}.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert m[100, 150] and m[60, 110] and not m[40, 150]
+    assert not m[80, 150]  # the kept negative point cut a hole
+    assert m[80, 130]  # the removed one did not
+    assert any(r["kind"] == "session" for r in lines)

@@ -1,0 +1,411 @@
+"""Annotation state machines without a window: painting, cuts, undo, template matching,
+GrabCut and SAM prompts, the draw-only-when-dirty loop (fake highgui), saving and restoring."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from segdeck.annotate.app import Options, load_session, run_annotate
+from segdeck.annotate.grabcut import GrabCutState, mask_to_segments
+from segdeck.annotate.paint import PaintWindow
+from segdeck.annotate.sam import SamState
+from segdeck.annotate.state import PALETTE, PaintState
+from segdeck.annotate.template import TemplateSpec, derive_mask, match_template, template_paint
+
+
+# -- painting ------------------------------------------------------------------------------
+def test_fill_unfill_and_colours(three_regions):
+    _, labels = three_regions
+    st = PaintState(labels)
+    assert st.mouse("down", "left", 5, 5)
+    assert st.seg_color[1] == 1
+    st.mouse("up", "left", 5, 5)
+    assert st.action("colour_3")
+    assert st.mouse("down", "left", 40, 10)
+    assert st.seg_color[2] == 3
+    cmap = st.colour_map()
+    assert (cmap[:, :32] == 1).all() and (cmap[:, 32:64] == 3).all() and (cmap[:, 64:] == 0).all()
+    assert set(st.masks()) == {1, 3}
+    assert st.mouse("down", "right", 5, 5)  # unfill
+    assert st.seg_color[1] == 0
+    assert not st.mouse("down", "right", 5, 5)  # already unfilled: no change, no redraw
+    assert st.action("next_colour") and st.colour == 4
+
+
+def test_continuous_modes_and_undo(three_regions):
+    _, labels = three_regions
+    st = PaintState(labels)
+    assert not st.mouse("move", None, 5, 5)  # click mode: moving paints nothing
+    st.mouse("down", "left", 5, 5)
+    st.mouse("up", "left", 5, 5)
+    assert st.mouse("double", "left", 5, 5) and st.mode == "fill"
+    for x in range(0, 96, 8):
+        st.mouse("move", None, x, 30)
+    assert (st.seg_color[1:] == 1).all()
+    assert st.mouse("double", "left", 90, 30) and st.mode == "click"
+    st.undo()  # the whole continuous stroke is one step
+    assert list(st.seg_color) == [0, 1, 0, 0]
+    assert st.mouse("double", "right", 5, 5) and st.mode == "unfill"
+    st.mouse("move", None, 5, 5)
+    assert st.seg_color[1] == 0
+    st.mouse("double", "right", 5, 5)
+    st.undo()
+    assert st.seg_color[1] == 1
+    st.undo()
+    assert not st.seg_color.any()
+
+
+def test_cut_line_splits_segment_and_undo(three_regions):
+    _, labels = three_regions
+    st = PaintState(labels)
+    st.mouse("down", "left", 40, 5)  # paint the middle segment first
+    st.mouse("down", "middle", 32, 32)  # anchor
+    assert st.cut_anchor == (32, 32)
+    st.mouse("down", "middle", 63, 32)  # horizontal cut across the middle segment
+    assert (st.labels[32, 32:64] == 0).all()
+    top, bottom = st.labels[10, 40], st.labels[50, 40]
+    assert top != bottom and top > 0 and bottom > 0
+    assert st.seg_color[top] == st.seg_color[bottom] == 1  # split pieces keep their paint
+    assert len(np.unique(st.labels)) == 5  # 0 + 4 segments
+    # edge pixels between two pieces of one colour are filled in the saved map
+    assert (st.colour_map()[32, 33:63] == 1).all()
+    assert st.mouse("double", "middle", 63, 32) and st.cut_anchor is None
+    st.undo()
+    np.testing.assert_array_equal(st.labels, labels)
+    assert st.seg_color[2] == 1
+
+
+def test_reset_restores_original_and_is_undoable(three_regions):
+    _, labels = three_regions
+    st = PaintState(labels)
+    st.mouse("down", "left", 5, 5)
+    st.cut_line((0, 10), (95, 10))
+    st.action("reset")
+    np.testing.assert_array_equal(st.labels, labels)
+    assert not st.seg_color.any()
+    st.action("undo")
+    assert (st.labels[10] == 0).all() and st.seg_color.any()
+
+
+def test_outcomes_from_keys(three_regions):
+    _, labels = three_regions
+    for key, outcome in (("q", "quit"), ("n", "next"), ("p", "previous"), (" ", "save_next")):
+        st = PaintState(labels)
+        assert st.key(ord(key))
+        assert st.outcome == outcome
+
+
+# -- template painting ---------------------------------------------------------------------
+def _scene():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 60, (120, 200, 3)).astype(np.uint8)
+    tpl = np.zeros((16, 20, 3), np.uint8)
+    tpl[3:13, 4:16] = (250, 240, 20)
+    tpl[6:10, 8:12] = (10, 30, 250)
+    spots = [(10, 10), (100, 30), (150, 90)]
+    for x, y in spots:
+        img[y : y + 16, x : x + 20] = tpl
+    return img, tpl, spots
+
+
+def test_match_template_finds_every_copy_with_nms():
+    img, tpl, spots = _scene()
+    att = derive_mask(tpl)
+    found = match_template(img, tpl, att, threshold=0.95, nms_iou=0.1)
+    assert sorted((m.x0, m.y0) for m in found) == sorted(spots)
+    assert all(m.x1 - m.x0 == 20 and m.y1 - m.y0 == 16 for m in found)
+    for method in ("sqdiff",):
+        found = match_template(img, tpl, att, threshold=0.97, method=method)
+        assert sorted((m.x0, m.y0) for m in found) == sorted(spots)
+    with pytest.raises(ValueError):
+        match_template(img[:10, :10], tpl)
+
+
+def test_template_paint_carves_painted_segments():
+    img, tpl, spots = _scene()
+    labels = np.arange(1, 121, dtype=np.int32).repeat(200).reshape(120, 200)  # one segment per row
+    st = PaintState(labels)
+    st.select_colour(2)
+    seg = tpl.copy()
+    seg[seg.any(axis=2)] = PALETTE[5]  # the segment image's colour is palette colour 5
+    spec = TemplateSpec(template=tpl, segment=seg, attention=derive_mask(tpl), mask=derive_mask(seg), threshold=0.95)
+    found = template_paint(st, img, spec, PALETTE)
+    assert len(found) == 3
+    cmap = st.colour_map(fill_edges=False)
+    m = derive_mask(seg)
+    for x, y in spots:
+        assert (cmap[y : y + 16, x : x + 20][m] == 5).all()
+    assert (cmap == 5).sum() == 3 * m.sum()
+    st.undo(), st.undo(), st.undo()
+    assert not st.colour_map().any()
+
+
+def test_derive_mask_rules():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[1:3, 1:3, 3] = 255
+    assert derive_mask(rgba).sum() == 4
+    black = np.zeros((4, 4, 3), np.uint8)
+    assert derive_mask(black).all()  # nothing non-black: every pixel counts
+
+
+# -- GrabCut ---------------------------------------------------------------------------------
+def _square_image():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 50, (80, 100, 3)).astype(np.uint8)
+    img[20:60, 30:70] = rng.integers(190, 255, (40, 40, 3))
+    return img
+
+
+def test_grabcut_prompts_and_iterations():
+    img = _square_image()
+    st = GrabCutState(img, brush=2)
+    st.mouse("down", "middle", 25, 15)
+    st.mouse("move", None, 50, 40)
+    st.mouse("up", "middle", 75, 65)
+    assert st.rect == (25, 15, 76, 66)
+    st.mouse("down", "left", 50, 40)  # sure foreground stroke
+    st.mouse("move", None, 52, 40)
+    st.mouse("up", "left", 52, 40)
+    assert st.marks[40, 51] == cv2.GC_FGD
+    st.mouse("down", "right", 27, 17, ctrl=True)  # probable background
+    st.mouse("up", "right", 27, 17)
+    assert st.marks[17, 27] == cv2.GC_PR_BGD
+    st.mouse("down", "left", 40, 50, ctrl=True)
+    st.mouse("up", "left", 40, 50)
+    assert st.marks[50, 40] == cv2.GC_PR_FGD
+    assert st.key(ord(" ")) and st.iterations == 1
+    st.action("iterate")
+    assert st.iterations == 2
+    truth = np.zeros(img.shape[:2], bool)
+    truth[20:60, 30:70] = True
+    iou = (st.mask & truth).sum() / (st.mask | truth).sum()
+    assert iou > 0.9
+    st.action("finish")
+    assert st.outcome == "finish"
+    full = st.full_mask((200, 160))
+    assert full.shape == (160, 200) and full[80, 100]
+    seg = mask_to_segments(full)
+    assert set(np.unique(seg)) == {1, 2}
+    st.action("reset")
+    assert st.rect is None and st.mask is None and (st.marks == 255).all()
+
+
+# -- SAM ----------------------------------------------------------------------------------------
+class FakeEngine:
+    """Box prompt -> the box; points -> disks of radius 6 around positive points."""
+
+    def __init__(self):
+        self.set_calls = 0
+        self.calls = []
+
+    def set_image(self, image):
+        self.set_calls += 1
+        self.shape = image.shape[:2]
+
+    def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=False):
+        self.calls.append((None if points is None else np.asarray(points).tolist(),
+                           None if labels is None else np.asarray(labels).tolist(),
+                           None if box is None else np.asarray(box).tolist()))
+        m = np.zeros(self.shape, bool)
+        if box is not None:
+            x0, y0, x1, y1 = (int(v) for v in box)
+            m[y0:y1, x0:x1] = True
+        if points is not None:
+            yy, xx = np.mgrid[: self.shape[0], : self.shape[1]]
+            for (x, y), lab in zip(points, labels):
+                disk = (xx - x) ** 2 + (yy - y) ** 2 <= 36
+                m = m | disk if lab == 1 else m & ~disk
+        return type("R", (), {"masks": m[None], "scores": np.array([0.9], np.float32)})()
+
+
+def test_sam_prompts_predict_undo_reset():
+    img = _square_image()
+    eng = FakeEngine()
+    st = SamState(img, eng)
+    st.mouse("down", "left", 10, 10)
+    st.mouse("down", "right", 12, 10)
+    st.mouse("down", "middle", 30, 20)
+    st.mouse("move", None, 50, 40)
+    st.mouse("up", "middle", 70, 60)
+    assert [p[0] for p in st.prompts] == ["point", "point", "box"]
+    np.testing.assert_array_equal(st.labels, [1, 0])
+    assert st.key(ord(" "))
+    pts, labs, box = eng.calls[-1]
+    assert pts == [[10.0, 10.0], [12.0, 10.0]] and labs == [1, 0] and box == [30.0, 20.0, 70.0, 60.0]
+    assert st.mask[40, 50] and not st.mask[10, 12]
+    st.action("undo")  # removes the box
+    assert [p[0] for p in st.prompts] == ["point", "point"]
+    st.action("predict")
+    assert eng.calls[-1][2] is None
+    st.action("predict")
+    assert eng.set_calls == 3  # the engine caches; set_image is cheap for the same image
+    st.action("reset")
+    assert st.prompts == [] and st.mask is None
+    st.action("finish")
+    assert st.outcome is None  # nothing to finish
+    st.mouse("down", "left", 50, 40)
+    st.action("finish")
+    assert st.outcome == "finish" and st.full_mask((200, 160))[80, 100]
+
+
+# -- the window loop, with a fake highgui ----------------------------------------------------------
+class FakeGui:
+    """Records frames; ``script`` is a list of key codes (-1 = idle) or callables run in turn."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.shown: list[str] = []
+        self.callbacks = {}
+
+    def open(self, name, cb, position=None):
+        self.callbacks[name] = cb
+
+    def show(self, name, frame):
+        assert frame.dtype == np.uint8 and frame.ndim == 3
+        self.shown.append(name)
+
+    def wait_key(self, ms):
+        while self.script:
+            item = self.script.pop(0)
+            if callable(item):
+                item(self)
+                continue
+            return item
+        return ord("q")
+
+    def is_open(self, name):
+        return True
+
+    def close(self, name):
+        pass
+
+    def mouse_event(self, event, flags):
+        return event  # tests pass (kind, button, ctrl) tuples as events
+
+
+def _click(window, kind, button, u, v, ctrl=False):
+    return lambda gui: gui.callbacks[window]((kind, button, ctrl), u, v, 0)
+
+
+def test_idle_loop_draws_zero_frames(three_regions):
+    img, labels = three_regions
+    st = PaintState(labels)
+    seg = PaintWindow.SEG
+    script = [-1] * 200  # idle
+    script += [_click(seg, "move", None, 10, 10), -1]  # a move in click mode: nothing to draw
+    script += [_click(seg, "down", "left", 10, 10), -1] + [-1] * 50
+    gui = FakeGui(script)
+    win = PaintWindow(st, img, gui=gui, max_window=(400, 300))
+    assert win.run() == "quit"
+    assert gui.shown == [PaintWindow.SEG, PaintWindow.COL, PaintWindow.SEG]
+    assert win.frames == 3
+    assert st.seg_color[1] == 1
+
+
+def test_display_updates_incrementally_match_full_rebuild(three_regions):
+    img, labels = three_regions
+    st = PaintState(labels)
+    win = PaintWindow(st, img, gui=FakeGui([]), max_window=(300, 250))
+    for x, y, button in ((5, 5, "left"), (40, 30, "left"), (5, 5, "right"), (70, 10, "left")):
+        st.mouse("down", button, x, y)
+        win.display.sync()
+    st.cut_line((0, 20), (95, 20), 2)
+    win.display.sync()
+    incremental = win.display.disp.copy()
+    win.display.rebuild()
+    np.testing.assert_array_equal(incremental, win.display.disp)
+
+
+# -- the driver: save, restore, odd images ------------------------------------------------------------
+def _run(paths, root, out, gui, method="slic"):
+    reports = []
+    opts = Options(mode="paint", method=method, params=None, out_dir=out, root=root, max_window=(320, 240))
+    code = run_annotate(paths, opts, gui=gui, report=reports.append, log=lambda m: None)
+    return code, reports
+
+
+def test_save_and_restore_session(tmp_path):
+    from segdeck.core.imageio import read_label_map
+
+    img = _square_image()
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "sq.png"), img[:, :, ::-1])
+    out = tmp_path / "out"
+    seg = PaintWindow.SEG
+    # paint the square's centre with colour 2, save
+    gui = FakeGui([ord("2"), _click(seg, "down", "left", 160, 120), ord(" ")])
+    code, reports = _run([src / "sq.png"], src, out, gui)
+    assert code == 0
+    kinds = sorted(r["kind"] for r in reports if r["event"] == "saved")
+    assert kinds == ["labels", "mask", "session"]
+    lm = read_label_map(out / "sq.png.labels.png")
+    assert lm.shape == (80, 100) and set(np.unique(lm)) == {0, 2}
+    mask = cv2.imread(str(out / f"sq.png.mask-2-{'%02x%02x%02x' % tuple(PALETTE[2])}.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (80, 100) and set(np.unique(mask)) == {0, 255}
+    labels, original, seg_color, meta = load_session(out / "sq.png.session.npz")
+    assert meta["method"] == "slic" and seg_color.max() == 2
+    # reopen: the painting is restored; unfill it and save: the mask file goes away
+    gui = FakeGui([_click(seg, "down", "right", 160, 120), ord(" ")])
+    code, reports = _run([src / "sq.png"], src, out, gui)
+    assert code == 0
+    assert not read_label_map(out / "sq.png.labels.png").any()
+    assert not list(out.glob("sq.png.mask-*.png"))
+
+
+def test_every_sample_photo_including_odd_ones(tmp_path):
+    from segdeck.core.samples import write_samples
+
+    samples = tmp_path / "samples"
+    write_samples(samples)
+    from segdeck.core.imageio import discover, load_rgb
+
+    paths = discover(samples)
+    assert len(paths) >= 5
+    seg = PaintWindow.SEG
+    script = []
+    for _ in paths:
+        script += [_click(seg, "down", "left", 100, 100), ord(" ")]
+    out = tmp_path / "out"
+    code, reports = _run(paths, samples, out, FakeGui(script))
+    assert code == 0
+    saved = {r["image"] for r in reports if r.get("kind") == "labels"}
+    assert saved == {str(p) for p in paths}
+    for r in reports:
+        if r.get("kind") == "mask":
+            m = cv2.imread(r["file"], cv2.IMREAD_UNCHANGED)
+            assert m.shape == load_rgb(r["image"]).shape[:2]  # full resolution, orientation applied
+
+
+def test_no_display_exits_2_with_message(tmp_path):
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((20, 20, 3), np.uint8))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "paint", str(img)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no display" in r.stderr and "ssh -X" in r.stderr and "DISPLAY" in r.stderr
+    assert "Traceback" not in r.stderr and "Aborted" not in r.stderr
+    # an unreachable display is caught too
+    env["DISPLAY"] = ":4321"
+    r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "paint", str(img)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot connect to DISPLAY=:4321" in r.stderr
+
+
+def test_sam_without_model_exits_2(tmp_path, monkeypatch):
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((20, 20, 3), np.uint8))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CACHE_HOME=str(tmp_path / "cache"),
+               SEGDECK_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "sam", str(img), "--model", "no-such-model"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) <= 3 and "Traceback" not in r.stderr
+    assert "no-such-model" in r.stderr

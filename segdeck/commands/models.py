@@ -1,0 +1,144 @@
+"""``segdeck models list | download NAME | import NAME FILE | verify [NAME]``
+
+Model weights live in the segdeck model cache (``$SEGDECK_MODEL_DIR`` or the platform
+cache folder). ``download`` streams with a progress bar, resumes a partial file and
+checks the sha256 before the file enters the cache; on a machine without internet
+fetch the URL by hand and use ``import``.
+"""
+
+from __future__ import annotations
+
+from segdeck.commands import err_console, fail
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("models", help="list, download, import and verify model weights",
+                       description="Manage the model cache (SAM 2.1, SAM-HQ and feature backbones).")
+    msub = p.add_subparsers(dest="models_cmd", metavar="ACTION", required=True)
+    lp = msub.add_parser("list", help="registered models, cache state, size and path")
+    lp.add_argument("--family", help="only this family (sam2, sam-hq, ...)")
+    lp.set_defaults(func=run_list)
+    dp = msub.add_parser("download", help="download NAME into the cache (resumable, sha256 verified)")
+    dp.add_argument("name", metavar="NAME")
+    dp.add_argument("--force", action="store_true", help="download again even if cached")
+    dp.set_defaults(func=run_download)
+    ip = msub.add_parser("import", help="verify FILE (fetched by hand) and copy it into the cache as NAME")
+    ip.add_argument("name", metavar="NAME")
+    ip.add_argument("file", metavar="FILE")
+    ip.set_defaults(func=run_import)
+    vp = msub.add_parser("verify", help="re-check the sha256 of NAME (default: every cached model)")
+    vp.add_argument("name", metavar="NAME", nargs="?")
+    vp.set_defaults(func=run_verify)
+
+
+def _size(n: int | None, exact: bool = True) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            txt = f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return txt if exact else f"~{txt}"
+        n /= 1000
+    return str(n)
+
+
+def run_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from segdeck.core.models import cache_dir, list_models
+
+    rows = list_models(args.family)
+    if not rows:
+        return fail(f"no models of family {args.family!r}")
+    table = Table(box=None, header_style="bold", title=f"model cache: {cache_dir()}", title_justify="left")
+    for col in ("name", "family", "cached", "size", "description", "path"):
+        table.add_column(col, no_wrap=col not in ("path", "description"), overflow="fold")
+    for spec, cached, path in rows:
+        size = _size(spec.display_bytes, exact=spec.bytes is not None)
+        table.add_row(spec.name, spec.family, "[green]yes[/]" if cached else "[dim]no[/]", size,
+                      spec.description, str(path) if cached else "")
+    Console().print(table)
+    return 0
+
+
+def _progress_sink():
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from segdeck.core.jobs.events import Progress as ProgressEvent
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def sink(event) -> None:
+        if isinstance(event, ProgressEvent):
+            if not tasks:
+                progress.start()
+            tid = tasks.get(event.what)
+            if tid is None:
+                tid = tasks[event.what] = progress.add_task(event.what, total=event.total)
+            progress.update(tid, completed=event.done, total=event.total)
+
+    return sink, progress.stop
+
+
+def run_download(args) -> int:
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.models import download, get_spec, model_path
+
+    try:
+        get_spec(args.name)
+        if not args.force and model_path(args.name) is not None:
+            err_console.print(f"{args.name} is already cached: {model_path(args.name)}")
+            return 0
+        sink, stop = _progress_sink()
+        try:
+            path = download(args.name, sink)
+        finally:
+            stop()
+    except SegdeckError as exc:
+        return fail(str(exc))
+    err_console.print(f"[green]downloaded[/] {args.name} -> {path}")
+    return 0
+
+
+def run_import(args) -> int:
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.models import import_file
+
+    try:
+        path = import_file(args.name, args.file)
+    except SegdeckError as exc:
+        return fail(str(exc))
+    err_console.print(f"[green]imported[/] {args.name} -> {path}")
+    return 0
+
+
+def run_verify(args) -> int:
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.models import get_spec, list_models, verify
+
+    if args.name:
+        try:
+            get_spec(args.name)
+        except SegdeckError as exc:
+            return fail(str(exc))
+        names = [args.name]
+    else:
+        names = [spec.name for spec, cached, _ in list_models() if cached]
+        if not names:
+            err_console.print("no cached models to verify")
+            return 0
+    bad = 0
+    for name in names:
+        try:
+            path = verify(name)
+        except SegdeckError as exc:
+            fail(str(exc))
+            bad += 1
+            continue
+        spec = get_spec(name)
+        how = "sha256" if spec.full_hash else f"sha256 prefix ({len(spec.sha256)} hex digits)"
+        err_console.print(f"[green]ok[/] {name}: {how} matches ({path})")
+    return 1 if bad else 0

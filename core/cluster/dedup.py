@@ -1,0 +1,222 @@
+"""Near-duplicate clustering that survives flips, crops and rotations and does not chain.
+
+Pipeline (method ``dup``)
+-------------------------
+1. **Flip-invariant hashing.** Every image gets two 64-bit perceptual hashes, of the
+   image and of its mirror image (:func:`segdeck.core.cluster.features.phash_codes`);
+   a pair's distance is the smaller of ``hamming(a, b)`` and ``hamming(a, mirror(b))``.
+2. **Loose candidates.** Pairs within ``radius`` bits (default 18 of 64, where a plain
+   PHash deduplicator stops at 10) come from
+   :func:`segdeck.core.cluster.similarity.hamming_pairs` (multi-index hashing when the
+   folder is large).
+3. **Geometric verification.** Pairs within ``sure_radius`` bits are accepted as they
+   are. The others are checked with ORB features (on the mirrored image when the
+   mirrored hash was the closer one): Lowe's ratio test, then a RANSAC fit of a
+   similarity transform (``cv2.estimateAffinePartial2D``); the pair is accepted with at
+   least ``min_inliers`` inliers. Tiles of one photo share colours and texture and fool
+   global hashes; they do not share a geometrically consistent set of keypoints.
+4. **A linkage that does not chain.** Accepted pairs form a sparse graph clustered by
+   average linkage with missing pairs counted as "different"
+   (:func:`segdeck.core.cluster.graph.average_linkage`): two groups merge only when
+   more than ``1 - max_distance`` of their cross pairs are accepted edges.
+
+References: Zauner 2010 (pHash); Rublee et al., ICCV 2011 (ORB); Fischler & Bolles,
+CACM 1981 (RANSAC); Sokal & Michener 1958 (UPGMA average linkage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from segdeck.core.cluster import features, graph, similarity
+
+
+class DupParams(BaseModel):
+    """Parameters of the near-duplicate method."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    radius: int = Field(18, ge=0, le=32, description="candidate pairs: flip-invariant pHash distance at most this (bits of 64)")
+    sure_radius: int = Field(4, ge=0, le=32, description="pairs this close are accepted without geometric verification (bits)")
+    min_inliers: int = Field(6, ge=4, le=500, description="RANSAC inliers needed to accept a verified pair")
+    max_distance: float = Field(0.5, gt=0.0, le=1.0, description="average linkage: merge while the mean cross-pair distance is below this")
+    verify_per_link: int = Field(2, ge=1, le=50, description="between two groups of sure pairs, verify at most this many (closest) candidate pairs")
+    orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
+    orb_features: int = Field(150, ge=20, le=5000, description="ORB keypoints per image")
+
+
+def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 150) -> tuple[np.ndarray, np.ndarray]:
+    """ORB keypoints of a grayscale image resized so its longer side is ``side``.
+
+    Returns
+    -------
+    xy : ndarray of float32, shape (N, 2)
+        Keypoint positions (x, y) in the resized image.
+    des : ndarray of uint8, shape (N, 32)
+    """
+    import cv2
+
+    h, w = gray.shape[:2]
+    s = side / max(h, w)
+    if abs(s - 1) > 1e-3:
+        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
+                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    orb = cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=5, nlevels=4)
+    kps, des = orb.detectAndCompute(gray, None)
+    if des is None or not kps:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    return np.array([k.pt for k in kps], np.float32), des
+
+
+def ransac_inliers(ka: tuple[np.ndarray, np.ndarray], kb: tuple[np.ndarray, np.ndarray], ratio: float = 0.8) -> int:
+    """Inliers of a RANSAC similarity transform between two ORB keypoint sets.
+
+    Parameters
+    ----------
+    ka, kb : (xy, des)
+        From :func:`orb_keys`.
+    ratio : float
+        Lowe's ratio test threshold.
+
+    Returns
+    -------
+    int
+        Number of ratio-test matches consistent with one rotation + scale + translation
+        (3 px reprojection threshold); 0 when fewer than 6 matches survive.
+    """
+    import cv2
+
+    (xa, da), (xb, db) = ka, kb
+    if len(da) < 5 or len(db) < 5:
+        return 0
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(da, db, k=2)
+    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    if len(good) < 6:
+        return 0
+    src = xa[[m.queryIdx for m in good]]
+    dst = xb[[m.trainIdx for m in good]]
+    _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    return int(mask.sum()) if mask is not None else 0
+
+
+def cluster_codes(
+    codes: np.ndarray,
+    params: DupParams,
+    gray: Callable[[int], np.ndarray] | None = None,
+    workers: int = 1,
+) -> tuple[np.ndarray, dict]:
+    """Cluster images from their hash pairs, verifying uncertain candidates.
+
+    Parameters
+    ----------
+    codes : ndarray of uint64, shape (n, 2)
+        pHash of each image and of its mirror image.
+    params : DupParams
+    gray : callable, optional
+        ``gray(k)`` returns image ``k`` as (H, W) uint8 grayscale; needed for the
+        verification. Without it candidates beyond ``sure_radius`` are dropped.
+    workers : int
+        Threads for ORB and verification (OpenCV releases the GIL).
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+    stats : dict
+        ``candidates``, ``sure``, ``verified`` (checked), ``accepted`` pair counts.
+    """
+    codes = np.asarray(codes, np.uint64).reshape(len(codes), 2)
+    n = len(codes)
+    i, j, d = similarity.hamming_pairs(codes[:, 0], params.radius, codes_b=codes)
+    direct = similarity.popcount64(codes[i, 0] ^ codes[j, 0]).astype(np.int64)
+    mirrored = direct > d
+    sure = d <= params.sure_radius
+    accepted = sure.copy()
+    band = np.nonzero(~sure)[0]
+    checked = 0
+    if gray is not None and len(band):
+        # groups formed by the sure pairs; a band pair inside one group is accepted as is,
+        # band pairs between two groups are decided together by verifying the closest
+        # ``params.verify_per_link`` of them (the decision applies to all of them)
+        sure_lab = graph.average_linkage(n, i[sure], j[sure], 0.2 * d[sure] / 64.0, max_distance=params.max_distance)
+        ga, gb = sure_lab[i[band]], sure_lab[j[band]]
+        # a pair inside one group is its own link (verified on its own)
+        inside = ga == gb
+        link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
+        order = np.lexsort((d[band], link))
+        band, link = band[order], link[order]
+        first = np.ones(len(link), bool)
+        first[1:] = link[1:] != link[:-1]
+        start = np.maximum.accumulate(np.where(first, np.arange(len(link)), 0))
+        rank = np.arange(len(link)) - start
+        sel = rank < params.verify_per_link
+        todo, todo_link = band[sel], link[sel]
+        keys: dict[tuple[int, bool], tuple] = {}
+
+        def compute(task):
+            k, flip = task
+            g = gray(k)
+            if flip:
+                g = np.ascontiguousarray(g[:, ::-1])
+            return task, orb_keys(g, params.orb_side, params.orb_features)
+
+        tasks = sorted({(int(a), False) for a in i[todo]} | {(int(b), bool(m)) for b, m in zip(j[todo], mirrored[todo])})
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for task, kp in pool.map(compute, tasks, chunksize=16):
+                keys[task] = kp
+
+            def check(chunk):
+                return [ransac_inliers(keys[(int(i[t]), False)], keys[(int(j[t]), bool(mirrored[t]))]) for t in chunk]
+
+            chunks = [todo[s:s + 64] for s in range(0, len(todo), 64)]
+            inl = np.concatenate([np.asarray(r, np.int64) for r in pool.map(check, chunks)]) if chunks else np.zeros(0, np.int64)
+        checked = len(todo)
+        passed = todo[inl >= params.min_inliers]
+        accepted[passed] = True
+        # a link whose checked pairs mostly pass accepts its unchecked pairs too
+        ok_per_link: dict[int, tuple[int, int]] = {}
+        for lk, ok in zip(todo_link.tolist(), (inl >= params.min_inliers).tolist()):
+            a, b = ok_per_link.get(int(lk), (0, 0))
+            ok_per_link[lk] = (a + int(ok), b + 1)
+        good_links = np.array([lk for lk, (a, b) in ok_per_link.items() if 2 * a > b], np.int64)
+        accepted[band[np.isin(link, good_links)]] = True
+    ai, aj, ad = i[accepted], j[accepted], d[accepted]
+    # accepted edges: distance in [0, 0.2] growing with the hash distance; missing pairs = 1
+    labels = graph.average_linkage(n, ai, aj, 0.2 * ad / 64.0, max_distance=params.max_distance)
+    stats = {"candidates": int(len(i)), "sure": int(sure.sum()), "verified": int(checked),
+             "accepted": int(accepted.sum())}
+    return labels, stats
+
+
+def cluster_folder(folder: str | Path, params: DupParams | None = None, workers: int = 2) -> tuple[list[str], np.ndarray]:
+    """Decode, hash, verify and cluster every image of a folder (no job, no cache).
+
+    The one-call form the benchmark times; the ``cluster`` job runs the same steps
+    through the job runner with a feature cache.
+
+    Returns
+    -------
+    names : list of str
+        Image paths relative to ``folder``, sorted.
+    labels : ndarray of int64
+    """
+    from segdeck.core import imageio
+
+    params = params or DupParams()
+    folder = Path(folder)
+    paths = imageio.discover(folder)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        grays = list(pool.map(lambda p: features.to_gray(features.load_small(p, 256)), paths, chunksize=32))
+    codes = features.phash_codes_fast(grays)
+    labels, _ = cluster_codes(codes, params, gray=lambda k: grays[k], workers=workers)
+    return [p.relative_to(folder).as_posix() for p in paths], labels
+
+
+def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1):
+    """:func:`cluster_codes` on job features (each with ``h`` of shape (2,))."""
+    codes = np.stack([f["h"] for f in feats]) if len(feats) else np.zeros((0, 2), np.uint64)
+    return cluster_codes(codes, params, gray=gray, workers=workers)

@@ -1,0 +1,330 @@
+"""Per-image features for clustering, one extractor per method.
+
+Every extractor takes an (H, W, 3) uint8 RGB image and returns a feature as a
+``dict[str, numpy.ndarray]`` (so it can be cached with :func:`pack` / :func:`unpack`).
+
+=========  =====================================================================
+method     feature
+=========  =====================================================================
+ssim       ``gray``: (64, 64) uint8 grayscale, min-max contrast-normalised
+minhash    ``mh``: (num_perm,) uint64 MinHash signature of the set of grid cells
+           holding the strongest Harris corners (datasketch MinHash)
+phash      ``h``: (1,) uint64 perceptual hash, bit-identical to
+           ``imagehash.phash`` (32x32 LANCZOS gray, 2-D DCT-II, 8x8 low band > median)
+orb        ``xy``: (N, 2) float32 keypoints (x, y) in pixels of the working image,
+           ``des``: (N, 32) uint8 ORB descriptors, ``size``: (2,) working (w, h)
+tm         ``gray``: (64, 64) uint8 grayscale, min-max contrast-normalised
+dup        ``h``: (2,) uint64 phash of the image and of its mirror image
+           (:func:`phash_codes_fast`); ORB keys for verification come later
+=========  =====================================================================
+
+References: Zauner, "Implementation and benchmarking of perceptual image hash
+functions", 2010 (pHash); Rublee et al., "ORB: an efficient alternative to SIFT or
+SURF", ICCV 2011; Harris & Stephens, "A combined corner and edge detector", 1988;
+Broder, "On the resemblance and containment of documents", 1997 (MinHash).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segdeck.core.errors import ImageError
+
+#: Side of the grayscale thumbnails used by SSIM and template matching.
+THUMB = 64
+
+
+# ------------------------------------------------------------------ decoding
+def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
+    """Decode an image at reduced size, fast, EXIF orientation applied.
+
+    JPEG files are decoded with libjpeg's DCT scaling (``cv2.IMREAD_REDUCED_*``) so a
+    12-megapixel photo costs what a thumbnail does; images with transparency, TIFFs
+    and anything unusual go through :func:`segdeck.core.imageio.load_rgb` (alpha over
+    white, 16-bit scaled).
+
+    Parameters
+    ----------
+    path : path-like
+        Image file.
+    max_side : int
+        The longer side of the result is at most this many pixels (never upscaled).
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), dtype uint8, RGB
+
+    Raises
+    ------
+    ImageError
+        Unreadable file (the one-line reason from :func:`segdeck.core.imageio.load_rgb`).
+    """
+    import cv2
+    from PIL import Image
+
+    from segdeck.core import imageio
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+            transparent = "transparency" in im.info
+        if fmt in ("JPEG", "PNG") and mode in ("RGB", "L") and not transparent and w * h <= imageio.MAX_PIXELS:
+            flag = cv2.IMREAD_COLOR
+            if fmt == "JPEG":
+                for factor, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+                    if min(w, h) // factor >= max_side // 2 and max(w, h) // factor >= max_side:
+                        flag = f
+                        break
+            bgr = cv2.imread(str(path), flag)
+            if bgr is not None and bgr.size:
+                return _shrink(np.ascontiguousarray(bgr[:, :, ::-1]), max_side)
+    except Exception:  # noqa: BLE001 - the careful loader below reports one line
+        pass
+    return _shrink(imageio.load_rgb(path), max_side)
+
+
+def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = max_side / max(h, w)
+    if s >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 luma (ITU-R 601), bit-identical to PIL's ``convert("L")``."""
+    if img.ndim == 2:
+        return img
+    x = img.astype(np.uint32)
+    return ((x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _normalised_thumb(img: np.ndarray, size: int = THUMB) -> np.ndarray:
+    import cv2
+
+    g = cv2.resize(to_gray(img), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    lo, hi = float(g.min()), float(g.max())
+    if hi - lo < 1e-6:
+        return np.zeros((size, size), np.uint8)
+    return np.round((g - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ perceptual hash
+def _resize32(gray: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(gray).resize((32, 32), Image.LANCZOS), dtype=np.float64)
+
+
+def phash_codes(grays: np.ndarray | list, mirror: bool = False) -> np.ndarray:
+    """Perceptual hashes of grayscale images, identical to ``imagehash.phash``.
+
+    Parameters
+    ----------
+    grays : sequence of (H, W) uint8 arrays, or (N, H, W) uint8
+        Grayscale images (any size; each is resized to 32x32 with LANCZOS as imagehash does).
+    mirror : bool
+        Also hash the horizontally mirrored image.
+
+    Returns
+    -------
+    ndarray of uint64
+        Shape (N,) or, with ``mirror``, (N, 2): column 0 the image, column 1 its mirror.
+        Bit order as imagehash's hex string (first DCT coefficient = most significant bit).
+    """
+    from scipy.fft import dct
+
+    grays = list(grays) if not isinstance(grays, np.ndarray) or grays.ndim == 3 else [grays]
+    if not grays:
+        return np.zeros((0, 2) if mirror else (0,), np.uint64)
+    px = np.stack([_resize32(g) for g in grays])  # (N, 32, 32)
+    stacks = [px, px[:, :, ::-1]] if mirror else [px]
+    out = []
+    for p in stacks:
+        d = dct(dct(p, axis=1, type=2), axis=2, type=2)[:, :8, :8].reshape(len(p), 64)
+        med = np.median(d, axis=1, keepdims=True)
+        bits = d > med
+        out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
+    return np.stack(out, axis=1) if mirror else out[0]
+
+
+def phash_codes_fast(grays: Sequence[np.ndarray]) -> np.ndarray:
+    """Perceptual hashes of images and of their mirror images, for the ``dup`` method.
+
+    Same construction as :func:`phash_codes` (32x32, 2-D DCT-II, 8x8 low band >
+    median) with an area-averaging resize (OpenCV ``INTER_AREA``) instead of LANCZOS:
+    several times faster, not bit-identical to imagehash.
+
+    Parameters
+    ----------
+    grays : sequence of (H, W) uint8 arrays
+
+    Returns
+    -------
+    ndarray of uint64, shape (N, 2)
+        Column 0 the image's hash, column 1 its mirror image's.
+    """
+    import cv2
+    from scipy.fft import dct
+
+    if len(grays) == 0:
+        return np.zeros((0, 2), np.uint64)
+    px = np.stack([cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA) for g in grays]).astype(np.float32)
+    d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
+    sign = np.where(np.arange(8) % 2 == 1, -1.0, 1.0).astype(np.float32)
+    out = []
+    for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
+        flat = block.reshape(len(px), 64)
+        bits = flat > np.median(flat, axis=1, keepdims=True)
+        out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
+    return np.stack(out, axis=1)
+
+
+def phash_feature(img: np.ndarray) -> dict:
+    """``{"h": (1,) uint64}``: the perceptual hash of an RGB image."""
+    return {"h": phash_codes([to_gray(img)])}
+
+
+# ------------------------------------------------------------------ SSIM / TM
+def ssim_feature(img: np.ndarray) -> dict:
+    """``{"gray": (64, 64) uint8}``: min-max normalised grayscale thumbnail for SSIM."""
+    return {"gray": _normalised_thumb(img)}
+
+
+def tm_feature(img: np.ndarray) -> dict:
+    """``{"gray": (64, 64) uint8}``: min-max normalised grayscale thumbnail for template matching."""
+    return {"gray": _normalised_thumb(img)}
+
+
+# ------------------------------------------------------------------ MinHash
+def harris_cells(img: np.ndarray, n_corners: int = 100, grid: int = 16, side: int = 128) -> np.ndarray:
+    """Grid cells holding the strongest Harris corners.
+
+    Parameters
+    ----------
+    img : (H, W, 3) uint8 RGB
+    n_corners : int
+        How many of the strongest corner responses (after 3x3 non-maximum suppression) to keep.
+    grid : int
+        The image (resized to ``side`` x ``side``) is divided into ``grid`` x ``grid`` cells.
+    side : int
+        Working size in pixels.
+
+    Returns
+    -------
+    ndarray of int64
+        Unique cell indices ``row * grid + col`` (the corner locations, quantised).
+    """
+    import cv2
+
+    g = cv2.resize(to_gray(img), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    r = cv2.cornerHarris(g, blockSize=3, ksize=3, k=0.04)
+    peak = r == cv2.dilate(r, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(peak & (r > 0))
+    if len(ys) == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-r[ys, xs], kind="stable")[:n_corners]
+    cells = (ys[order] * grid // side) * grid + (xs[order] * grid // side)
+    return np.unique(cells.astype(np.int64))
+
+
+def minhash_feature(img: np.ndarray, num_perm: int = 128, n_corners: int = 100, grid: int = 16) -> dict:
+    """``{"mh": (num_perm,) uint64}``: datasketch MinHash of the Harris-corner cells."""
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=num_perm, seed=1)
+    cells = harris_cells(img, n_corners=n_corners, grid=grid)
+    if len(cells):
+        m.update_batch([int(c).to_bytes(4, "little") for c in cells])
+    return {"mh": m.hashvalues.astype(np.uint64)}
+
+
+# ------------------------------------------------------------------ ORB
+def orb_feature(img: np.ndarray, n_features: int = 500, max_side: int = 256) -> dict:
+    """ORB keypoints and descriptors of the grayscale image.
+
+    Returns
+    -------
+    dict
+        ``xy`` (N, 2) float32 keypoint positions (x, y) in the working image (longer
+        side ``max_side``, never upscaled beyond 2x for small images), ``des`` (N, 32)
+        uint8 binary descriptors, ``size`` (2,) int32 working (width, height).
+    """
+    import cv2
+
+    g = to_gray(img)
+    h, w = g.shape
+    s = max_side / max(h, w)
+    s = min(s, 2.0)
+    if abs(s - 1) > 1e-3:
+        g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    orb = cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=10)
+    kps, des = orb.detectAndCompute(g, None)
+    if des is None or not kps:
+        return {"xy": np.zeros((0, 2), np.float32), "des": np.zeros((0, 32), np.uint8),
+                "size": np.array(g.shape[::-1], np.int32)}
+    xy = np.array([k.pt for k in kps], np.float32)
+    return {"xy": xy, "des": des, "size": np.array(g.shape[::-1], np.int32)}
+
+
+# ------------------------------------------------------------------ near-duplicates
+def dup_feature(img: np.ndarray) -> dict:
+    """Feature of the ``dup`` method: ``{"h": (2,) uint64}``, the hash of the image and
+    of its mirror image (:func:`phash_codes_fast`). The ORB keys used to verify
+    uncertain pairs are computed later, only for the images that need them."""
+    return {"h": phash_codes_fast([to_gray(img)])[0]}
+
+
+def extract(method: str, img: np.ndarray, **options) -> dict:
+    """Dispatch to the extractor of ``method`` (one of ssim, minhash, phash, orb, tm, dup).
+
+    Raises
+    ------
+    ValueError
+        Unknown method.
+    """
+    fn = {
+        "ssim": ssim_feature,
+        "minhash": minhash_feature,
+        "phash": phash_feature,
+        "orb": orb_feature,
+        "tm": tm_feature,
+        "dup": dup_feature,
+    }.get(method)
+    if fn is None:
+        raise ValueError(f"no hand-made feature for method {method!r}")
+    return fn(img, **options)
+
+
+# ------------------------------------------------------------------ serialisation
+def pack(feature: dict[str, np.ndarray]) -> bytes:
+    """Serialise a feature dict to bytes (a JSON header + raw array bytes; no pickle)."""
+    header, blobs = [], []
+    for name, arr in feature.items():
+        arr = np.ascontiguousarray(arr)
+        header.append([name, arr.dtype.str, list(arr.shape)])
+        blobs.append(arr.tobytes())
+    head = json.dumps(header).encode()
+    return struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+
+def unpack(blob: bytes) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack`."""
+    (n,) = struct.unpack_from("<I", blob, 0)
+    header = json.loads(blob[4:4 + n])
+    off = 4 + n
+    out = {}
+    for name, dtype, shape in header:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        out[name] = np.frombuffer(blob, dtype=dt, count=count, offset=off).reshape(shape).copy()
+        off += count * dt.itemsize
+    return out

@@ -1,0 +1,273 @@
+"""Clustering on similarity graphs.
+
+* :func:`connected_components` -- the seed's rule: images joined by any chain of
+  similar pairs share a cluster (single linkage). Fast, but one spurious edge merges
+  two groups, and at a loose threshold everything chains into one cluster.
+* :func:`average_linkage` -- UPGMA on the sparse graph with missing pairs counted as
+  distance ``missing`` (1.0 = "not similar"). Two clusters merge only when the mean
+  distance over *all* their cross pairs is below ``max_distance``; with binary
+  distances and ``max_distance = 0.5`` that is "more than half of the cross pairs are
+  similar edges", so a chain A-B-C (A, C unrelated) stays apart. It runs per
+  connected component, so the cost follows the component sizes, not n^2.
+* :func:`cluster_in_batches` -- the seed's batch scheme: cluster each batch, take one
+  representative per cluster (and every outlier), cluster the representatives, merge.
+
+Labels are int64 arrays of length n, clusters numbered 0..k-1 by first appearance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+#: Components larger than this are split by dropping their weakest edges before the
+#: dense average-linkage step (bounds memory at about 8 * LIMIT^2 bytes).
+DENSE_LIMIT = 4000
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1 in order of first appearance (int64)."""
+    labels = np.asarray(labels)
+    _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+    return order[inv].astype(np.int64)
+
+
+def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of an undirected graph on ``n`` nodes.
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes.
+    i, j : array of int, shape (m,)
+        Edge end points (0-based node indices).
+
+    Returns
+    -------
+    k : int
+        Number of components (isolated nodes count as components).
+    labels : ndarray of int64, shape (n,)
+        Component of each node, numbered by first appearance.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as cc
+
+    i = np.asarray(i, np.int64)
+    j = np.asarray(j, np.int64)
+    if n == 0:
+        return 0, np.zeros(0, np.int64)
+    g = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)).tocsr()
+    k, labels = cc(g, directed=False)
+    return int(k), relabel(labels)
+
+
+def average_linkage(
+    n: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    dist: np.ndarray,
+    max_distance: float = 0.5,
+    missing: float = 1.0,
+) -> np.ndarray:
+    """Average-linkage (UPGMA) clustering of a sparse distance graph.
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes.
+    i, j : array of int, shape (m,)
+        Edges (pairs with a known distance); duplicate pairs keep the smallest distance.
+    dist : array of float, shape (m,)
+        Distance of each edge, in [0, ``missing``].
+    max_distance : float
+        Merge two clusters while the mean distance over all their cross pairs is
+        below this (strictly).
+    missing : float
+        Distance assumed for pairs without an edge.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Cluster labels.
+
+    Notes
+    -----
+    Components above :data:`DENSE_LIMIT` nodes are first split by removing their
+    weakest edges (largest distance) until every part fits; a mean over cross pairs
+    of such a part could not reach ``max_distance`` anyway unless it is dense.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    i = np.asarray(i, np.int64)
+    j = np.asarray(j, np.int64)
+    dist = np.asarray(dist, np.float64)
+    labels = np.arange(n, dtype=np.int64)
+    if n == 0 or len(i) == 0:
+        return relabel(labels)
+    keep = dist < missing
+    i, j, dist = i[keep], j[keep], dist[keep]
+    parts = _bounded_components(n, i, j, dist, DENSE_LIMIT)
+    comp_of = parts
+    order = np.argsort(comp_of[i], kind="stable")
+    i, j, dist = i[order], j[order], dist[order]
+    ec = comp_of[i]
+    same = ec == comp_of[j]
+    i, j, dist, ec = i[same], j[same], dist[same], ec[same]
+    members_order = np.argsort(comp_of, kind="stable")
+    bounds = np.searchsorted(comp_of[members_order], np.arange(comp_of.max() + 2))
+    ebounds = np.searchsorted(ec, np.arange(comp_of.max() + 2))
+    next_label = n
+    for c in range(comp_of.max() + 1):
+        members = members_order[bounds[c]:bounds[c + 1]]
+        s = len(members)
+        if s < 2:
+            continue
+        ei, ej, ed = i[ebounds[c]:ebounds[c + 1]], j[ebounds[c]:ebounds[c + 1]], dist[ebounds[c]:ebounds[c + 1]]
+        if s == 2:
+            if ed.min() < max_distance:
+                labels[members] = next_label
+                next_label += 1
+            continue
+        local = np.full(n, -1, np.int64) if s > 64 else None
+        if local is not None:
+            local[members] = np.arange(s)
+            li, lj = local[ei], local[ej]
+        else:
+            pos = {int(m): k for k, m in enumerate(members)}
+            li = np.array([pos[int(a)] for a in ei], np.int64)
+            lj = np.array([pos[int(b)] for b in ej], np.int64)
+        mat = np.full((s, s), missing, np.float64)
+        np.minimum.at(mat, (li, lj), ed)
+        mat = np.minimum(mat, mat.T)
+        np.fill_diagonal(mat, 0.0)
+        z = linkage(squareform(mat, checks=False), method="average")
+        sub = fcluster(z, t=max_distance - 1e-9, criterion="distance")
+        labels[members] = next_label + sub
+        next_label += int(sub.max()) + 1
+    return relabel(labels)
+
+
+def _bounded_components(n: int, i, j, dist, limit: int) -> np.ndarray:
+    """Component labels where no component exceeds ``limit`` nodes (weakest edges dropped)."""
+    k, labels = connected_components(n, i, j)
+    sizes = np.bincount(labels, minlength=k)
+    if sizes.max(initial=0) <= limit:
+        return labels
+    big = sizes[labels[i]] > limit
+    if not big.any():
+        return labels
+    bi, bj, bd = i[big], j[big], dist[big]
+    cut = np.quantile(bd, 0.8) if len(np.unique(bd)) > 1 else None
+    if cut is None or (bd < cut).sum() == 0:
+        # cannot split by distance: keep a spanning forest of the lowest-index edges
+        keep_small = np.zeros(len(bi), bool)
+        keep_small[: max(0, len(bi) // 2)] = True
+        sel = keep_small
+    else:
+        sel = bd < cut
+    ni = np.concatenate([i[~big], bi[sel]])
+    nj = np.concatenate([j[~big], bj[sel]])
+    nd = np.concatenate([dist[~big], bd[sel]])
+    return _bounded_components(n, ni, nj, nd, limit)
+
+
+def clusters_from_labels(labels: np.ndarray, min_size: int = 2) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split labels into clusters (index arrays, largest first) and outliers.
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+        Cluster labels; a negative label marks noise.
+    min_size : int
+        Clusters smaller than this become outliers.
+
+    Returns
+    -------
+    clusters : list of ndarray of int64
+        Member indices of each cluster, sorted by size (descending) then first member.
+    outliers : ndarray of int64
+    """
+    labels = np.asarray(labels)
+    clusters, outliers = [], []
+    for lab in np.unique(labels):
+        idx = np.nonzero(labels == lab)[0]
+        if lab < 0 or len(idx) < min_size:
+            outliers.append(idx)
+        else:
+            clusters.append(idx)
+    clusters.sort(key=lambda a: (-len(a), int(a[0])))
+    out = np.sort(np.concatenate(outliers)) if outliers else np.zeros(0, np.int64)
+    return clusters, out.astype(np.int64)
+
+
+def cluster_in_batches(
+    n: int,
+    batch_size: int,
+    cluster_fn: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The seed's two-step batch clustering.
+
+    1. Split ``0..n-1`` into consecutive batches of ``batch_size``; cluster each with
+       ``cluster_fn(indices) -> labels`` (labels < 0 or singletons are outliers).
+    2. Take one representative per cluster (its first member) and every outlier,
+       cluster the representatives with ``cluster_fn`` (recursively in batches when
+       there are more than ``batch_size``), and merge clusters whose representatives
+       share a cluster.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    batch_size : int
+        Items per batch, >= 2; ``n <= batch_size`` runs one batch.
+    cluster_fn : callable
+        Maps an int64 index array (global indices) to labels of the same length.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Labels, numbered by first appearance.
+
+    Notes
+    -----
+    Unlike the seed, outliers of a batch are representatives too, so two copies of an
+    image that land in different batches still meet in step 2. Step 2 recurses while
+    it makes progress; when no batch merged anything, the batch labels are returned
+    (the scheme cannot do better without comparing everything with everything).
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+    idx = np.arange(n, dtype=np.int64)
+    if n <= batch_size:
+        return relabel(_noise_to_singletons(cluster_fn(idx)))
+    labels = np.empty(n, np.int64)
+    offset = 0
+    reps, rep_label = [], []
+    for start in range(0, n, batch_size):
+        sub = idx[start:start + batch_size]
+        lab = relabel(_noise_to_singletons(cluster_fn(sub))) + offset
+        labels[sub] = lab
+        _, first = np.unique(lab, return_index=True)
+        reps.extend(sub[first].tolist())
+        rep_label.extend(lab[first].tolist())
+        offset = int(lab.max()) + 1
+    reps_arr = np.array(reps, np.int64)
+    if len(reps_arr) >= n:
+        # nothing merged inside any batch: another round would repeat the same batches
+        return relabel(labels)
+    rep_clusters = cluster_in_batches(len(reps_arr), batch_size, lambda loc: cluster_fn(reps_arr[loc]))
+    mapping = np.empty(offset, np.int64)
+    mapping[np.array(rep_label, np.int64)] = rep_clusters
+    return relabel(mapping[labels])
+
+
+def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels, np.int64).copy()
+    noise = labels < 0
+    if noise.any():
+        base = labels.max(initial=-1) + 1
+        labels[noise] = base + np.arange(noise.sum())
+    return labels

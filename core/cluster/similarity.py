@@ -1,0 +1,404 @@
+"""Pairwise similarity per method, and the search for similar pairs.
+
+Every method's similarity is a number where larger means more alike, compared with a
+threshold (pairs with ``similarity >= threshold`` are similar):
+
+=========  ==============================================================  ==========
+method     similarity                                                      range
+=========  ==============================================================  ==========
+ssim       ``skimage.metrics.structural_similarity`` of the thumbnails     [-1, 1]
+minhash    estimated Jaccard index of the corner-cell sets (datasketch)    [0, 1]
+phash      ``1 - hamming / 64``                                            [0, 1]
+orb        good matches (Lowe ratio 0.75) / all matches                    [0, 1]
+tm         ``1 -`` the minimum normalised squared difference of template   [0, 1]
+           matching (centre 80 % of one thumbnail slid over the other,
+           both directions, the smaller error)
+deep       cosine similarity of embeddings                                 [-1, 1]
+=========  ==============================================================  ==========
+
+Search cost: phash uses multi-index hashing (Norouzi et al., "Fast search in Hamming
+space with multi-index hashing", CVPR 2012), minhash uses datasketch's MinHash LSH,
+embeddings use an HNSW index (hnswlib; Malkov & Yashunin, TPAMI 2018); SSIM, ORB and
+template matching compare every pair and are meant to run in batches
+(:func:`segdeck.core.cluster.graph.cluster_in_batches`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Methods whose similarity is computed for every pair (quadratic; run in batches).
+PAIRWISE = frozenset({"ssim", "orb", "tm"})
+
+#: Below this many items exact brute-force search is used instead of an index.
+BRUTE_LIMIT = 3000
+
+
+# ------------------------------------------------------------------ Hamming
+def popcount64(x: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64 element (same shape, uint8)."""
+    x = np.asarray(x, np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    table = np.array([bin(v).count("1") for v in range(1 << 16)], np.uint8)
+    v = x.view(np.uint16).reshape(*x.shape, 4)
+    return table[v].sum(-1).astype(np.uint8)
+
+
+def _masks(bits: int, radius: int) -> np.ndarray:
+    from itertools import combinations
+
+    out = [0]
+    for r in range(1, radius + 1):
+        for combo in combinations(range(bits), r):
+            m = 0
+            for b in combo:
+                m |= 1 << b
+            out.append(m)
+    return np.array(out, np.int64)
+
+
+def hamming_pairs(
+    codes: np.ndarray,
+    radius: int,
+    codes_b: np.ndarray | None = None,
+    block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs of 64-bit codes within a Hamming radius, without comparing every pair.
+
+    Parameters
+    ----------
+    codes : ndarray of uint64, shape (n,)
+        Query codes, one per item.
+    radius : int
+        Largest Hamming distance reported, 0..64.
+    codes_b : ndarray of uint64, shape (n, k), optional
+        Alternative codes per item (e.g. the code and the mirrored image's code); the
+        distance of a pair (a, b) is ``min_c hamming(codes[a], codes_b[b, c])``.
+        Default: ``codes[:, None]``.
+    block : int
+        Queries per vectorised block (memory vs speed).
+
+    Returns
+    -------
+    i, j : ndarray of int64, shape (m,)
+        Pairs with ``i < j``, each once.
+    d : ndarray of int64, shape (m,)
+        Their Hamming distances (for ``codes_b``: the minimum over both orders).
+
+    Notes
+    -----
+    Up to :data:`BRUTE_LIMIT` items every pair is compared (vectorised). Above it,
+    multi-index hashing: the 64 bits are split into 4 chunks of 16; a pair within
+    ``radius`` has at least one chunk within ``radius // 4``, so each query looks up
+    the buckets of its chunk values flipped in at most ``radius // 4`` bits and
+    checks only those candidates. Radii up to 11 (sub-radius 2) stay fast at 10^5
+    items; the cost grows quickly beyond.
+    """
+    codes = np.ascontiguousarray(codes, np.uint64).ravel()
+    n = len(codes)
+    if codes_b is None:
+        codes_b = codes[:, None]
+    codes_b = np.ascontiguousarray(codes_b, np.uint64).reshape(n, -1)
+    if not 0 <= radius <= 64:
+        raise ValueError(f"radius must be in 0..64, got {radius}")
+    empty = (np.zeros(0, np.int64),) * 3
+    if n < 2:
+        return empty
+    if n <= BRUTE_LIMIT:
+        return _hamming_brute(codes, codes_b, radius, block)
+    return _hamming_mih(codes, codes_b, radius, block)
+
+
+def _finish(i, j, d):
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    keep = a != b
+    a, b, d = a[keep], b[keep], d[keep]
+    if not len(a):
+        return (np.zeros(0, np.int64),) * 3
+    key = a * (1 << 32) + b
+    order = np.lexsort((d, key))
+    key, a, b, d = key[order], a[order], b[order], d[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    return a[first], b[first], d[first].astype(np.int64)
+
+
+def _hamming_brute(codes, codes_b, radius, block):
+    n = len(codes)
+    out_i, out_j, out_d = [], [], []
+    for s in range(0, n, block):
+        q = codes[s:s + block]
+        d = popcount64(q[:, None, None] ^ codes_b[None, :, :]).min(-1)
+        ii, jj = np.nonzero(d <= radius)
+        out_i.append(ii + s)
+        out_j.append(jj)
+        out_d.append(d[ii, jj])
+    return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
+
+
+def _hamming_mih(codes, codes_b, radius, block):
+    n, k = codes_b.shape
+    db = codes_b.ravel()
+    owner = np.repeat(np.arange(n, dtype=np.int64), k)
+    sub = radius // 4
+    masks = _masks(16, sub)
+    out_i, out_j, out_d = [], [], []
+    for c in range(4):
+        shift = np.uint64(16 * c)
+        dbc = ((db >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(dbc, kind="stable")
+        counts = np.bincount(dbc, minlength=1 << 16)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        qc = ((codes >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        for s in range(0, n, block):
+            q = qc[s:s + block]
+            keys = (q[:, None] ^ masks[None, :]).ravel()
+            cnt = counts[keys]
+            total = int(cnt.sum())
+            if total == 0:
+                continue
+            qidx = np.repeat(np.repeat(np.arange(s, s + len(q)), len(masks)), cnt)
+            # positions: starts[key] + 0..cnt-1 for each key
+            offs = np.repeat(starts[keys] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(total)
+            cand = order[offs]
+            d = popcount64(codes[qidx] ^ db[cand])
+            ok = d <= radius
+            out_i.append(qidx[ok])
+            out_j.append(owner[cand[ok]])
+            out_d.append(d[ok].astype(np.int64))
+    if not out_i:
+        return (np.zeros(0, np.int64),) * 3
+    return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
+
+
+# ------------------------------------------------------------------ Jaccard
+def jaccard_pairs(signatures: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of MinHash signatures whose estimated Jaccard index is >= ``threshold``.
+
+    Parameters
+    ----------
+    signatures : ndarray of uint64, shape (n, num_perm)
+        datasketch MinHash hash values.
+    threshold : float
+        In (0, 1].
+
+    Returns
+    -------
+    i, j : ndarray of int64
+        Pairs with ``i < j``.
+    sim : ndarray of float64
+        Estimated Jaccard index (fraction of equal hash values).
+
+    Notes
+    -----
+    Above :data:`BRUTE_LIMIT` items the candidates come from ``datasketch.MinHashLSH``
+    (banding tuned for ``threshold``; a few true pairs near the threshold can be
+    missed, as with any LSH) and are then checked exactly.
+    """
+    sig = np.ascontiguousarray(signatures, np.uint64)
+    n, p = sig.shape
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    if n <= BRUTE_LIMIT:
+        out_i, out_j, out_s = [], [], []
+        step = max(1, 2_000_000 // max(1, n * p))
+        for s in range(0, n, step):
+            sim = (sig[s:s + step, None, :] == sig[None, :, :]).mean(-1)
+            ii, jj = np.nonzero(sim >= threshold)
+            keep = jj > ii + s
+            out_i.append(ii[keep] + s)
+            out_j.append(jj[keep])
+            out_s.append(sim[ii[keep], jj[keep]])
+        return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+    from datasketch import LeanMinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=max(0.01, min(0.99, threshold)), num_perm=p)
+    mhs = [LeanMinHash(seed=1, hashvalues=sig[t]) for t in range(n)]
+    with lsh.insertion_session() as session:
+        for t in range(n):
+            session.insert(t, mhs[t], check_duplication=False)
+    ci, cj = [], []
+    for t in range(n):
+        for u in lsh.query(mhs[t]):
+            if u > t:
+                ci.append(t)
+                cj.append(u)
+    ci = np.array(ci, np.int64)
+    cj = np.array(cj, np.int64)
+    if not len(ci):
+        return ci, cj, np.zeros(0)
+    sim = (sig[ci] == sig[cj]).mean(1)
+    keep = sim >= threshold
+    return ci[keep], cj[keep], sim[keep]
+
+
+# ------------------------------------------------------------------ embeddings
+def cosine_pairs(emb: np.ndarray, threshold: float, k: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of embeddings with cosine similarity >= ``threshold``.
+
+    Parameters
+    ----------
+    emb : ndarray of float, shape (n, d)
+    threshold : float
+        In [-1, 1].
+    k : int
+        Neighbours per item asked from the HNSW index (above :data:`BRUTE_LIMIT` items);
+        an item with more than ``k`` similar items keeps its ``k`` nearest.
+
+    Returns
+    -------
+    i, j : ndarray of int64 (``i < j``), sim : ndarray of float64
+    """
+    x = np.asarray(emb, np.float32)
+    n = len(x)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if n <= BRUTE_LIMIT:
+        sim = x @ x.T
+        ii, jj = np.nonzero(np.triu(sim >= threshold, 1))
+        return ii.astype(np.int64), jj.astype(np.int64), sim[ii, jj].astype(np.float64)
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=x.shape[1])
+    index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=0)
+    index.add_items(x, np.arange(n))
+    kk = min(n, k + 1)
+    index.set_ef(max(kk * 2, 50))
+    nb, dist = index.knn_query(x, k=kk)
+    ii = np.repeat(np.arange(n), kk)
+    jj = nb.ravel().astype(np.int64)
+    sim = 1.0 - dist.ravel().astype(np.float64)
+    keep = sim >= threshold
+    a, b, s = _finish(ii[keep], jj[keep], np.round((1 - sim[keep]) * 1e6).astype(np.int64))
+    return a, b, 1.0 - s / 1e6
+
+
+# ------------------------------------------------------------------ pairwise methods
+def ssim_similarity(fa: dict, fb: dict) -> float:
+    """SSIM of two thumbnails (``skimage.metrics.structural_similarity``, 7x7 window)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(fa["gray"], fb["gray"], data_range=255))
+
+
+def orb_similarity(fa: dict, fb: dict, ratio: float = 0.75) -> float:
+    """Good ORB matches (Lowe's ratio test) over all matches of the smaller descriptor set."""
+    import cv2
+
+    da, db = fa["des"], fb["des"]
+    if len(da) < 2 or len(db) < 2:
+        return 0.0
+    if len(da) > len(db):
+        da, db = db, da
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    matches = matcher.knnMatch(da, db, k=2)
+    if not matches:
+        return 0.0
+    good = sum(1 for m in matches if len(m) == 2 and m[0].distance < ratio * m[1].distance)
+    return good / len(matches)
+
+
+def tm_similarity(fa: dict, fb: dict, inner: float = 0.8) -> float:
+    """``1 -`` minimum normalised squared difference (``cv2.TM_SQDIFF_NORMED``) of the
+    centre ``inner`` part of one thumbnail slid over the other, both ways, best kept."""
+    import cv2
+
+    best = 1.0
+    for a, b in ((fa["gray"], fb["gray"]), (fb["gray"], fa["gray"])):
+        h, w = a.shape
+        mh, mw = round(h * (1 - inner) / 2), round(w * (1 - inner) / 2)
+        tpl = a[mh:h - mh, mw:w - mw]
+        res = cv2.matchTemplate(b, tpl, cv2.TM_SQDIFF_NORMED)
+        best = min(best, float(res.min()))
+    return float(np.clip(1.0 - best, 0.0, 1.0))
+
+
+PAIR_FUNCS = {"ssim": ssim_similarity, "orb": orb_similarity, "tm": tm_similarity}
+
+
+def phash_similarity(fa: dict, fb: dict) -> float:
+    """``1 - hamming / 64`` of two perceptual hashes."""
+    return 1.0 - int(popcount64(fa["h"][:1] ^ fb["h"][:1])[0]) / 64.0
+
+
+def minhash_similarity(fa: dict, fb: dict) -> float:
+    """Estimated Jaccard index (datasketch ``MinHash.jaccard``)."""
+    from datasketch import MinHash
+
+    a = MinHash(seed=1, hashvalues=fa["mh"])
+    b = MinHash(seed=1, hashvalues=fb["mh"])
+    return float(a.jaccard(b))
+
+
+def similarity(method: str, fa: dict, fb: dict) -> float:
+    """Similarity of two features of ``method`` (see the module table)."""
+    if method in PAIR_FUNCS:
+        return PAIR_FUNCS[method](fa, fb)
+    if method == "phash":
+        return phash_similarity(fa, fb)
+    if method == "minhash":
+        return minhash_similarity(fa, fb)
+    if method == "deep":
+        a, b = fa["emb"].astype(np.float64), fb["emb"].astype(np.float64)
+        return float(a @ b / max(1e-12, np.linalg.norm(a) * np.linalg.norm(b)))
+    raise ValueError(f"unknown method {method!r}")
+
+
+def all_pairs(method: str, feats: Sequence[dict], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Similarity of every pair among ``feats[idx]`` (for threshold curves and batches).
+
+    Returns
+    -------
+    i, j : ndarray of int64
+        Global indices (from ``idx``), ``i < j`` in ``idx`` order.
+    sim : ndarray of float64
+    """
+    idx = np.asarray(idx, np.int64)
+    m = len(idx)
+    ii, jj = np.triu_indices(m, 1)
+    if method == "phash":
+        h = np.array([feats[t]["h"][0] for t in idx], np.uint64)
+        sim = 1.0 - popcount64(h[ii] ^ h[jj]).astype(np.float64) / 64.0
+    elif method == "minhash":
+        sig = np.stack([feats[t]["mh"] for t in idx]) if m else np.zeros((0, 1), np.uint64)
+        sim = np.concatenate([(sig[ii[s:s + 100000]] == sig[jj[s:s + 100000]]).mean(1) for s in range(0, len(ii), 100000)]) if len(ii) else np.zeros(0)
+    elif method == "deep":
+        x = np.stack([feats[t]["emb"] for t in idx]).astype(np.float64) if m else np.zeros((0, 1))
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sim = (x @ x.T)[ii, jj] if m else np.zeros(0)
+    else:
+        fn = PAIR_FUNCS[method]
+        sim = np.array([fn(feats[idx[a]], feats[idx[b]]) for a, b in zip(ii, jj)], np.float64)
+    return idx[ii], idx[jj], np.asarray(sim, np.float64)
+
+
+def similar_pairs(method: str, feats: Sequence[dict], idx: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs among ``feats[idx]`` with similarity >= ``threshold``, searched with the
+    method's index where it has one (phash, minhash, deep), else every pair.
+
+    Returns
+    -------
+    i, j : ndarray of int64 (global indices), sim : ndarray of float64
+    """
+    idx = np.asarray(idx, np.int64)
+    if method == "phash":
+        h = np.array([feats[t]["h"][0] for t in idx], np.uint64)
+        radius = int(np.floor((1.0 - threshold) * 64 + 1e-9))
+        if radius < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        a, b, d = hamming_pairs(h, min(64, radius))
+        return idx[a], idx[b], 1.0 - d / 64.0
+    if method == "minhash":
+        sig = np.stack([feats[t]["mh"] for t in idx])
+        a, b, s = jaccard_pairs(sig, threshold)
+        return idx[a], idx[b], s
+    if method == "deep":
+        a, b, s = cosine_pairs(np.stack([feats[t]["emb"] for t in idx]), threshold)
+        return idx[a], idx[b], s
+    i, j, s = all_pairs(method, feats, idx)
+    keep = s >= threshold
+    return i[keep], j[keep], s[keep]

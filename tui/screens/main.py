@@ -179,6 +179,7 @@ class MainScreen(Screen):
         if "default" in self.presets:
             preset_select.value = "default"
         await self.query_one(ParamForm).set_model(cls.Params if cls else None)
+        self._update_run_state()
 
     @on(Select.Changed, "#preset-select")
     def _preset_changed(self, event: Select.Changed) -> None:
@@ -284,7 +285,11 @@ class MainScreen(Screen):
 
     # ---- actions ---------------------------------------------------------------------
     def action_focus(self, widget_id: str) -> None:
-        self.query_one(f"#{widget_id}").focus()
+        widget = self.query_one(f"#{widget_id}")
+        if isinstance(widget, ParamForm):  # the first field, not the scroll container
+            first = next((w for w in widget.query("Input, Select, Switch") if w.focusable), None)
+            widget = first or widget
+        widget.focus()
 
     @on(Button.Pressed, "#run")
     def _run_pressed(self, event: Button.Pressed) -> None:

@@ -373,3 +373,22 @@ async def test_real_segment_job_from_tui(tmp_path, three_regions):
         assert snap.state == "done", snap
         assert snap.done == 2 and "felzenszwalb" in snap.job_dir.name
         assert len(list(snap.job_dir.glob("*.png"))) >= 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_job_that_cannot_start_shows_error(photos, dummy_job, monkeypatch):
+    """The child cannot import the job (no PYTHONPATH): the row turns to error with the
+    child's own one-line reason, nothing hangs in 'starting'."""
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_list import JobList
+
+    monkeypatch.delenv("PYTHONPATH")
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, _ = await ready_form(app, pilot)
+        await pilot.press("ctrl+r")
+        jobs = screen.query_one(JobList)
+        await wait_for(pilot, lambda: jobs.selected_snapshot is not None, what="job row")
+        await wait_for(pilot, lambda: jobs.selected_snapshot.state == "error", timeout=30, what="error state")
+        assert "tuidummy" in (jobs.selected_snapshot.error or "")

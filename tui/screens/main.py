@@ -97,6 +97,7 @@ class MainScreen(Screen):
         self._polling = False
         self._select_next: Path | None = None
         self._annotate_lines: list[LogLine] = []
+        self.presets: dict[str, dict] = {}
 
     # ---- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -147,6 +148,11 @@ class MainScreen(Screen):
 
     async def on_jobs_loaded(self, message: JobsLoaded) -> None:
         self.jobs = message.jobs
+        for name, error in message.errors.items():
+            # a job whose module is not in this install is simply not offered; one that
+            # is there but fails to import is worth a word
+            if not error.startswith("ModuleNotFoundError"):
+                self.notify(f"job {name} is unavailable: {error}", severity="warning", timeout=8)
         select = self.query_one("#job-select", Select)
         select.set_options([(name, name) for name in self.jobs])
         if not self.jobs:

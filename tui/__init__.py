@@ -1,0 +1,7 @@
+"""segdeck's terminal app (Textual): ``segdeck`` / ``segdeck tui [FOLDER]``.
+
+Layout: ``app.py`` (thin App), ``screens/`` (main, help; tool screens such as a
+cluster-threshold picker plug in through ``screens.main.JOB_SCREENS``), ``widgets/``
+(folder tree, parameter form, job list, log), ``jobwatch.py`` and ``launch.py`` (no
+Textual: following job folders, starting processes), styles in ``*.tcss``.
+"""

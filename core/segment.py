@@ -11,6 +11,8 @@ This module imports nothing heavy: the CLI and the TUI import it to build forms.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import Field
@@ -27,7 +29,7 @@ from segdeck.core.oversegment.kmeans import Params as KmeansParams
 from segdeck.core.oversegment.quickshift import Params as QuickshiftParams
 from segdeck.core.oversegment.slic_kmeans import Params as SlicKmeansParams
 from segdeck.core.oversegment.superpixel import LscParams, MslicParams, SeedsParams, SlicoParams, SlicParams
-from segdeck.core.params import JobParams, params_digest
+from segdeck.core.params import JobParams
 from segdeck.core.regions import RegionFilterParams
 
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
@@ -114,7 +116,8 @@ class SegmentJob(Job):
         """``segment-<method>-<key params>-w<max_side>-<digest>``; the digest covers only
         the values that change the outputs, so editing another method's section reuses
         (and resumes) the same folder."""
-        digest = params_digest(_EffectiveView(params.effective()))
+        blob = json.dumps(params.effective(), sort_keys=True).encode()
+        digest = hashlib.sha256(blob).hexdigest()[:8]
         return slug("-".join([cls.name, *cls.name_parts(params), digest]))
 
     def process(self, item: str, data):
@@ -138,12 +141,3 @@ class SegmentJob(Job):
         name = outputs.write_coco(self.job_dir, stems=stems, description=f"segdeck segment ({self.params.method})")
         return [name] if name else []
 
-
-class _EffectiveView:
-    """Adapter so :func:`params_digest` can hash a plain dict."""
-
-    def __init__(self, data: dict):
-        self._data = data
-
-    def model_dump(self, mode: str = "json") -> dict:
-        return self._data

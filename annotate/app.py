@@ -180,9 +180,11 @@ class Prepared:
 class Preparer:
     """Loads and segments images on worker threads, one ahead of the one shown."""
 
-    def __init__(self, paths: list[Path], make: Callable[[Path], Prepared], *, workers: int = 2, ahead: int = 1):
+    def __init__(self, paths: list[Path], make: Callable[[Path], Prepared], *, workers: int = 2, ahead: int = 1,
+                 finish: Callable[[Prepared], None] | None = None):
         self.paths = paths
         self.make = make
+        self.finish = finish
         self.ahead = ahead
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segdeck-prepare")
         self.futures: dict[int, Future] = {}
@@ -192,6 +194,8 @@ class Preparer:
         t0 = time.perf_counter()
         try:
             p = self.make(path)
+            if self.finish is not None and p.image is not None:
+                self.finish(p)
         except SegdeckError as exc:
             p = Prepared(path, error=str(exc))
         except ValueError as exc:
@@ -295,9 +299,13 @@ def make_preparer(paths: list[Path], opts: Options, saver: Saver) -> Preparer:
 
     def make(path: Path) -> Prepared:
         saver.wait_for(path)
-        image = imageio.load_rgb(path)
         flat = imageio.flatten_name(path, opts.root)
         spath = session_path(opts.out_dir, flat)
+        if opts.method in registry and not spath.is_file():
+            fast = _segment_jpeg_fast(path, opts)
+            if fast is not None:
+                return fast
+        image = imageio.load_rgb(path)
         if spath.is_file():
             try:
                 labels, original, seg_color, _ = load_session(spath)
@@ -318,7 +326,72 @@ def make_preparer(paths: list[Path], opts: Options, saver: Saver) -> Preparer:
             return Prepared(path, image, labels.astype(np.int32))
         return Prepared(path, image, extra={"work": working_image(image, opts.max_side)})
 
-    return Preparer(paths, make)
+    def fit_view(p: Prepared) -> None:
+        """The display image of the whole picture (BGR), so showing it costs nothing."""
+        import cv2
+
+        from segdeck.annotate.gui import View
+
+        if p.labels is None:
+            return
+        view = View((p.image.shape[1], p.image.shape[0]), opts.max_window)
+        p.extra["fit_view"] = cv2.cvtColor(np.ascontiguousarray(view.image_view(p.image)), cv2.COLOR_RGB2BGR)
+
+    return Preparer(paths, make, finish=fit_view)
+
+
+def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
+    """Segment a large JPEG without waiting for its full decode.
+
+    The full-resolution decode (:func:`segdeck.core.imageio.load_rgb`) runs on a second
+    thread while this one decodes a DCT-scaled copy (PIL ``draft``, 1/2..1/8 size, EXIF
+    orientation applied), shrinks it to the working size and runs the registry method
+    there; the labels are then scaled to full resolution. Returns None (caller takes
+    the plain path) for anything that is not a plain colour / gray JPEG or is not larger
+    than the working size.
+    """
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return None
+    import cv2
+    from PIL import Image, ImageOps
+
+    from segdeck.core.oversegment import segment
+    from segdeck.core.oversegment._resize import upscale_labels, working_shape
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            w0, h0 = im.size
+            if max(w0, h0) <= 2 * opts.max_side:
+                return None
+            f = opts.max_side / max(w0, h0)
+            im.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            small = np.asarray(im)
+    except Exception:
+        return None
+    result: dict = {}
+
+    def full():
+        try:
+            result["image"] = imageio.load_rgb(path)
+        except BaseException as exc:  # reported from the caller's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=full, name="segdeck-decode", daemon=True)
+    t.start()
+    H, W = imageio.image_size(path)[::-1]
+    wh, ww = working_shape((H, W), opts.max_side)
+    work = cv2.resize(small, (ww, wh), interpolation=cv2.INTER_AREA)
+    labels_small = segment(work, opts.method, opts.params, max_side=None)
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    image = result["image"]
+    if image.shape[:2] != (H, W):
+        return None
+    return Prepared(path, image, upscale_labels(labels_small, (H, W)).astype(np.int32, copy=False))
 
 
 def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable[[dict], None] = emit_json,
@@ -344,6 +417,13 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
     open_windows: set[str] = set()
     try:
         while 0 <= i < n:
+            fut = prep.future(i)
+            if not fut.done() and opts.method not in INTERACTIVE_SOURCES:
+                # open the window now (Qt starts meanwhile) and keep it responsive while loading
+                _placeholder(gui, paths[i], opts, i, n)
+                open_windows.add(PaintWindow.SEG)
+                while not fut.done():
+                    gui.pump(30)
             p = prep.get(i)
             title = imageio.flatten_name(p.path, opts.root)
             if p.error:
@@ -386,7 +466,7 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
                 state.message = "session restored"
             win = PaintWindow(state, p.image, title=title, index=i + 1, total=n, max_window=opts.max_window,
                               gui=gui, frames_log=opts.frames_log, template=opts.template,
-                              keep_open=opts.method not in INTERACTIVE_SOURCES)
+                              keep_open=opts.method not in INTERACTIVE_SOURCES, fit_view=p.extra.get("fit_view"))
             open_windows.update(win.windows)
             outcome = win.run()
             if outcome == "quit":
@@ -407,6 +487,25 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
         prep.close()
         saver.wait()
     return 1 if (failed or saver.errors) else 0
+
+
+def _placeholder(gui, path: Path, opts: Options, i: int, n: int) -> None:
+    """Show a 'loading' frame of the image's display size in the segment window."""
+    from segdeck.annotate.gui import STATUS_BAR, View, put_status
+    from segdeck.annotate.paint import PaintWindow
+
+    try:
+        size = imageio.image_size(path)
+    except SegdeckError:
+        size = opts.max_window
+    view = View(size, opts.max_window)
+    frame = np.full((view.dh + STATUS_BAR, view.dw, 3), 48, np.uint8)
+    put_status(frame[view.dh :], f"{i + 1}/{n} {imageio.flatten_name(path, opts.root)} | loading and segmenting ...")
+    gui.open(PaintWindow.SEG, lambda *a: None, (0, 0))
+    gui.show(PaintWindow.SEG, frame)
+    if opts.frames_log:
+        with open(opts.frames_log, "a") as fh:
+            fh.write(f"{time.time():.4f} placeholder:{PaintWindow.SEG}\n")
 
 
 def _prefetch_embedding(prep: Preparer, j: int, opts: Options, lock: threading.Lock) -> None:

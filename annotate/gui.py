@@ -247,6 +247,10 @@ class Gui:
     def wait_key(self, ms: int) -> int:
         return self.cv2.waitKeyEx(ms)
 
+    def pump(self, ms: int) -> None:
+        """Process window events for ``ms`` milliseconds, ignoring keys (while loading)."""
+        self.cv2.waitKeyEx(ms)
+
     def is_open(self, name: str) -> bool:
         try:
             return self.cv2.getWindowProperty(name, self.cv2.WND_PROP_VISIBLE) >= 1

@@ -29,7 +29,7 @@ class PaintDisplay:
     status line) are views into it, so showing it needs no copy.
     """
 
-    def __init__(self, image: np.ndarray, state: PaintState, view: View):
+    def __init__(self, image: np.ndarray, state: PaintState, view: View, fit_view: np.ndarray | None = None):
         self.image = image
         self.state = state
         self.view = view
@@ -37,6 +37,10 @@ class PaintDisplay:
         self.disp = self.frame[: view.dh]
         self.bar = self.frame[view.dh :]
         self._view_version = None
+        if fit_view is not None and fit_view.shape[:2] == (view.dh, view.dw) and view.zoom == 1.0:
+            self.img = fit_view  # prepared in the background (BGR, whole image)
+            self.rows, self.cols = view.sample_index()
+            self._view_version = view.version
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -134,14 +138,14 @@ class PaintWindow(WindowLoop):
 
     def __init__(self, state: PaintState, image: np.ndarray, *, title: str = "", index: int = 1,
                  total: int = 1, max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None,
-                 frames_log=None, template=None, keep_open: bool = False):
+                 frames_log=None, template=None, keep_open: bool = False, fit_view: np.ndarray | None = None):
         super().__init__(gui, frames_log, keep_open=keep_open)
         self.state = state
         self.image = image
         self.title, self.index, self.total = title, index, total
         self.view = View((image.shape[1], image.shape[0]), max_window)
         state.cut_width = max(1, math.ceil(1.0 / self.view.scale))
-        self.display = PaintDisplay(image, state, self.view)
+        self.display = PaintDisplay(image, state, self.view, fit_view)
         self.template = template
         self.windows = {self.SEG: self._seg_mouse, self.COL: self._col_mouse}
         self.positions = {self.SEG: (0, 0), self.COL: (self.view.dw + 12, 0)}

@@ -65,7 +65,9 @@ class Driver:
         deadline = time.time() + timeout
         while time.time() < deadline:
             found = self.xdo("search", "--name", f"^{name}$")
-            if found and self.frames.exists() and name in self.frames.read_text():
+            drawn = self.frames.exists() and any(
+                line.split(" ", 1)[-1] == name for line in self.frames.read_text().splitlines())
+            if found and drawn:
                 time.sleep(0.3)
                 return found.splitlines()[0]
             if self.proc.poll() is not None:
@@ -79,7 +81,9 @@ class Driver:
             time.sleep(0.2)
 
     def frame_count(self) -> int:
-        return len(self.frames.read_text().splitlines()) if self.frames.exists() else 0
+        if not self.frames.exists():
+            return 0
+        return sum(1 for line in self.frames.read_text().splitlines() if "placeholder:" not in line)
 
     def wait_frames(self, before: int, timeout: float = 10.0) -> None:
         """Wait until a frame was drawn after ``before`` frames (the action took effect)."""

@@ -282,6 +282,11 @@ class FakeGui:
     def is_open(self, name):
         return True
 
+    def pump(self, ms):
+        import time
+
+        time.sleep(ms / 1000)
+
     def close(self, name):
         pass
 

@@ -17,6 +17,7 @@ and the TUI import it to build forms at start-up. Import heavy things inside
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,6 +68,9 @@ class Job(ABC):
         self.params = params
         self.input_path = Path(input_path)
         self.job_dir = Path(job_dir)
+        #: Set by the runner to its cancel event, so long steps inside ``setup`` or
+        #: ``finalize`` (model training, clustering) can stop early.
+        self.cancel = threading.Event()
 
     # ---- naming -------------------------------------------------------------------
     @classmethod

@@ -165,6 +165,7 @@ def run_job(
         If another process holds this job folder.
     """
     cancel = cancel or threading.Event()
+    job.cancel = cancel
     job.job_dir.mkdir(parents=True, exist_ok=True)
     lock_fh = open(job.job_dir / LOCK_NAME, "w")
     try:

@@ -1,0 +1,89 @@
+"""Per-file feature cache: SQLite keyed by (path, feature key), valid while the file's
+size and modification time are unchanged.
+
+One cache lives in each output root (``<root>/cluster-cache.sqlite``), shared by
+every cluster run there, so a re-run on a grown folder (or with another threshold,
+which is another job folder) only computes features of new or changed files.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from segdeck.core.cluster.features import pack, unpack
+
+CACHE_NAME = "cluster-cache.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    path     TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    blob     BLOB NOT NULL,
+    PRIMARY KEY (path, key)
+);
+"""
+
+
+def file_stamp(path: str | Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+class FeatureCache:
+    """Thread-safe SQLite store of packed features.
+
+    Parameters
+    ----------
+    path : path-like
+        The SQLite file (created with its folder).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def get(self, path: str | Path, key: str) -> dict | None:
+        """The cached feature of ``path`` for ``key``, or None when absent or stale."""
+        p = str(Path(path).resolve())
+        try:
+            size, mtime = file_stamp(p)
+        except OSError:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, blob FROM features WHERE path = ? AND key = ?", (p, key)
+            ).fetchone()
+        if row is None or row[0] != size or row[1] != mtime:
+            return None
+        return unpack(row[2])
+
+    def put(self, path: str | Path, key: str, feature: dict, stamp: tuple[int, int] | None = None) -> None:
+        """Store ``feature`` for ``path`` (stamped with the file's current size and mtime,
+        or ``stamp`` when the caller read it before computing)."""
+        p = str(Path(path).resolve())
+        size, mtime = stamp if stamp is not None else file_stamp(p)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO features (path, key, size, mtime_ns, blob) VALUES (?, ?, ?, ?, ?)",
+                (p, key, size, mtime, pack(feature)),
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM features").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,463 @@
+"""Deep features and clustering model selection.
+
+Features
+--------
+* ``autoencoder``: a small convolutional autoencoder trained on the folder itself
+  (images at ``image_size`` x ``image_size``), loss MSE, L1 or *perceptual* (mean
+  absolute difference of a pretrained torchvision backbone's features of input and
+  reconstruction; Johnson et al., "Perceptual losses for real-time style transfer",
+  ECCV 2016). The encoder's bottleneck is the embedding. The trained model is saved
+  in the job folder (``autoencoder.pt``) and reused by a re-run with the same
+  parameters.
+* ``resnet18``: global-average-pooled features of an ImageNet-pretrained ResNet-18
+  (He et al., CVPR 2016).
+
+Pretrained weights are torchvision's files, fetched and verified (SHA-256 prefix
+from the file name) by the model manager :mod:`segdeck.core.models`; offline, the
+job stops with the manager's message saying where to put the file.
+
+Model selection
+---------------
+:func:`select_model` runs KMeans, Agglomerative (Ward), GaussianMixture (each over
+``k_min..k_max``), DBSCAN (eps from the k-distance quantiles) and HDBSCAN (a few
+minimum cluster sizes) on standardised (and PCA-reduced) features and scores each
+with the silhouette (higher is better), Davies-Bouldin (lower) and Calinski-Harabasz
+(higher) indices, computed on the non-noise points. **Ranking rule:** each valid
+candidate gets its rank under each index (1 = best); the lowest sum of the three
+ranks wins, ties broken by the higher silhouette. A candidate is invalid when it
+finds fewer than 2 clusters, puts every point in its own cluster, or leaves more than
+half of the points as noise. Every candidate's scores go into the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from segdeck.core.errors import SetupError
+
+AE_NAME = "autoencoder.pt"
+
+#: torchvision weight files used here, registered with the model manager on first use.
+BACKBONES = {
+    "vgg19": ("torchvision-vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d", 574673361),
+    "resnet18": ("torchvision-resnet18", "https://download.pytorch.org/models/resnet18-f37072fd.pth", "f37072fd", 46830571),
+}
+
+ALGORITHMS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan")
+
+
+class DeepParams(BaseModel):
+    """Parameters of the deep pipeline (method ``deep``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    features: Literal["autoencoder", "resnet18"] = Field("autoencoder", description="embedding: autoencoder trained on the folder, or a pretrained ResNet-18")
+    loss: Literal["mse", "l1", "perceptual"] = Field("mse", description="autoencoder training loss")
+    backbone: Literal["vgg19", "resnet18"] = Field("vgg19", description="pretrained network of the perceptual loss")
+    weights: Literal["pretrained", "random"] = Field("pretrained", description="backbone weights; random = untrained (offline trials and tests only)")
+    image_size: int = Field(64, ge=16, le=256, description="autoencoder input side in pixels (multiple of 8)")
+    latent: int = Field(64, ge=2, le=1024, description="embedding size of the autoencoder")
+    epochs: int = Field(10, ge=1, le=1000, description="training epochs")
+    batch: int = Field(32, ge=1, le=1024, description="training batch size")
+    lr: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate")
+    train_max: int = Field(5000, ge=1, le=1_000_000, description="train on at most this many images (random sample)")
+    algorithms: list[str] = Field(default_factory=lambda: list(ALGORITHMS), description="clustering candidates: kmeans, agglomerative, gmm, dbscan, hdbscan")
+    k_min: int = Field(2, ge=2, le=1000, description="smallest number of clusters tried")
+    k_max: int = Field(12, ge=2, le=1000, description="largest number of clusters tried")
+    batch_size: int = Field(5000, ge=10, le=1_000_000, description="cluster in batches of this many images, merged through representatives")
+
+
+# ------------------------------------------------------------------ weights
+def register_backbones() -> None:
+    """Register the torchvision backbone files with the model manager (idempotent)."""
+    from segdeck.core import models
+
+    for arch, (name, url, sha, size) in BACKBONES.items():
+        models.register(models.ModelSpec(
+            name=name, family="torchvision", url=url, bytes=None, approx_bytes=size, sha256=sha,
+            filename=url.rsplit("/", 1)[-1], config=arch,
+            description=f"torchvision {arch} ImageNet weights (feature extractor for clustering)",
+        ), replace=True)
+
+
+def build_backbone(arch: str, weights: str = "pretrained", emit: Callable | None = None):
+    """A torchvision feature extractor in eval mode, frozen.
+
+    Parameters
+    ----------
+    arch : {"vgg19", "resnet18"}
+    weights : {"pretrained", "random"}
+        ``pretrained`` loads torchvision's ImageNet file through the model manager.
+
+    Returns
+    -------
+    torch.nn.Module
+        vgg19: ``features[:18]`` (up to relu3_4); resnet18: everything up to the global
+        average pool, flattened (512-d).
+
+    Raises
+    ------
+    SetupError
+        The weights are missing and cannot be downloaded (the message says what to do).
+    """
+    import torch
+    import torchvision
+
+    if arch not in BACKBONES:
+        raise SetupError(f"unknown backbone {arch!r}; known: {', '.join(BACKBONES)}")
+    net = getattr(torchvision.models, arch)(weights=None)
+    if weights == "pretrained":
+        from segdeck.core import models
+
+        register_backbones()
+        path = models.ensure_model(BACKBONES[arch][0], emit)
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001
+            raise SetupError(f"{path}: cannot load {arch} weights ({type(exc).__name__}); "
+                             f"re-import the file with `segdeck models import`") from None
+    if arch == "vgg19":
+        body = net.features[:18]
+    else:
+        body = torch.nn.Sequential(*list(net.children())[:-1], torch.nn.Flatten())
+    body.eval()
+    for p in body.parameters():
+        p.requires_grad_(False)
+    return body
+
+
+# ------------------------------------------------------------------ autoencoder
+def build_autoencoder(image_size: int = 64, latent: int = 64):
+    """A small convolutional autoencoder (3 stride-2 convolutions, a linear bottleneck).
+
+    Input and output: float tensors (B, 3, image_size, image_size) in [0, 1].
+    ``model.encode(x)`` returns the (B, latent) embedding.
+    """
+    import torch
+    from torch import nn
+
+    if image_size % 8:
+        raise ValueError(f"image_size must be a multiple of 8, got {image_size}")
+    s = image_size // 8
+
+    class AutoEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(
+                nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(inplace=True),
+                nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(inplace=True),
+                nn.Flatten(), nn.Linear(64 * s * s, latent),
+            )
+            self.dec_fc = nn.Linear(latent, 64 * s * s)
+            self.dec = nn.Sequential(
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(16, 3, 4, 2, 1), nn.Sigmoid(),
+            )
+
+        def encode(self, x):
+            return self.enc(x)
+
+        def forward(self, x):
+            z = self.enc(x)
+            return self.dec(self.dec_fc(z).view(-1, 64, s, s))
+
+    torch.manual_seed(0)
+    return AutoEncoder()
+
+
+def to_tensor(images: Sequence[np.ndarray], size: int):
+    """(H, W, 3) uint8 RGB images -> float tensor (B, 3, size, size) in [0, 1]."""
+    import cv2
+    import torch
+
+    arr = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+def make_loss(kind: str, backbone=None):
+    """The reconstruction loss: ``mse``, ``l1`` or ``perceptual`` (needs ``backbone``)."""
+    import torch
+
+    if kind == "mse":
+        return torch.nn.MSELoss()
+    if kind == "l1":
+        return torch.nn.L1Loss()
+    if kind != "perceptual":
+        raise ValueError(f"unknown loss {kind!r}")
+    if backbone is None:
+        raise ValueError("the perceptual loss needs a backbone")
+    mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_STD).view(1, 3, 1, 1)
+
+    def loss(out, target):
+        fo = backbone((out - mean) / std)
+        ft = backbone((target - mean) / std)
+        return (fo - ft).abs().mean()
+
+    return loss
+
+
+class Cancelled(Exception):
+    """Training was cancelled."""
+
+
+def train_autoencoder(
+    images: Sequence[np.ndarray],
+    params: DeepParams,
+    emit: Callable | None = None,
+    cancel: threading.Event | None = None,
+    backbone=None,
+):
+    """Train the autoencoder on images.
+
+    Parameters
+    ----------
+    images : sequence of (H, W, 3) uint8 RGB
+    params : DeepParams
+    emit : callable, optional
+        Receives ``Progress(what="train autoencoder", done=epoch, total=epochs)`` events
+        (and a ``Message`` with the loss per epoch).
+    cancel : threading.Event, optional
+        Checked before every batch; when set, :class:`Cancelled` is raised.
+    backbone : torch.nn.Module, optional
+        Required for ``params.loss == "perceptual"``.
+
+    Returns
+    -------
+    model : torch.nn.Module (eval mode)
+    losses : list of float
+        Mean training loss per epoch.
+    """
+    import torch
+
+    from segdeck.core.jobs.events import Message, Progress
+
+    model = build_autoencoder(params.image_size, params.latent)
+    x = to_tensor(images, params.image_size)
+    loss_fn = make_loss(params.loss, backbone)
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    model.train()
+    for epoch in range(params.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total, count = 0.0, 0
+        for s in range(0, len(x), params.batch):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            xb = x[perm[s:s + params.batch]]
+            opt.zero_grad()
+            loss = loss_fn(model(xb), xb)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(xb)
+            count += len(xb)
+        losses.append(total / max(1, count))
+        if emit is not None:
+            emit(Progress(what="train autoencoder", done=epoch + 1, total=params.epochs))
+            emit(Message(text=f"autoencoder epoch {epoch + 1}/{params.epochs}: {params.loss} loss {losses[-1]:.5f}"))
+    model.eval()
+    return model, losses
+
+
+def model_config(params: DeepParams) -> dict:
+    """The parameters that define a trained autoencoder (saved with it, checked on reuse)."""
+    keys = ("loss", "backbone", "weights", "image_size", "latent", "epochs", "batch", "lr", "train_max")
+    return {k: getattr(params, k) for k in keys}
+
+
+def save_model(model, path: str | Path, config: dict, items: list[str]) -> str:
+    """Save the autoencoder's weights + config; return a short digest identifying it."""
+    import torch
+
+    from segdeck.core.imageio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "items": items, "state": model.state_dict()}, tmp)
+    return file_digest(path)
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return h[:12]
+
+
+def load_model(path: str | Path, config: dict):
+    """Load a saved autoencoder if its config matches, else None."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable file: retrain
+        return None
+    if data.get("config") != config:
+        return None
+    model = build_autoencoder(config["image_size"], config["latent"])
+    model.load_state_dict(data["state"])
+    model.eval()
+    return model
+
+
+def embed(model, images: Sequence[np.ndarray], size: int, kind: str = "autoencoder") -> np.ndarray:
+    """Embeddings (B, d) float32 of RGB images with an autoencoder or a backbone."""
+    import torch
+
+    x = to_tensor(images, size)
+    with torch.no_grad():
+        if kind == "autoencoder":
+            z = model.encode(x)
+        else:
+            mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(_STD).view(1, 3, 1, 1)
+            z = model((x - mean) / std)
+    return z.reshape(len(x), -1).numpy().astype(np.float32)
+
+
+# ------------------------------------------------------------------ model selection
+@dataclass
+class Candidate:
+    """One clustering candidate and its scores (None when invalid)."""
+
+    algorithm: str
+    setting: str
+    n_clusters: int
+    noise: int
+    silhouette: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+    valid: bool
+    rank_sum: int | None = None
+
+
+def _prepare(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(np.asarray(x, np.float64))
+    d = min(32, x.shape[1], max(1, x.shape[0] - 1))
+    if x.shape[1] > d:
+        x = PCA(n_components=d, random_state=seed).fit_transform(x)
+    return x
+
+
+def _candidates(x: np.ndarray, algorithms: Sequence[str], k_min: int, k_max: int, seed: int):
+    from sklearn.cluster import DBSCAN, HDBSCAN, AgglomerativeClustering, KMeans
+    from sklearn.mixture import GaussianMixture
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
+    ks = [k for k in range(k_min, k_max + 1) if k < n]
+    for alg in algorithms:
+        if alg == "kmeans":
+            for k in ks:
+                yield alg, f"k={k}", KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
+        elif alg == "agglomerative":
+            for k in ks:
+                yield alg, f"k={k}", AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
+        elif alg == "gmm":
+            for k in ks:
+                gm = GaussianMixture(n_components=k, covariance_type="diag", random_state=seed, reg_covar=1e-4)
+                yield alg, f"k={k}", gm.fit(x).predict(x)
+        elif alg == "dbscan":
+            ms = min(5, max(2, n // 10))
+            dist, _ = NearestNeighbors(n_neighbors=min(n, ms + 1)).fit(x).kneighbors(x)
+            kd = dist[:, -1]
+            for q in (0.5, 0.75, 0.9):
+                eps = float(np.quantile(kd, q))
+                if eps > 0:
+                    yield alg, f"eps={eps:.3g},min_samples={ms}", DBSCAN(eps=eps, min_samples=ms).fit_predict(x)
+        elif alg == "hdbscan":
+            for mcs in sorted({max(2, n // 50), 5, 10}):
+                if mcs < n:
+                    yield alg, f"min_cluster_size={mcs}", HDBSCAN(min_cluster_size=mcs).fit_predict(x)
+        else:
+            raise ValueError(f"unknown clustering algorithm {alg!r}; known: {', '.join(ALGORITHMS)}")
+
+
+def select_model(
+    features: np.ndarray,
+    algorithms: Sequence[str] = ALGORITHMS,
+    k_min: int = 2,
+    k_max: int = 12,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Candidate], Candidate | None]:
+    """Cluster with every candidate and keep the best by the combined ranking rule.
+
+    Parameters
+    ----------
+    features : ndarray of float, shape (n, d)
+    algorithms : sequence of str
+        Subset of :data:`ALGORITHMS`.
+    k_min, k_max : int
+        Cluster counts tried by the algorithms that take one.
+    seed : int
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+        Labels of the winner (-1 = noise); all zeros when no candidate is valid.
+    candidates : list of Candidate
+        Every candidate with its scores and rank sum.
+    best : Candidate or None
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    n = len(features)
+    if n < 3:
+        return np.zeros(n, np.int64), [], None
+    x = _prepare(features, seed)
+    cands: list[Candidate] = []
+    labels_of: list[np.ndarray] = []
+    for alg, setting, lab in _candidates(x, algorithms, k_min, max(k_min, k_max), seed):
+        lab = np.asarray(lab, np.int64)
+        keep = lab >= 0
+        k = len(np.unique(lab[keep]))
+        noise = int((~keep).sum())
+        valid = 2 <= k < keep.sum() and noise <= n / 2
+        sil = db = ch = None
+        if valid:
+            xs, ls = x[keep], lab[keep]
+            sil = float(silhouette_score(xs, ls, sample_size=min(len(xs), 2000), random_state=seed))
+            db = float(davies_bouldin_score(xs, ls))
+            ch = float(calinski_harabasz_score(xs, ls))
+        cands.append(Candidate(alg, setting, k, noise, sil, db, ch, valid))
+        labels_of.append(lab)
+    valid = [c for c in cands if c.valid]
+    if not valid:
+        return np.zeros(n, np.int64), cands, None
+
+    def ranks(values, higher_better):
+        v = np.array(values, np.float64)
+        order = np.argsort(-v if higher_better else v, kind="stable")
+        r = np.empty(len(v), np.int64)
+        r[order] = np.arange(1, len(v) + 1)
+        return r
+
+    r = (ranks([c.silhouette for c in valid], True) + ranks([c.davies_bouldin for c in valid], False)
+         + ranks([c.calinski_harabasz for c in valid], True))
+    for c, s in zip(valid, r):
+        c.rank_sum = int(s)
+    best = min(valid, key=lambda c: (c.rank_sum, -c.silhouette))
+    return labels_of[cands.index(best)], cands, best
+
+
+def candidates_to_dicts(cands: Sequence[Candidate]) -> list[dict]:
+    return [asdict(c) for c in cands]

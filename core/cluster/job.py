@@ -1,0 +1,386 @@
+"""The ``cluster`` job: sort a folder of images into folders of similar images.
+
+``segdeck run cluster INPUT [--method dup|phash|ssim|minhash|orb|tm|deep] [--threshold T] ...``
+
+Per item (through the job runner: manifest, resume, per-item errors) the image is
+decoded at reduced size and its feature is computed, or read from the feature cache
+of the output root (``cluster-cache.sqlite``, keyed by path, size and mtime, so a
+re-run on a grown folder or with another threshold only computes new files). After
+the items, :meth:`ClusterJob.finalize` clusters and writes the job folder::
+
+    cluster_0001/ ... outliers/   the images (copy, symlink, hardlink or move)
+    clusters.json                 every file -> its folder, method, threshold, statistics,
+                                  and for ``deep`` every clustering candidate's scores
+    threshold_curve.png/.json     the threshold curve, when the threshold was chosen
+                                  automatically (seed methods)
+    autoencoder.pt                the trained model (``deep`` with the autoencoder)
+
+Methods: ``dup`` (default) is the near-duplicate pipeline of
+:mod:`segdeck.core.cluster.dedup`; ``phash``, ``ssim``, ``minhash``, ``orb``, ``tm``
+are the seed's methods (similar pairs above a threshold, connected components, or
+average linkage with ``--linkage average``; the pairwise ones in batches merged
+through representatives); ``deep`` embeds images with an autoencoder trained on the
+folder or a pretrained CNN and picks the best of five clustering algorithms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from segdeck.core.cluster.dedup import DupParams
+from segdeck.core.cluster.deep import DeepParams
+from segdeck.core.jobs.base import Job
+from segdeck.core.jobs.events import Message, Progress
+from segdeck.core.params import JobParams
+
+#: Decode size (longer side, pixels) per method; ``dup`` and ``phash`` use ``max_side``.
+_DECODE_SIDE = {"ssim": 128, "tm": 128, "minhash": 160, "orb": 256}
+
+#: Default batch size of the pairwise methods (ssim, orb, tm) when ``batch_size`` is 0.
+PAIRWISE_BATCH = 256
+
+
+class ClusterParams(JobParams):
+    """Parameters of the cluster job."""
+
+    method: Literal["dup", "phash", "ssim", "minhash", "orb", "tm", "deep"] = Field(
+        "dup", description="similarity: dup (near-duplicates, verified), phash, ssim, minhash, orb, tm, deep")
+    threshold: float | None = Field(
+        None, ge=-1.0, le=1.0,
+        description="similarity threshold of the seed methods; unset = chosen automatically from a sample")
+    linkage: Literal["components", "average"] = Field(
+        "components", description="seed methods: connected components (the seed's chains) or average linkage")
+    sample_size: int = Field(200, ge=10, le=5000, description="images in the sample of the threshold curve")
+    batch_size: int = Field(0, ge=0, le=1_000_000,
+                            description="images per batch, merged through representatives; 0 = auto (256 for ssim/orb/tm)")
+    min_cluster_size: int = Field(2, ge=2, le=1_000_000, description="smaller clusters go to the outliers folder")
+    output: Literal["copy", "symlink", "hardlink", "move"] = Field("copy", description="how images are placed in the cluster folders")
+    max_side: int = Field(256, ge=32, le=4096, description="images are decoded with their longer side at most this (pixels)")
+    workers: int = Field(2, ge=1, le=64, description="threads for verification and clustering")
+    dup: DupParams = Field(default_factory=DupParams, description="near-duplicate method")
+    deep: DeepParams = Field(default_factory=DeepParams, description="deep pipeline")
+
+
+def feature_key(params: ClusterParams, model_digest: str = "") -> str:
+    """Cache key of a feature: the method and every parameter the feature depends on."""
+    m = params.method
+    if m in ("dup", "phash"):
+        return f"{m}:v1:side{params.max_side}"
+    if m == "deep":
+        d = params.deep
+        return f"deep:v1:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
+    return f"{m}:v1:side{_DECODE_SIDE[m]}"
+
+
+def decode_side(params: ClusterParams) -> int:
+    if params.method in ("dup", "phash"):
+        return params.max_side
+    if params.method == "deep":
+        return max(2 * params.deep.image_size, 128)
+    return _DECODE_SIDE[params.method]
+
+
+class ClusterJob(Job):
+    """Cluster a folder of images into folders of similar images (see the module docstring)."""
+
+    name = "cluster"
+    Params = ClusterParams
+    description = "sort images into folders of similar ones (near-duplicates, seed similarity methods, deep features)"
+
+    @classmethod
+    def name_parts(cls, params: ClusterParams) -> list[str]:
+        t = "auto" if params.threshold is None else f"t{params.threshold:g}"
+        return [params.method, t if params.method not in ("dup", "deep") else ""]
+
+    # ---- life cycle ---------------------------------------------------------------
+    def __init__(self, params, input_path, job_dir):
+        super().__init__(params, input_path, job_dir)
+        self._cache = None
+        self._model = None
+        self._model_digest = ""
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from segdeck.core.cluster.cache import CACHE_NAME, FeatureCache
+
+            self._cache = FeatureCache(self.job_dir.parent / CACHE_NAME)
+        return self._cache
+
+    def setup(self, emit) -> None:
+        if self.params.method == "deep":
+            self._setup_deep(emit)
+
+    def _setup_deep(self, emit) -> None:
+        from segdeck.core.cluster import deep
+
+        d = self.params.deep
+        if d.k_max < d.k_min:
+            from segdeck.core.errors import ParamsError
+
+            raise ParamsError(f"deep.k_max ({d.k_max}) must be >= deep.k_min ({d.k_min})")
+        if d.features == "resnet18":
+            self._model = deep.build_backbone("resnet18", d.weights, emit)
+            self._model_digest = f"resnet18-{d.weights}"
+            return
+        path = self.job_dir / deep.AE_NAME
+        config = deep.model_config(d)
+        model = deep.load_model(path, config)
+        if model is not None:
+            emit(Message(text=f"reusing the trained autoencoder {path.name}"))
+        else:
+            from segdeck.core.cluster.features import load_small
+            from segdeck.core.errors import SetupError
+
+            items = self.list_items()
+            rng = np.random.default_rng(0)
+            if len(items) > d.train_max:
+                items = [items[k] for k in sorted(rng.choice(len(items), d.train_max, replace=False))]
+            images, used = [], []
+            for k, item in enumerate(items):
+                if self.cancel.is_set():
+                    raise SetupError("cancelled while loading the training images")
+                try:
+                    images.append(load_small(self.item_path(item), decode_side(self.params)))
+                    used.append(item)
+                except Exception:  # noqa: BLE001 - unreadable files fail later, per item
+                    continue
+                if k % 50 == 0:
+                    emit(Progress(what="load training images", done=k + 1, total=len(items)))
+            if not images:
+                raise SetupError("no readable image to train the autoencoder on")
+            backbone = deep.build_backbone(d.backbone, d.weights, emit) if d.loss == "perceptual" else None
+            emit(Message(text=f"training the autoencoder on {len(images)} images ({d.epochs} epochs, {d.loss} loss)"))
+            try:
+                model, _ = deep.train_autoencoder(images, d, emit=emit, cancel=self.cancel, backbone=backbone)
+            except deep.Cancelled:
+                raise SetupError("autoencoder training cancelled; nothing was clustered") from None
+            deep.save_model(model, path, config, used)
+        self._model = model
+        self._model_digest = deep.file_digest(path)
+
+    # ---- items --------------------------------------------------------------------
+    def load(self, item: str) -> Any:
+        from segdeck.core.cluster.cache import file_stamp
+        from segdeck.core.cluster.features import load_small
+
+        path = self.item_path(item)
+        try:
+            stamp = file_stamp(path)
+        except OSError:
+            stamp = None
+        if stamp is not None:
+            feat = self.cache.get(path, feature_key(self.params, self._model_digest))
+            if feat is not None:
+                return ("cached", feat, stamp)
+        return ("image", load_small(path, decode_side(self.params)), stamp)
+
+    def process(self, item: str, data: Any) -> Any:
+        kind, payload, stamp = data
+        if kind == "cached":
+            return payload, stamp, True
+        return self.compute_feature(payload), stamp, False
+
+    def compute_feature(self, image: np.ndarray) -> dict:
+        """The feature of one decoded image for this job's method."""
+        from segdeck.core.cluster import features
+
+        if self.params.method == "deep":
+            from segdeck.core.cluster import deep
+
+            d = self.params.deep
+            kind = "autoencoder" if d.features == "autoencoder" else "backbone"
+            size = d.image_size if kind == "autoencoder" else 128
+            return {"emb": deep.embed(self._model, [image], size, kind)[0]}
+        return features.extract(self.params.method, image)
+
+    def write(self, item: str, result: Any) -> list[str]:
+        feat, stamp, cached = result
+        if not cached:
+            self.cache.put(self.item_path(item), feature_key(self.params, self._model_digest), feat, stamp)
+        return []
+
+    # ---- clustering ---------------------------------------------------------------
+    def finalize(self, emit) -> list[str]:
+        from segdeck.core.cluster import graph, output
+        from segdeck.core.jobs.manifest import Manifest
+
+        if self.cancel.is_set():
+            emit(Message(text="cancelled: no clusters written (run again to resume)", level="warning"))
+            return []
+        items = self.list_items()
+        try:
+            with Manifest(self.job_dir, readonly=True) as m:
+                done = m.done_items()
+        except FileNotFoundError:
+            done = set()
+        key = feature_key(self.params, self._model_digest)
+        ok_items, feats, failed = [], [], []
+        for item in items:
+            feat = self.cache.get(self.item_path(item), key) if item in done else None
+            if feat is None:
+                failed.append(item)
+                continue
+            ok_items.append(item)
+            feats.append(feat)
+        if not ok_items:
+            emit(Message(text="no image could be read: nothing to cluster", level="error"))
+            return []
+        t0 = time.perf_counter()
+        emit(Message(text=f"clustering {len(ok_items)} images with {self.params.method}"))
+        labels, info, extra_outputs = self.cluster(ok_items, feats, emit)
+        if self.cancel.is_set():
+            emit(Message(text="cancelled: no clusters written", level="warning"))
+            return extra_outputs
+        clusters, outliers = graph.clusters_from_labels(labels, self.params.min_cluster_size)
+        info = {"method": self.params.method, **info, "seconds_clustering": round(time.perf_counter() - t0, 3),
+                "params": json.loads(self.params.model_dump_json())}
+        outputs, errors = output.write_clusters(
+            self.job_dir, self.input_path, ok_items, [c.tolist() for c in clusters], outliers.tolist(),
+            mode=self.params.output, failed=failed, info=info,
+        )
+        for line in errors[:20]:
+            emit(Message(text=line, level="error"))
+        emit(Message(text=f"{len(clusters)} clusters, {len(outliers)} outliers, {len(failed)} unreadable -> {self.job_dir}"))
+        return outputs + extra_outputs
+
+    def cluster(self, items: list[str], feats: list[dict], emit) -> tuple[np.ndarray, dict, list[str]]:
+        """Cluster the features; returns labels, report fields and extra output files."""
+        method = self.params.method
+        if method == "dup":
+            return self._cluster_dup(items, feats, emit)
+        if method == "deep" and self.params.threshold is None:
+            return self._cluster_deep(feats, emit)
+        return self._cluster_threshold(feats, emit)
+
+    def _cluster_dup(self, items, feats, emit):
+        from segdeck.core.cluster import dedup, features
+
+        side = self.params.dup.orb_side
+
+        def gray(k: int) -> np.ndarray:
+            return features.to_gray(features.load_small(self.item_path(items[k]), side))
+
+        labels, stats = dedup.dup_cluster(feats, self.params.dup, gray=gray, workers=self.params.workers)
+        emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "
+                          f"{stats['verified']} verified, {stats['accepted']} accepted"))
+        return labels, {"dup": stats}, []
+
+    def _cluster_threshold(self, feats, emit):
+        from segdeck.core.cluster import graph, similarity, threshold
+
+        p = self.params
+        extra: list[str] = []
+        info: dict = {}
+        t = p.threshold
+        if t is None:
+            curve = threshold.curve_from_features(p.method, feats, p.sample_size)
+            t, rule = curve.auto, curve.rule
+            extra = threshold.save_curve(curve, self.job_dir, chosen=t)
+            emit(Message(text=f"threshold {t:.4g} chosen automatically: {rule}"))
+            info["threshold_rule"] = rule
+        info["threshold"] = t
+        info["linkage"] = p.linkage
+
+        def cluster_fn(idx: np.ndarray) -> np.ndarray:
+            gi, gj, sims = similarity.similar_pairs(p.method, feats, idx, t)
+            pos = {int(g): k for k, g in enumerate(idx)}
+            li = np.array([pos[int(a)] for a in gi], np.int64)
+            lj = np.array([pos[int(b)] for b in gj], np.int64)
+            if p.linkage == "average":
+                return graph.average_linkage(len(idx), li, lj, np.zeros(len(li)), max_distance=0.5)
+            return graph.connected_components(len(idx), li, lj)[1]
+
+        n = len(feats)
+        batch = p.batch_size or (PAIRWISE_BATCH if p.method in similarity.PAIRWISE else 0)
+        if batch and n > batch:
+            emit(Message(text=f"{n} images in batches of {batch}, merged through representatives"))
+            labels = graph.cluster_in_batches(n, batch, cluster_fn)
+            info["batch_size"] = batch
+        else:
+            labels = cluster_fn(np.arange(n, dtype=np.int64))
+        return labels, info, extra
+
+    def _cluster_deep(self, feats, emit):
+        from segdeck.core.cluster import deep, graph
+
+        d = self.params.deep
+        x = np.stack([f["emb"] for f in feats]).astype(np.float64)
+        runs: list[dict] = []
+
+        def cluster_fn(idx: np.ndarray) -> np.ndarray:
+            if self.cancel.is_set():
+                return np.arange(len(idx))
+            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max)
+            runs.append({
+                "images": int(len(idx)),
+                "best": None if best is None else f"{best.algorithm} {best.setting}",
+                "candidates": deep.candidates_to_dicts(cands),
+            })
+            emit(Message(text=f"model selection on {len(idx)} images: "
+                              f"{'no valid candidate' if best is None else f'{best.algorithm} {best.setting}, {best.n_clusters} clusters'}"))
+            return labels
+
+        n = len(x)
+        if n > d.batch_size:
+            labels = graph.cluster_in_batches(n, d.batch_size, cluster_fn)
+        else:
+            labels = cluster_fn(np.arange(n, dtype=np.int64))
+        info = {
+            "deep": {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
+                     "ranking_rule": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
+                                     "Calinski-Harabasz (high); ties: higher silhouette",
+                     "selections": runs},
+        }
+        extra = [deep.AE_NAME] if (self.job_dir / deep.AE_NAME).is_file() else []
+        return labels, info, extra
+
+    def teardown(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        self._model = None
+
+
+def sample_curve(input_path: str | Path, params: ClusterParams, emit=None):
+    """The threshold curve of a folder, before running the job (for the TUI picker).
+
+    Decodes a random sample of ``params.sample_size`` images (fixed seed), computes
+    their features (``phash``, ``ssim``, ``minhash``, ``orb``, ``tm``) and returns
+    :class:`~segdeck.core.cluster.threshold.ThresholdCurve`; pass the chosen value as
+    ``threshold`` to the job.
+
+    Raises
+    ------
+    ValueError
+        For ``dup`` (no threshold: pairs are verified) and ``deep`` without ``threshold``.
+    SetupError
+        No readable image in the sample.
+    """
+    from segdeck.core import imageio
+    from segdeck.core.cluster import features, threshold
+    from segdeck.core.errors import SetupError
+
+    if params.method in ("dup", "deep"):
+        raise ValueError(f"method {params.method} does not use a similarity threshold curve")
+    paths = imageio.discover(input_path)
+    idx = threshold.sample_indices(len(paths), params.sample_size)
+    feats = []
+    for k, t in enumerate(idx):
+        try:
+            feats.append(features.extract(params.method, features.load_small(paths[t], decode_side(params))))
+        except Exception:  # noqa: BLE001 - an unreadable sample image is skipped
+            continue
+        if emit is not None:
+            emit(Progress(what="threshold sample", done=k + 1, total=len(idx)))
+    if not feats:
+        raise SetupError(f"{input_path}: no readable image to sample")
+    curve = threshold.curve_from_features(params.method, feats, sample_size=len(feats))
+    curve.total = len(paths)
+    return curve

@@ -1,0 +1,171 @@
+"""Cluster folders and the JSON report.
+
+Layout inside the job folder::
+
+    cluster_0001/   the largest cluster (files named like their input path, folders
+    cluster_0002/   joined with ``__`` so names never collide)
+    ...
+    outliers/       images similar to no other image
+    clusters.json   the report: every input file -> its cluster (or "outliers" /
+                    "failed"), the method, the threshold and the method's statistics
+
+Files are copied by default; ``symlink``, ``hardlink`` and ``move`` are options
+(``move`` takes the files out of the input folder; the report keeps their original
+paths). Re-writing removes the folders of the previous report first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from segdeck.core.imageio import write_text_atomic
+
+REPORT_NAME = "clusters.json"
+OUTLIERS = "outliers"
+MODES = ("copy", "symlink", "hardlink", "move")
+_CLUSTER_DIR = re.compile(r"^cluster_\d{4,}$")
+
+
+def cluster_dir_name(k: int) -> str:
+    """Folder name of the ``k``-th cluster (0-based): ``cluster_0001``, ..."""
+    return f"cluster_{k + 1:04d}"
+
+
+def _place(src: Path, dest: Path, mode: str) -> None:
+    if dest.exists() or dest.is_symlink():
+        dest.unlink()
+    if mode == "copy":
+        shutil.copy2(src, dest)
+    elif mode == "symlink":
+        os.symlink(src.resolve(), dest)
+    elif mode == "hardlink":
+        try:
+            os.link(src, dest)
+        except OSError as exc:
+            raise OSError(f"cannot hard-link {src} into {dest.parent} ({exc.strerror}); "
+                          "hard links need the same file system: use --output copy or symlink") from None
+    elif mode == "move":
+        shutil.move(str(src), str(dest))
+    else:
+        raise ValueError(f"unknown output mode {mode!r}; known: {', '.join(MODES)}")
+
+
+def clear_previous(job_dir: str | Path) -> None:
+    """Remove the cluster folders written by a previous run (the ones its report lists,
+    and only folders named ``cluster_NNNN`` / ``outliers``)."""
+    job_dir = Path(job_dir)
+    report = job_dir / REPORT_NAME
+    names = set()
+    if report.is_file():
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            names = {c["folder"] for c in data.get("clusters", [])} | {OUTLIERS}
+        except (ValueError, KeyError, TypeError):
+            names = set()
+    for name in names:
+        if name == OUTLIERS or _CLUSTER_DIR.match(name):
+            shutil.rmtree(job_dir / name, ignore_errors=True)
+
+
+def write_clusters(
+    job_dir: str | Path,
+    input_root: str | Path,
+    items: list[str],
+    clusters: list[list[int]],
+    outliers: list[int],
+    *,
+    mode: str = "copy",
+    failed: list[str] = (),
+    info: dict | None = None,
+) -> tuple[list[str], list[str]]:
+    """Write one folder per cluster, an outliers folder and ``clusters.json``.
+
+    Parameters
+    ----------
+    job_dir : path-like
+        Output folder (the job folder).
+    input_root : path-like
+        Folder the ``items`` are relative to (or the single input file).
+    items : list of str
+        Item paths relative to ``input_root`` (POSIX style).
+    clusters : list of list of int
+        Member indices into ``items`` of each cluster, largest first.
+    outliers : list of int
+        Indices of the images in no cluster.
+    mode : {"copy", "symlink", "hardlink", "move"}
+    failed : list of str
+        Items that could not be read (listed in the report, not placed).
+    info : dict, optional
+        Extra report fields (method, threshold, statistics, candidate scores...).
+
+    Returns
+    -------
+    outputs : list of str
+        Paths written, relative to ``job_dir`` (the folders and the report).
+    errors : list of str
+        One line per file that could not be placed (the others are placed).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``mode``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown output mode {mode!r}; known: {', '.join(MODES)}")
+    job_dir, root = Path(job_dir), Path(input_root)
+    clear_previous(job_dir)
+    errors: list[str] = []
+    files: dict[str, str] = {}
+    report_clusters = []
+    groups = [(cluster_dir_name(k), members) for k, members in enumerate(clusters)]
+    groups.append((OUTLIERS, list(outliers)))
+    for folder, members in groups:
+        dest_dir = job_dir / folder
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        names = []
+        for idx in members:
+            item = items[idx]
+            src = root if root.is_file() else root / item
+            dest = dest_dir / "__".join(Path(item).parts)
+            try:
+                _place(src, dest, mode)
+            except OSError as exc:
+                errors.append(f"{item}: {exc}")
+                continue
+            files[item] = folder
+            names.append(item)
+        if folder != OUTLIERS:
+            report_clusters.append({"folder": folder, "size": len(names), "files": names})
+    for item in failed:
+        files[item] = "failed"
+    report = {
+        "input": str(root.resolve()) if mode != "move" else str(root),
+        "output_mode": mode,
+        "n_images": len(items) + len(failed),
+        "n_clusters": len(report_clusters),
+        "n_outliers": len(outliers),
+        "clusters": report_clusters,
+        "outliers": [items[i] for i in outliers if items[i] in files],
+        "failed": list(failed),
+        "files": dict(sorted(files.items())),
+        **(info or {}),
+    }
+    write_text_atomic(job_dir / REPORT_NAME, json.dumps(report, indent=1, ensure_ascii=False, default=_json_default))
+    outputs = [g for g, _ in groups] + [REPORT_NAME]
+    return outputs, errors
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)

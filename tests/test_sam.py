@@ -1,0 +1,298 @@
+"""SAM engine with random-weight models built from the packaged configs, saved in the
+official checkpoint layouts, registered with their computed sha256 and loaded through
+the real path (``open_engine`` -> ``ensure_model`` -> strict load). Compares with the
+official predictors / generators; never checks mask quality."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+pytest.importorskip("segment_anything_hq")
+
+from segdeck.core import models as M  # noqa: E402
+from segdeck.core.errors import SetupError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+_BUILT: dict[tuple, tuple[Path, str]] = {}
+_BUILD_DIR = Path(tempfile.gettempdir()) / f"segdeck-test-ckpt-{os.getpid()}"
+
+
+def random_checkpoint(name: str, seed: int = 0) -> tuple[Path, str]:
+    """Build ``name``'s architecture with seeded random weights, save it in the official
+    layout once per test session; returns (path, sha256)."""
+    key = (name, seed)
+    if key not in _BUILT:
+        from segdeck.core.sam.loading import build_empty, save_checkpoint
+
+        spec = M.get_spec(name)
+        torch.manual_seed(seed)
+        model = build_empty(spec)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+        _BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        path = _BUILD_DIR / f"{name}-{seed}{Path(spec.filename).suffix}"
+        save_checkpoint(spec, model, path)
+        _BUILT[key] = (path, M.file_sha256(path))
+    return _BUILT[key]
+
+
+def install_random_model(name: str, model_dir: Path, seed: int = 0) -> Path:
+    """Register ``name`` with the random checkpoint's size and sha256 and import it into
+    ``model_dir`` (which must be $SEGDECK_MODEL_DIR). Returns the checkpoint path.
+    Restore the registry with :func:`restore_spec`."""
+    path, sha = random_checkpoint(name, seed)
+    spec = M.get_spec(name)
+    _ORIGINAL.setdefault(name, spec)
+    M.register(dataclasses.replace(spec, sha256=sha, bytes=path.stat().st_size), replace=True)
+    M.import_file(name, path)
+    return path
+
+
+_ORIGINAL: dict[str, M.ModelSpec] = {}
+
+
+def restore_spec(name: str) -> None:
+    if name in _ORIGINAL:
+        M.register(_ORIGINAL.pop(name), replace=True)
+
+
+def test_image(h=240, w=320):
+    import cv2
+    import skimage.data
+
+    return np.ascontiguousarray(cv2.resize(skimage.data.astronaut(), (w, h), interpolation=cv2.INTER_AREA))
+
+
+test_image.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from segdeck.core.sam import clear_engine_cache
+
+    d = tmp_path_factory.mktemp("models")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(M.ENV_MODEL_DIR, str(d))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    for name in ("sam2.1-tiny", "sam-hq-vit_tiny"):
+        install_random_model(name, d)
+    clear_engine_cache()
+    yield d
+    clear_engine_cache()
+    for name in ("sam2.1-tiny", "sam-hq-vit_tiny"):
+        restore_spec(name)
+    mp.undo()
+
+
+@pytest.fixture(scope="module", params=["sam2.1-tiny", "sam-hq-vit_tiny"])
+def engine(request, env):
+    from segdeck.core.sam import open_engine
+
+    eng = open_engine(request.param, "cpu")
+    img = test_image()
+    eng.set_image(img)
+    off = eng.official_predictor()
+    off.set_image(img)
+    return eng, off, img
+
+
+def _iou(a, b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_open_engine_is_cached_and_typed(engine):
+    from segdeck.core.sam import open_engine
+
+    eng, _, _ = engine
+    assert open_engine(eng.name, "cpu") is eng
+    assert eng.family in ("sam2", "sam-hq") and eng.device == "cpu"
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_predict_points_matches_official(engine, multimask):
+    eng, off, img = engine
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(1)
+    for k in (1, 3):
+        pts = rng.uniform([0, 0], [w, h], size=(k, 2)).astype(np.float32)
+        lab = np.r_[1, rng.integers(0, 2, k - 1)]
+        r = eng.predict(pts, lab, multimask=multimask)
+        mo, so, lo = off.predict(pts, lab, multimask_output=multimask)
+        assert r.masks.dtype == bool and r.masks.shape == mo.shape and r.masks.shape[1:] == (h, w)
+        assert r.scores.dtype == np.float32 and r.scores.shape == (r.masks.shape[0],)
+        assert r.low_res_logits.shape == (r.masks.shape[0], 256, 256)
+        np.testing.assert_allclose(r.scores, so, atol=1e-3)
+        for a, b in zip(r.masks, mo):
+            assert _iou(a, b) > 0.995
+    expected = 3 if (multimask and eng.family == "sam2") else 1
+    assert r.masks.shape[0] == expected
+
+
+def test_predict_box_and_mask_input_match_official(engine):
+    eng, off, img = engine
+    box = np.array([40, 30, 200, 180], np.float32)
+    r = eng.predict(box=box)
+    mo, so, lo = off.predict(box=box, multimask_output=False)
+    assert _iou(r.masks[0], mo[0]) > 0.995
+    pts, lab = np.array([[100.0, 90.0]], np.float32), np.array([1])
+    r2 = eng.predict(pts, lab, box=box, mask_input=r.low_res_logits[:1])
+    mo2, so2, _ = off.predict(pts, lab, box=box, mask_input=lo[:1], multimask_output=False)
+    assert _iou(r2.masks[0], mo2[0]) > 0.995
+    np.testing.assert_allclose(r2.scores, so2, atol=1e-3)
+
+
+def test_predict_is_deterministic_and_validates(engine):
+    eng, _, _ = engine
+    a = eng.predict([[50, 60]], [1], multimask=True)
+    b = eng.predict([[50, 60]], [1], multimask=True)
+    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
+    with pytest.raises(ValueError, match="labels"):
+        eng.predict([[1, 2]], [2])
+    with pytest.raises(ValueError, match="prompt"):
+        eng.predict()
+    with pytest.raises(ValueError, match="box"):
+        eng.predict(box=[1, 2, 3])
+    with pytest.raises(ValueError):
+        eng.set_image(np.zeros((10, 10), np.uint8))
+
+
+def test_embedding_cache_reused_across_engines(engine, monkeypatch):
+    from segdeck.core.sam import clear_engine_cache, open_engine
+
+    eng, _, img = engine
+    files = list(eng.embedding_dir().glob("*.pt"))
+    assert len(files) >= 1
+    ref = eng.predict([[70, 80]], [1])
+    # a fresh engine (as in a new process) must not run the encoder for the same image
+    clear_engine_cache()
+    eng2 = open_engine(eng.name, "cpu")
+    assert eng2 is not eng
+
+    def boom(*a, **k):
+        raise AssertionError("encoder ran although the embedding is cached")
+
+    monkeypatch.setattr(eng2, "_encode", boom)
+    eng2.set_image(img)
+    r = eng2.predict([[70, 80]], [1])
+    assert np.array_equal(r.masks, ref.masks)
+
+
+def test_predict_before_set_image(env):
+    from segdeck.core.sam import clear_engine_cache, open_engine
+
+    clear_engine_cache()
+    eng = open_engine("sam2.1-tiny", "cpu")
+    eng.reset_image()
+    with pytest.raises(RuntimeError, match="set_image"):
+        eng.predict([[1, 1]], [1])
+
+
+def test_generate_matches_official_generator(engine):
+    from pycocotools import mask as mask_utils
+
+    from segdeck.core.sam import GeneratorParams
+
+    eng, _, img = engine
+    # random weights pass no quality threshold: switch them off so both sides keep masks
+    gp = GeneratorParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    res = eng.generate(img, gp)
+    recs = eng.official_generator(gp).generate(img)
+    n, h, w = res.masks.shape
+    assert n == len(recs) > 0 and (h, w) == img.shape[:2]
+    assert res.masks.dtype == bool and res.boxes.dtype == np.int64 and res.boxes.shape == (n, 4)
+    assert res.scores.shape == res.stability.shape == (n,) and res.points.shape == (n, 2)
+    off = np.stack([np.asarray(mask_utils.decode(r["segmentation"]) if isinstance(r["segmentation"], dict)
+                               else r["segmentation"], bool) for r in recs])
+    ious = [_iou(a, b) for a, b in zip(res.masks, off)]
+    assert min(ious) > 0.99
+    np.testing.assert_allclose(res.scores, [r["predicted_iou"] for r in recs], atol=1e-3)
+    x, y, bw, bh = recs[0]["bbox"]
+    assert list(res.boxes[0]) == [x, y, x + bw, y + bh]
+    rec = res.records()[0].to_official("coco_rle")
+    assert rec["area"] == int(res.masks[0].sum()) and "counts" in rec["segmentation"]
+    again = eng.generate(img, gp)
+    assert np.array_equal(again.masks, res.masks)
+
+
+def test_generate_thresholds_and_crops(engine):
+    from segdeck.core.sam import GeneratorParams
+
+    eng, _, img = engine
+    none = eng.generate(img, GeneratorParams(points_per_side=2, pred_iou_thresh=1.0))
+    assert len(none) == 0 and none.masks.shape == (0, *img.shape[:2])
+    gp = GeneratorParams(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, crop_n_layers=1,
+                         min_mask_region_area=20)
+    res = eng.generate(img, gp)
+    assert len(res) >= 1
+    assert ((res.crop_boxes[:, 2] <= img.shape[1]) & (res.crop_boxes[:, 3] <= img.shape[0])).all()
+
+
+# ---- bad checkpoints ------------------------------------------------------------------------
+
+def test_truncated_checkpoint_is_a_clear_error(env, tmp_path):
+    from segdeck.core.sam.loading import load_model
+
+    path, _ = random_checkpoint("sam2.1-tiny")
+    bad = tmp_path / "trunc.pt"
+    bad.write_bytes(path.read_bytes()[: 2_000_000])
+    with pytest.raises(SetupError) as exc:
+        load_model(M.get_spec("sam2.1-tiny"), bad)
+    msg = str(exc.value)
+    assert "trunc.pt" in msg and ("truncated" in msg or "corrupt" in msg) and "\n" not in msg
+
+
+def test_sha_mismatch_and_strict_keys(env, tmp_path):
+    from segdeck.core.sam import clear_engine_cache, open_engine
+    from segdeck.core.sam.loading import load_model
+
+    # sha256 mismatch at import time
+    path, _ = random_checkpoint("sam-hq-vit_tiny")
+    other, _ = random_checkpoint("sam-hq-vit_tiny", seed=1)
+    with pytest.raises(SetupError, match="mismatch"):
+        M.import_file("sam-hq-vit_tiny", other)
+    # a checkpoint with a missing and an extra key
+    state = torch.load(path, weights_only=True)
+    state.pop(next(iter(state)))
+    state["bogus.weight"] = torch.zeros(1)
+    bad = tmp_path / "keys.pth"
+    torch.save(state, bad)
+    with pytest.raises(SetupError) as exc:
+        load_model(M.get_spec("sam-hq-vit_tiny"), bad)
+    msg = str(exc.value)
+    assert "missing" in msg and "unexpected" in msg and "bogus.weight" in msg
+    # a SAM-HQ file where a SAM 2 checkpoint is expected
+    with pytest.raises(SetupError, match="SAM 2 checkpoint"):
+        load_model(M.get_spec("sam2.1-tiny"), path)
+    # a cached file damaged after import is caught by verify
+    clear_engine_cache()
+    cached = M.model_path("sam-hq-vit_tiny")
+    data = bytearray(cached.read_bytes())
+    data[5000] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    with pytest.raises(SetupError, match="mismatch"):
+        M.verify("sam-hq-vit_tiny")
+    M.import_file("sam-hq-vit_tiny", path)  # repair for later tests
+    assert open_engine("sam-hq-vit_tiny", "cpu") is not None
+
+
+def test_offline_not_cached_open_engine(env, monkeypatch, tmp_path):
+    from segdeck.core.sam import clear_engine_cache, open_engine
+
+    monkeypatch.setenv(M.ENV_MODEL_DIR, str(tmp_path / "empty"))
+    clear_engine_cache()
+    with pytest.raises(SetupError) as exc:
+        open_engine("sam2.1-tiny", "cpu", download=False)
+    assert "segdeck models import sam2.1-tiny FILE" in str(exc.value)
+    clear_engine_cache()

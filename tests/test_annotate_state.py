@@ -15,7 +15,7 @@ from segdeck.annotate.app import Options, load_session, run_annotate
 from segdeck.annotate.grabcut import GrabCutState, mask_to_segments
 from segdeck.annotate.paint import PaintWindow
 from segdeck.annotate.sam import SamState
-from segdeck.annotate.state import PALETTE, PaintState
+from segdeck.annotate.state import PALETTE, PaintState, colour_hex
 from segdeck.annotate.template import TemplateSpec, derive_mask, match_template, template_paint
 
 
@@ -414,3 +414,96 @@ def test_sam_without_model_exits_2(tmp_path, monkeypatch):
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) <= 3 and "Traceback" not in r.stderr
     assert "no-such-model" in r.stderr
+
+
+def test_wheel_zoom_pan_keys_and_click_mapping(three_regions):
+    img, labels = three_regions
+    st = PaintState(labels)
+    seg = PaintWindow.SEG
+    gui = FakeGui([])
+    win = PaintWindow(st, img, gui=gui, max_window=(192, 150))  # scale 2: display 192x128
+    assert (win.view.dw, win.view.dh) == (192, 128)
+    gui.callbacks = {}
+    win.gui.open(seg, win._callback(seg))
+    cb = win._callback(seg)
+    cb(("wheel-up", None, False), 10, 10, 0)  # zoom in around image (5, 5)
+    assert win.view.zoom > 1.0
+    x, y = win.view.to_image(10, 10)
+    assert abs(x - 5) <= 1 and abs(y - 5) <= 1  # the point under the pointer stays put
+    before = win.view.origin()
+    assert win.on_key(0xFF53)  # right arrow pans
+    assert win.view.origin()[0] > before[0]
+    u, v = win.view.to_display(80, 30)  # a pixel of segment 3, wherever the view is now
+    if 0 <= u < win.view.dw and 0 <= v < win.view.dh:
+        cb(("down", "left", False), u, v, 0)
+        assert st.seg_color[3] == 1
+    assert win.on_key(ord("0")) and win.view.zoom == 1.0
+    assert not win.on_key(0xFF53)  # nothing to pan at zoom 1
+    win.on_key(ord("d"))  # debug view: full recompose, still consistent
+    assert st.debug and "debug" in win.status_text()
+
+
+def test_template_key_in_window():
+    from segdeck.annotate.template import TemplateSpec, derive_mask
+
+    img, tpl, spots = _scene()
+    labels = np.ones(img.shape[:2], np.int32)
+    st = PaintState(labels)
+    spec = TemplateSpec(template=tpl, segment=tpl, attention=derive_mask(tpl), mask=derive_mask(tpl), threshold=0.95)
+    win = PaintWindow(st, img, gui=FakeGui([]), template=spec, max_window=(400, 300))
+    assert win.on_key(ord("t"))
+    assert "3 match" in st.message
+    assert (st.colour_map() == 1).sum() == 3 * derive_mask(tpl).sum()
+    win2 = PaintWindow(PaintState(labels), img, gui=FakeGui([]), max_window=(400, 300))
+    win2.on_key(ord("t"))
+    assert "--template" in win2.state.message
+
+
+class FakeAutoEngine(FakeEngine):
+    def generate(self, image, params=None):
+        h, w = image.shape[:2]
+        a = np.zeros((h, w), bool)
+        a[: h // 2] = True
+        b = np.zeros((h, w), bool)
+        b[h // 4 : h // 2, : w // 2] = True
+        return type("G", (), {"masks": np.stack([b, a])})()
+
+
+def test_sam_auto_source_and_sam_prefetch(tmp_path):
+    import threading
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), _square_image()[:, :, ::-1])
+    paths = sorted(src.glob("*.png"))
+    seg = PaintWindow.SEG
+    # sam-auto: segments from automatic masks; click the small mask (drawn over the big one)
+    gui = FakeGui([_click(seg, "down", "left", 20, 70), ord(" "), ord("q")])
+    opts = Options(mode="paint", method="sam-auto", out_dir=tmp_path / "auto", root=src, max_window=(320, 240),
+                   engine=FakeAutoEngine())
+    reports = []
+    assert run_annotate(paths, opts, gui=gui, report=reports.append, log=lambda m: None) == 0
+    from segdeck.core.imageio import read_label_map
+
+    lm = read_label_map(tmp_path / "auto" / "a.png.labels.png")
+    assert lm[30, 10] == 1 and lm[10, 10] == 0 and lm[70, 10] == 0
+    # sam: prompts, predict, finish; the next image's embedding is computed in the background
+    calls = []
+
+    class Recording(FakeEngine):
+        def set_image(self, image):
+            calls.append(threading.current_thread().name)
+            super().set_image(image)
+
+    from segdeck.annotate.sam import SamWindow
+
+    win = SamWindow.WIN
+    script = [_click(win, "down", "left", 160, 120), ord(" "), ord("f"), -1, -1, ord(" ")]
+    script += [lambda g: __import__("time").sleep(0.3), ord("q")]
+    opts = Options(mode="sam", method="sam", out_dir=tmp_path / "sam", root=src, max_window=(320, 240),
+                   engine=Recording())
+    assert run_annotate(paths, opts, gui=FakeGui(script), report=reports.append, log=lambda m: None) == 0
+    assert calls[0] == "MainThread" and "segdeck-sam-prefetch" in calls
+    m = cv2.imread(str(tmp_path / "sam" / f"a.png.mask-1-{colour_hex(PALETTE[1])}.png"), cv2.IMREAD_UNCHANGED)
+    assert m.shape == (80, 100) and m[44, 58] == 255 and m[0, 0] == 0 and (m > 0).sum() < 200

@@ -301,3 +301,34 @@ def test_sam_window_box_points_undo_predict_finish(xdisplay, tmp_path):
     assert not m[80, 150]  # the kept negative point cut a hole
     assert m[80, 130]  # the removed one did not
     assert any(r["kind"] == "session" for r in lines)
+
+
+@pytest.mark.timeout(170)
+def test_paint_every_sample_photo_in_real_window(xdisplay, tmp_path):
+    from segdeck.core.imageio import discover
+    from segdeck.core.samples import write_samples
+
+    samples = tmp_path / "samples"
+    write_samples(samples)
+    paths = discover(samples)
+    out = tmp_path / "ann"
+    d = Driver(SEGDECK + ["annotate", "paint", str(samples), "--out", str(out), "--max-window", "640x480"],
+               xdisplay, tmp_path)
+    try:
+        seg = d.window("segdeck paint")
+        for i in range(len(paths)):
+            d.click(seg, 200, 150)  # fill one segment (a new frame)
+            before = d.frame_count()
+            d.key(seg, "space", expect=False)
+            if i + 1 < len(paths):  # wait for the next image's first frame
+                deadline = time.time() + 60
+                while d.frame_count() <= before and time.time() < deadline:
+                    time.sleep(0.1)
+                time.sleep(0.3)
+        code, lines = d.finish(timeout=60)
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    saved = {r["image"] for r in lines if r.get("kind") == "labels"}
+    assert saved == {str(p) for p in paths}
+    assert sum(1 for r in lines if r.get("kind") == "mask") == len(paths)

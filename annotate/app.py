@@ -20,13 +20,13 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from segdeck.annotate.state import PALETTE, PaintState, colour_hex
 from segdeck.core import imageio
 from segdeck.core.errors import SegdeckError
@@ -329,7 +329,6 @@ def make_preparer(paths: list[Path], opts: Options, saver: Saver) -> Preparer:
     def fit_view(p: Prepared) -> None:
         """The display image of the whole picture (BGR), so showing it costs nothing."""
         import cv2
-
         from segdeck.annotate.gui import View
 
         if p.labels is None:
@@ -354,7 +353,6 @@ def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
         return None
     import cv2
     from PIL import Image, ImageOps
-
     from segdeck.core.oversegment import segment
     from segdeck.core.oversegment._resize import upscale_labels, working_shape
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy import ndimage
-
 from segdeck.annotate.keymap import Keymap, load_keymap
 
 #: Paint colours (RGB); label k of the saved label map is colour k (1-based).
@@ -449,7 +448,7 @@ class PaintState(GestureState):
             return True
         e = self.undo_stack.pop()
         if e.kind == "colours":
-            for seg, old in zip(reversed(e.ids), reversed(e.old)):
+            for seg, old in zip(reversed(e.ids), reversed(e.old), strict=True):
                 self.seg_color[seg] = old
                 self.dirty_segments.add(seg)
         else:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from segdeck.core.errors import ImageError
 
 

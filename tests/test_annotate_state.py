@@ -10,7 +10,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from segdeck.annotate.app import Options, load_session, run_annotate
 from segdeck.annotate.grabcut import GrabCutState, mask_to_segments
 from segdeck.annotate.paint import PaintWindow
@@ -218,7 +217,7 @@ class FakeEngine:
             m[y0:y1, x0:x1] = True
         if points is not None:
             yy, xx = np.mgrid[: self.shape[0], : self.shape[1]]
-            for (x, y), lab in zip(points, labels):
+            for (x, y), lab in zip(points, labels, strict=True):
                 disk = (xx - x) ** 2 + (yy - y) ** 2 <= 36
                 m = m | disk if lab == 1 else m & ~disk
         return type("R", (), {"masks": m[None], "scores": np.array([0.9], np.float32)})()
@@ -352,7 +351,7 @@ def test_save_and_restore_session(tmp_path):
     assert kinds == ["labels", "mask", "session"]
     lm = read_label_map(out / "sq.png.labels.png")
     assert lm.shape == (80, 100) and set(np.unique(lm)) == {0, 2}
-    mask = cv2.imread(str(out / f"sq.png.mask-2-{'%02x%02x%02x' % tuple(PALETTE[2])}.png"), cv2.IMREAD_UNCHANGED)
+    mask = cv2.imread(str(out / f"sq.png.mask-2-{colour_hex(PALETTE[2])}.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (80, 100) and set(np.unique(mask)) == {0, 255}
     labels, original, seg_color, meta = load_session(out / "sq.png.session.npz")
     assert meta["method"] == "slic" and seg_color.max() == 2

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from segdeck.annotate.keymap import (
     KEYMAPS_DIR,
     KeymapError,

@@ -85,7 +85,7 @@ def _params(method: str, sets: list[str]):
 
 
 def run(args) -> int:
-    from segdeck.annotate.app import INTERACTIVE_SOURCES, AUTO_SAM, Options, run_annotate
+    from segdeck.annotate.app import AUTO_SAM, INTERACTIVE_SOURCES, Options, run_annotate
     from segdeck.annotate.gui import check_display, parse_size
     from segdeck.annotate.keymap import KeymapError, load_keymap
     from segdeck.core import imageio

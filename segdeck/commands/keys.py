@@ -21,7 +21,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from segdeck.annotate.keymap import KeymapError, load_keymap, replace_readme_section, user_keymap_path
+    from segdeck.annotate.keymap import (
+        KeymapError,
+        load_keymap,
+        replace_readme_section,
+        user_keymap_path,
+    )
 
     readme = args.update_readme
     try:

@@ -98,6 +98,7 @@ class MainScreen(Screen):
         self._select_next: Path | None = None
         self._annotate_lines: list[LogLine] = []
         self.presets: dict[str, dict] = {}
+        self._applied_preset: str | None = None
 
     # ---- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -182,7 +183,9 @@ class MainScreen(Screen):
             self.presets = {"default": {}}
             self.notify(str(exc), severity="error")
         preset_select.set_options([(p, p) for p in self.presets])
-        if "default" in self.presets:
+        # the form is built with the defaults: the "default" preset is applied already
+        self._applied_preset = "default" if "default" in self.presets else None
+        if self._applied_preset:
             preset_select.value = "default"
         await self.query_one(ParamForm).set_model(cls.Params if cls else None)
         self._update_run_state()
@@ -191,8 +194,9 @@ class MainScreen(Screen):
     def _preset_changed(self, event: Select.Changed) -> None:
         event.stop()
         form = self.query_one(ParamForm)
-        if event.value is Select.NULL or form.model is None:
+        if event.value is Select.NULL or form.model is None or event.value == self._applied_preset:
             return
+        self._applied_preset = str(event.value)
         form.reset_defaults()
         form.apply_values(self.presets.get(str(event.value), {}))
 

@@ -139,7 +139,7 @@ class GestureState:
 
 @dataclass
 class _Undo:
-    kind: str  # "colours" | "labels"
+    kind: str  # "colours" | "labels" | "batch" (ids holds the entries)
     ids: list = field(default_factory=list)
     old: list = field(default_factory=list)
     region: tuple[slice, slice] | None = None
@@ -446,8 +446,14 @@ class PaintState(GestureState):
             self.message = "nothing to undo"
             self.ui_dirty = True
             return True
-        e = self.undo_stack.pop()
-        if e.kind == "colours":
+        self._revert(self.undo_stack.pop())
+        return True
+
+    def _revert(self, e: _Undo) -> None:
+        if e.kind == "batch":
+            for sub in reversed(e.ids):
+                self._revert(sub)
+        elif e.kind == "colours":
             for seg, old in zip(reversed(e.ids), reversed(e.old), strict=True):
                 self.seg_color[seg] = old
                 self.dirty_segments.add(seg)
@@ -459,7 +465,13 @@ class PaintState(GestureState):
             self.seg_color = e.old_seg_color
             self._bboxes = None
             self.dirty_all = True
-        return True
+
+    def group_undo(self, since: int) -> None:
+        """Make the undo entries pushed since the stack had ``since`` entries one step."""
+        if len(self.undo_stack) - since > 1:
+            batch = _Undo("batch", ids=self.undo_stack[since:])
+            del self.undo_stack[since:]
+            self._push(batch)
 
     def reset(self) -> bool:
         """Back to the original segments with nothing painted (undoable)."""

@@ -243,10 +243,12 @@ def template_paint(state, image: np.ndarray, spec: TemplateSpec, palette: np.nda
     colours = segment_colours(spec.segment, spec.mask if spec.mask is not None else derive_mask(spec.segment),
                               palette, state.colour)
     out = []
+    since = len(state.undo_stack)
     for m in found:
         x0 = min(round(m.x0 / f), W - w) if f < 1.0 else m.x0
         y0 = min(round(m.y0 / f), H - h) if f < 1.0 else m.y0
         full = Match(int(x0), int(y0), int(x0 + w), int(y0 + h), m.score)
         state.paint_pixels((full.x0, full.y0, full.x1, full.y1), colours)
         out.append(full)
+    state.group_undo(since)  # one template paint = one undo step
     return out

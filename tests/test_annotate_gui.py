@@ -163,9 +163,14 @@ def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
     three_band_image(src / "a.png")
     three_band_image(src / "b.png")
     out = tmp_path / "ann"
+    # the user's keymap file adds Ctrl+left as a second unfill gesture
+    conf = tmp_path / "config"
+    (conf / "segdeck").mkdir(parents=True)
+    (conf / "segdeck" / "keymap.toml").write_text('[paint.unfill]\nmouse = ["right", "ctrl+left"]\n')
+    env = dict(xdisplay, XDG_CONFIG_HOME=str(conf))
     # 360x240 image at scale 2: display 720x480 (+ status bar)
     d = Driver(SEGDECK + ["annotate", "paint", str(src), "--method", "slic", "--set", "region_size=20",
-                          "--max-window", "720x502", "--out", str(out)], xdisplay, tmp_path)
+                          "--max-window", "720x502", "--out", str(out)], env, tmp_path)
     try:
         seg = d.window("segdeck paint")
         col = d.window("segdeck colours")
@@ -185,8 +190,10 @@ def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
         d.click(seg, 230, 300, button=2)  # ... to (115, 150)
         d.click(seg, 600, 100, button=1)  # fill, then undo it
         d.key(seg, "z")
+        d.click(seg, 300, 100, button=1)  # fill ...
+        d.click(seg, 300, 360, button=1)
         d.xdo("keydown", "ctrl")
-        d.click(seg, 300, 100, button=1)  # ctrl+left is not bound in paint: plain fill
+        d.click(seg, 300, 100, button=1)  # ... and Ctrl+left (user binding) unfills
         d.xdo("keyup", "ctrl")
         d.key(seg, "space", expect=False)  # save a.png, show b.png
         seg = d.window("segdeck paint")
@@ -203,7 +210,8 @@ def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
     assert lm[50, 50] == 3  # the first click
     assert all(lm[220, x // 2] == 3 for x in range(560, 700, 20))  # continuous fill where the pointer passed
     assert lm[50, 300] == 0  # filled then undone
-    assert lm[50, 150] == 3  # the ctrl+click
+    assert lm[50, 150] == 0  # filled, then unfilled by the Ctrl+click
+    assert lm[180, 150] == 3
     assert (out / f"a.png.mask-3-{colour_hex(PALETTE[3])}.png").is_file()
     z = np.load(out / "a.png.session.npz")
     assert (z["labels"][150, 55:110] == 0).all()  # the cut line is edge

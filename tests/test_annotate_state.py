@@ -141,8 +141,9 @@ def test_template_paint_carves_painted_segments():
     for x, y in spots:
         assert (cmap[y : y + 16, x : x + 20][m] == 5).all()
     assert (cmap == 5).sum() == 3 * m.sum()
-    st.undo(), st.undo(), st.undo()
+    st.undo()  # one step undoes the whole template paint
     assert not st.colour_map().any()
+    np.testing.assert_array_equal(st.labels, labels)
 
 
 def test_derive_mask_rules():

@@ -387,7 +387,7 @@ def _candidates(x: np.ndarray, algorithms: Sequence[str], k_min: int, k_max: int
         elif alg == "hdbscan":
             for mcs in sorted({max(2, n // 50), 5, 10}):
                 if mcs < n:
-                    yield alg, f"min_cluster_size={mcs}", HDBSCAN(min_cluster_size=mcs).fit_predict(x)
+                    yield alg, f"min_cluster_size={mcs}", HDBSCAN(min_cluster_size=mcs, copy=True).fit_predict(x)
         else:
             raise ValueError(f"unknown clustering algorithm {alg!r}; known: {', '.join(ALGORITHMS)}")
 

@@ -236,6 +236,18 @@ def harris_cells(img: np.ndarray, n_corners: int = 100, grid: int = 16, side: in
     return np.unique(cells.astype(np.int64))
 
 
+def minhash_from_values(values: np.ndarray, lean: bool = False):
+    """A datasketch (Lean)MinHash rebuilt from stored hash values (seed 1, the scheme
+    datasketch uses by default for new MinHash objects)."""
+    from datasketch import LeanMinHash, MinHash
+
+    cls = LeanMinHash if lean else MinHash
+    scheme = getattr(MinHash(num_perm=1, seed=1), "scheme", None)
+    if scheme is None:  # datasketch < 2: no schemes
+        return cls(seed=1, hashvalues=values)
+    return cls(seed=1, hashvalues=values, scheme=scheme)
+
+
 def minhash_feature(img: np.ndarray, num_perm: int = 128, n_corners: int = 100, grid: int = 16) -> dict:
     """``{"mh": (num_perm,) uint64}``: datasketch MinHash of the Harris-corner cells."""
     from datasketch import MinHash

@@ -235,8 +235,9 @@ def cluster_in_batches(
     -----
     Unlike the seed, outliers of a batch are representatives too, so two copies of an
     image that land in different batches still meet in step 2. Step 2 recurses while
-    it makes progress; when no batch merged anything, the batch labels are returned
-    (the scheme cannot do better without comparing everything with everything).
+    it makes progress; when a round merges nothing, every pair of half-size batches is
+    compared (each call still sees at most ``batch_size`` items) if that takes at most
+    :data:`MAX_BATCH_PAIRS` calls, else the labels so far are returned.
     """
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
@@ -256,12 +257,47 @@ def cluster_in_batches(
         offset = int(lab.max()) + 1
     reps_arr = np.array(reps, np.int64)
     if len(reps_arr) >= n:
-        # nothing merged inside any batch: another round would repeat the same batches
-        return relabel(labels)
+        # nothing merged inside any batch: another round would repeat the same batches,
+        # so compare every pair of batches instead (when there are few enough)
+        return relabel(_pairs_of_batches(labels, batch_size, cluster_fn))
     rep_clusters = cluster_in_batches(len(reps_arr), batch_size, lambda loc: cluster_fn(reps_arr[loc]))
     mapping = np.empty(offset, np.int64)
     mapping[np.array(rep_label, np.int64)] = rep_clusters
     return relabel(mapping[labels])
+
+
+#: Most batch pairs compared when the representatives stop merging (see cluster_in_batches).
+MAX_BATCH_PAIRS = 64
+
+
+def _pairs_of_batches(labels: np.ndarray, batch_size: int, cluster_fn) -> np.ndarray:
+    n = len(labels)
+    half = max(1, batch_size // 2)
+    starts = list(range(0, n, half))
+    if len(starts) * (len(starts) - 1) // 2 > MAX_BATCH_PAIRS:
+        return labels
+    parent = np.arange(int(labels.max()) + 1)
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    idx = np.arange(n, dtype=np.int64)
+    for x in range(len(starts)):
+        for y in range(x + 1, len(starts)):
+            sub = np.concatenate([idx[starts[x]:starts[x] + half], idx[starts[y]:starts[y] + half]])
+            lab = _noise_to_singletons(cluster_fn(sub))
+            first: dict[int, int] = {}
+            for g, lb in zip(sub.tolist(), lab.tolist()):
+                if lb in first:
+                    ra, rb = find(labels[first[lb]]), find(labels[g])
+                    if ra != rb:
+                        parent[rb] = ra
+                else:
+                    first[lb] = g
+    return np.array([find(v) for v in labels], np.int64)
 
 
 def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:

@@ -138,6 +138,8 @@ class ClusterJob(Job):
             from segdeck.core.cluster.features import load_small
             from segdeck.core.errors import SetupError
 
+            # the backbone first: a missing download fails before any slow step
+            backbone = deep.build_backbone(d.backbone, d.weights, emit) if d.loss == "perceptual" else None
             items = self.list_items()
             rng = np.random.default_rng(0)
             if len(items) > d.train_max:
@@ -155,7 +157,6 @@ class ClusterJob(Job):
                     emit(Progress(what="load training images", done=k + 1, total=len(items)))
             if not images:
                 raise SetupError("no readable image to train the autoencoder on")
-            backbone = deep.build_backbone(d.backbone, d.weights, emit) if d.loss == "perceptual" else None
             emit(Message(text=f"training the autoencoder on {len(images)} images ({d.epochs} epochs, {d.loss} loss)"))
             try:
                 model, _ = deep.train_autoencoder(images, d, emit=emit, cancel=self.cancel, backbone=backbone)

@@ -213,10 +213,12 @@ def jaccard_pairs(signatures: np.ndarray, threshold: float) -> tuple[np.ndarray,
             out_j.append(jj[keep])
             out_s.append(sim[ii[keep], jj[keep]])
         return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
-    from datasketch import LeanMinHash, MinHashLSH
+    from datasketch import MinHashLSH
+
+    from segdeck.core.cluster.features import minhash_from_values
 
     lsh = MinHashLSH(threshold=max(0.01, min(0.99, threshold)), num_perm=p)
-    mhs = [LeanMinHash(seed=1, hashvalues=sig[t]) for t in range(n)]
+    mhs = [minhash_from_values(sig[t], lean=True) for t in range(n)]
     with lsh.insertion_session() as session:
         for t in range(n):
             session.insert(t, mhs[t], check_duplication=False)
@@ -327,11 +329,9 @@ def phash_similarity(fa: dict, fb: dict) -> float:
 
 def minhash_similarity(fa: dict, fb: dict) -> float:
     """Estimated Jaccard index (datasketch ``MinHash.jaccard``)."""
-    from datasketch import MinHash
+    from segdeck.core.cluster.features import minhash_from_values
 
-    a = MinHash(seed=1, hashvalues=fa["mh"])
-    b = MinHash(seed=1, hashvalues=fb["mh"])
-    return float(a.jaccard(b))
+    return float(minhash_from_values(fa["mh"]).jaccard(minhash_from_values(fb["mh"])))
 
 
 def similarity(method: str, fa: dict, fb: dict) -> float:

@@ -11,7 +11,8 @@ image's flattened relative name ``NAME`` (:func:`segdeck.core.imageio.flatten_na
   segment, method, params) so reopening the image restores its painting.
 
 Each saved file is reported on stdout as ``{"event": "saved", "kind": "labels" | "mask" |
-"session", "file": ..., "image": ..., ...}``; unreadable images as ``{"event": "error", ...}``.
+"session", "file": ..., "image": ..., ...}``; unreadable images as ``{"event": "error", ...}``;
+the end as ``{"event": "done", "images": N, "saved_images": K, "failed": F, "out_dir": ...}``.
 """
 
 from __future__ import annotations
@@ -327,14 +328,14 @@ def make_preparer(paths: list[Path], opts: Options, saver: Saver) -> Preparer:
         return Prepared(path, image, extra={"work": working_image(image, opts.max_side)})
 
     def fit_view(p: Prepared) -> None:
-        """The display image of the whole picture (BGR), so showing it costs nothing."""
-        import cv2
+        """The whole-image display (image, labels, boundaries), so showing it costs nothing."""
         from segdeck.annotate.gui import View
+        from segdeck.annotate.paint import PaintDisplay
 
         if p.labels is None:
             return
         view = View((p.image.shape[1], p.image.shape[0]), opts.max_window)
-        p.extra["fit_view"] = cv2.cvtColor(np.ascontiguousarray(view.image_view(p.image)), cv2.COLOR_RGB2BGR)
+        p.extra["fit_view"] = PaintDisplay.prepare_fit_view(p.image, p.labels, view)
 
     return Preparer(paths, make, finish=fit_view)
 
@@ -484,6 +485,8 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
             gui.close(name)
         prep.close()
         saver.wait()
+    report({"event": "done", "images": n, "saved_images": len(saver.pending), "failed": failed + len(saver.errors),
+            "out_dir": str(opts.out_dir)})
     return 1 if (failed or saver.errors) else 0
 
 

@@ -28,7 +28,7 @@ class PaintDisplay:
     status line) are views into it, so showing it needs no copy.
     """
 
-    def __init__(self, image: np.ndarray, state: PaintState, view: View, fit_view: np.ndarray | None = None):
+    def __init__(self, image: np.ndarray, state: PaintState, view: View, fit_view: dict | None = None):
         self.image = image
         self.state = state
         self.view = view
@@ -36,10 +36,14 @@ class PaintDisplay:
         self.disp = self.frame[: view.dh]
         self.bar = self.frame[view.dh :]
         self._view_version = None
-        if fit_view is not None and fit_view.shape[:2] == (view.dh, view.dw) and view.zoom == 1.0:
-            self.img = fit_view  # prepared in the background (BGR, whole image)
-            self.rows, self.cols = view.sample_index()
+        if fit_view is not None and fit_view["img"].shape[:2] == (view.dh, view.dw) and view.zoom == 1.0:
+            # prepared in the background (see prepare_fit_view): nothing left but colouring
+            self.img, self.rows, self.cols = fit_view["img"], fit_view["rows"], fit_view["cols"]
             self._view_version = view.version
+            if fit_view["labels"] is state.labels:
+                self.lv, self.base, self.boxes = fit_view["lv"], fit_view["base"], fit_view["boxes"]
+                self.compose((slice(None), slice(None)))
+                return
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -49,10 +53,19 @@ class PaintDisplay:
             self.img = cv2.cvtColor(np.ascontiguousarray(v.image_view(self.image)), cv2.COLOR_RGB2BGR)
             self.rows, self.cols = v.sample_index()
             self._view_version = v.version
-        self.lv = self.state.labels[self.rows[:, None], self.cols[None, :]]
+        self.lv = self.state.labels[self.rows][:, self.cols]
         self.base = self._with_boundaries(self.img, self.lv)
         self.boxes = list(ndimage.find_objects(self.lv))
         self.compose((slice(None), slice(None)))
+
+    @staticmethod
+    def prepare_fit_view(image: np.ndarray, labels: np.ndarray, view: View) -> dict:
+        """Everything of the whole-image display except the colours, for a worker thread."""
+        rows, cols = view.sample_index()
+        img = cv2.cvtColor(np.ascontiguousarray(view.image_view(image)), cv2.COLOR_RGB2BGR)
+        lv = labels[rows][:, cols]
+        return {"img": img, "rows": rows, "cols": cols, "labels": labels, "lv": lv,
+                "base": PaintDisplay._with_boundaries(img, lv), "boxes": list(ndimage.find_objects(lv))}
 
     @staticmethod
     def _with_boundaries(img: np.ndarray, lv: np.ndarray) -> np.ndarray:
@@ -137,7 +150,7 @@ class PaintWindow(WindowLoop):
 
     def __init__(self, state: PaintState, image: np.ndarray, *, title: str = "", index: int = 1,
                  total: int = 1, max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None,
-                 frames_log=None, template=None, keep_open: bool = False, fit_view: np.ndarray | None = None):
+                 frames_log=None, template=None, keep_open: bool = False, fit_view: dict | None = None):
         super().__init__(gui, frames_log, keep_open=keep_open)
         self.state = state
         self.image = image

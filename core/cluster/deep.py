@@ -265,7 +265,7 @@ def train_autoencoder(
             loss = loss_fn(model(xb), xb)
             loss.backward()
             opt.step()
-            total += float(loss) * len(xb)
+            total += float(loss.detach()) * len(xb)
             count += len(xb)
         losses.append(total / max(1, count))
         if emit is not None:

@@ -1,0 +1,246 @@
+"""The cluster job end to end, the deep pipeline on CPU, and the threshold picker screen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdeck.core.cluster.job import ClusterJob, ClusterParams, sample_curve
+from segdeck.core.cluster.output import REPORT_NAME
+from segdeck.core.jobs.events import ItemDone, Message, Progress
+from segdeck.core.jobs.runner import job_dir_for, run_job
+from tests.test_cluster import scene, variant
+
+
+def _save(path, img, quality=92):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, quality=quality)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """3 groups of near-duplicates (original, brightness/noise variant, mirror, JPEG q30),
+    2 unrelated images, one corrupt file."""
+    src = tmp_path / "photos"
+    groups = {}
+    for g in range(3):
+        base = scene(100 + g, size=160)
+        names = [f"g{g}/orig.jpg", f"g{g}/var.jpg", f"mixed/flip{g}.jpg", f"mixed/q{g}.jpg"]
+        _save(src / names[0], base)
+        _save(src / names[1], variant(base, g))
+        _save(src / names[2], np.ascontiguousarray(base[:, ::-1]))
+        _save(src / names[3], base, quality=30)
+        groups[g] = set(names)
+    _save(src / "single1.jpg", scene(200, size=160))
+    _save(src / "single2.jpg", scene(201, size=160))
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return src, groups
+
+
+def _run(src, params, sink=None):
+    job_dir = job_dir_for(ClusterJob, params, src, None)
+    summary = run_job(ClusterJob(params, src, job_dir), sink=sink)
+    return job_dir, summary
+
+
+def test_dup_job_end_to_end_and_incremental_rerun(folder, tmp_path):
+    src, groups = folder
+    events = []
+    job_dir, summary = _run(src, ClusterParams(), sink=events.append)
+    assert summary.failed == 1 and summary.done == 14
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    found = [set(c["files"]) for c in report["clusters"]]
+    assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
+    assert set(report["outliers"]) == {"single1.jpg", "single2.jpg"}
+    assert report["failed"] == ["broken.jpg"] and report["files"]["broken.jpg"] == "failed"
+    assert len(report["files"]) == 15
+    for c in report["clusters"]:
+        for f in c["files"]:
+            assert (job_dir / c["folder"] / f.replace("/", "__")).is_file()
+    assert (src / "g0" / "orig.jpg").is_file()  # copy mode leaves the input alone
+    # the folder grows: a new mirror copy of group 1; another job folder (other params)
+    # re-uses the cached features and only the new image is decoded
+    _save(src / "late" / "flip1b.jpg", np.ascontiguousarray(scene(101, size=160)[:, ::-1]))
+    events = []
+    params2 = ClusterParams(output="symlink")
+    job_dir2, summary2 = _run(src, params2, sink=events.append)
+    assert job_dir2 != job_dir and summary2.done == 15
+    job = ClusterJob(params2, src, job_dir2)
+    loaded = [job.load(i)[0] for i in job.list_items() if i != "broken.jpg"]
+    assert loaded.count("image") == 0  # now everything is cached
+    report2 = json.loads((job_dir2 / REPORT_NAME).read_text())
+    assert report2["files"]["late/flip1b.jpg"] == report2["files"]["g1/orig.jpg"] != "outliers"
+    assert (job_dir2 / report2["files"]["g1/orig.jpg"] / "g1__orig.jpg").is_symlink()
+
+
+def test_seed_method_with_auto_threshold_writes_curve(folder):
+    src, groups = folder
+    events = []
+    job_dir, _ = _run(src, ClusterParams(method="phash", sample_size=20), sink=events.append)
+    assert (job_dir / "threshold_curve.png").is_file()
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    assert "threshold_rule" in report and 0 < report["threshold"] <= 1
+    assert any(isinstance(e, Message) and "chosen automatically" in e.text for e in events)
+    # phash does not see mirror images: the originals and their JPEG copies still pair up
+    for g in range(3):
+        assert report["files"][f"g{g}/orig.jpg"] == report["files"][f"mixed/q{g}.jpg"] != "outliers"
+
+
+def test_pairwise_method_in_batches_with_given_threshold(folder):
+    src, _ = folder
+    job_dir, _ = _run(src, ClusterParams(method="ssim", threshold=0.8, batch_size=5))
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    assert report["threshold"] == 0.8 and report["batch_size"] == 5
+    assert not (job_dir / "threshold_curve.png").exists()
+    for g in range(3):  # brightness/noise variant and JPEG copy stay with their original across batches
+        assert report["files"][f"g{g}/orig.jpg"] == report["files"][f"mixed/q{g}.jpg"] != "outliers"
+
+
+def test_sample_curve_for_the_picker(folder):
+    src, _ = folder
+    curve = sample_curve(src, ClusterParams(method="phash", sample_size=10))
+    assert 9 <= curve.sample_size <= 10 and curve.total == 15  # the broken file may be in the sample
+    assert curve.auto is not None and len(curve.thresholds) == len(curve.pairs)
+    with pytest.raises(ValueError):
+        sample_curve(src, ClusterParams(method="dup"))
+
+
+def test_deep_autoencoder_trains_saves_and_is_reused(folder):
+    src, _ = folder
+    params = ClusterParams(method="deep", deep={"epochs": 2, "image_size": 16, "latent": 8, "batch": 8,
+                                                 "k_min": 2, "k_max": 4, "algorithms": ["kmeans", "gmm", "hdbscan"]})
+    events = []
+    job_dir, summary = _run(src, params, sink=events.append)
+    assert summary.done == 14
+    assert (job_dir / "autoencoder.pt").is_file()
+    assert [e.done for e in events if isinstance(e, Progress) and e.what == "train autoencoder"] == [1, 2]
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    sel = report["deep"]["selections"][0]
+    assert sel["best"] is not None and len(sel["candidates"]) >= 7
+    assert all({"silhouette", "davies_bouldin", "calinski_harabasz"} <= set(c) for c in sel["candidates"])
+    # a second run in the same folder re-uses the model (and the cached embeddings)
+    (job_dir / "manifest.sqlite").unlink()
+    events = []
+    run_job(ClusterJob(params, src, job_dir), sink=events.append)
+    assert any(isinstance(e, Message) and "reusing the trained autoencoder" in e.text for e in events)
+    assert not any(isinstance(e, Progress) and e.what == "train autoencoder" for e in events)
+
+
+def test_deep_perceptual_loss_and_cancel(folder):
+    import threading
+
+    from segdeck.core.cluster import deep
+
+    src, _ = folder
+    imgs = [scene(k, size=32) for k in range(6)]
+    p = deep.DeepParams(loss="perceptual", backbone="resnet18", weights="random", epochs=2, image_size=32, latent=8, batch=3)
+    backbone = deep.build_backbone("resnet18", "random")
+    model, losses = deep.train_autoencoder(imgs, p, backbone=backbone)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert deep.embed(model, imgs, 32).shape == (6, 8)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(deep.Cancelled):
+        deep.train_autoencoder(imgs, p.model_copy(update={"loss": "mse"}), cancel=cancel)
+
+
+def test_pretrained_backbone_offline_is_a_clear_setup_error(folder, tmp_path, monkeypatch):
+    from segdeck.core import models
+    from segdeck.core.errors import SetupError
+
+    src, _ = folder
+    monkeypatch.setenv("SEGDECK_MODEL_DIR", str(tmp_path / "models"))
+
+    def offline(name, emit=None, **kw):
+        raise SetupError(models.offline_message(models.get_spec(name), "offline"))
+
+    monkeypatch.setattr(models, "download", offline)
+    params = ClusterParams(method="deep", deep={"features": "resnet18"})
+    job_dir, summary = _run(src, params)
+    assert summary.status == "error"
+    assert "torchvision-resnet18" in summary.error and "segdeck models import" in summary.error
+
+
+def test_cli_runs_cluster(folder, tmp_path):
+    import subprocess
+    import sys
+
+    src, _ = folder
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segdeck", "run", "cluster", str(src), "--out", str(out), "--method", "phash",
+         "--threshold", "0.84", "--output", "hardlink", "--events"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr  # one unreadable file -> exit code 1
+    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert (job_dir / REPORT_NAME).is_file() and (job_dir / "outliers").is_dir()
+    assert any('"kind": "ItemFailed"' in line for line in proc.stdout.splitlines())
+
+
+# ---------------------------------------------------------------------- threshold screen
+def _curve():
+    from segdeck.core.cluster.threshold import ThresholdCurve
+
+    return ThresholdCurve(method="ssim", thresholds=[0.5, 0.6, 0.7, 0.8, 0.9], pairs=[400, 90, 30, 12, 2],
+                          clusters=[1, 6, 9, 7, 2], clustered=[100, 60, 30, 16, 4], largest=[100, 40, 5, 3, 2],
+                          sample_size=100, total=1000, auto=0.7, rule="test")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_threshold_screen_pick_with_keys():
+    from textual.app import App
+
+    from segdeck.tui.screens.threshold import ThresholdScreen
+
+    results = []
+
+    class Tiny(App):
+        def on_mount(self):
+            self.push_screen(ThresholdScreen(_curve()), results.append)
+
+    app = Tiny()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ThresholdScreen)
+        assert screen.threshold == 0.7 and "~90 clusters" in screen.status_text()
+        await pilot.press("up")
+        assert screen.threshold == 0.8 and "~70 clusters" in screen.status_text()
+        status = str(screen.query_one("#thr-status").render())
+        assert "~70 clusters" in status
+        await pilot.press("down", "down", "down")
+        assert screen.threshold == 0.5 and "~10 clusters" in screen.status_text()
+        await pilot.press("down")  # stays at the lowest
+        assert screen.threshold == 0.5
+        await pilot.press("a")
+        assert screen.threshold == 0.7
+        await pilot.press("k", "enter")
+        await pilot.pause()
+    assert results == [0.8]
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_threshold_screen_escape_returns_none():
+    from textual.app import App
+
+    from segdeck.tui.screens.threshold import ThresholdScreen
+
+    results = []
+
+    class Tiny(App):
+        def on_mount(self):
+            self.push_screen(ThresholdScreen(_curve().to_dict(), start=0.9), results.append)
+
+    app = Tiny()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.screen.threshold == 0.9
+        await pilot.press("escape")
+        await pilot.pause()
+    assert results == [None]

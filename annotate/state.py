@@ -428,8 +428,7 @@ class PaintState(GestureState):
             self.seg_color = np.append(self.seg_color, np.uint8(k))
             sub[colours == k] = nid
             new_ids.append(nid)
-        self._bboxes = None
-        self.bboxes()
+        self._refresh_boxes(region, new_ids)  # boxes of overwritten segments stay (supersets)
         self.dirty_regions.append(region)
         return new_ids
 

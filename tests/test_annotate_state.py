@@ -507,3 +507,31 @@ def test_sam_auto_source_and_sam_prefetch(tmp_path):
     assert calls[0] == "MainThread" and "segdeck-sam-prefetch" in calls
     m = cv2.imread(str(tmp_path / "sam" / f"a.png.mask-1-{colour_hex(PALETTE[1])}.png"), cv2.IMREAD_UNCHANGED)
     assert m.shape == (80, 100) and m[44, 58] == 255 and m[0, 0] == 0 and (m > 0).sum() < 200
+
+
+def test_template_files_derive_attention_and_cli_checks(tmp_path):
+    from PIL import Image
+
+    from segdeck.annotate.template import load_spec
+
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[2:8, 3:9] = (200, 100, 50, 255)
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    seg = np.zeros((10, 12, 3), np.uint8)
+    seg[4:6, 4:6] = PALETTE[2]
+    Image.fromarray(seg).save(tmp_path / "s.png")
+    spec = load_spec(tmp_path / "t.png", tmp_path / "s.png", threshold=0.8)
+    assert spec.attention.sum() == 36 and spec.mask.sum() == 4 and spec.threshold == 0.8
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError):
+        load_spec(tmp_path / "t.png", tmp_path / "small.png")
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((20, 20, 3), np.uint8))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    for extra, needle in ((["--template", str(tmp_path / "t.png"), "--segment", str(tmp_path / "small.png")], "must match"),
+                          (["--method", "nope"], "unknown segment source"),
+                          (["--set", "nonsense"], "KEY=VALUE"),
+                          (["--max-window", "huge"], "WIDTHxHEIGHT")):
+        r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "paint", str(img), *extra], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
     for mode, help_txt in MODES.items():
         mp = modes.add_parser(mode, help=help_txt, description=help_txt)
-        mp.add_argument("input", metavar="FOLDER|IMAGE", help="an image, or a folder searched recursively")
+        mp.add_argument("input", metavar="FOLDER|IMAGE", nargs="?" if mode == "paint" else None,
+                        help="an image, or a folder searched recursively")
         if mode == "paint":
             mp.add_argument("--method", default="slic", metavar="M",
                             help="segment source: an over-segmentation method (see `segdeck annotate paint "
@@ -99,6 +100,8 @@ def run(args) -> int:
     if getattr(args, "list_methods", False):
         print("\n".join(sources))
         return 0
+    if args.input is None:
+        return fail("give a FOLDER or IMAGE to annotate")
     if method not in sources:
         return fail(f"unknown segment source {method!r}; known: {', '.join(sources)}")
     try:

@@ -140,6 +140,17 @@ class Keymap:
                         lines.append(f"keymap conflict in {session}: mouse {g!r} is bound to {prev!r} and {b.action!r}")
         return list(dict.fromkeys(lines))
 
+    def qt_unreachable(self) -> list[str]:
+        """Bindings OpenCV's Qt windows never deliver (upper-case letters, ctrl+<key>)."""
+        out = []
+        for session, actions in self.bindings.items():
+            for b in actions.values():
+                for k in b.keys:
+                    if k.startswith("ctrl+") or (len(k) == 1 and k.isupper()):
+                        out.append(f"keymap: {session}.{b.action} key {k!r} does not reach OpenCV's Qt windows "
+                                   "(letters arrive in lower case, Ctrl+key is kept by Qt)")
+        return out
+
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         """(session title, action, keys, mouse, description) rows in file order."""
         out = []

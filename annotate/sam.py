@@ -125,6 +125,11 @@ class SamState(GestureState):
         return True
 
     def action(self, name: str | None) -> bool:
+        if name in ("positive", "negative"):  # bound to a key: a point at the pointer
+            if self.pointer is None:
+                self.message = "move the pointer over the image first"
+                return True
+            return self.on_press(name, *self.pointer)
         if name == "predict":
             return self.predict()
         if name == "undo":

@@ -249,7 +249,11 @@ def test_sam_prompts_predict_undo_reset():
     assert st.prompts == [] and st.mask is None
     st.action("finish")
     assert st.outcome is None  # nothing to finish
-    st.mouse("down", "left", 50, 40)
+    km = __import__("segdeck.annotate.keymap", fromlist=["load_keymap"]).load_keymap("xanylabeling", user_file=False)
+    st.keymap = km
+    st.mouse("move", None, 50, 40)
+    assert st.key(ord("q"))  # X-AnyLabeling style: q = positive point at the pointer
+    assert st.prompts == [("point", (50, 40, 1))]
     st.action("finish")
     assert st.outcome == "finish" and st.full_mask((200, 160))[80, 100]
 

@@ -64,8 +64,19 @@ def test_alternative_keymap_changes_bindings():
     km = load_keymap("xanylabeling", user_file=False)
     assert km.key_action("paint", ord("d")) == "next"
     assert km.key_action("paint", ord("a")) == "previous"
-    assert km.key_action("paint", 26) == "undo"  # ctrl+z
+    assert km.key_action("paint", ord("s")) == "save_next"
+    assert km.key_action("sam", ord("q")) == "positive"
+    assert km.key_action("paint", ord("z")) == "undo"  # from the default layer
     assert "xanylabeling" in available_keymaps()
+    assert km.qt_unreachable() == [] and load_keymap("default", user_file=False).qt_unreachable() == []
+
+
+def test_ctrl_and_upper_case_keys_are_flagged(tmp_path):
+    user = tmp_path / "keymap.toml"
+    user.write_text('[paint.undo]\nkeys = ["ctrl+z"]\n[paint.next]\nkeys = ["N"]\n', encoding="utf-8")
+    km = load_keymap("default", user_file=user)
+    assert km.key_action("paint", 26) == "undo"
+    assert len(km.qt_unreachable()) == 2
 
 
 def test_bad_keymaps_are_refused(tmp_path):

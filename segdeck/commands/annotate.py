@@ -115,7 +115,7 @@ def run(args) -> int:
         keymap = load_keymap(args.keymap)
     except KeymapError as exc:
         return fail(str(exc))
-    for line in keymap.conflicts():
+    for line in keymap.conflicts() + keymap.qt_unreachable():
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     src = Path(args.input)
     try:

@@ -67,6 +67,6 @@ def run(args) -> int:
     console.print(table)
     console.print(f"sources: {', '.join(str(s) for s in km.sources)}; user overrides go in {user_keymap_path()}",
                   highlight=False, soft_wrap=True)
-    for line in km.conflicts():
+    for line in km.conflicts() + km.qt_unreachable():
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
     return 0

@@ -447,6 +447,7 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
                     from segdeck.annotate.sam import SamState, SamWindow
 
                     gst = SamState(work, opts.engine, keymap=opts.keymap, engine_lock=engine_lock)
+                    _embed_in_background(opts.engine, work, engine_lock)  # ready by the first predict
                     win = SamWindow(gst, title=title, index=i + 1, total=n, max_window=opts.max_window,
                                     gui=gui, frames_log=opts.frames_log)
                 outcome = win.run()
@@ -507,6 +508,16 @@ def _placeholder(gui, path: Path, opts: Options, i: int, n: int) -> None:
     if opts.frames_log:
         with open(opts.frames_log, "a") as fh:
             fh.write(f"{time.time():.4f} placeholder:{PaintWindow.SEG}\n")
+
+
+def _embed_in_background(engine, image: np.ndarray, lock: threading.Lock) -> None:
+    """Start computing ``image``'s SAM embedding now; predict() finds it in the engine's cache."""
+
+    def work():
+        with lock:
+            engine.set_image(image)
+
+    threading.Thread(target=work, name="segdeck-sam-embed", daemon=True).start()
 
 
 def _prefetch_embedding(prep: Preparer, j: int, opts: Options, lock: threading.Lock) -> None:

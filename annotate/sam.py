@@ -198,6 +198,11 @@ class SamWindow(WindowLoop):
         if act.startswith(("zoom_", "pan_")):
             changed = self.view.view_action(act, self.state.pointer)
         else:
+            if act in ("predict", "finish") and self.state.prompts:
+                self.state.message = "predicting ... (the first time waits for the image embedding)"
+                self.mark()
+                self.draw_dirty()
+                self.gui.pump(1)
             changed = self.state.action(act)
         if self.state.outcome:
             self.outcome = self.state.outcome

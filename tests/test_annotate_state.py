@@ -508,7 +508,7 @@ def test_sam_auto_source_and_sam_prefetch(tmp_path):
     opts = Options(mode="sam", method="sam", out_dir=tmp_path / "sam", root=src, max_window=(320, 240),
                    engine=Recording())
     assert run_annotate(paths, opts, gui=FakeGui(script), report=reports.append, log=lambda m: None) == 0
-    assert calls[0] == "MainThread" and "segdeck-sam-prefetch" in calls
+    assert "segdeck-sam-embed" in calls and "segdeck-sam-prefetch" in calls
     m = cv2.imread(str(tmp_path / "sam" / f"a.png.mask-1-{colour_hex(PALETTE[1])}.png"), cv2.IMREAD_UNCHANGED)
     assert m.shape == (80, 100) and m[44, 58] == 255 and m[0, 0] == 0 and (m > 0).sum() < 200
 

@@ -139,6 +139,7 @@ def run(args) -> int:
         return fail(str(exc))
     engine = None
     if method in ("sam", AUTO_SAM):
+        err_console.print(f"loading SAM model {getattr(args, 'model', None) or 'sam2.1-tiny'} ...", highlight=False)
         engine = _open_engine(getattr(args, "model", None))
         if isinstance(engine, int):
             return engine

@@ -290,14 +290,12 @@ def _synthetic_thumbs(n: int, seed: int = 0, base: int = 20000) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     out = np.empty((n, 64, 64), np.uint8)
-    bases = []
+    lows = rng.random((base, 8, 8)).astype(np.float32)
     for i in range(base):
-        low = rng.random((8, 8)).astype(np.float32)
-        img = cv2.resize(low, (64, 64), interpolation=cv2.INTER_CUBIC)
-        bases.append(img)
+        img = cv2.resize(lows[i], (64, 64), interpolation=cv2.INTER_CUBIC)
         out[i] = np.clip(img * 255, 0, 255).astype(np.uint8)
     for i in range(base, n):
-        b = bases[rng.integers(base)]
+        b = cv2.resize(lows[rng.integers(base)], (64, 64), interpolation=cv2.INTER_CUBIC)
         dx, dy = rng.integers(-2, 3, size=2)
         img = np.roll(b, (int(dy), int(dx)), axis=(0, 1)) + rng.normal(0, 0.03, b.shape).astype(np.float32)
         if rng.random() < 0.2:

@@ -38,6 +38,9 @@ from segdeck.core.errors import ImageError
 #: Side of the grayscale thumbnails used by SSIM and template matching.
 THUMB = 64
 
+#: Images hashed per vectorised chunk (bounds memory).
+_CHUNK = 4096
+
 
 # ------------------------------------------------------------------ decoding
 def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
@@ -142,18 +145,21 @@ def phash_codes(grays: np.ndarray | list, mirror: bool = False) -> np.ndarray:
     """
     from scipy.fft import dct
 
-    grays = list(grays) if not isinstance(grays, np.ndarray) or grays.ndim == 3 else [grays]
-    if not grays:
-        return np.zeros((0, 2) if mirror else (0,), np.uint64)
-    px = np.stack([_resize32(g) for g in grays])  # (N, 32, 32)
-    stacks = [px, px[:, :, ::-1]] if mirror else [px]
-    out = []
-    for p in stacks:
-        d = dct(dct(p, axis=1, type=2), axis=2, type=2)[:, :8, :8].reshape(len(p), 64)
-        med = np.median(d, axis=1, keepdims=True)
-        bits = d > med
-        out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
-    return np.stack(out, axis=1) if mirror else out[0]
+    if isinstance(grays, np.ndarray) and grays.ndim == 2:
+        grays = [grays]
+    n = len(grays)
+    result = np.zeros((n, 2) if mirror else (n,), np.uint64)
+    for s in range(0, n, _CHUNK):  # bounded memory for 10^5 images
+        px = np.stack([_resize32(g) for g in grays[s:s + _CHUNK]])  # (B, 32, 32) float64
+        stacks = [px, px[:, :, ::-1]] if mirror else [px]
+        out = []
+        for p in stacks:
+            d = dct(dct(p, axis=1, type=2), axis=2, type=2)[:, :8, :8].reshape(len(p), 64)
+            med = np.median(d, axis=1, keepdims=True)
+            bits = d > med
+            out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
+        result[s:s + len(px)] = np.stack(out, axis=1) if mirror else out[0]
+    return result
 
 
 def phash_codes_fast(grays: Sequence[np.ndarray]) -> np.ndarray:
@@ -175,17 +181,19 @@ def phash_codes_fast(grays: Sequence[np.ndarray]) -> np.ndarray:
     import cv2
     from scipy.fft import dct
 
-    if len(grays) == 0:
-        return np.zeros((0, 2), np.uint64)
-    px = np.stack([cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA) for g in grays]).astype(np.float32)
-    d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
+    n = len(grays)
+    result = np.zeros((n, 2), np.uint64)
     sign = np.where(np.arange(8) % 2 == 1, -1.0, 1.0).astype(np.float32)
-    out = []
-    for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
-        flat = block.reshape(len(px), 64)
-        bits = flat > np.median(flat, axis=1, keepdims=True)
-        out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
-    return np.stack(out, axis=1)
+    for s in range(0, n, _CHUNK):
+        px = np.stack([cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA) for g in grays[s:s + _CHUNK]]).astype(np.float32)
+        d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
+        out = []
+        for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
+            flat = block.reshape(len(px), 64)
+            bits = flat > np.median(flat, axis=1, keepdims=True)
+            out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
+        result[s:s + len(px)] = np.stack(out, axis=1)
+    return result
 
 
 def phash_feature(img: np.ndarray) -> dict:

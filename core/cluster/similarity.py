@@ -145,6 +145,7 @@ def _hamming_mih(codes, codes_b, radius, block):
     owner = np.repeat(np.arange(n, dtype=np.int64), k)
     sub = radius // 4
     masks = _masks(16, sub)
+    block = max(16, min(block, 1_000_000 // len(masks)))  # bounded memory per block
     out_i, out_j, out_d = [], [], []
     for c in range(4):
         shift = np.uint64(16 * c)

@@ -11,7 +11,7 @@ image's flattened relative name ``NAME`` (:func:`segdeck.core.imageio.flatten_na
   segment, method, params) so reopening the image restores its painting.
 
 Each saved file is reported on stdout as ``{"event": "saved", "kind": "labels" | "mask" |
-"session", "file": ..., "image": ..., ...}``; unreadable images as ``{"event": "error", ...}``;
+"session", "file": ..., "image": ..., ...}``; unreadable images as ``{"event": "error", "image": ..., "error": "one line"}``;
 the end as ``{"event": "done", "images": N, "saved_images": K, "failed": F, "out_dir": ...}``.
 """
 
@@ -251,7 +251,7 @@ class Saver:
             except (SegdeckError, OSError, ValueError) as exc:
                 msg = f"{image_path}: saving failed: {exc}"
                 self.errors.append(msg)
-                self.report({"event": "error", "image": str(image_path), "message": msg})
+                self.report({"event": "error", "image": str(image_path), "error": msg})
                 return []
 
         fut = self.pool.submit(job)
@@ -428,7 +428,7 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
             if p.error:
                 failed += 1
                 log(p.error)
-                report({"event": "error", "image": str(p.path), "message": p.error})
+                report({"event": "error", "image": str(p.path), "error": p.error})
                 i += 1
                 continue
             labels, seg_color, original = p.labels, p.seg_color, p.original

@@ -539,3 +539,20 @@ def test_template_files_derive_attention_and_cli_checks(tmp_path):
         r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "paint", str(img), *extra], env=env,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_unreadable_image_is_reported_and_skipped(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a_bad.jpg").write_bytes(b"not a jpeg at all")
+    cv2.imwrite(str(src / "b_good.png"), _square_image()[:, :, ::-1])
+    from segdeck.core.imageio import discover
+
+    seg = PaintWindow.SEG
+    gui = FakeGui([_click(seg, "down", "left", 100, 100), ord(" ")])
+    code, reports = _run(discover(src), src, tmp_path / "out", gui)
+    assert code == 1
+    errors = [r for r in reports if r["event"] == "error"]
+    assert len(errors) == 1 and errors[0]["image"].endswith("a_bad.jpg") and "a_bad.jpg" in errors[0]["error"]
+    assert any(r.get("kind") == "labels" and r["image"].endswith("b_good.png") for r in reports)
+    assert reports[-1] == {"event": "done", "images": 2, "saved_images": 1, "failed": 1, "out_dir": str(tmp_path / "out")}

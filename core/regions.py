@@ -355,7 +355,7 @@ def filter_masks(
         masks = masks[idx]
         if params.pixel_filter:
             masks = masks & _pixel_ok(aggregate, params)[None]
-            nonempty = masks.reshape(masks.shape[0], -1).any(axis=1)
+            nonempty = masks.any(axis=(1, 2))
             masks, idx = masks[nonempty], idx[nonempty]
     kept_scores = {k: np.asarray(v)[idx] for k, v in (scores or {}).items()}
     return FilterResult(regions=masks, stats=mask_stats(masks, aggregate, kept_scores), source=idx)

@@ -41,7 +41,7 @@ _print_lock = threading.Lock()
 def emit_json(obj: dict) -> None:
     """Print one JSON object as a line on stdout (thread-safe, flushed)."""
     with _print_lock:
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
 

@@ -42,10 +42,15 @@ class FeatureCache:
     ----------
     path : path-like
         The SQLite file (created with its folder).
+    commit_every : int
+        Commit after this many :meth:`put` calls (and on :meth:`flush` / :meth:`close`);
+        a crash loses at most that many entries, which are recomputed later.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, commit_every: int = 1):
         self.path = Path(path)
+        self.commit_every = max(1, commit_every)
+        self._pending = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -78,7 +83,16 @@ class FeatureCache:
                 "INSERT OR REPLACE INTO features (path, key, size, mtime_ns, blob) VALUES (?, ?, ?, ?, ?)",
                 (p, key, size, mtime, pack(feature)),
             )
+            self._pending += 1
+            if self._pending >= self.commit_every:
+                self._db.commit()
+                self._pending = 0
+
+    def flush(self) -> None:
+        """Commit buffered writes (``commit_every > 1``)."""
+        with self._lock:
             self._db.commit()
+            self._pending = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -86,4 +100,5 @@ class FeatureCache:
 
     def close(self) -> None:
         with self._lock:
+            self._db.commit()
             self._db.close()

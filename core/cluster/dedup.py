@@ -210,7 +210,7 @@ def cluster_folder(folder: str | Path, params: DupParams | None = None, workers:
     folder = Path(folder)
     paths = imageio.discover(folder)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        grays = list(pool.map(lambda p: features.to_gray(features.load_small(p, 256)), paths, chunksize=32))
+        grays = list(pool.map(lambda p: features.load_gray_small(p, 256), paths, chunksize=32))
     codes = features.phash_codes_fast(grays)
     labels, _ = cluster_codes(codes, params, gray=lambda k: grays[k], workers=workers)
     return [p.relative_to(folder).as_posix() for p in paths], labels

@@ -92,6 +92,33 @@ def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
     return _shrink(imageio.load_rgb(path), max_side)
 
 
+def load_gray_small(path: str | Path, max_side: int = 256) -> np.ndarray:
+    """Decode an image as (H, W) uint8 grayscale at reduced size, as fast as possible.
+
+    JPEG files decode only their luma channel (``cv2.IMREAD_REDUCED_GRAYSCALE_*``, with
+    DCT scaling when the image is large); EXIF orientation is applied by OpenCV. Other
+    files, and anything OpenCV cannot read, go through :func:`load_small`.
+
+    Raises
+    ------
+    ImageError
+        Unreadable file.
+    """
+    import cv2
+
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        if 0 < size < 300_000:  # small files: no header peek, a reduced decode gains little
+            g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if g is not None and g.size:
+                return _shrink(g, max_side)
+    return to_gray(load_small(path, max_side))
+
+
 def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
     import cv2
 

@@ -110,7 +110,7 @@ class ClusterJob(Job):
         if self._cache is None:
             from segdeck.core.cluster.cache import CACHE_NAME, FeatureCache
 
-            self._cache = FeatureCache(self.job_dir.parent / CACHE_NAME)
+            self._cache = FeatureCache(self.job_dir.parent / CACHE_NAME, commit_every=200)
         return self._cache
 
     def setup(self, emit) -> None:
@@ -168,6 +168,7 @@ class ClusterJob(Job):
 
     # ---- items --------------------------------------------------------------------
     def load(self, item: str) -> Any:
+        from segdeck.core.cluster import features
         from segdeck.core.cluster.cache import file_stamp
         from segdeck.core.cluster.features import load_small
 
@@ -180,12 +181,24 @@ class ClusterJob(Job):
             feat = self.cache.get(path, feature_key(self.params, self._model_digest))
             if feat is not None:
                 return ("cached", feat, stamp)
+        if self.params.method == "dup":
+            from segdeck.core.cluster.features import load_gray_small
+
+            # hashing is cheaper than handing the image over: do it in the prefetch
+            # threads, which run in parallel (the compute stage is one thread)
+            gray = load_gray_small(path, decode_side(self.params))
+            feat = self.compute_feature(gray)
+            # the small grayscale image the ORB verification will need, cached beside the hash
+            feat["_gray"] = features._shrink(gray, self.params.dup.orb_side)
+            return ("computed", feat, stamp)
         return ("image", load_small(path, decode_side(self.params)), stamp)
 
     def process(self, item: str, data: Any) -> Any:
         kind, payload, stamp = data
         if kind == "cached":
             return payload, stamp, True
+        if kind == "computed":
+            return payload, stamp, False
         return self.compute_feature(payload), stamp, False
 
     def compute_feature(self, image: np.ndarray) -> dict:
@@ -204,8 +217,14 @@ class ClusterJob(Job):
     def write(self, item: str, result: Any) -> list[str]:
         feat, stamp, cached = result
         if not cached:
+            gray = feat.pop("_gray", None)
             self.cache.put(self.item_path(item), feature_key(self.params, self._model_digest), feat, stamp)
+            if gray is not None:
+                self.cache.put(self.item_path(item), self._gray_key(), {"g": gray}, stamp)
         return []
+
+    def _gray_key(self) -> str:
+        return f"gray:v1:side{self.params.max_side}:orb{self.params.dup.orb_side}"
 
     # ---- clustering ---------------------------------------------------------------
     def finalize(self, emit) -> list[str]:
@@ -222,9 +241,17 @@ class ClusterJob(Job):
         except FileNotFoundError:
             done = set()
         key = feature_key(self.params, self._model_digest)
+        self.cache.flush()
         ok_items, feats, failed = [], [], []
         for item in items:
-            feat = self.cache.get(self.item_path(item), key) if item in done else None
+            feat = None
+            if item in done:
+                feat = self.cache.get(self.item_path(item), key)
+                if feat is None:  # done earlier but not cached (cache deleted, file touched): recompute
+                    try:
+                        feat = self.process(item, self.load(item))[0]
+                    except Exception:  # noqa: BLE001 - now unreadable
+                        feat = None
             if feat is None:
                 failed.append(item)
                 continue
@@ -266,7 +293,10 @@ class ClusterJob(Job):
         side = self.params.dup.orb_side
 
         def gray(k: int) -> np.ndarray:
-            return features.to_gray(features.load_small(self.item_path(items[k]), side))
+            cached = self.cache.get(self.item_path(items[k]), self._gray_key())
+            if cached is not None:
+                return cached["g"]
+            return features._shrink(features.load_gray_small(self.item_path(items[k]), self.params.max_side), side)
 
         labels, stats = dedup.dup_cluster(feats, self.params.dup, gray=gray, workers=self.params.workers)
         emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "

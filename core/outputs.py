@@ -306,11 +306,12 @@ def write_coco(
         return None
     images, annotations = [], []
     ann_id = 1
-    for image_id, path in enumerate(files, start=1):
+    for path in files:
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rec["file_name"], "width": rec["width"], "height": rec["height"]})
         for ann in rec["annotations"]:
             annotations.append({"id": ann_id, "image_id": image_id, **ann})

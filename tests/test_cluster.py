@@ -286,3 +286,17 @@ def test_model_selection_finds_k_on_blobs():
 
     keep = labels >= 0  # density-based winners may leave a few points as noise
     assert keep.mean() > 0.9 and adjusted_rand_score(y[keep], labels[keep]) > 0.95
+
+
+def test_hamming_approximate_search_for_huge_candidate_counts(monkeypatch):
+    rng = np.random.default_rng(4)
+    n = 3500
+    codes = rng.integers(0, 2**62, n, dtype=np.int64).astype(np.uint64)
+    for k in range(0, 400, 2):
+        flips = rng.choice(64, size=int(rng.integers(0, 9)), replace=False)
+        codes[k + 1] = codes[k] ^ np.uint64(sum(1 << int(b) for b in flips))
+    monkeypatch.setattr(similarity, "MIH_MAX_CANDIDATES", 0)
+    i, j, d = similarity.hamming_pairs(codes, 8)
+    found = set(zip(i.tolist(), j.tolist()))
+    assert {(k, k + 1) for k in range(0, 400, 2)} <= found
+    assert np.all(d <= 8)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segdeck.core.errors import SetupError
 
@@ -73,6 +73,27 @@ class DeepParams(BaseModel):
     k_min: int = Field(2, ge=2, le=1000, description="smallest number of clusters tried")
     k_max: int = Field(12, ge=2, le=1000, description="largest number of clusters tried")
     batch_size: int = Field(5000, ge=10, le=1_000_000, description="cluster in batches of this many images, merged through representatives")
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("must be a multiple of 8")
+        return v
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in ALGORITHMS]
+        if bad or not v:
+            raise ValueError(f"unknown or no algorithms {bad}; choose from {', '.join(ALGORITHMS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _k_range(self):
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+        return self
 
 
 # ------------------------------------------------------------------ weights

@@ -121,10 +121,6 @@ class ClusterJob(Job):
         from segdeck.core.cluster import deep
 
         d = self.params.deep
-        if d.k_max < d.k_min:
-            from segdeck.core.errors import ParamsError
-
-            raise ParamsError(f"deep.k_max ({d.k_max}) must be >= deep.k_min ({d.k_min})")
         if d.features == "resnet18":
             self._model = deep.build_backbone("resnet18", d.weights, emit)
             self._model_digest = f"resnet18-{d.weights}"

@@ -35,6 +35,13 @@ PAIRWISE = frozenset({"ssim", "orb", "tm"})
 #: Below this many items exact brute-force search is used instead of an index.
 BRUTE_LIMIT = 3000
 
+#: Above this many expected multi-index candidates (uniform codes), Hamming search
+#: switches to an approximate HNSW k-nearest-neighbour search.
+MIH_MAX_CANDIDATES = 3e9
+
+#: Neighbours per code asked from the HNSW index in the approximate Hamming search.
+ANN_K = 32
+
 
 # ------------------------------------------------------------------ Hamming
 def popcount64(x: np.ndarray) -> np.ndarray:
@@ -95,7 +102,10 @@ def hamming_pairs(
     ``radius`` has at least one chunk within ``radius // 4``, so each query looks up
     the buckets of its chunk values flipped in at most ``radius // 4`` bits and
     checks only those candidates. Radii up to 11 (sub-radius 2) stay fast at 10^5
-    items; the cost grows quickly beyond.
+    items; when the expected candidate count (for uniform codes) exceeds
+    :data:`MIH_MAX_CANDIDATES` the search becomes approximate: an HNSW index over the
+    codes as +-1 vectors, :data:`ANN_K` neighbours per code (an image with more than
+    that many codes within the radius may lose some pairs).
     """
     codes = np.ascontiguousarray(codes, np.uint64).ravel()
     n = len(codes)
@@ -109,6 +119,10 @@ def hamming_pairs(
         return empty
     if n <= BRUTE_LIMIT:
         return _hamming_brute(codes, codes_b, radius, block)
+    k = codes_b.shape[1]
+    expected = 4 * n * len(_masks(16, radius // 4)) * (n * k / 65536.0)
+    if expected > MIH_MAX_CANDIDATES:
+        return _hamming_ann(codes, codes_b, radius)
     return _hamming_mih(codes, codes_b, radius, block)
 
 
@@ -172,6 +186,38 @@ def _hamming_mih(codes, codes_b, radius, block):
             out_d.append(d[ok].astype(np.int64))
     if not out_i:
         return (np.zeros(0, np.int64),) * 3
+    return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
+
+
+def _hamming_ann(codes, codes_b, radius):
+    """Approximate radius search: HNSW on +-1 bit vectors (squared L2 = 4 x Hamming),
+    :data:`ANN_K` nearest neighbours per query, filtered by the exact distance."""
+    import hnswlib
+
+    n, k = codes_b.shape
+
+    def bits(c):
+        b = np.unpackbits(np.ascontiguousarray(c, ">u8").view(np.uint8).reshape(len(c), 8), axis=1)
+        return b.astype(np.float32) * 2 - 1
+
+    db = codes_b.ravel()
+    owner = np.repeat(np.arange(n, dtype=np.int64), k)
+    index = hnswlib.Index(space="l2", dim=64)
+    index.init_index(max_elements=len(db), ef_construction=80, M=12, random_seed=0)
+    for s in range(0, len(db), 50000):
+        index.add_items(bits(db[s:s + 50000]), np.arange(s, min(len(db), s + 50000)))
+    kk = min(len(db), ANN_K * k)
+    index.set_ef(max(2 * kk, 64))
+    out_i, out_j, out_d = [], [], []
+    for s in range(0, n, 50000):
+        labels, _ = index.knn_query(bits(codes[s:s + 50000]), k=kk)
+        q = np.repeat(np.arange(s, s + len(labels)), kk)
+        cand = labels.ravel().astype(np.int64)
+        d = popcount64(codes[q] ^ db[cand]).astype(np.int64)
+        ok = d <= radius
+        out_i.append(q[ok])
+        out_j.append(owner[cand[ok]])
+        out_d.append(d[ok])
     return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
 
 

@@ -570,7 +570,7 @@ class Sam2Engine(SamEngine):
         with self._torch.inference_mode():
             src = feats["image_embed"] + pe_.no_mask_embed.weight.reshape(1, -1, 1, 1)
             zero = prepare_image(self.model.sam_mask_decoder.transformer, src, self._pe)
-            s0, s1 = arrange_high_res(feats["feat_s0"], feats["feat_s1"])
+            s0, s1 = arrange_high_res(feats["feat_s0"], feats["feat_s1"], self._up)
         st = _ImageState(key, tuple(hw), feats, zero)
         st.extra.update(s0=s0, s1=s1, grid=tuple(feats["image_embed"].shape[-2:]))
         return st
@@ -628,12 +628,13 @@ class Sam2Engine(SamEngine):
         src = None
         if dense is not None:
             src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
-        hs, keys = two_way(dec.transformer, tokens, state.zero, src)
-        mt = hs[:, s + 1 : s + 1 + dec.num_mask_tokens]
+        # only the IoU and mask tokens are read: the final attention skips the others
+        hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
+        mt = hs[:, 1:]
         hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
         ex = state.extra
         masks = upscale_masks(self._up, keys, hyper, ex["s0"], ex["s1"], ex["grid"])
-        iou = dec.iou_prediction_head(hs[:, s])
+        iou = dec.iou_prediction_head(hs[:, 0])
         return masks, iou
 
     def _select(self, masks, iou, multimask, hq_token_only):
@@ -737,12 +738,12 @@ class SamHQEngine(SamEngine):
         src = None
         if dense is not None:
             src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
-        hs, keys = two_way(dec.transformer, tokens, state.zero, src)
+        n = dec.num_mask_tokens
+        hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(0, 1 + n))
         h = w = int(round(keys.shape[1] ** 0.5))
         x = keys.transpose(1, 2).reshape(B, -1, h, w)
         up_sam = dec.output_upscaling(x)
         up_hq = dec.embedding_maskfeature(up_sam) + state.feats["hq_features"]
-        n = dec.num_mask_tokens
         mt = hs[:, 1 : 1 + n]
         hyper = [dec.output_hypernetworks_mlps[i](mt[:, i]) for i in range(n - 1)]
         hyper = torch.stack(hyper + [dec.hf_mlp(mt[:, n - 1])], 1)

@@ -128,9 +128,13 @@ def _t2i(attn, q, kpe, keys):
     return attn.out_proj(_merge(out))
 
 
-def _i2t(attn, kpe, qtok, vtok, q_cached=None):
+def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     """Image-to-token attention; kpe (B or 1, N, C) image tokens + pe, qtok / vtok (B, T, C)
-    prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: (N, D) projected queries."""
+    prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: (N, D) projected queries.
+    ``residual`` (B or 1, N, C), when given, is added to the output (fused).
+
+    Scores are kept as (B, heads, T, N) so the softmax over the few tokens runs along
+    contiguous image positions (a softmax over a last axis of length T is slow on CPU)."""
     import torch
 
     H = attn.num_heads
@@ -140,28 +144,37 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None):
     scale = 1.0 / math.sqrt(d)
     kh = _heads(attn.k_proj(qtok), H) * scale  # (B, H, T, d)
     vh = _heads(attn.v_proj(vtok), H)  # (B, H, T, d)
-    if H * T >= D and q_cached is None:
-        qh = _heads(attn.q_proj(kpe), H)
-        p = torch.softmax(torch.matmul(qh, kh.transpose(-1, -2)), dim=-1)
-        return attn.out_proj(_merge(torch.matmul(p, vh)))
+    fold = H * T < D
     if q_cached is not None:
-        # block-diagonal (D, H*T): head h's d rows meet head h's T columns only
+        # block-diagonal (H*T, D): head h's T rows meet head h's d columns only
         eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
-        m = torch.einsum("bhtd,hg->bhdgt", kh, eye).reshape(B, D, H * T)
-        s = torch.matmul(q_cached, m)  # (B, N, H*T)
-    else:
+        m = torch.einsum("bhtd,hg->bhtgd", kh, eye).reshape(B, H * T, D)
+        s = torch.matmul(m, q_cached.t())  # (B, H*T, N)
+    elif fold:
         wq = attn.q_proj.weight.view(H, d, C)
-        m = torch.einsum("hdc,bhtd->bcht", wq, kh).reshape(B, C, H * T)
-        bias = torch.einsum("hd,bhtd->bht", attn.q_proj.bias.view(H, d), kh).reshape(B, 1, H * T)
-        s = torch.baddbmm(bias, kpe.expand(B, -1, -1), m)  # (B, N, H*T)
-    n = s.shape[1]
-    p = torch.softmax(s.view(B, n, H, T), dim=-1).view(B, n, H * T)
+        m = torch.einsum("bhtd,hdc->bhtc", kh, wq).reshape(B, H * T, C)
+        bias = torch.einsum("hd,bhtd->bht", attn.q_proj.bias.view(H, d), kh).reshape(B, H * T, 1)
+        s = torch.matmul(m, kpe.transpose(-1, -2)) + bias  # (B, H*T, N)
+    else:
+        qh = _heads(attn.q_proj(kpe), H)  # (B, H, N, d)
+        s = torch.matmul(kh, qh.transpose(-1, -2))  # (B, H, T, N)
+    n = s.shape[-1]
+    p = torch.softmax(s.view(B, H, T, n), dim=2)
+    if not fold:
+        out = attn.out_proj(_merge(torch.matmul(p.transpose(-1, -2), vh)))  # (B, N, C)
+        return out if residual is None else out + residual
     wo = attn.out_proj.weight.view(C, H, d)
-    u = torch.einsum("bhtd,chd->bhtc", vh, wo).reshape(B, H * T, C)
-    return torch.baddbmm(attn.out_proj.bias.view(1, 1, C).expand(B, 1, C), p, u)
+    # each head's probabilities sum to 1 per image position, so adding bias / H to every
+    # row of u adds exactly the output bias; the residual is added by the same product
+    u = torch.einsum("bhtd,chd->bhtc", vh, wo) + (attn.out_proj.bias / H)
+    u = u.reshape(B, H * T, C)
+    pt = p.view(B, H * T, n).transpose(1, 2)
+    if residual is None:
+        return torch.bmm(pt, u)
+    return torch.baddbmm(residual.expand(B, -1, -1), pt, u)
 
 
-def two_way(transformer, tokens, zero: LayerZero, src=None):
+def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
     """Run a SAM two-way transformer for ``B`` prompts on one image.
 
     Parameters
@@ -174,11 +187,14 @@ def two_way(transformer, tokens, zero: LayerZero, src=None):
     src : torch.Tensor, optional
         (B, N, C) image tokens when they depend on the prompt (mask input); the layer-0
         cache is not used then.
+    rows : tuple of int, optional
+        ``(start, stop)``: only these output tokens are needed (the final token-to-image
+        attention and norm act per token, so the others are skipped there).
 
     Returns
     -------
     queries : torch.Tensor
-        (B, T, C) processed tokens.
+        (B, T, C) processed tokens, or (B, stop - start, C) with ``rows``.
     keys : torch.Tensor
         (B, N, C) processed image tokens.
     """
@@ -205,12 +221,13 @@ def two_way(transformer, tokens, zero: LayerZero, src=None):
         queries = layer.norm2(queries + attn_out)
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + qpe
-        attn_out = _i2t(
-            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None
+        keys = _i2t(
+            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None, residual=keys
         )
-        keys = keys + attn_out
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    if rows is not None:
+        queries, qpe = queries[:, rows[0] : rows[1]], qpe[:, rows[0] : rows[1]]
     q = queries + qpe
     attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys)
     queries = transformer.norm_final_attn(queries + attn_out)
@@ -240,15 +257,18 @@ def upscale_weights(dec):
             "c1": dc1.weight.shape[1], "c2": dc2.weight.shape[1], "eye": torch.empty(0)}
 
 
-def arrange_high_res(feat_s0, feat_s1):
+def arrange_high_res(feat_s0, feat_s1, wts=None):
     """(1, c2, 4h, 4w) and (1, c1, 2h, 2w) features -> sub-pixel order (1, h*w*4, 4*c2) and
-    (1, h*w, 4*c1)."""
+    (1, h*w, 4*c1); with ``wts`` the transposed convolutions' biases are added in."""
     _, c1, h2, w2 = feat_s1.shape
     h, w = h2 // 2, w2 // 2
     s1 = feat_s1.view(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, h * w, 4 * c1)
     c2 = feat_s0.shape[1]
     s0 = feat_s0.view(1, c2, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
-    return s0.reshape(1, h * w * 4, 4 * c2).contiguous(), s1.contiguous()
+    s0 = s0.reshape(1, h * w * 4, 4 * c2)
+    if wts is not None:
+        return (s0 + wts["b2"]).contiguous(), (s1 + wts["b1"]).contiguous()
+    return s0.contiguous(), s1.contiguous()
 
 
 def upscale_masks(wts, keys, hyper, s0, s1, hw):
@@ -279,11 +299,17 @@ def upscale_masks(wts, keys, hyper, s0, s1, hw):
     h, w = hw
     c1, c2 = wts["c1"], wts["c2"]
     ln = wts["ln"]
-    y = torch.addmm(wts["b1"], keys.reshape(B * N, -1), wts["w1"]).view(B, N, 4 * c1)
-    y = (y + s1).view(B, N * 4, c1)
+    # s0 / s1 already hold the biases (arrange_high_res(..., wts))
+    if B == 1:
+        y = torch.addmm(s1[0], keys[0], wts["w1"]).view(1, N * 4, c1)
+    else:
+        y = (torch.matmul(keys, wts["w1"]) + s1).view(B, N * 4, c1)
     y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-    z = torch.addmm(wts["b2"], y.reshape(B * N * 4, c1), wts["w2"]).view(B, N * 4, 4 * c2)
-    z = F.gelu(z + s0).view(B, N * 16, c2)
+    if B == 1:
+        z = torch.addmm(s0[0], y[0].view(N * 4, c1), wts["w2"])
+    else:
+        z = torch.matmul(y.view(B, N * 4, c1), wts["w2"]) + s0
+    z = F.gelu(z).view(B, N * 16, c2)
     m = torch.matmul(z, hyper.transpose(1, 2))  # (B, N*16, M)
     M = m.shape[-1]
     m = m.view(B, h, w, 2, 2, 2, 2, M).permute(0, 7, 1, 3, 5, 2, 4, 6)

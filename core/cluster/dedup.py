@@ -13,7 +13,8 @@ Pipeline (method ``dup``)
    are. The others are checked with ORB features (on the mirrored image when the
    mirrored hash was the closer one): Lowe's ratio test, then a RANSAC fit of a
    similarity transform (``cv2.estimateAffinePartial2D``); the pair is accepted with at
-   least ``min_inliers`` inliers. Tiles of one photo share colours and texture and fool
+   least ``min_inliers`` inliers, at least 30 % of the matches, and a plausible
+   transform (rotation up to ``max_rotation``, scale change up to ``max_scale``). Tiles of one photo share colours and texture and fool
    global hashes; they do not share a geometrically consistent set of keypoints.
 4. **A linkage that does not chain.** Accepted pairs form a sparse graph clustered by
    average linkage with missing pairs counted as "different"
@@ -45,12 +46,14 @@ class DupParams(BaseModel):
     sure_radius: int = Field(4, ge=0, le=32, description="pairs this close are accepted without geometric verification (bits)")
     min_inliers: int = Field(6, ge=4, le=500, description="RANSAC inliers needed to accept a verified pair")
     max_distance: float = Field(0.5, gt=0.0, le=1.0, description="average linkage: merge while the mean cross-pair distance is below this")
-    verify_per_link: int = Field(2, ge=1, le=50, description="between two groups of sure pairs, verify at most this many (closest) candidate pairs")
+    verify_per_link: int = Field(1, ge=1, le=50, description="between two groups of sure pairs, verify at most this many (closest) candidate pairs")
+    max_rotation: float = Field(20.0, ge=0.0, le=180.0, description="verified pairs: largest rotation between the images (degrees)")
+    max_scale: float = Field(1.7, ge=1.0, le=10.0, description="verified pairs: largest scale change (after resizing both to orb_side)")
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
-    orb_features: int = Field(150, ge=20, le=5000, description="ORB keypoints per image")
+    orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
 
 
-def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 150) -> tuple[np.ndarray, np.ndarray]:
+def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """ORB keypoints of a grayscale image resized so its longer side is ``side``.
 
     Returns
@@ -73,21 +76,36 @@ def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 150) -> tuple[
     return np.array([k.pt for k in kps], np.float32), des
 
 
-def ransac_inliers(ka: tuple[np.ndarray, np.ndarray], kb: tuple[np.ndarray, np.ndarray], ratio: float = 0.8) -> int:
-    """Inliers of a RANSAC similarity transform between two ORB keypoint sets.
+def ransac_inliers(
+    ka: tuple[np.ndarray, np.ndarray],
+    kb: tuple[np.ndarray, np.ndarray],
+    ratio: float = 0.8,
+    max_rotation: float = 20.0,
+    max_scale: float = 1.7,
+    min_inlier_fraction: float = 0.3,
+) -> int:
+    """Inliers of a plausible RANSAC similarity transform between two ORB keypoint sets.
 
     Parameters
     ----------
     ka, kb : (xy, des)
-        From :func:`orb_keys`.
+        From :func:`orb_keys` (both images resized to the same longer side).
     ratio : float
         Lowe's ratio test threshold.
+    max_rotation : float
+        Largest rotation (degrees) of a plausible transform.
+    max_scale : float
+        The transform's scale must lie in [1 / max_scale, max_scale].
+    min_inlier_fraction : float
+        Fewer inliers than this fraction of the ratio-test matches count as no match.
 
     Returns
     -------
     int
         Number of ratio-test matches consistent with one rotation + scale + translation
-        (3 px reprojection threshold); 0 when fewer than 6 matches survive.
+        (3 px reprojection threshold); 0 when fewer than 6 matches survive or the
+        transform is implausible (random matches on textures fit wild transforms:
+        collapsed scales, large rotations).
     """
     import cv2
 
@@ -100,8 +118,17 @@ def ransac_inliers(ka: tuple[np.ndarray, np.ndarray], kb: tuple[np.ndarray, np.n
         return 0
     src = xa[[m.queryIdx for m in good]]
     dst = xb[[m.trainIdx for m in good]]
-    _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
-    return int(mask.sum()) if mask is not None else 0
+    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    if m is None or mask is None:
+        return 0
+    inliers = int(mask.sum())
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    angle = abs(float(np.degrees(np.arctan2(m[1, 0], m[0, 0]))))
+    if not (1.0 / max_scale <= scale <= max_scale) or angle > max_rotation:
+        return 0
+    if inliers < min_inlier_fraction * len(good):
+        return 0
+    return inliers
 
 
 def cluster_codes(
@@ -170,7 +197,8 @@ def cluster_codes(
                 keys[task] = kp
 
             def check(chunk):
-                return [ransac_inliers(keys[(int(i[t]), False)], keys[(int(j[t]), bool(mirrored[t]))]) for t in chunk]
+                return [ransac_inliers(keys[(int(i[t]), False)], keys[(int(j[t]), bool(mirrored[t]))],
+                                       max_rotation=params.max_rotation, max_scale=params.max_scale) for t in chunk]
 
             chunks = [todo[s:s + 64] for s in range(0, len(todo), 64)]
             inl = np.concatenate([np.asarray(r, np.int64) for r in pool.map(check, chunks)]) if chunks else np.zeros(0, np.int64)

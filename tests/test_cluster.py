@@ -300,3 +300,39 @@ def test_hamming_approximate_search_for_huge_candidate_counts(monkeypatch):
     found = set(zip(i.tolist(), j.tolist()))
     assert {(k, k + 1) for k in range(0, 400, 2)} <= found
     assert np.all(d <= 8)
+
+
+def test_dup_keeps_tiles_of_one_photo_apart_and_finds_transformed_copies(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from segdeck.core.cluster import dedup
+
+    photo = data.astronaut()
+    truth = {}
+    for r in range(2):
+        for c in range(2):
+            tile = np.ascontiguousarray(photo[r * 160:(r + 1) * 160, 96 + c * 160:96 + (c + 1) * 160])
+            m = cv2.getRotationMatrix2D((80, 80), 5 if r else -6, 1.0)
+            copies = {
+                "orig": tile,
+                "rot": cv2.warpAffine(tile, m, (160, 160), borderMode=cv2.BORDER_REFLECT),
+                "crop": tile[8:152, 4:150],
+                "flip": np.ascontiguousarray(tile[:, ::-1]),
+                "small": cv2.resize(tile, (90, 90), interpolation=cv2.INTER_AREA),
+            }
+            for kind, img in copies.items():
+                name = f"t{r}{c}_{kind}.jpg"
+                Image.fromarray(np.ascontiguousarray(img)).save(tmp_path / name, quality=90)
+                truth[name] = (r, c)
+    names, labels = dedup.cluster_folder(tmp_path, workers=1)
+    by_label = {}
+    for n, lab in zip(names, labels.tolist()):
+        by_label.setdefault(lab, set()).add(truth[n])
+    assert all(len(tiles) == 1 for tiles in by_label.values())  # no two tiles merged
+    for tile in set(truth.values()):  # each tile's copies: at least 4 of 5 together
+        counts = {}
+        for n, lab in zip(names, labels.tolist()):
+            if truth[n] == tile:
+                counts[lab] = counts.get(lab, 0) + 1
+        assert max(counts.values()) >= 4, (tile, counts)

@@ -201,7 +201,7 @@ def run_segdeck(folder: Path, workers: int) -> tuple[dict[str, int], float]:
     t0 = time.perf_counter()
     names, labels = cluster_folder(folder, DupParams(), workers=workers)
     dt = time.perf_counter() - t0
-    return {Path(n).name: int(lab) for n, lab in zip(names, labels)}, dt
+    return {Path(n).name: int(lab) for n, lab in zip(names, labels, strict=False)}, dt
 
 
 def run_segdeck_job(folder: Path, out: Path) -> tuple[dict[str, int], float]:
@@ -292,7 +292,6 @@ def main_dup(args) -> int:
         for p in folder.iterdir():
             p.read_bytes()
         import imagededup.methods  # noqa: F401  (import time excluded for both)
-
         import segdeck.core.cluster.dedup  # noqa: F401
         ref_times, our_times = [], []
         for _ in range(args.repeat):  # interleaved, medians reported: the machine is shared

@@ -9,7 +9,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-
 from segdeck.core.cluster import features, graph, similarity, threshold
 from segdeck.core.cluster.cache import FeatureCache
 from segdeck.core.cluster.output import REPORT_NAME, write_clusters
@@ -59,7 +58,7 @@ def test_method_separates_similar_from_dissimilar(method, images):
     t = (min(same) + max(diff)) / 2
     feats = fb + fv
     i, j, s = similarity.similar_pairs(method, feats, np.arange(8), t)
-    assert sorted(zip(i.tolist(), j.tolist())) == [(k, k + 4) for k in range(4)]
+    assert sorted(zip(i.tolist(), j.tolist(), strict=False)) == [(k, k + 4) for k in range(4)]
     assert np.all(s >= t)
 
 
@@ -94,7 +93,6 @@ def test_pack_roundtrip():
 
 def test_load_small_reduces_and_reports_bad_files(tmp_path):
     from PIL import Image
-
     from segdeck.core.errors import ImageError
 
     big = np.zeros((900, 1200, 3), np.uint8)
@@ -135,12 +133,12 @@ def test_jaccard_lsh_and_cosine_hnsw_find_the_planted_pairs(monkeypatch):
     exact = similarity.jaccard_pairs(sig, 0.8)
     monkeypatch.setattr(similarity, "BRUTE_LIMIT", 10)
     lsh = similarity.jaccard_pairs(sig, 0.8)
-    assert sorted(zip(*map(list, exact[:2]))) == [(k, k + 1) for k in range(0, n, 2)]
-    assert set(zip(*map(list, lsh[:2]))) == set(zip(*map(list, exact[:2])))
+    assert sorted(zip(*map(list, exact[:2]), strict=False)) == [(k, k + 1) for k in range(0, n, 2)]
+    assert set(zip(*map(list, lsh[:2]), strict=False)) == set(zip(*map(list, exact[:2]), strict=False))
     emb = rng.normal(size=(n, 16))
     emb[1::2] = emb[0::2] + rng.normal(scale=0.01, size=(n // 2, 16))
     i, j, s = similarity.cosine_pairs(emb, 0.99)
-    assert sorted(zip(i.tolist(), j.tolist())) == [(k, k + 1) for k in range(0, n, 2)]
+    assert sorted(zip(i.tolist(), j.tolist(), strict=False)) == [(k, k + 1) for k in range(0, n, 2)]
 
 
 # ---------------------------------------------------------------------- graphs
@@ -154,7 +152,7 @@ def test_average_linkage_does_not_chain():
     # two dense groups joined by one bridge edge: components merge them, average linkage does not
     group_a, group_b = [0, 1, 2, 3], [4, 5, 6, 7]
     edges = [(a, b) for g in (group_a, group_b) for a in g for b in g if a < b] + [(3, 4)]
-    i, j = (np.array(x) for x in zip(*edges))
+    i, j = (np.array(x) for x in zip(*edges, strict=False))
     _, cc = graph.connected_components(8, i, j)
     assert len(set(cc.tolist())) == 1
     al = graph.average_linkage(8, i, j, np.zeros(len(i)), max_distance=0.5)
@@ -200,7 +198,7 @@ def test_threshold_curve_and_auto_rule(tmp_path):
     i, j = np.triu_indices(n, 1)
     sims = np.full(len(i), 0.4)
     pairs = {(2 * k, 2 * k + 1) for k in range(5)}
-    for t, (a, b) in enumerate(zip(i, j)):
+    for t, (a, b) in enumerate(zip(i, j, strict=False)):
         if (a, b) in pairs:
             sims[t] = 0.9
         elif b == a + 1:
@@ -273,9 +271,8 @@ def test_rewrite_removes_old_cluster_folders(tmp_path):
 
 # ---------------------------------------------------------------------- model selection
 def test_model_selection_finds_k_on_blobs():
-    from sklearn.datasets import make_blobs
-
     from segdeck.core.cluster import deep
+    from sklearn.datasets import make_blobs
 
     x, y = make_blobs(n_samples=240, centers=4, n_features=6, cluster_std=0.6, random_state=3)
     labels, cands, best = deep.select_model(x, k_min=2, k_max=7)
@@ -297,16 +294,15 @@ def test_hamming_approximate_search_for_huge_candidate_counts(monkeypatch):
         codes[k + 1] = codes[k] ^ np.uint64(sum(1 << int(b) for b in flips))
     monkeypatch.setattr(similarity, "MIH_MAX_CANDIDATES", 0)
     i, j, d = similarity.hamming_pairs(codes, 8)
-    found = set(zip(i.tolist(), j.tolist()))
+    found = set(zip(i.tolist(), j.tolist(), strict=False))
     assert {(k, k + 1) for k in range(0, 400, 2)} <= found
     assert np.all(d <= 8)
 
 
 def test_dup_keeps_tiles_of_one_photo_apart_and_finds_transformed_copies(tmp_path):
     from PIL import Image
-    from skimage import data
-
     from segdeck.core.cluster import dedup
+    from skimage import data
 
     photo = data.astronaut()
     truth = {}
@@ -327,12 +323,12 @@ def test_dup_keeps_tiles_of_one_photo_apart_and_finds_transformed_copies(tmp_pat
                 truth[name] = (r, c)
     names, labels = dedup.cluster_folder(tmp_path, workers=1)
     by_label = {}
-    for n, lab in zip(names, labels.tolist()):
+    for n, lab in zip(names, labels.tolist(), strict=False):
         by_label.setdefault(lab, set()).add(truth[n])
     assert all(len(tiles) == 1 for tiles in by_label.values())  # no two tiles merged
     for tile in set(truth.values()):  # each tile's copies: at least 4 of 5 together
         counts = {}
-        for n, lab in zip(names, labels.tolist()):
+        for n, lab in zip(names, labels.tolist(), strict=False):
             if truth[n] == tile:
                 counts[lab] = counts.get(lab, 0) + 1
         assert max(counts.values()) >= 4, (tile, counts)

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
 from segdeck.core.cluster import features, graph, similarity
 
 
@@ -191,7 +190,7 @@ def cluster_codes(
                 g = np.ascontiguousarray(g[:, ::-1])
             return task, orb_keys(g, params.orb_side, params.orb_features)
 
-        tasks = sorted({(int(a), False) for a in i[todo]} | {(int(b), bool(m)) for b, m in zip(j[todo], mirrored[todo])})
+        tasks = sorted({(int(a), False) for a in i[todo]} | {(int(b), bool(m)) for b, m in zip(j[todo], mirrored[todo], strict=False)})
         with ThreadPoolExecutor(max(1, workers)) as pool:
             for task, kp in pool.map(compute, tasks, chunksize=16):
                 keys[task] = kp
@@ -207,7 +206,7 @@ def cluster_codes(
         accepted[passed] = True
         # a link whose checked pairs mostly pass accepts its unchecked pairs too
         ok_per_link: dict[int, tuple[int, int]] = {}
-        for lk, ok in zip(todo_link.tolist(), (inl >= params.min_inliers).tolist()):
+        for lk, ok in zip(todo_link.tolist(), (inl >= params.min_inliers).tolist(), strict=False):
             a, b = ok_per_link.get(int(lk), (0, 0))
             ok_per_link[lk] = (a + int(ok), b + 1)
         good_links = np.array([lk for lk, (a, b) in ok_per_link.items() if 2 * a > b], np.int64)

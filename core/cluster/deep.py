@@ -40,7 +40,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from segdeck.core.errors import SetupError
 
 AE_NAME = "autoencoder.pt"
@@ -265,7 +264,6 @@ def train_autoencoder(
         Mean training loss per epoch.
     """
     import torch
-
     from segdeck.core.jobs.events import Message, Progress
 
     model = build_autoencoder(params.image_size, params.latent)
@@ -305,7 +303,6 @@ def model_config(params: DeepParams) -> dict:
 def save_model(model, path: str | Path, config: dict, items: list[str]) -> str:
     """Save the autoencoder's weights + config; return a short digest identifying it."""
     import torch
-
     from segdeck.core.imageio import atomic_path
 
     with atomic_path(path) as tmp:
@@ -474,7 +471,7 @@ def select_model(
 
     r = (ranks([c.silhouette for c in valid], True) + ranks([c.davies_bouldin for c in valid], False)
          + ranks([c.calinski_harabasz for c in valid], True))
-    for c, s in zip(valid, r):
+    for c, s in zip(valid, r, strict=False):
         c.rank_sum = int(s)
     best = min(valid, key=lambda c: (c.rank_sum, -c.silhouette))
     return labels_of[cands.index(best)], cands, best

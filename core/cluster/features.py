@@ -33,8 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeck.core.errors import ImageError
-
 #: Side of the grayscale thumbnails used by SSIM and template matching.
 THUMB = 64
 
@@ -69,7 +67,6 @@ def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
     """
     import cv2
     from PIL import Image
-
     from segdeck.core import imageio
 
     path = Path(path)

@@ -290,7 +290,7 @@ def _pairs_of_batches(labels: np.ndarray, batch_size: int, cluster_fn) -> np.nda
             sub = np.concatenate([idx[starts[x]:starts[x] + half], idx[starts[y]:starts[y] + half]])
             lab = _noise_to_singletons(cluster_fn(sub))
             first: dict[int, int] = {}
-            for g, lb in zip(sub.tolist(), lab.tolist()):
+            for g, lb in zip(sub.tolist(), lab.tolist(), strict=False):
                 if lb in first:
                     ra, rb = find(labels[first[lb]]), find(labels[g])
                     if ra != rb:

@@ -20,7 +20,9 @@ Methods: ``dup`` (default) is the near-duplicate pipeline of
 are the seed's methods (similar pairs above a threshold, connected components, or
 average linkage with ``--linkage average``; the pairwise ones in batches merged
 through representatives); ``deep`` embeds images with an autoencoder trained on the
-folder or a pretrained CNN and picks the best of five clustering algorithms.
+folder or a pretrained CNN and picks the best of five clustering algorithms (with
+``--threshold``, it links images whose embeddings' cosine similarity reaches the
+threshold instead, searched with an HNSW index).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
-
 from segdeck.core.cluster.dedup import DupParams
 from segdeck.core.cluster.deep import DeepParams
 from segdeck.core.jobs.base import Job
@@ -287,6 +288,9 @@ class ClusterJob(Job):
         from segdeck.core.cluster import dedup, features
 
         side = self.params.dup.orb_side
+        if self.params.threshold is not None:
+            emit(Message(text="dup ignores --threshold (pairs are verified geometrically); "
+                              "tune --dup.radius / --dup.min-inliers instead", level="warning"))
 
         def gray(k: int) -> np.ndarray:
             cached = self.cache.get(self.item_path(items[k]), self._gray_key())

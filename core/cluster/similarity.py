@@ -261,7 +261,6 @@ def jaccard_pairs(signatures: np.ndarray, threshold: float) -> tuple[np.ndarray,
             out_s.append(sim[ii[keep], jj[keep]])
         return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
     from datasketch import MinHashLSH
-
     from segdeck.core.cluster.features import minhash_from_values
 
     lsh = MinHashLSH(threshold=max(0.01, min(0.99, threshold)), num_perm=p)
@@ -419,7 +418,7 @@ def all_pairs(method: str, feats: Sequence[dict], idx: np.ndarray) -> tuple[np.n
         sim = (x @ x.T)[ii, jj] if m else np.zeros(0)
     else:
         fn = PAIR_FUNCS[method]
-        sim = np.array([fn(feats[idx[a]], feats[idx[b]]) for a, b in zip(ii, jj)], np.float64)
+        sim = np.array([fn(feats[idx[a]], feats[idx[b]]) for a, b in zip(ii, jj, strict=False)], np.float64)
     return idx[ii], idx[jj], np.asarray(sim, np.float64)
 
 

@@ -28,7 +28,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, create_model
-
 from segdeck.core import outputs
 from segdeck.core.jobs.base import Job
 from segdeck.core.jobs.events import Message, Sink

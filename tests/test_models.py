@@ -9,10 +9,8 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
-
 from segdeck.core import models as M
 from segdeck.core.errors import SetupError
 from segdeck.core.jobs.events import Progress

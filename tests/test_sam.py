@@ -134,7 +134,7 @@ def test_predict_points_matches_official(engine, multimask):
         assert r.scores.dtype == np.float32 and r.scores.shape == (r.masks.shape[0],)
         assert r.low_res_logits.shape == (r.masks.shape[0], 256, 256)
         np.testing.assert_allclose(r.scores, so, atol=1e-3)
-        for a, b in zip(r.masks, mo):
+        for a, b in zip(r.masks, mo, strict=True):
             assert _iou(a, b) > 0.995
     expected = 3 if (multimask and eng.family == "sam2") else 1
     assert r.masks.shape[0] == expected
@@ -201,7 +201,6 @@ def test_predict_before_set_image(env):
 
 def test_generate_matches_official_generator(engine):
     from pycocotools import mask as mask_utils
-
     from segdeck.core.sam import GeneratorParams
 
     eng, _, img = engine
@@ -216,7 +215,7 @@ def test_generate_matches_official_generator(engine):
     assert res.scores.shape == res.stability.shape == (n,) and res.points.shape == (n, 2)
     off = np.stack([np.asarray(mask_utils.decode(r["segmentation"]) if isinstance(r["segmentation"], dict)
                                else r["segmentation"], bool) for r in recs])
-    ious = [_iou(a, b) for a, b in zip(res.masks, off)]
+    ious = [_iou(a, b) for a, b in zip(res.masks, off, strict=True)]
     assert min(ious) > 0.99
     np.testing.assert_allclose(res.scores, [r["predicted_iou"] for r in recs], atol=1e-3)
     x, y, bw, bh = recs[0]["bbox"]
@@ -314,3 +313,21 @@ def test_offline_not_cached_open_engine(env, monkeypatch, tmp_path):
         open_engine("sam2.1-tiny", "cpu", download=False)
     assert "segdeck models import sam2.1-tiny FILE" in str(exc.value)
     clear_engine_cache()
+
+
+def test_precompute_next_image(engine, monkeypatch):
+    eng, _, img = engine
+    if eng.family != "sam-hq":
+        pytest.skip("one family is enough (each run costs an encode)")
+    nxt = np.ascontiguousarray(img[:, ::-1])
+    assert not eng.is_cached(nxt)
+    key = eng.precompute(nxt)
+    assert eng.is_cached(nxt) and key == eng.image_key(nxt)
+
+    def boom(*a, **k):
+        raise AssertionError("encoder ran although the embedding was precomputed")
+
+    monkeypatch.setattr(eng, "_encode", boom)
+    eng.set_image(nxt)
+    assert eng.predict([[10, 10]], [1]).masks.shape == (1, *nxt.shape[:2])
+    eng.set_image(img)

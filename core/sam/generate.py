@@ -21,7 +21,6 @@ small-region post-processing), so the kept masks are the same.
 from __future__ import annotations
 
 import numpy as np
-
 from segdeck.core.sam.params import GeneratorParams
 
 #: Prompts decoded together inside one ``points_per_batch`` batch (cache-friendly size;
@@ -77,9 +76,8 @@ def _decode_points(eng, state, in_points, multimask: bool, hq_token_only: bool, 
 def _process_crop(eng, image, crop_box, layer_idx, orig_size, grids, p: GeneratorParams, out: dict):
     import torch
     from sam2.utils.amg import batched_mask_to_box, calculate_stability_score, is_box_near_crop_edge
-    from torchvision.ops.boxes import batched_nms
-
     from segdeck.core.sam.engine import _ImageState  # noqa: F401 (type)
+    from torchvision.ops.boxes import batched_nms
 
     x0, y0, x1, y1 = crop_box
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
@@ -193,15 +191,14 @@ def generate(eng, image: np.ndarray, p: GeneratorParams):
     """See :meth:`segdeck.core.sam.engine.SamEngine.generate`."""
     import torch
     from sam2.utils.amg import build_all_layer_point_grids, generate_crop_boxes
-    from torchvision.ops.boxes import batched_nms
-
     from segdeck.core.sam.engine import GenerateResult
+    from torchvision.ops.boxes import batched_nms
 
     H, W = image.shape[:2]
     grids = build_all_layer_point_grids(p.points_per_side, p.crop_n_layers, p.crop_n_points_downscale_factor)
     crop_boxes, layer_idxs = generate_crop_boxes((H, W), p.crop_n_layers, p.crop_overlap_ratio)
     out = {k: [] for k in ("boxes", "ious", "stab", "points", "crop_boxes", "packed", "crop_index", "crops")}
-    for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
+    for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
         _process_crop(eng, image, crop_box, layer_idx, (H, W), grids, p, out)
     if not out["boxes"]:
         z = np.zeros

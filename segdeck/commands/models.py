@@ -63,7 +63,14 @@ def run_list(args) -> int:
 
 
 def _progress_sink():
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     from segdeck.core.jobs.events import Progress as ProgressEvent
 

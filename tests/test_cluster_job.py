@@ -46,7 +46,7 @@ def _run(src, params, sink=None):
     return job_dir, summary
 
 
-def test_dup_job_end_to_end_and_incremental_rerun(folder, tmp_path):
+def test_dup_job_end_to_end_and_incremental_rerun(folder, tmp_path, monkeypatch):
     src, groups = folder
     events = []
     job_dir, summary = _run(src, ClusterParams(), sink=events.append)
@@ -65,9 +65,13 @@ def test_dup_job_end_to_end_and_incremental_rerun(folder, tmp_path):
     # re-uses the cached features and only the new image is decoded
     _save(src / "late" / "flip1b.jpg", np.ascontiguousarray(scene(101, size=160)[:, ::-1]))
     events = []
+    computed = []
+    original = ClusterJob.compute_feature
+    monkeypatch.setattr(ClusterJob, "compute_feature", lambda self, img: computed.append(1) or original(self, img))
     params2 = ClusterParams(output="symlink")
     job_dir2, summary2 = _run(src, params2, sink=events.append)
     assert job_dir2 != job_dir and summary2.done == 15
+    assert len(computed) == 1  # only the new file was hashed
     job = ClusterJob(params2, src, job_dir2)
     loaded = [job.load(i)[0] for i in job.list_items() if i != "broken.jpg"]
     assert loaded.count("image") == 0  # now everything is cached

@@ -6,11 +6,23 @@ this screen follows every job folder under the root through a
 
 Integration hooks
 -----------------
+``CURVE_JOBS``
+    job name -> ``"module:function"`` computing a threshold curve before the job runs,
+    called (in a thread worker) as ``function(input_path, params)`` with the form's
+    validated params; it raises ``ValueError`` when the chosen method has no threshold.
+    ``Ctrl+T`` (or ``t`` outside a text field) on the form of such a job shows the curve
+    in :class:`~segdeck.tui.screens.threshold.ThresholdScreen`; the picked value goes
+    into the form's ``threshold`` field (``Ctrl+R`` then runs it).
 ``JOB_SCREENS``
     job name -> ``"module:Class"`` of a screen opened with ``t`` on a selected job of
-    that name. The class is called as ``Class(job_dir=Path)``; when it is dismissed
-    with a dict, the dict (nested, like a preset) is applied to the form of that job so
-    the user can re-run with the picked values (``Ctrl+R``).
+    that name (when the form's job has no curve). The class is called as
+    ``Class(job_dir=Path)``; when it is dismissed with a dict, the dict (nested, like a
+    preset) is applied to the form of that job so the user can re-run with the picked
+    values (``Ctrl+R``).
+``MODEL_FIELD``
+    a form field of this name (a model registered in :mod:`segdeck.core.models`) shows
+    its cache state under it; ``m`` opens :class:`~segdeck.tui.screens.models.ModelScreen`
+    (cache state, downloads) and Enter there puts the model into the field.
 ``ANNOTATE_MODE``
     the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
     stdout JSON lines are shown in the log pane.
@@ -38,10 +50,14 @@ from segdeck.tui.widgets.job_list import JobList
 from segdeck.tui.widgets.job_log import JobLog
 from segdeck.tui.widgets.param_form import ParamForm
 
-#: Screens offered with ``t`` for a job (see the module docstring).
-JOB_SCREENS: dict[str, str] = {
-    "cluster": "segdeck.tui.screens.threshold:ThresholdScreen",
+#: Threshold curves offered with Ctrl+T on a job's form (see the module docstring).
+CURVE_JOBS: dict[str, str] = {
+    "cluster": "segdeck.core.cluster.job:sample_curve",
 }
+#: Screens offered with ``t`` for a selected job (see the module docstring).
+JOB_SCREENS: dict[str, str] = {}
+MODEL_FIELD = "model"
+THRESHOLD_FIELD = "threshold"
 ANNOTATE_MODE = "paint"
 ANNOTATE_SOURCE = "annotate"
 POLL_S = 0.5
@@ -64,6 +80,15 @@ class JobsPolled(Message):
 
 
 @dataclass
+class CurveReady(Message):
+    """A threshold curve computed in the background (or the one-line reason it failed)."""
+
+    job: str
+    curve: object | None
+    error: str | None
+
+
+@dataclass
 class AnnotateOutput(Message):
     """Lines from an annotation process (``level`` error for its failures)."""
 
@@ -80,7 +105,9 @@ class MainScreen(Screen):
         Binding("o", "open_output", "Open output"),
         Binding("l", "toggle_log", "Log/job.log"),
         Binding("a", "annotate", "Annotate"),
-        Binding("t", "job_tool", "Job tool (e.g. cluster threshold)", show=False),
+        Binding("ctrl+t", "threshold", "Threshold picker", priority=True),
+        Binding("t", "job_tool", "Threshold picker / job tool", show=False),
+        Binding("m", "models", "Models"),
         Binding("f5", "rescan", "Rescan folders and jobs", show=False),
         Binding("f", "focus('folders')", "Focus folders", show=False),
         Binding("p", "focus('form')", "Focus parameters", show=False),
@@ -99,6 +126,8 @@ class MainScreen(Screen):
         self._annotate_lines: list[LogLine] = []
         self.presets: dict[str, dict] = {}
         self._applied_preset: str | None = None
+        self._curve_busy = False
+        self._downloads_running = False
 
     # ---- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -208,6 +237,34 @@ class MainScreen(Screen):
     # ---- form state ------------------------------------------------------------------
     def on_param_form_validated(self, message: ParamForm.Validated) -> None:
         self._update_run_state()
+        self._update_model_note()
+
+    def _update_model_note(self) -> None:
+        """Under a ``model`` field: cached or not (a ``stat``), and the key to change that."""
+        form = self.query_one(ParamForm)
+        if form.spec(MODEL_FIELD) is None:
+            return
+        name = form.raw_value(MODEL_FIELD)
+        if not name:
+            form.set_note(MODEL_FIELD, "")
+            return
+        from segdeck.core.errors import SegdeckError
+        from segdeck.core.models import model_path
+        from segdeck.tui.models import download_state
+
+        try:
+            cached = model_path(str(name)) is not None
+        except SegdeckError:
+            form.set_note(MODEL_FIELD, f"{name} is not a registered model", bad=True)
+            return
+        dl = download_state(str(name))
+        if cached:
+            form.set_note(MODEL_FIELD, f"{name}: cached ✓  (m: models)")
+        elif dl is not None and dl.state == "running":
+            form.set_note(MODEL_FIELD, f"{name}: download {dl.text()}  (m: models)")
+        else:
+            form.set_note(MODEL_FIELD, f"{name}: not cached, the job downloads it first (m: models, d there downloads it)",
+                          bad=True)
 
     def _update_run_state(self) -> None:
         form = self.query_one(ParamForm)
@@ -253,6 +310,12 @@ class MainScreen(Screen):
 
     def on_jobs_polled(self, message: JobsPolled) -> None:
         self._polling = False
+        from segdeck.tui.models import any_running
+
+        running = any_running()
+        if running or self._downloads_running:  # a model download's progress under the field
+            self._update_model_note()
+        self._downloads_running = running
         if message.snapshots is None:
             self.log.error(message.new_lines.get("__error__"))
             return
@@ -403,7 +466,11 @@ class MainScreen(Screen):
         self._tick(force_scan=True)
 
     def action_job_tool(self) -> None:
-        """Open the tool screen registered for the selected job's kind (``JOB_SCREENS``)."""
+        """The form's threshold picker (``CURVE_JOBS``) or else the tool screen registered
+        for the selected job's kind (``JOB_SCREENS``)."""
+        if self.job_name in CURVE_JOBS:
+            self.action_threshold()
+            return
         snap = self._selected()
         if snap is None:
             return
@@ -429,6 +496,100 @@ class MainScreen(Screen):
             self.notify("values applied to the form; Ctrl+R runs it")
 
         self.app.push_screen(screen_cls(job_dir=job_dir), apply)
+
+    # ---- threshold picker --------------------------------------------------------
+    def action_threshold(self) -> None:
+        """Compute the form's job's threshold curve on a sample (thread worker), then
+        show the picker; the picked value goes into the ``threshold`` field."""
+        name = self.job_name
+        form = self.query_one(ParamForm)
+        if name not in CURVE_JOBS:
+            self.notify(f"{name or 'this job'} has no threshold picker", severity="warning")
+            return
+        if form.params is None:
+            self.notify("fix the parameters first: " + (self.query_one("#form-status", Static).content or ""),
+                        severity="warning")
+            return
+        if self._curve_busy:
+            self.notify("the threshold curve is being computed", severity="warning")
+            return
+        if self.input_count == 0:
+            self.notify("no images in the selected folder", severity="warning")
+            return
+        self._curve_busy = True
+        form.loading = True
+        self.notify(f"computing the threshold curve ({form.params.method}) on a sample of {self.input_path.name}…",
+                    timeout=4)
+        self._compute_curve(name, self.input_path, form.params.model_copy(deep=True))
+
+    @work(thread=True, exclusive=True, group="curve")
+    def _compute_curve(self, name: str, input_path: Path, params) -> None:
+        from segdeck.core.errors import SegdeckError
+
+        module, _, attr = CURVE_JOBS[name].partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+            curve = fn(input_path, params)
+        except (ValueError, SegdeckError) as exc:
+            self.post_message(CurveReady(name, None, str(exc).strip().splitlines()[0] if str(exc).strip() else
+                                         type(exc).__name__))
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback in the UI
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self.post_message(CurveReady(name, None, f"{type(exc).__name__}: {first}".rstrip(": ")))
+        else:
+            self.post_message(CurveReady(name, curve, None))
+
+    def on_curve_ready(self, message: CurveReady) -> None:
+        from segdeck.tui.screens.threshold import ThresholdScreen
+
+        self._curve_busy = False
+        form = self.query_one(ParamForm)
+        form.loading = False
+        if message.error is not None or message.curve is None:
+            self.notify(f"no threshold curve: {message.error}", severity="error", timeout=8)
+            return
+        current = form.value(THRESHOLD_FIELD)
+        try:
+            screen = ThresholdScreen(message.curve, start=current if isinstance(current, (int, float)) else None)
+        except ValueError as exc:
+            self.notify(f"no threshold curve: {exc}", severity="error")
+            return
+        job = message.job
+
+        async def picked(value) -> None:
+            if value is None:
+                return
+            if self.job_name != job:
+                self.notify(f"the job changed: threshold {value:.4g} not applied", severity="warning")
+                return
+            self.query_one(ParamForm).apply_values({THRESHOLD_FIELD: float(value)})
+            self.notify(f"threshold {value:.4g} set; Ctrl+R runs the job")
+
+        self.app.push_screen(screen, picked)
+
+    # ---- models --------------------------------------------------------------------
+    def action_models(self) -> None:
+        """The model cache: state, downloads; Enter puts the model into the form's
+        ``model`` field (when the job has one)."""
+        from segdeck.tui.screens.models import ModelScreen
+
+        form = self.query_one(ParamForm)
+        spec = form.spec(MODEL_FIELD)
+        choices = [str(c) for c in spec.choices] if spec is not None and spec.kind == "choice" else None
+        current = form.raw_value(MODEL_FIELD) if spec is not None else None
+        job = self.job_name
+
+        def picked(name) -> None:
+            self._update_model_note()
+            if name is None or spec is None or self.job_name != job:
+                return
+            if choices is not None and name not in choices:
+                self.notify(f"{job} cannot use {name}", severity="warning")
+                return
+            form.apply_values({MODEL_FIELD: name})
+            self.notify(f"model {name} selected")
+
+        self.app.push_screen(ModelScreen(choices, None if current is None else str(current)), picked)
 
     def action_annotate(self) -> None:
         """Open ``segdeck annotate`` on the selected folder; its saved files go to the log."""
@@ -495,4 +656,4 @@ def annotate_line(raw: str) -> LogLine:
     return LogLine(_now(), text, level)
 
 
-__all__ = ["JOB_SCREENS", "MainScreen", "annotate_line"]
+__all__ = ["CURVE_JOBS", "JOB_SCREENS", "MODEL_FIELD", "CurveReady", "MainScreen", "annotate_line"]

@@ -18,12 +18,13 @@ import math
 
 from rich.table import Table
 from rich.text import Text
-from segdeck.core.cluster.threshold import ThresholdCurve
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from segdeck.core.cluster.threshold import ThresholdCurve
 
 
 class ThresholdScreen(ModalScreen[float | None]):

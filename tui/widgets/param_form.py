@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widget import Widget
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from segdeck.tui.launch import toml_value
@@ -91,6 +91,8 @@ class ParamForm(VerticalScroll):
         self._errs: dict[str, Static] = {}
         self._rows: dict[str, Widget] = {}
         self._sections: dict[str, Collapsible] = {}
+        self._notes: dict[str, Static] = {}
+        self._note_text: dict[str, tuple[str, bool]] = {}
 
     # ---- building ------------------------------------------------------------------
     async def set_model(self, model: type[BaseModel] | None, values: dict | None = None) -> None:
@@ -103,6 +105,7 @@ class ParamForm(VerticalScroll):
         self.specs = field_specs(model) if model is not None else []
         self._values = {s.name: s.default for s in self.specs}
         self._widgets, self._errs, self._rows, self._sections = {}, {}, {}, {}
+        self._notes, self._note_text = {}, {}
         _, self._method_sections = method_sections(self.specs)
         if model is None:
             self.params, self.errors = None, {}
@@ -168,9 +171,15 @@ class ParamForm(VerticalScroll):
         if rng:
             hint = f"{hint}  {rng}" if hint else rng
         err = Static("", classes="error", id=f"err-{fid}", markup=False)
+        note_text, note_bad = self._note_text.get(spec.name, ("", False))
+        note = Static(note_text, classes="note", id=f"note-{fid}", markup=False)
+        note.set_class(bool(note_text), "shown")
+        note.set_class(note_bad, "bad")
+        self._notes[spec.name] = note
         row = Vertical(
             Horizontal(Label(leaf, classes="field-name"), widget, classes="field-line"),
             Static(hint, classes="hint", markup=False),
+            note,
             err,
             classes="field",
             id=f"row-{fid}",
@@ -188,6 +197,26 @@ class ParamForm(VerticalScroll):
             return toml_value(value)
         except (TypeError, ValueError):
             return str(value)
+
+    def set_note(self, name: str, text: str, bad: bool = False) -> None:
+        """A line under field ``name`` (e.g. a model's cache state); ``""`` hides it."""
+        self._note_text[name] = (text, bad)
+        note = self._notes.get(name)
+        if note is None:
+            return
+        if str(note.content) != text:
+            note.update(text)
+        note.set_class(bool(text), "shown")
+        note.set_class(bad, "bad")
+
+    def spec(self, name: str) -> FieldSpec | None:
+        """The field spec named ``name`` (dotted), or None."""
+        return next((s for s in self.specs if s.name == name), None)
+
+    def raw_value(self, name: str) -> Any:
+        """The current, unvalidated value of a field (None for an unknown name)."""
+        spec = self.spec(name)
+        return None if spec is None else self._raw(spec)
 
     # ---- values --------------------------------------------------------------------
     def widget_for(self, name: str) -> Widget | None:

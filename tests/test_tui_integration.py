@@ -77,7 +77,7 @@ def near_dups(tmp_path):
 async def test_cluster_threshold_picker_and_run(near_dups):
     if "cluster" not in registry.job_names():
         pytest.skip("the cluster job is not importable in this install")
-    from textual.widgets import Select
+    from textual.widgets import Select, Static
 
     from segdeck.tui.app import SegdeckApp
     from segdeck.tui.screens.threshold import ThresholdScreen
@@ -98,6 +98,7 @@ async def test_cluster_threshold_picker_and_run(near_dups):
         await pilot.pause()
         assert not screen.query_one("#sec-dup").display and not screen.query_one("#sec-deep").display
         assert form.params.method == "phash" and form.params.threshold is None
+        assert "Ctrl+T" in str(screen.query_one("#note-p-threshold", Static).render())
         # "t" with the method select focused opens the picker too
         method.focus()
         await pilot.press("t")
@@ -146,6 +147,32 @@ async def test_cluster_threshold_picker_and_run(near_dups):
 
         report = json.loads((snap.job_dir / "clusters.json").read_text())
         assert report.get("threshold") == pytest.approx(auto) or f"{auto:g}" in snap.job_dir.name
+        # "t" on that job in the Jobs list: it was given its threshold, so no saved curve
+        jobs.focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: any("saved no threshold curve" in n for n in notes(app)), what="no curve")
+        # a job that chose its threshold itself saved its curve: "t" re-opens it, Enter
+        # puts its method and the picked threshold into the form
+        from segdeck.core.cluster.job import ClusterJob, ClusterParams
+        from segdeck.core.jobs.runner import run_job
+        from segdeck.tui.screens.threshold import JobThresholdScreen
+
+        auto_dir = near_dups.parent / "auto-run"
+        run_job(ClusterJob(ClusterParams(method="minhash"), near_dups, auto_dir))
+        assert (auto_dir / "threshold_curve.json").is_file()
+        screen.watcher.add(auto_dir)
+        await wait_for(pilot, lambda: auto_dir.resolve() in jobs.snapshots, what="auto job listed")
+        jobs.select_job(auto_dir.resolve())
+        jobs.focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobThresholdScreen), what="saved curve")
+        saved = app.screen
+        assert saved.curve.method == "minhash"
+        await pilot.press("down")
+        picked = saved.threshold
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: form.params is not None and form.params.method == "minhash"
+                       and form.params.threshold == pytest.approx(picked, abs=1e-9), what="saved pick applied")
 
 
 @pytest.fixture
@@ -209,6 +236,14 @@ async def test_model_picker_states_and_offline_download(near_dups, model_dir):
                        what="model applied")
         assert screen.query_one("#p-model", Select).value == "sam-hq-vit_tiny"
         await wait_for(pilot, lambda: "cached ✓" in str(note.render()), what="cached note")
+        # "m" from the model field itself
+        screen.query_one("#p-model", Select).focus()
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.rows, what="picker again")
+        assert app.screen.highlighted == "sam-hq-vit_tiny"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ModelScreen), what="closed")
+        assert form.params.model == "sam-hq-vit_tiny"
 
 
 @pytest.mark.asyncio

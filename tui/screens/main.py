@@ -15,7 +15,8 @@ Integration hooks
     into the form's ``threshold`` field (``Ctrl+R`` then runs it).
 ``JOB_SCREENS``
     job name -> ``"module:Class"`` of a screen opened with ``t`` on a selected job of
-    that name (when the form's job has no curve). The class is called as
+    that name (when the Jobs list has the focus, or the form's job has no curve; for
+    ``cluster``: the curve the job saved, to pick a threshold for a re-run). The class is called as
     ``Class(job_dir=Path)``; when it is dismissed with a dict, the dict (nested, like a
     preset) is applied to the form of that job so the user can re-run with the picked
     values (``Ctrl+R``).
@@ -55,7 +56,9 @@ CURVE_JOBS: dict[str, str] = {
     "cluster": "segdeck.core.cluster.job:sample_curve",
 }
 #: Screens offered with ``t`` for a selected job (see the module docstring).
-JOB_SCREENS: dict[str, str] = {}
+JOB_SCREENS: dict[str, str] = {
+    "cluster": "segdeck.tui.screens.threshold:JobThresholdScreen",
+}
 MODEL_FIELD = "model"
 THRESHOLD_FIELD = "threshold"
 ANNOTATE_MODE = "paint"
@@ -216,7 +219,12 @@ class MainScreen(Screen):
         self._applied_preset = "default" if "default" in self.presets else None
         if self._applied_preset:
             preset_select.value = "default"
-        await self.query_one(ParamForm).set_model(cls.Params if cls else None)
+        form = self.query_one(ParamForm)
+        await form.set_model(cls.Params if cls else None)
+        if name in CURVE_JOBS and form.spec(THRESHOLD_FIELD) is not None:
+            form.set_note(THRESHOLD_FIELD, "Ctrl+T: pick it from the curve of a sample; "
+                                           "empty = chosen automatically when the job runs")
+        self.refresh_bindings()
         self._update_run_state()
 
     @on(Select.Changed, "#preset-select")
@@ -263,8 +271,7 @@ class MainScreen(Screen):
         elif dl is not None and dl.state == "running":
             form.set_note(MODEL_FIELD, f"{name}: download {dl.text()}  (m: models)")
         else:
-            form.set_note(MODEL_FIELD, f"{name}: not cached, the job downloads it first (m: models, d there downloads it)",
-                          bad=True)
+            form.set_note(MODEL_FIELD, f"{name}: not cached; the job downloads it first (m: models, download)", bad=True)
 
     def _update_run_state(self) -> None:
         form = self.query_one(ParamForm)
@@ -468,7 +475,9 @@ class MainScreen(Screen):
     def action_job_tool(self) -> None:
         """The form's threshold picker (``CURVE_JOBS``) or else the tool screen registered
         for the selected job's kind (``JOB_SCREENS``)."""
-        if self.job_name in CURVE_JOBS:
+        jobs = self.query_one(JobList)
+        on_job = jobs.has_focus and jobs.selected_snapshot is not None and jobs.selected_snapshot.job in JOB_SCREENS
+        if self.job_name in CURVE_JOBS and not on_job:
             self.action_threshold()
             return
         snap = self._selected()
@@ -495,7 +504,17 @@ class MainScreen(Screen):
             self.query_one(ParamForm).apply_values(result)
             self.notify("values applied to the form; Ctrl+R runs it")
 
-        self.app.push_screen(screen_cls(job_dir=job_dir), apply)
+        try:
+            screen = screen_cls(job_dir=job_dir)
+        except (ValueError, OSError) as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.app.push_screen(screen, apply)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "threshold":  # dimmed in the footer for jobs without a curve
+            return True if self.job_name in CURVE_JOBS else None
+        return True
 
     # ---- threshold picker --------------------------------------------------------
     def action_threshold(self) -> None:

@@ -7,6 +7,9 @@ thresholds (highest on top, as the y axis of the seed's plot), bars the similar
 pairs (log scale); the line under the chart shows the estimated clusters, clustered
 images and pairs for the whole folder at the highlighted threshold.
 
+:class:`JobThresholdScreen` shows the curve a finished job saved in its folder
+(``threshold_curve.json``) and dismisses with ``{"method", "threshold"}`` for the form.
+
 Get a curve before the job runs with
 :func:`segdeck.core.cluster.job.sample_curve` (in a worker thread), then start the job
 with ``threshold`` set to the returned value.
@@ -14,7 +17,10 @@ with ``threshold`` set to the returned value.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
@@ -130,3 +136,36 @@ class ThresholdScreen(ModalScreen[float | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class JobThresholdScreen(ThresholdScreen):
+    """The threshold curve saved in a cluster job's folder, opened at the threshold the
+    job used; Enter dismisses with ``{"method": ..., "threshold": ...}`` (applied to the
+    form for a re-run), Escape with None.
+
+    Raises
+    ------
+    ValueError
+        The folder has no readable ``threshold_curve.json`` (the job was given a
+        threshold, or its method has no curve).
+    """
+
+    def __init__(self, job_dir: str | Path):
+        from segdeck.core.cluster.threshold import CURVE_JSON
+
+        path = Path(job_dir) / CURVE_JSON
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ValueError(f"{Path(job_dir).name} saved no threshold curve "
+                             "(its threshold was given, or its method has none)") from None
+        names = {f.name for f in dataclasses.fields(ThresholdCurve)}
+        chosen = data.get("chosen")
+        try:
+            curve = ThresholdCurve.from_dict({k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise ValueError(f"{path}: not a threshold curve ({exc})") from None
+        super().__init__(curve, start=chosen if isinstance(chosen, (int, float)) else None)
+
+    def action_accept(self) -> None:
+        self.dismiss({"method": self.curve.method, "threshold": float(self.threshold)})

@@ -175,6 +175,46 @@ async def test_cluster_threshold_picker_and_run(near_dups):
                        and form.params.threshold == pytest.approx(picked, abs=1e-9), what="saved pick applied")
 
 
+def slow_curve(input_path, params, emit=None):
+    """A stand-in for ``sample_curve`` that takes 20 s unless stopped through ``emit``."""
+    from segdeck.core.jobs.events import Progress
+
+    for k in range(400):
+        emit(Progress(what="threshold sample", done=k + 1, total=400))
+        time.sleep(0.05)
+    raise AssertionError("the curve was not stopped")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_threshold_curve_progress_and_escape(near_dups, monkeypatch):
+    if "cluster" not in registry.job_names():
+        pytest.skip("the cluster job is not importable in this install")
+    from textual.widgets import Select, Static
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.screens import main as main_screen
+    from segdeck.tui.screens.threshold import ThresholdScreen
+
+    monkeypatch.setitem(main_screen.CURVE_JOBS, "cluster", f"{__name__}:slow_curve")
+    app = SegdeckApp(near_dups)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await choose_job(app, pilot, "cluster")
+        screen.query_one("#p-method", Select).value = "ssim"
+        await pilot.pause()
+        screen.query_one("#folders").focus()
+        await pilot.press("ctrl+t")
+        status = screen.query_one("#form-status", Static)
+        await wait_for(pilot, lambda: "threshold sample" in str(status.render()), what="curve progress")
+        assert form.loading
+        await pilot.press("ctrl+t")  # a second request while busy is refused
+        await wait_for(pilot, lambda: any("being computed" in n for n in notes(app)), what="busy")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: any("threshold curve stopped" in n for n in notes(app)), what="stopped")
+        assert not form.loading and not isinstance(app.screen, ThresholdScreen)
+        assert "ready" in str(status.render())
+
+
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     from segdeck.tui import models as downloads

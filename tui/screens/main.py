@@ -8,8 +8,10 @@ Integration hooks
 -----------------
 ``CURVE_JOBS``
     job name -> ``"module:function"`` computing a threshold curve before the job runs,
-    called (in a thread worker) as ``function(input_path, params)`` with the form's
-    validated params; it raises ``ValueError`` when the chosen method has no threshold.
+    called (in a thread worker) as ``function(input_path, params, emit=callback)`` with
+    the form's validated params (``callback`` takes ``Progress`` events, shown in the
+    status line; it raises to stop the computation when the user presses Esc); it
+    raises ``ValueError`` when the chosen method has no threshold.
     ``Ctrl+T`` (or ``t`` outside a text field) on the form of such a job shows the curve
     in :class:`~segdeck.tui.screens.threshold.ThresholdScreen`; the picked value goes
     into the form's ``threshold`` field (``Ctrl+R`` then runs it).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,17 @@ class CurveReady(Message):
 
 
 @dataclass
+class CurveProgress(Message):
+    """Progress of the threshold curve's sample (one line for the status bar)."""
+
+    text: str
+
+
+class _CurveCancelled(Exception):
+    """Raised from the progress callback when the user stops the curve."""
+
+
+@dataclass
 class AnnotateOutput(Message):
     """Lines from an annotation process (``level`` error for its failures)."""
 
@@ -111,6 +125,7 @@ class MainScreen(Screen):
         Binding("ctrl+t", "threshold", "Threshold picker", priority=True),
         Binding("t", "job_tool", "Threshold picker / job tool", show=False),
         Binding("m", "models", "Models"),
+        Binding("escape", "cancel_curve", "Stop the threshold curve", show=False),
         Binding("f5", "rescan", "Rescan folders and jobs", show=False),
         Binding("f", "focus('folders')", "Focus folders", show=False),
         Binding("p", "focus('form')", "Focus parameters", show=False),
@@ -130,6 +145,7 @@ class MainScreen(Screen):
         self.presets: dict[str, dict] = {}
         self._applied_preset: str | None = None
         self._curve_busy = False
+        self._curve_cancel = threading.Event()
         self._downloads_running = False
 
     # ---- layout ----------------------------------------------------------------------
@@ -544,19 +560,44 @@ class MainScreen(Screen):
     @work(thread=True, exclusive=True, group="curve")
     def _compute_curve(self, name: str, input_path: Path, params) -> None:
         from segdeck.core.errors import SegdeckError
+        from segdeck.core.jobs.events import Progress
+
+        cancel = self._curve_cancel
+        cancel.clear()
+        last = [-1]
+
+        def emit(event) -> None:
+            if cancel.is_set():
+                raise _CurveCancelled
+            if isinstance(event, Progress) and event.total:
+                pct = int(100 * event.done / event.total)
+                if pct != last[0]:
+                    last[0] = pct
+                    self.post_message(CurveProgress(f"{event.what}: {event.done:g}/{event.total:g} (Esc stops)"))
 
         module, _, attr = CURVE_JOBS[name].partition(":")
         try:
             fn = getattr(importlib.import_module(module), attr)
-            curve = fn(input_path, params)
+            curve = fn(input_path, params, emit=emit)
+        except _CurveCancelled:
+            self.post_message(CurveReady(name, None, None))
         except (ValueError, SegdeckError) as exc:
-            self.post_message(CurveReady(name, None, str(exc).strip().splitlines()[0] if str(exc).strip() else
-                                         type(exc).__name__))
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.post_message(CurveReady(name, None, first))
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback in the UI
             first = (str(exc).strip().splitlines() or [""])[0]
             self.post_message(CurveReady(name, None, f"{type(exc).__name__}: {first}".rstrip(": ")))
         else:
             self.post_message(CurveReady(name, curve, None))
+
+    def on_curve_progress(self, message: CurveProgress) -> None:
+        if self._curve_busy:
+            self.query_one("#form-status", Static).update(message.text)
+
+    def action_cancel_curve(self) -> None:
+        """Esc while the threshold curve is computed: stop it."""
+        if self._curve_busy:
+            self._curve_cancel.set()
 
     def on_curve_ready(self, message: CurveReady) -> None:
         from segdeck.tui.screens.threshold import ThresholdScreen
@@ -564,6 +605,10 @@ class MainScreen(Screen):
         self._curve_busy = False
         form = self.query_one(ParamForm)
         form.loading = False
+        self._update_run_state()
+        if message.error is None and message.curve is None:
+            self.notify("threshold curve stopped", severity="warning")
+            return
         if message.error is not None or message.curve is None:
             self.notify(f"no threshold curve: {message.error}", severity="error", timeout=8)
             return

@@ -104,7 +104,8 @@ def test_run_at_working_size_nearest_and_shape():
     edge_cols = np.flatnonzero((out == 0).all(axis=0))
     assert len(edge_cols) == 4  # one working pixel = 4 full-resolution pixels
     assert working_shape((300, 400, 3), None) == (300, 400)
-    assert working_shape((10, 40000), 1000) == (1, 1000)
+    assert working_shape((10, 40000), 1000) == (64, 1000)  # short side stretched to MIN_SIDE
+    assert working_shape((3000, 4000), 1024) == (768, 1024)
     with pytest.raises(RuntimeError):
         run_at_working_size(lambda s: np.zeros((3, 3), np.int32), img, 100)
 
@@ -148,3 +149,30 @@ def test_kmeans_is_reproducible():
     a = oversegment.segment(img, "kmeans", {"k": 4, "seed": 3}, max_side=None)
     b = oversegment.segment(img, "kmeans", {"k": 4, "seed": 3}, max_side=None)
     np.testing.assert_array_equal(a, b)
+
+
+TINY_SCRIPT = """
+import numpy as np
+from segdeck.core import oversegment
+rng = np.random.default_rng(0)
+for shape in [(1, 1), (2, 3), (1, 500), (16, 16), (3, 40), (40, 7)]:
+    for const in (False, True):
+        img = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+        if const:
+            img[:] = 77
+        for method in oversegment.method_names():
+            labels = oversegment.segment(img, method)
+            assert labels.shape == shape and labels.min() >= 0 and labels.max() >= 1, (shape, method)
+print("ok")
+"""
+
+
+@pytest.mark.timeout(240)
+def test_tiny_and_flat_images_do_not_crash_the_process():
+    # OpenCV's superpixel code segfaults or hangs on images a few pixels across; run
+    # in a child process so that a crash is a test failure, not a dead test session
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", TINY_SCRIPT], capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stderr[-2000:])

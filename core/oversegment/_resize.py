@@ -6,6 +6,10 @@ the label map is scaled back up with nearest-neighbour lookup, which never inven
 labels and keeps every label (including the 0 = edge label) that the method
 produced. An edge line one working pixel wide becomes ``1 / scale`` full-resolution
 pixels wide: the same fraction of the picture as at the working size.
+
+Tiny images go the other way: a side shorter than :data:`MIN_SIDE` is stretched to it
+before the method runs (OpenCV's superpixel code crashes the process, or never returns,
+on images a few pixels across), and the labels are sampled back down.
 """
 
 from __future__ import annotations
@@ -16,22 +20,28 @@ import numpy as np
 
 from segdeck.core.oversegment._labels import relabel
 
+#: Shortest side a method ever sees, in pixels (smaller sides are stretched to it).
+MIN_SIDE = 64
 
-def working_shape(shape: tuple[int, ...], max_side: int | None) -> tuple[int, int]:
+
+def working_shape(shape: tuple[int, ...], max_side: int | None, min_side: int = MIN_SIDE) -> tuple[int, int]:
     """(height, width) at which a method runs for an image of ``shape`` (H, W, ...).
 
-    The aspect ratio is kept, each side is at least 1 pixel; images already within
-    ``max_side`` (or ``max_side`` None) keep their size.
+    The longest side is brought down to ``max_side`` keeping the aspect ratio (images
+    already within it, or ``max_side`` None, keep their size); then any side shorter
+    than ``min_side`` is stretched to ``min_side`` on its own.
     """
     h, w = int(shape[0]), int(shape[1])
-    if max_side is None or max(h, w) <= max_side:
-        return h, w
-    scale = max_side / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    if max_side is not None and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        h, w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    return max(h, min_side), max(w, min_side)
 
 
 def upscale_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label map to ``shape`` (H, W), pixel-centre aligned.
+
+    Upscaling keeps every label; downscaling (a stretched tiny image) may drop some.
 
     Parameters
     ----------
@@ -64,6 +74,7 @@ def run_at_working_size(
     image : ndarray of shape (H, W, 3), uint8 RGB
     max_side : int or None
         Longest side of the working image in pixels; None runs at full resolution.
+        Sides below :data:`MIN_SIDE` are stretched to it.
 
     Returns
     -------
@@ -79,8 +90,14 @@ def run_at_working_size(
 
     h, w = image.shape[:2]
     wh, ww = working_shape(image.shape, max_side)
-    small = image if (wh, ww) == (h, w) else cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
-    labels = np.asarray(fn(np.ascontiguousarray(small)))
+    if (wh, ww) == (h, w):
+        work = image
+    else:
+        shrink = wh <= h and ww <= w
+        work = cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    labels = np.asarray(fn(np.ascontiguousarray(work)))
     if labels.shape != (wh, ww):
         raise RuntimeError(f"segmenter returned labels of shape {labels.shape} for an image of {(wh, ww)}")
-    return upscale_labels(relabel(labels), (h, w))
+    if wh <= h and ww <= w:
+        return upscale_labels(relabel(labels), (h, w))
+    return relabel(upscale_labels(labels, (h, w)))  # sampled down: some labels may be gone

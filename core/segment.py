@@ -28,7 +28,13 @@ from segdeck.core.oversegment.graph import Params as GraphParams
 from segdeck.core.oversegment.kmeans import Params as KmeansParams
 from segdeck.core.oversegment.quickshift import Params as QuickshiftParams
 from segdeck.core.oversegment.slic_kmeans import Params as SlicKmeansParams
-from segdeck.core.oversegment.superpixel import LscParams, MslicParams, SeedsParams, SlicoParams, SlicParams
+from segdeck.core.oversegment.superpixel import (
+    LscParams,
+    MslicParams,
+    SeedsParams,
+    SlicoParams,
+    SlicParams,
+)
 from segdeck.core.params import JobParams
 from segdeck.core.regions import RegionFilterParams
 

@@ -94,6 +94,14 @@ async def test_cluster_threshold_picker_and_run(near_dups):
         assert not isinstance(app.screen, ThresholdScreen)
         assert not form.loading
         method = screen.query_one("#p-method", Select)
+        # deep: its section opens with its fields (a list field among them), no curve
+        method.value = "deep"
+        await wait_for(pilot, lambda: screen.query_one("#sec-deep").display and form.widget_for("deep.algorithms")
+                       is not None, what="deep section")
+        assert not screen.query_one("#sec-dup").display and form.params is not None
+        assert form.launch_values()["deep.algorithms"] == list(form.params.deep.algorithms)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: any("method deep does not use" in n for n in notes(app)), what="deep refusal")
         method.value = "phash"
         await pilot.pause()
         assert not screen.query_one("#sec-dup").display and not screen.query_one("#sec-deep").display

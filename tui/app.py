@@ -12,7 +12,10 @@ from segdeck.tui.screens.main import MainScreen
 
 HELP_EXTRA = (
     "Jobs run as their own processes (segdeck run …): quitting the TUI leaves them running; "
-    "the job list finds them again in the *.segdeck output folders next to your images."
+    "the job list finds them again in the *.segdeck output folders next to your images. "
+    "cluster: Ctrl+T computes the threshold curve on a sample and puts the picked threshold "
+    "into the form (t on a finished cluster job re-opens the curve it saved). "
+    "Jobs with a model field: m lists the models with their cache state; d there downloads one."
 )
 
 

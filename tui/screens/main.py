@@ -645,7 +645,10 @@ class MainScreen(Screen):
 
         def picked(name) -> None:
             self._update_model_note()
-            if name is None or spec is None or self.job_name != job:
+            if name is None or self.job_name != job:
+                return
+            if spec is None:
+                self.notify(f"{job or 'this job'} has no {MODEL_FIELD} field", severity="warning")
                 return
             if choices is not None and name not in choices:
                 self.notify(f"{job} cannot use {name}", severity="warning")

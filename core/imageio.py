@@ -234,6 +234,8 @@ def load_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError(path, f"broken symbolic link (points to {os.readlink(path)})") from None
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"cannot access file ({exc.strerror})") from None

@@ -134,7 +134,7 @@ def test_bad_files_raise_one_line_errors(tmp_path):
     assert "truncated" in reasons["truncated.jpg"]
     assert "empty" in reasons["empty.png"]
     assert "not an image" in reasons["text.png"]
-    assert "not found" in reasons["dangling.jpg"] and "not found" in reasons["missing.png"]
+    assert "broken symbolic link" in reasons["dangling.jpg"] and "not found" in reasons["missing.png"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode; the dangling-symlink case covers unreadable files")

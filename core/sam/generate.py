@@ -25,7 +25,7 @@ from segdeck.core.sam.params import GeneratorParams
 
 #: Prompts decoded together inside one ``points_per_batch`` batch (cache-friendly size;
 #: does not change results).
-DECODE_CHUNK = 16
+DECODE_CHUNK = 4
 #: Full-resolution logits materialised at once (masks), bounds memory.
 UPSAMPLE_CHUNK = 24
 

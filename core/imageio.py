@@ -30,6 +30,10 @@ JOB_MARKER = "job.toml"
 #: possible decompression bombs. 200 MP covers every camera sensor in use.
 MAX_PIXELS = 200_000_000
 
+#: The process umask, read once: mkstemp creates files 0600, outputs should get 0666 & ~umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def is_image_path(path: str | Path) -> bool:
     """True when the file name has one of the supported suffixes (case-insensitive)."""
@@ -299,6 +303,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())

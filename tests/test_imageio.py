@@ -212,6 +212,11 @@ def test_atomic_write_leaves_nothing_when_the_writer_raises(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["r.png"]
 
 
+def test_atomic_write_gets_umask_permissions_not_mkstemp_private(tmp_path):
+    dest = imageio.write_bytes_atomic(tmp_path / "shared.csv", b"x")
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~imageio._UMASK
+
+
 def test_label_map_round_trip(tmp_path):
     small = np.arange(12, dtype=np.int32).reshape(3, 4)
     imageio.write_label_map(tmp_path / "s.png", small)

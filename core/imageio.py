@@ -405,8 +405,8 @@ def flatten_name(path: str | Path, root: str | Path) -> str:
     """
     path, root = Path(path), Path(root)
     if root.is_dir():
-        try:
-            rel = path.resolve().relative_to(root.resolve())
+        try:  # abspath, not resolve: a symlink keeps its own name (no collision with its target)
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
         except ValueError:
             rel = Path(path.name)
     else:

@@ -232,3 +232,14 @@ def test_label_map_round_trip(tmp_path):
 def test_flatten_name(tmp_path):
     (tmp_path / "a" / "b c").mkdir(parents=True)
     assert imageio.flatten_name(tmp_path / "a" / "b c" / "ü.jpg", tmp_path) == "a__b c__ü.jpg"
+
+
+def test_flatten_name_keeps_symlink_names_apart(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "link.jpg").symlink_to("a.jpg")
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.mkdir()
+    (outside / "a.jpg").write_bytes(b"y")
+    (tmp_path / "sub").symlink_to(outside)
+    names = [imageio.flatten_name(p, tmp_path) for p in (tmp_path / "a.jpg", tmp_path / "link.jpg", tmp_path / "sub" / "a.jpg")]
+    assert names == ["a.jpg", "link.jpg", "sub__a.jpg"]

@@ -73,6 +73,10 @@ def test_run_resume_and_errors(folder):
     assert find_job_dirs(folder) == [job_dir.resolve()]
     # output folders are not inputs
     assert all(".segdeck" not in str(p) for p in imageio.discover(folder.parent))
+    # the user deletes the bad file: the job is done, not failed forever
+    (folder / "bad.png").unlink()
+    summary3 = run_job(MeanJob(params, folder, job_dir))
+    assert summary3.status == "done" and summary3.exit_code == 0
 
 
 def test_cancel_stops_after_current_item(folder):

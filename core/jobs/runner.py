@@ -278,9 +278,9 @@ def run_job(
         except Exception as exc:  # noqa: BLE001
             logger.error("finalize failed:\n%s", traceback.format_exc())
             emit(Message(text=f"writing the per-job outputs failed: {_one_line(exc)}", level="error"))
-        with db_lock:
-            c = manifest.counts()
-        status = "cancelled" if cancelled else ("failed" if c.failed else "done")
+        with db_lock:  # only items still in the input count: a bad file the user deleted is no failure
+            still_failed = {r.item for r in manifest.records() if r.state == "failed"} & set(items)
+        status = "cancelled" if cancelled else ("failed" if still_failed else "done")
         seconds = time.time() - t0
         emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds))
         return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds)

@@ -102,3 +102,15 @@ def test_stale_temp_files_removed(folder):
     (job_dir / ".a.png.abc.tmp.txt").write_text("half")
     run_job(MeanJob(params, folder, job_dir))
     assert not list(Path(job_dir).glob(".*.tmp*"))
+
+
+def test_find_job_dirs_from_inside_the_input_folder_and_for_a_single_file(folder, monkeypatch):
+    params = MeanParams(scale=4)
+    job_dir = job_dir_for(MeanJob, params, folder, None)
+    run_job(MeanJob(params, folder, job_dir))
+    one = folder / "a.png"
+    one_dir = job_dir_for(MeanJob, params, one, None)
+    run_job(MeanJob(params, one, one_dir))
+    monkeypatch.chdir(folder)
+    assert job_dir.resolve() in find_job_dirs(Path("."))  # `segdeck jobs` with no folder
+    assert one_dir.resolve() in find_job_dirs(one)  # a.png's jobs live in a.segdeck, not a.png.segdeck

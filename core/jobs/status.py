@@ -12,8 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdeck.core.imageio import OUTPUT_ROOT_SUFFIX
-from segdeck.core.jobs.base import JOB_TOML
+from segdeck.core.jobs.base import JOB_TOML, default_output_root
 from segdeck.core.jobs.events import JobFinished, JobStarted, read_events
 from segdeck.core.jobs.manifest import Counts, Manifest
 
@@ -121,8 +120,7 @@ def find_job_dirs(*roots: str | Path, max_depth: int = 3) -> list[Path]:
     for root in roots:
         root = Path(root)
         scan(root, max_depth)
-        sibling = root.parent / f"{root.name}{OUTPUT_ROOT_SUFFIX}"
-        scan(sibling, 2)
+        scan(default_output_root(root), 2)  # the runner's rule: "." and single files included
     return sorted(found, key=lambda p: (p / JOB_TOML).stat().st_mtime, reverse=True)
 
 

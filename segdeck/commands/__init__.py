@@ -8,8 +8,10 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 2) -> int:
-    """Print one red line to stderr and return ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print one red line to stderr and return ``code`` (``message`` is plain text, not markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return code
 
 

@@ -86,6 +86,8 @@ def _params(method: str, sets: list[str]):
 
 
 def run(args) -> int:
+    from rich.markup import escape
+
     from segdeck.annotate.app import AUTO_SAM, INTERACTIVE_SOURCES, Options, run_annotate
     from segdeck.annotate.gui import check_display, parse_size
     from segdeck.annotate.keymap import KeymapError, load_keymap
@@ -147,7 +149,7 @@ def run(args) -> int:
     opts = Options(mode=mode, method=method, params=params, out_dir=out_dir, root=src,
                    max_side=args.max_side, max_window=max_window, keymap=keymap, template=template,
                    engine=engine, frames_log=Path(args.frames_log) if args.frames_log else None)
-    err_console.print(f"annotating {len(paths)} image(s) with {method}; saving to {out_dir}", highlight=False,
+    err_console.print(f"annotating {len(paths)} image(s) with {method}; saving to {escape(str(out_dir))}", highlight=False,
                       soft_wrap=True)
     return run_annotate(paths, opts)
 

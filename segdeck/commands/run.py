@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from rich.markup import escape
+
     from segdeck.core.errors import SegdeckError
     from segdeck.core.jobs.registry import get_job_class
     from segdeck.core.jobs.runner import job_dir_for, run_job
@@ -96,13 +98,16 @@ def run(args) -> int:
     except SegdeckError as exc:
         close()
         return fail(str(exc))
+    except OSError as exc:  # the job folder cannot be created or written (--out on a read-only disk)
+        close()
+        return fail(f"cannot write the job folder {job_dir}: {exc.strerror or exc}")
     close()
     if summary.status == "error":
         return fail(summary.error or "the job could not start")
     colour = {"done": "green", "failed": "yellow", "cancelled": "yellow"}.get(summary.status, "red")
     err_console.print(
         f"[{colour}]{summary.status}[/]: {summary.done} done, {summary.failed} failed, "
-        f"{summary.skipped} already done, {summary.seconds:.1f} s -> {summary.job_dir}"
+        f"{summary.skipped} already done, {summary.seconds:.1f} s -> {escape(str(summary.job_dir))}"
     )
     return summary.exit_code
 
@@ -118,7 +123,15 @@ def _json_sink():
 
 
 def _rich_sink(job_name: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from segdeck.core.jobs.events import ItemDone, ItemFailed, JobStarted, Message
     from segdeck.core.jobs.events import Progress as ProgressEvent
@@ -135,17 +148,15 @@ def _rich_sink(job_name: str):
         if isinstance(event, JobStarted):
             state["task"] = progress.add_task(job_name, total=event.todo, note="")
         elif isinstance(event, ItemDone) and state["task"] is not None:
-            progress.update(state["task"], advance=1, note=event.item[-40:])
+            progress.update(state["task"], advance=1, note=escape(event.item[-40:]))
         elif isinstance(event, ItemFailed):
-            from rich.markup import escape
-
             text = event.error if event.item in event.error else f"{event.item}: {event.error}"
             progress.console.print(f"[red]failed[/] {escape(text)}", soft_wrap=True)
             if state["task"] is not None:
                 progress.update(state["task"], advance=1)
         elif isinstance(event, Message):
             style = {"warning": "yellow", "error": "red"}.get(event.level, "dim")
-            progress.console.print(f"[{style}]{event.text}[/]", soft_wrap=True)
+            progress.console.print(f"[{style}]{escape(event.text)}[/]", soft_wrap=True)
         elif isinstance(event, ProgressEvent):
             tid = state["sub"].get(event.what)
             if tid is None:

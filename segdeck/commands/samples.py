@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from rich.markup import escape
+
     from segdeck.core.samples import write_samples
 
     dest = Path(args.dir)
@@ -32,5 +34,5 @@ def run(args) -> int:
         for sample, was_written in results:
             state = "[green]wrote[/]" if was_written else "[dim]kept [/]"
             err_console.print(f"{state} {sample.name}  [dim]({sample.kind}: {sample.source})[/]", soft_wrap=True)
-    err_console.print(f"{len(results)} sample files in {dest} ({written} written, {len(results) - written} already there)")
+    err_console.print(f"{len(results)} sample files in {escape(str(dest))} ({written} written, {len(results) - written} already there)")
     return 0

@@ -200,6 +200,8 @@ def load_presets(job_name: str) -> dict[str, dict]:
         if path.is_file():
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ParamsError(f"{path}: cannot read presets ({exc})") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ParamsError(f"{path}: invalid TOML ({exc})") from None
             for name, table in data.items():
@@ -273,6 +275,10 @@ def resolve(
             loaded = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ParamsError(f"config file {path} not found") from None
+        except OSError as exc:  # a folder, no permission
+            raise ParamsError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ParamsError(f"config file {path} is not a TOML text file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ParamsError(f"{path}: invalid TOML ({exc})") from None
         if "params" in loaded and isinstance(loaded["params"], dict):

@@ -241,3 +241,19 @@ def test_resume_after_sigkill(tmp_path):
     assert not [p for p in tmp_path.rglob(".*.tmp*")]
     coco = json.loads((job_dir / "coco.json").read_text())
     assert len(coco["images"]) == n
+
+
+def test_params_precedence_and_config_errors(tmp_path):
+    from segdeck.core.errors import ParamsError
+
+    cfg = tmp_path / "job.toml"
+    cfg.write_text('job = "segment"\n[params]\nmethod = "slic"\nmax_side = 300\n[params.slic]\nregion_size = 31\n')
+    p = resolve(SegmentParams, "segment", preset="dark-regions", config=cfg,
+                sets=["max_side=400", "slic.ruler=12.5"], overrides={"max_side": 500})
+    assert p.method == "slic" and p.filters.enabled  # config over preset, preset over defaults
+    assert p.slic.region_size == 31 and p.slic.ruler == 12.5 and p.max_side == 500  # --set over config, options over --set
+    for bad, why in ((tmp_path, "cannot read"), (tmp_path / "x.png", "not a TOML text file")):
+        if why != "cannot read":
+            bad.write_bytes(b"\x89PNG\xff\xfe")
+        with pytest.raises(ParamsError, match=why):
+            resolve(SegmentParams, "segment", config=bad)

@@ -80,6 +80,28 @@ def test_dup_job_end_to_end_and_incremental_rerun(folder, tmp_path, monkeypatch)
     assert (job_dir2 / report2["files"]["g1/orig.jpg"] / "g1__orig.jpg").is_symlink()
 
 
+def test_feature_cache_opened_once_by_concurrent_loaders(folder):
+    import threading
+
+    src, _ = folder
+    params = ClusterParams()
+    job = ClusterJob(params, src, job_dir_for(ClusterJob, params, src, None))
+    start = threading.Barrier(8)
+    got = []
+
+    def grab():
+        start.wait()
+        got.append(job.cache)
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(c is got[0] for c in got)  # one connection, no "database is locked"
+    job.cache.close()
+
+
 def test_seed_method_with_auto_threshold_writes_curve(folder):
     src, groups = folder
     events = []

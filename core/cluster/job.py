@@ -28,12 +28,14 @@ threshold instead, searched with an HNSW index).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+
 from segdeck.core.cluster.dedup import DupParams
 from segdeck.core.cluster.deep import DeepParams
 from segdeck.core.jobs.base import Job
@@ -103,15 +105,19 @@ class ClusterJob(Job):
     def __init__(self, params, input_path, job_dir):
         super().__init__(params, input_path, job_dir)
         self._cache = None
+        self._cache_lock = threading.Lock()
         self._model = None
         self._model_digest = ""
 
     @property
     def cache(self):
-        if self._cache is None:
-            from segdeck.core.cluster.cache import CACHE_NAME, FeatureCache
+        # the prefetch threads reach here together on the first items: open the file once
+        # (two connections switching a new file to WAL at once fail with "database is locked")
+        with self._cache_lock:
+            if self._cache is None:
+                from segdeck.core.cluster.cache import CACHE_NAME, FeatureCache
 
-            self._cache = FeatureCache(self.job_dir.parent / CACHE_NAME, commit_every=200)
+                self._cache = FeatureCache(self.job_dir.parent / CACHE_NAME, commit_every=200)
         return self._cache
 
     def setup(self, emit) -> None:

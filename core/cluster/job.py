@@ -156,7 +156,7 @@ class ClusterJob(Job):
                     used.append(item)
                 except Exception:  # noqa: BLE001 - unreadable files fail later, per item
                     continue
-                if k % 50 == 0:
+                if k % 50 == 0 or k == len(items) - 1:  # the bar ends at n/n
                     emit(Progress(what="load training images", done=k + 1, total=len(items)))
             if not images:
                 raise SetupError("no readable image to train the autoencoder on")

@@ -67,6 +67,7 @@ def _iou(a, b) -> float:
 
 def setup_model(workdir: Path):
     import torch
+
     from segdeck.core import models as M
     from segdeck.core.sam.loading import build_empty, save_checkpoint
 
@@ -89,6 +90,7 @@ def setup_model(workdir: Path):
 def bench_clicks(name: str, n_clicks: int) -> None:
     import cv2
     import skimage.data
+
     from segdeck.core.sam import open_engine
 
     eng = open_engine(name, "cpu")
@@ -131,6 +133,7 @@ def bench_clicks(name: str, n_clicks: int) -> None:
 
 def bench_batch(name: str, n_images: int, pps: int, box_nms: float, workdir: Path) -> None:
     import torch
+
     from segdeck.core import imageio
     from segdeck.core.jobs.registry import get_job_class
     from segdeck.core.jobs.runner import job_dir_for, run_job

@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, create_model
+
 from segdeck.core import outputs
 from segdeck.core.jobs.base import Job
 from segdeck.core.jobs.events import Message, Sink

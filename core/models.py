@@ -306,6 +306,7 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
         or a downloaded file that does not verify (the ``.part`` file is removed).
     """
     import requests
+
     from segdeck.core.jobs.events import Progress
 
     spec = get_spec(name)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from segdeck.core import models as M
 from segdeck.core.jobs.registry import get_job_class
 from segdeck.core.params import field_specs, resolve
@@ -40,6 +41,7 @@ def test_params_presets_and_fields():
 def _folder(tmp_path):
     import cv2
     import skimage.data
+
     from segdeck.core import imageio
 
     d = tmp_path / "photos"
@@ -69,9 +71,10 @@ def test_offline_job_stops_before_first_image(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_automask_job_end_to_end(tmp_path):
     pytest.importorskip("segment_anything_hq")
+    from test_sam import install_random_model, restore_spec
+
     from segdeck.core.jobs.runner import job_dir_for, run_job
     from segdeck.core.sam import clear_engine_cache
-    from test_sam import install_random_model, restore_spec
 
     mp = pytest.MonkeyPatch()
     mp.setenv(M.ENV_MODEL_DIR, str(tmp_path / "models"))

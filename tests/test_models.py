@@ -11,6 +11,7 @@ import sys
 import threading
 
 import pytest
+
 from segdeck.core import models as M
 from segdeck.core.errors import SetupError
 from segdeck.core.jobs.events import Progress

@@ -201,6 +201,7 @@ def test_predict_before_set_image(env):
 
 def test_generate_matches_official_generator(engine):
     from pycocotools import mask as mask_utils
+
     from segdeck.core.sam import GeneratorParams
 
     eng, _, img = engine

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from segdeck.core.errors import SetupError
 from segdeck.core.sam.params import GeneratorParams
 
@@ -280,6 +281,7 @@ class SamEngine:
         self._state: _ImageState | None = None
         self._memory: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.RLock()
+        self._bufs: dict = {}  # scratch tensors of the decoder (used under self._lock)
         self.disk_cache = True
 
     # ---- embeddings -----------------------------------------------------------------
@@ -657,13 +659,11 @@ class Sam2Engine(SamEngine):
         mt = hs[:, 1:]
         hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
         ex = state.extra
-        if B == 1:
-            masks = upscale_masks(self._up, keys, hyper, ex["s0"], ex["s1"], ex["grid"])
-        else:  # one prompt at a time: its ~12 MB of upscaling stays in the CPU cache
-            masks = torch.cat([
-                upscale_masks(self._up, keys[i : i + 1], hyper[i : i + 1], ex["s0"], ex["s1"], ex["grid"])
-                for i in range(B)
-            ])
+        # one prompt at a time: its ~12 MB of upscaling stays in the CPU cache and reuses buffers
+        masks = torch.cat([
+            upscale_masks(self._up, keys[i : i + 1], hyper[i : i + 1], ex["s0"], ex["s1"], ex["grid"], self._bufs)
+            for i in range(B)
+        ]) if B > 1 else upscale_masks(self._up, keys, hyper, ex["s0"], ex["s1"], ex["grid"], self._bufs)
         iou = dec.iou_prediction_head(hs[:, 0])
         return masks, iou
 

@@ -169,9 +169,8 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     u = torch.einsum("bhtd,chd->bhtc", vh, wo) + (attn.out_proj.bias / H)
     u = u.reshape(B, H * T, C)
     pt = p.view(B, H * T, n).transpose(1, 2)
-    if residual is None:
-        return torch.bmm(pt, u)
-    return torch.baddbmm(residual.expand(B, -1, -1), pt, u)
+    out = torch.bmm(pt, u)
+    return out if residual is None else out.add_(residual)
 
 
 def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
@@ -271,7 +270,7 @@ def arrange_high_res(feat_s0, feat_s1, wts=None):
     return s0.contiguous(), s1.contiguous()
 
 
-def upscale_masks(wts, keys, hyper, s0, s1, hw):
+def upscale_masks(wts, keys, hyper, s0, s1, hw, bufs=None):
     """Mask logits from processed image tokens.
 
     Parameters
@@ -283,9 +282,13 @@ def upscale_masks(wts, keys, hyper, s0, s1, hw):
     hyper : torch.Tensor
         (B, M, c2) hypernetwork outputs (one row per mask token).
     s0, s1 : torch.Tensor
-        From :func:`arrange_high_res`.
+        From :func:`arrange_high_res` (with the biases added in).
     hw : tuple
         (h, w) token grid.
+    bufs : dict, optional
+        Scratch tensors reused between calls (B == 1): large fresh allocations cost page
+        faults on every call, and ``mm`` + in-place ``add_`` beats ``addmm`` with a full
+        bias matrix on CPU.
 
     Returns
     -------
@@ -299,17 +302,23 @@ def upscale_masks(wts, keys, hyper, s0, s1, hw):
     h, w = hw
     c1, c2 = wts["c1"], wts["c2"]
     ln = wts["ln"]
-    # s0 / s1 already hold the biases (arrange_high_res(..., wts))
-    if B == 1:
-        y = torch.addmm(s1[0], keys[0], wts["w1"]).view(1, N * 4, c1)
+    if B == 1 and bufs is not None:
+        def buf(name, *shape):
+            t = bufs.get(name)
+            if t is None or tuple(t.shape) != shape or t.dtype != keys.dtype or t.device != keys.device:
+                t = bufs[name] = torch.empty(shape, dtype=keys.dtype, device=keys.device)
+            return t
+
+        y = torch.mm(keys[0], wts["w1"], out=buf("y", N, 4 * c1)).add_(s1[0])
+        y = F.layer_norm(y.view(N * 4, c1), (c1,), ln.weight, ln.bias, ln.eps)
+        y = torch.ops.aten.gelu.out(y, out=buf("g", N * 4, c1))
+        z = torch.mm(y, wts["w2"], out=buf("z", N * 4, 4 * c2)).add_(s0[0])
+        z = torch.ops.aten.gelu.out(z, out=buf("zg", N * 4, 4 * c2)).view(1, N * 16, c2)
     else:
         y = (torch.matmul(keys, wts["w1"]) + s1).view(B, N * 4, c1)
-    y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-    if B == 1:
-        z = torch.addmm(s0[0], y[0].view(N * 4, c1), wts["w2"])
-    else:
+        y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
         z = torch.matmul(y.view(B, N * 4, c1), wts["w2"]) + s0
-    z = F.gelu(z).view(B, N * 16, c2)
+        z = F.gelu(z).view(B, N * 16, c2)
     m = torch.matmul(z, hyper.transpose(1, 2))  # (B, N*16, M)
     M = m.shape[-1]
     m = m.view(B, h, w, 2, 2, 2, 2, M).permute(0, 7, 1, 3, 5, 2, 4, 6)

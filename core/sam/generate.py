@@ -21,6 +21,7 @@ small-region post-processing), so the kept masks are the same.
 from __future__ import annotations
 
 import numpy as np
+
 from segdeck.core.sam.params import GeneratorParams
 
 #: Prompts decoded together inside one ``points_per_batch`` batch (cache-friendly size;
@@ -76,7 +77,6 @@ def _decode_points(eng, state, in_points, multimask: bool, hq_token_only: bool, 
 def _process_crop(eng, image, crop_box, layer_idx, orig_size, grids, p: GeneratorParams, out: dict):
     import torch
     from sam2.utils.amg import batched_mask_to_box, calculate_stability_score, is_box_near_crop_edge
-    from segdeck.core.sam.engine import _ImageState  # noqa: F401 (type)
     from torchvision.ops.boxes import batched_nms
 
     x0, y0, x1, y1 = crop_box
@@ -191,8 +191,9 @@ def generate(eng, image: np.ndarray, p: GeneratorParams):
     """See :meth:`segdeck.core.sam.engine.SamEngine.generate`."""
     import torch
     from sam2.utils.amg import build_all_layer_point_grids, generate_crop_boxes
-    from segdeck.core.sam.engine import GenerateResult
     from torchvision.ops.boxes import batched_nms
+
+    from segdeck.core.sam.engine import GenerateResult
 
     H, W = image.shape[:2]
     grids = build_all_layer_point_grids(p.points_per_side, p.crop_n_layers, p.crop_n_points_downscale_factor)

@@ -2,7 +2,7 @@
 generate every mask automatically.
 
 >>> eng = open_engine("sam2.1-tiny")                        # doctest: +SKIP
->>> eng.set_image(rgb)                  # (H, W, 3) uint8 RGB; cached by content + model
+>>> eng.set_image(rgb)                  # doctest: +SKIP (H, W, 3) uint8 RGB; cached
 >>> r = eng.predict(points=[[120, 80]], labels=[1])         # doctest: +SKIP
 >>> r.masks.shape, r.scores.shape                           # doctest: +SKIP
 ((1, H, W), (1,))
@@ -24,7 +24,14 @@ Family differences (everything else is shared):
 Embeddings are cached in memory (a few images) and on disk under
 ``<model cache>/embeddings/<model>/`` keyed by the image content and the model's
 sha256, so a second ``set_image`` of the same picture, in this or another process,
-skips the encoder.
+skips the encoder; :meth:`SamEngine.precompute` fills the cache from a background
+thread (the next picture). :meth:`SamEngine.predict` and :meth:`SamEngine.generate`
+take the engine's lock, so one engine may be shared between threads.
+
+Speed: prompts are decoded by :mod:`.fast` (prompt-independent layer-0 tensors computed
+once per image, attention projections folded onto the few prompt tokens, the mask
+upscaling as two matrix products in sub-pixel order); results equal the official
+predictors' up to float rounding (``benchmarks/sam.py`` measures both).
 """
 
 from __future__ import annotations

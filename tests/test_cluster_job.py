@@ -188,6 +188,17 @@ def test_pretrained_backbone_offline_is_a_clear_setup_error(folder, tmp_path, mo
     job_dir, summary = _run(src, params)
     assert summary.status == "error"
     assert "torchvision-resnet18" in summary.error and "segdeck models import" in summary.error
+    # the command the message gives knows the name (a fresh process: nothing registered by the job)
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "resnet18.pth"
+    bad.write_bytes(b"not the weights")
+    res = subprocess.run([sys.executable, "-m", "segdeck", "models", "import", "torchvision-resnet18", str(bad)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SEGDECK_MODEL_DIR": str(tmp_path / "models")})
+    assert res.returncode == 2 and "unknown model" not in res.stderr and "sha256" in res.stderr, res.stderr
 
 
 def test_cli_runs_cluster(folder, tmp_path):

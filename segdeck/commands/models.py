@@ -31,6 +31,14 @@ def add_parser(sub) -> None:
     vp.set_defaults(func=run_verify)
 
 
+def _register_all() -> None:
+    """Models registered outside core.models (the clustering backbones), so that list,
+    download, import and verify know the names the jobs' messages tell users to use."""
+    from segdeck.core.cluster.deep import register_backbones
+
+    register_backbones()
+
+
 def _size(n: int | None, exact: bool = True) -> str:
     if n is None:
         return "?"
@@ -43,6 +51,7 @@ def _size(n: int | None, exact: bool = True) -> str:
 
 
 def run_list(args) -> int:
+    _register_all()
     from rich.console import Console
     from rich.table import Table
 
@@ -91,6 +100,7 @@ def _progress_sink():
 
 
 def run_download(args) -> int:
+    _register_all()
     from segdeck.core.errors import SegdeckError
     from segdeck.core.models import download, get_spec, model_path
 
@@ -111,6 +121,7 @@ def run_download(args) -> int:
 
 
 def run_import(args) -> int:
+    _register_all()
     from segdeck.core.errors import SegdeckError
     from segdeck.core.models import import_file
 
@@ -123,6 +134,7 @@ def run_import(args) -> int:
 
 
 def run_verify(args) -> int:
+    _register_all()
     from segdeck.core.errors import SegdeckError
     from segdeck.core.models import get_spec, list_models, verify
 

@@ -269,6 +269,19 @@ def test_rewrite_removes_old_cluster_folders(tmp_path):
     assert sorted(p.name for p in (out / "cluster_0001").iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
 
 
+def test_rewrite_never_deletes_moved_images(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for it in "abc":
+        (src / f"{it}.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    write_clusters(out, src, ["a.jpg", "b.jpg"], [[0, 1]], [], mode="move")
+    (src / "d.jpg").write_bytes(b"y")  # the folder grows; the same job runs again
+    with pytest.raises(ValueError, match="moved the images"):
+        write_clusters(out, src, ["c.jpg", "d.jpg"], [[0, 1]], [], mode="move")
+    assert sorted(p.name for p in (out / "cluster_0001").iterdir()) == ["a.jpg", "b.jpg"]
+
+
 # ---------------------------------------------------------------------- model selection
 def test_model_selection_finds_k_on_blobs():
     from segdeck.core.cluster import deep

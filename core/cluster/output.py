@@ -56,16 +56,31 @@ def _place(src: Path, dest: Path, mode: str) -> None:
 
 def clear_previous(job_dir: str | Path) -> None:
     """Remove the cluster folders written by a previous run (the ones its report lists,
-    and only folders named ``cluster_NNNN`` / ``outliers``)."""
+    and only folders named ``cluster_NNNN`` / ``outliers``).
+
+    Raises
+    ------
+    ValueError
+        If the previous run *moved* the images there: those files are the only copies,
+        and removing the folders would delete the user's photos.
+    """
     job_dir = Path(job_dir)
     report = job_dir / REPORT_NAME
     names = set()
+    moved = False
     if report.is_file():
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
             names = {c["folder"] for c in data.get("clusters", [])} | {OUTLIERS}
-        except (ValueError, KeyError, TypeError):
+            moved = data.get("output_mode") == "move"
+        except (ValueError, KeyError, TypeError, AttributeError):
             names = set()
+    names = {n for n in names if n == OUTLIERS or _CLUSTER_DIR.match(n)}
+    if moved and any(p.is_file() for n in names if (job_dir / n).is_dir() for p in (job_dir / n).iterdir()):
+        raise ValueError(
+            f"the previous run moved the images into the cluster folders of {job_dir}; clustering again "
+            "would delete them. Move them back into the input folder (or cluster them from there) first"
+        )
     for name in names:
         if name == OUTLIERS or _CLUSTER_DIR.match(name):
             shutil.rmtree(job_dir / name, ignore_errors=True)

@@ -148,6 +148,9 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert res.returncode == 2 and "slico.region_size" in res.stderr and "Traceback" not in res.stderr
     res = _cli("run", "segment", str(tmp_path / "x.png"), "--preset", "nope")
     assert res.returncode == 2 and "unknown preset" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _cli("run", "segment", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no images" in res.stderr and not (tmp_path / "empty.segdeck").exists()
     # paths are printed as text, not rich markup; an unwritable --out is one line
     res = _cli("run", "segment", str(tmp_path / "a[/b]"))
     assert res.returncode == 2 and "a[/b] does not exist" in res.stderr and "Traceback" not in res.stderr

@@ -76,6 +76,11 @@ def run(args) -> int:
     input_path = Path(args.input)
     if not input_path.exists():
         return fail(f"input {input_path} does not exist")
+    if input_path.is_dir():
+        from segdeck.core.imageio import discover
+
+        if not discover(input_path):  # a typo'd folder must not end as "done: 0 done"
+            return fail(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:

@@ -114,3 +114,13 @@ def test_find_job_dirs_from_inside_the_input_folder_and_for_a_single_file(folder
     monkeypatch.chdir(folder)
     assert job_dir.resolve() in find_job_dirs(Path("."))  # `segdeck jobs` with no folder
     assert one_dir.resolve() in find_job_dirs(one)  # a.png's jobs live in a.segdeck, not a.png.segdeck
+
+
+def test_failed_per_job_output_is_an_error_not_done(folder):
+    class BrokenFinalize(MeanJob):
+        def finalize(self, emit):
+            raise OSError("disk full")
+
+    params = MeanParams(scale=5)
+    summary = run_job(BrokenFinalize(params, folder, job_dir_for(BrokenFinalize, params, folder, None)))
+    assert summary.status == "error" and summary.exit_code == 2 and "disk full" in summary.error

@@ -273,17 +273,19 @@ def run_job(
         if cancel.is_set():
             cancelled = True
         done, failed = counts["done"], counts["failed"]
+        finalize_error = None
         try:
             job.finalize(emit)
         except Exception as exc:  # noqa: BLE001
             logger.error("finalize failed:\n%s", traceback.format_exc())
-            emit(Message(text=f"writing the per-job outputs failed: {_one_line(exc)}", level="error"))
+            finalize_error = f"writing the per-job outputs failed: {_one_line(exc)}"
+            emit(Message(text=finalize_error, level="error"))
         with db_lock:  # only items still in the input count: a bad file the user deleted is no failure
             still_failed = {r.item for r in manifest.records() if r.state == "failed"} & set(items)
-        status = "cancelled" if cancelled else ("failed" if still_failed else "done")
+        status = "cancelled" if cancelled else ("error" if finalize_error else ("failed" if still_failed else "done"))
         seconds = time.time() - t0
-        emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds))
-        return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds)
+        emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds, error=finalize_error))
+        return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds, finalize_error)
     finally:
         try:
             job.teardown()

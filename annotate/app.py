@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from segdeck.annotate.state import PALETTE, PaintState, colour_hex
 from segdeck.core import imageio
 from segdeck.core.errors import SegdeckError
@@ -354,6 +355,7 @@ def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
         return None
     import cv2
     from PIL import Image, ImageOps
+
     from segdeck.core.oversegment import segment
     from segdeck.core.oversegment._resize import upscale_labels, working_shape
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
 from segdeck.annotate.keymap import Keymap
 from segdeck.annotate.state import GestureState

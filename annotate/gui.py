@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from segdeck.core.errors import SetupError
 
 #: Default bound on the pixels a window shows (width, height): fits a laptop screen

@@ -13,6 +13,7 @@ import math
 import cv2
 import numpy as np
 from scipy import ndimage
+
 from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
 from segdeck.annotate.state import PALETTE, PaintState
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy import ndimage
+
 from segdeck.annotate.keymap import Keymap, load_keymap
 
 #: Paint colours (RGB); label k of the saved label map is colour k (1-based).

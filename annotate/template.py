@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from segdeck.core.errors import ImageError
 
 

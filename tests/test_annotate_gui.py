@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from segdeck.annotate.state import PALETTE, colour_hex
 
 pytestmark = [

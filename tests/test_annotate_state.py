@@ -10,6 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+
 from segdeck.annotate.app import Options, load_session, run_annotate
 from segdeck.annotate.grabcut import GrabCutState, mask_to_segments
 from segdeck.annotate.paint import PaintWindow

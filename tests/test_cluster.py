@@ -9,6 +9,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+
 from segdeck.core.cluster import features, graph, similarity, threshold
 from segdeck.core.cluster.cache import FeatureCache
 from segdeck.core.cluster.output import REPORT_NAME, write_clusters
@@ -93,6 +94,7 @@ def test_pack_roundtrip():
 
 def test_load_small_reduces_and_reports_bad_files(tmp_path):
     from PIL import Image
+
     from segdeck.core.errors import ImageError
 
     big = np.zeros((900, 1200, 3), np.uint8)
@@ -284,8 +286,9 @@ def test_rewrite_never_deletes_moved_images(tmp_path):
 
 # ---------------------------------------------------------------------- model selection
 def test_model_selection_finds_k_on_blobs():
-    from segdeck.core.cluster import deep
     from sklearn.datasets import make_blobs
+
+    from segdeck.core.cluster import deep
 
     x, y = make_blobs(n_samples=240, centers=4, n_features=6, cluster_std=0.6, random_state=3)
     labels, cands, best = deep.select_model(x, k_min=2, k_max=7)
@@ -314,8 +317,9 @@ def test_hamming_approximate_search_for_huge_candidate_counts(monkeypatch):
 
 def test_dup_keeps_tiles_of_one_photo_apart_and_finds_transformed_copies(tmp_path):
     from PIL import Image
-    from segdeck.core.cluster import dedup
     from skimage import data
+
+    from segdeck.core.cluster import dedup
 
     photo = data.astronaut()
     truth = {}

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+
 from segdeck.core.cluster.job import ClusterJob, ClusterParams, sample_curve
 from segdeck.core.cluster.output import REPORT_NAME
 from segdeck.core.jobs.events import Message, Progress
 from segdeck.core.jobs.runner import job_dir_for, run_job
-
 from tests.test_cluster import scene, variant
 
 
@@ -230,8 +230,9 @@ def _curve():
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_threshold_screen_pick_with_keys():
-    from segdeck.tui.screens.threshold import ThresholdScreen
     from textual.app import App
+
+    from segdeck.tui.screens.threshold import ThresholdScreen
 
     results = []
 
@@ -263,8 +264,9 @@ async def test_threshold_screen_pick_with_keys():
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_threshold_screen_escape_returns_none():
-    from segdeck.tui.screens.threshold import ThresholdScreen
     from textual.app import App
+
+    from segdeck.tui.screens.threshold import ThresholdScreen
 
     results = []
 

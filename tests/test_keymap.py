@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from segdeck.annotate.keymap import (
     KEYMAPS_DIR,
     KeymapError,

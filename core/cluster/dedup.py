@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
 from segdeck.core.cluster import features, graph, similarity
 
 

@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from segdeck.core.errors import SetupError
 
 AE_NAME = "autoencoder.pt"
@@ -264,6 +265,7 @@ def train_autoencoder(
         Mean training loss per epoch.
     """
     import torch
+
     from segdeck.core.jobs.events import Message, Progress
 
     model = build_autoencoder(params.image_size, params.latent)
@@ -303,6 +305,7 @@ def model_config(params: DeepParams) -> dict:
 def save_model(model, path: str | Path, config: dict, items: list[str]) -> str:
     """Save the autoencoder's weights + config; return a short digest identifying it."""
     import torch
+
     from segdeck.core.imageio import atomic_path
 
     with atomic_path(path) as tmp:

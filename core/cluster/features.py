@@ -67,6 +67,7 @@ def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
     """
     import cv2
     from PIL import Image
+
     from segdeck.core import imageio
 
     path = Path(path)

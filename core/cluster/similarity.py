@@ -261,6 +261,7 @@ def jaccard_pairs(signatures: np.ndarray, threshold: float) -> tuple[np.ndarray,
             out_s.append(sim[ii[keep], jj[keep]])
         return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
     from datasketch import MinHashLSH
+
     from segdeck.core.cluster.features import minhash_from_values
 
     lsh = MinHashLSH(threshold=max(0.01, min(0.99, threshold)), num_perm=p)

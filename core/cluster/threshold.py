@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from segdeck.core.cluster import graph, similarity
 
 #: Calibrated default thresholds per method (similarity scale of each method).
@@ -194,6 +195,7 @@ def save_curve(curve: ThresholdCurve, job_dir: str | Path, chosen: float | None 
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     from segdeck.core.imageio import atomic_path, write_text_atomic
 
     job_dir = Path(job_dir)

@@ -124,3 +124,16 @@ def test_failed_per_job_output_is_an_error_not_done(folder):
     params = MeanParams(scale=5)
     summary = run_job(BrokenFinalize(params, folder, job_dir_for(BrokenFinalize, params, folder, None)))
     assert summary.status == "error" and summary.exit_code == 2 and "disk full" in summary.error
+
+
+def test_shared_out_folder_never_mixes_two_inputs(folder, tmp_path):
+    from segdeck.core.errors import SetupError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    imageio.write_image(other / "a.png", np.full((8, 8, 3), 200, np.uint8))  # same name as a done item
+    params = MeanParams(scale=6)
+    out = tmp_path / "shared"
+    run_job(MeanJob(params, folder, job_dir_for(MeanJob, params, folder, out)))
+    with pytest.raises(SetupError, match="own --out"):
+        run_job(MeanJob(params, other, job_dir_for(MeanJob, params, other, out)))

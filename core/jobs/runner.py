@@ -88,12 +88,30 @@ def job_dir_for(job_cls: type[Job], params: JobParams, input_path: str | Path, o
 
 
 def write_job_toml(job: Job) -> None:
-    """Write ``job.toml`` (job name, segdeck version, input, params) once per folder."""
+    """Write ``job.toml`` (job name, segdeck version, input, params) once per folder.
+
+    Raises
+    ------
+    SetupError
+        If the folder already belongs to another input (same params and ``--out``):
+        resuming there would skip this input's files that share a name with done ones.
+    """
+    import tomllib
+
     from segdeck import __version__
     from segdeck.core.imageio import write_text_atomic
 
     path = job.job_dir / JOB_TOML
     if path.exists():
+        try:
+            old_input = tomllib.loads(path.read_text(encoding="utf-8")).get("input")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            old_input = None
+        if old_input and Path(old_input) != job.input_path.resolve():
+            raise SetupError(
+                f"{job.job_dir} holds a run of the same job on {old_input}, not {job.input_path.resolve()}; "
+                "give this input its own --out folder"
+            )
         return
     doc = {
         "job": job.name,

@@ -271,6 +271,16 @@ def test_rewrite_removes_old_cluster_folders(tmp_path):
     assert sorted(p.name for p in (out / "cluster_0001").iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
 
 
+def test_colliding_flat_names_do_not_overwrite(tmp_path):
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "b.jpg").write_bytes(b"1")
+    (src / "a__b.jpg").write_bytes(b"2")
+    out = tmp_path / "out"
+    write_clusters(out, src, ["a/b.jpg", "a__b.jpg"], [], [0, 1], mode="move")
+    assert sorted(p.read_bytes() for p in (out / "outliers").iterdir()) == [b"1", b"2"]
+
+
 def test_rewrite_never_deletes_moved_images(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -142,10 +142,19 @@ def write_clusters(
         dest_dir = job_dir / folder
         dest_dir.mkdir(parents=True, exist_ok=True)
         names = []
+        used: set[str] = set()
         for idx in members:
             item = items[idx]
             src = root if root.is_file() else root / item
-            dest = dest_dir / "__".join(Path(item).parts)
+            flat = "__".join(Path(item).parts)
+            if flat in used:  # "a/b.jpg" and "a__b.jpg" flatten alike: never overwrite (move would lose one)
+                stem, suffix = os.path.splitext(flat)
+                k = 2
+                while f"{stem}~{k}{suffix}" in used:
+                    k += 1
+                flat = f"{stem}~{k}{suffix}"
+            used.add(flat)
+            dest = dest_dir / flat
             try:
                 _place(src, dest, mode)
             except OSError as exc:

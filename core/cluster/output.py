@@ -38,8 +38,13 @@ def cluster_dir_name(k: int) -> str:
 def _place(src: Path, dest: Path, mode: str) -> None:
     if dest.exists() or dest.is_symlink():
         dest.unlink()
-    if mode == "copy":
-        shutil.copy2(src, dest)
+    if mode == "copy":  # temp file + rename (no fsync per photo): a killed job leaves no half copy
+        tmp = dest.with_name(f".{dest.name}.tmp")  # removed by the runner's stale-temp sweep
+        try:
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
     elif mode == "symlink":
         os.symlink(src.resolve(), dest)
     elif mode == "hardlink":

@@ -296,7 +296,9 @@ async def test_annotate_output_streams_into_log(photos, dummy_job, monkeypatch):
 
     script = "import json; print(json.dumps({'saved': 'labels/a.png'})); print(json.dumps({'saved': 'labels/b.png'}))"
     monkeypatch.setattr(launch, "annotate_available", lambda: True)
-    monkeypatch.setattr(launch, "annotate_command", lambda mode, path, method=None: [sys.executable, "-c", script])
+    asked = []
+    monkeypatch.setattr(launch, "annotate_command",
+                        lambda mode, path, method=None: asked.append(method) or [sys.executable, "-c", script])
     app = SegdeckApp(photos)
     async with app.run_test(size=SIZE) as pilot:
         screen, _ = await ready_form(app, pilot)
@@ -307,6 +309,7 @@ async def test_annotate_output_streams_into_log(photos, dummy_job, monkeypatch):
                        what="annotate output")
         text = "\n".join(ln.text for ln in log.lines)
         assert "saved labels/a.png" in text and "saved labels/b.png" in text
+        assert asked == [None]  # the dummy job's method "fast" is no segment source: annotate's default
         # a failing command (e.g. no such sub-command) is reported, not raised
         monkeypatch.setattr(launch, "annotate_command",
                             lambda mode, path, method=None: [sys.executable, "-c", "import sys; sys.exit('no annotate here')"])

@@ -663,8 +663,12 @@ class MainScreen(Screen):
         if not launch.annotate_available():
             self.notify("the annotate command is not available in this install", severity="warning")
             return
+        from segdeck.core.oversegment import METHODS
+
         form = self.query_one(ParamForm)
         method = form.value("method")
+        if str(method) not in METHODS:  # the cluster form's "dup" is no segment source: annotate's default
+            method = None
         cmd = launch.annotate_command(ANNOTATE_MODE, self.input_path, str(method) if method else None)
         try:
             proc = launch.start_annotate(cmd)

@@ -137,3 +137,15 @@ def test_shared_out_folder_never_mixes_two_inputs(folder, tmp_path):
     run_job(MeanJob(params, folder, job_dir_for(MeanJob, params, folder, out)))
     with pytest.raises(SetupError, match="own --out"):
         run_job(MeanJob(params, other, job_dir_for(MeanJob, params, other, out)))
+
+
+def test_broken_display_sink_does_not_stop_the_run(folder):
+    def bad_sink(event):
+        raise RuntimeError("terminal went away")
+
+    params = MeanParams(scale=4)
+    job_dir = job_dir_for(MeanJob, params, folder, None)
+    summary = run_job(MeanJob(params, folder, job_dir), sink=bad_sink)
+    assert summary.done == 4 and summary.failed == 1
+    kinds = [type(e) for e in read_events(job_dir)[0]]
+    assert kinds.count(ItemDone) == 4 and kinds[-1] is JobFinished

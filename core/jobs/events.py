@@ -9,6 +9,7 @@ back, tolerating a half-written last line.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -129,14 +130,29 @@ class JsonlSink:
 
 
 class MultiSink:
-    """Send every event to several sinks."""
+    """Send every event to several sinks.
+
+    The first sink is the record (``events.jsonl``): its errors propagate. An error in
+    any later sink (a progress bar, a UI) is logged once per sink and that sink is
+    skipped from then on, so a display problem never stops a batch.
+    """
 
     def __init__(self, sinks: Iterable[Sink]):
         self.sinks = list(sinks)
+        self._broken: set[int] = set()
 
     def __call__(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink(event)
+        for i, sink in enumerate(self.sinks):
+            if i in self._broken:
+                continue
+            if i == 0:
+                sink(event)
+                continue
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 - a display sink must not stop the job
+                self._broken.add(i)
+                logging.getLogger("segdeck.jobs").exception("progress sink %r failed; it is switched off", sink)
 
 
 def read_events(job_dir: str | Path, offset: int = 0) -> tuple[list[Event], int]:

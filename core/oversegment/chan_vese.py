@@ -7,6 +7,8 @@ Image Process. 10(2), 2001, doi:10.1109/83.902291.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +26,7 @@ class Params(BaseModel):
     tol: float = Field(1e-3, gt=0.0, le=1.0, description="stop when the level set changes less than this")
     max_num_iter: int = Field(100, ge=1, le=5000, description="iteration cap (the level set rarely meets tol sooner on photos)")
     dt: float = Field(0.5, gt=0.0, le=10.0, description="time step")
-    init_level_set: str = Field("checkerboard", pattern="^(checkerboard|disk|small disk)$", description="starting level set: checkerboard, disk or small disk")
+    init_level_set: Literal["checkerboard", "disk", "small disk"] = Field("checkerboard", description="starting level set")
     level_set_side: int = Field(
         512, ge=0, le=100_000,
         description="longest side at which the level set evolves; it is then resized smoothly (0: the working resolution)",

@@ -692,6 +692,7 @@ class MainScreen(Screen):
             self.post_message(AnnotateOutput([LogLine(_now(), f"annotate failed: {reason}", "error")]))
         else:
             self.post_message(AnnotateOutput([LogLine(_now(), "annotate finished", "title")]))
+        self.app.call_from_thread(self.action_rescan)  # painted / total counts in the tree
 
     def on_annotate_output(self, message: AnnotateOutput) -> None:
         self._annotate_lines.extend(message.lines)

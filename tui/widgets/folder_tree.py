@@ -28,8 +28,40 @@ def _skip_dir(path: Path) -> bool:
     return path.name.startswith(".") or path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
 
 
-def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int]]:
-    """Walk ``root``: sub-folders per folder (sorted) and recursive image counts.
+def painted_counts(images: list[Path], folders: list[Path]) -> dict[Path, int]:
+    """How many of the images under each folder have a saved painting.
+
+    ``segdeck annotate MODE F`` saves ``<flat name>.labels.png`` into
+    ``F.segdeck/annotate-<method>/`` (flat name: :func:`imageio.flatten_name` relative
+    to ``F``). An image counts as painted for ``F`` when any of those folders holds its
+    label map.
+
+    Returns
+    -------
+    dict
+        folder -> painted image count, only for folders that have annotations.
+    """
+    from segdeck.core.imageio import OUTPUT_ROOT_SUFFIX, flatten_name
+
+    painted: dict[Path, int] = {}
+    for folder in folders:
+        out_root = folder.parent / f"{folder.name}{OUTPUT_ROOT_SUFFIX}"
+        try:
+            saved = {p.name for d in out_root.glob("annotate-*") if d.is_dir() for p in d.glob("*.labels.png")}
+        except OSError:
+            continue
+        if not saved:
+            continue
+        painted[folder] = sum(
+            1 for img in images
+            if folder in img.parents and f"{flatten_name(img, folder)}.labels.png" in saved
+        )
+    return painted
+
+
+def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int], dict[Path, int]]:
+    """Walk ``root``: sub-folders per folder (sorted), recursive image counts, and
+    painted counts (:func:`painted_counts`).
 
     Returns
     -------
@@ -37,6 +69,8 @@ def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int]]:
         folder -> its sub-folders (segdeck outputs and hidden folders left out).
     counts : dict
         folder -> number of images under it (as :func:`discover` finds them).
+    painted : dict
+        folder -> images with a saved painting, for folders that have annotations.
     """
     from segdeck.core.imageio import discover
 
@@ -61,7 +95,7 @@ def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int]]:
             if folder == root or folder == folder.parent:
                 break
             folder = folder.parent
-    return children, counts
+    return children, counts, painted_counts(images, list(children))
 
 
 class FolderTree(Tree[Path]):
@@ -73,6 +107,7 @@ class FolderTree(Tree[Path]):
 
         children: dict
         counts: dict
+        painted: dict
 
     @dataclass
     class FolderChosen(Message):
@@ -85,11 +120,14 @@ class FolderTree(Tree[Path]):
         self.root_path = Path(root).resolve()
         super().__init__(self._label(self.root_path, None, root=True), data=self.root_path, **kwargs)
         self.counts: dict[Path, int] = {}
+        self.painted: dict[Path, int] = {}
         self.scanned = False
 
     def _label(self, path: Path, count: int | None, root: bool = False) -> Text:
         name = (path.name or str(path)) if root else path.name
         num = "counting…" if count is None else f"{count} image{'s' if count != 1 else ''}"
+        if count is not None and path in self.painted:
+            num = f"{self.painted[path]} painted / {num}"
         return Text.assemble(name, (f"  ({num})", "dim" if count else "dim italic"))
 
     def on_mount(self) -> None:
@@ -104,12 +142,13 @@ class FolderTree(Tree[Path]):
 
     @work(thread=True, exclusive=True, group="folder-scan")
     def _scan(self) -> None:
-        children, counts = scan_folders(self.root_path)
-        self.post_message(self.Scanned(children, counts))
+        children, counts, painted = scan_folders(self.root_path)
+        self.post_message(self.Scanned(children, counts, painted))
 
     def on_folder_tree_scanned(self, message: Scanned) -> None:
         message.stop()
         self.counts = message.counts
+        self.painted = message.painted
         expanded = {n.data for n in self._walk(self.root) if n.is_expanded}
         self.root.remove_children()
         self.root.set_label(self._label(self.root_path, message.counts.get(self.root_path, 0), root=True))

@@ -411,4 +411,12 @@ def flatten_name(path: str | Path, root: str | Path) -> str:
             rel = Path(path.name)
     else:
         rel = Path(path.name)
-    return "__".join(rel.parts)
+    return flat_item_name(rel)
+
+
+def flat_item_name(relative: str | Path) -> str:
+    """Join the parts of a relative path with ``__``: ``a/b c/ü.jpg`` -> ``a__b c__ü.jpg``.
+
+    The one rule for output names of nested inputs (jobs, annotation, clustering).
+    """
+    return "__".join(Path(relative).parts)

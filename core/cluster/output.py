@@ -22,7 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
-from segdeck.core.imageio import write_text_atomic
+from segdeck.core.imageio import flat_item_name, write_text_atomic
 
 REPORT_NAME = "clusters.json"
 OUTLIERS = "outliers"
@@ -151,7 +151,7 @@ def write_clusters(
         for idx in members:
             item = items[idx]
             src = root if root.is_file() else root / item
-            flat = "__".join(Path(item).parts)
+            flat = flat_item_name(item)
             if flat in used:  # "a/b.jpg" and "a__b.jpg" flatten alike: never overwrite (move would lose one)
                 stem, suffix = os.path.splitext(flat)
                 k = 2

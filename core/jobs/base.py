@@ -102,7 +102,7 @@ class Job(ABC):
 
     def output_stem(self, item: str) -> str:
         """Collision-free flat name for an item's outputs (see :func:`imageio.flatten_name`)."""
-        return "__".join(Path(item).parts)
+        return imageio.flat_item_name(item)
 
     # ---- life cycle -----------------------------------------------------------------
     def setup(self, emit: Sink) -> None:

@@ -195,19 +195,7 @@ class GrabCutWindow(WindowLoop):
         self._img_version = None
 
     def _mouse(self, kind, button, u, v, ctrl) -> bool:
-        if v >= self.view.dh and kind != "up":
-            return False
-        x, y = self.view.to_image(u, v)
-        if kind in ("wheel-up", "wheel-down"):
-            act = self.state.keymap.mouse_action("grabcut", kind)
-            if self.view.view_action(act, (x, y)):
-                self.mark()
-                return True
-            return False
-        changed = self.state.mouse(kind, button, x, y, ctrl)
-        if changed:
-            self.mark()
-        return changed
+        return self.image_mouse("grabcut", kind, button, u, v, ctrl)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("grabcut", code)

@@ -307,6 +307,30 @@ class WindowLoop:
     def mark(self, *names: str) -> None:
         self.dirty.update(names or self.windows)
 
+    def image_mouse(self, session: str, kind: str, button, u: int, v: int, ctrl: bool) -> bool:
+        """Mouse handling shared by the image windows of the GrabCut and SAM sessions.
+
+        Events on the status strip below the image are ignored; the wheel zooms around
+        the pointer (the ``session``'s keymap decides the action); every other event goes
+        to ``self.state.mouse`` in full-resolution image pixels (x, y). A state that sets
+        ``outcome`` ends the loop. Returns whether anything changed.
+        """
+        if v >= self.view.dh and kind != "up":
+            return False
+        x, y = self.view.to_image(u, v)
+        if kind in ("wheel-up", "wheel-down"):
+            act = self.state.keymap.mouse_action(session, kind)
+            if self.view.view_action(act, (x, y)):
+                self.mark()
+                return True
+            return False
+        changed = self.state.mouse(kind, button, x, y, ctrl)
+        if getattr(self.state, "outcome", None):
+            self.outcome = self.state.outcome
+        if changed:
+            self.mark()
+        return changed
+
     def _callback(self, name: str):
         def on_mouse(event, u, v, flags, _param=None):
             kind, button, ctrl = self.gui.mouse_event(event, flags)

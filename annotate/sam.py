@@ -176,21 +176,7 @@ class SamWindow(WindowLoop):
         self.bgr = cv2.cvtColor(state.image, cv2.COLOR_RGB2BGR)
 
     def _mouse(self, kind, button, u, v, ctrl) -> bool:
-        if v >= self.view.dh and kind != "up":
-            return False
-        x, y = self.view.to_image(u, v)
-        if kind in ("wheel-up", "wheel-down"):
-            act = self.state.keymap.mouse_action("sam", kind)
-            if self.view.view_action(act, (x, y)):
-                self.mark()
-                return True
-            return False
-        changed = self.state.mouse(kind, button, x, y, ctrl)
-        if self.state.outcome:
-            self.outcome = self.state.outcome
-        if changed:
-            self.mark()
-        return changed
+        return self.image_mouse("sam", kind, button, u, v, ctrl)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("sam", code)

@@ -294,7 +294,11 @@ async def test_annotate_output_streams_into_log(photos, dummy_job, monkeypatch):
     from segdeck.tui.app import SegdeckApp
     from segdeck.tui.widgets.job_log import JobLog
 
-    script = "import json; print(json.dumps({'saved': 'labels/a.png'})); print(json.dumps({'saved': 'labels/b.png'}))"
+    # the lines `segdeck annotate` prints (annotate/app.py: emit_json)
+    script = ("import json; "
+              "print(json.dumps({'event': 'saved', 'kind': 'labels', 'file': 'labels/a.png', 'image': 'a.png'})); "
+              "print(json.dumps({'event': 'saved', 'kind': 'mask', 'file': 'labels/b.png', 'image': 'b.png'})); "
+              "print(json.dumps({'event': 'done', 'images': 2, 'saved_images': 2, 'failed': 0, 'out_dir': 'labels'}))")
     monkeypatch.setattr(launch, "annotate_available", lambda: True)
     asked = []
     monkeypatch.setattr(launch, "annotate_command",
@@ -308,7 +312,7 @@ async def test_annotate_output_streams_into_log(photos, dummy_job, monkeypatch):
         await wait_for(pilot, lambda: any("annotate finished" in ln.text for ln in log.lines), timeout=30,
                        what="annotate output")
         text = "\n".join(ln.text for ln in log.lines)
-        assert "saved labels/a.png" in text and "saved labels/b.png" in text
+        assert "saved labels/a.png (image a.png)" in text and "saved labels/b.png (image b.png)" in text
         assert asked == [None]  # the dummy job's method "fast" is no segment source: annotate's default
         # a failing command (e.g. no such sub-command) is reported, not raised
         monkeypatch.setattr(launch, "annotate_command",

@@ -292,6 +292,7 @@ def main_dup(args) -> int:
         for p in folder.iterdir():
             p.read_bytes()
         import imagededup.methods  # noqa: F401  (import time excluded for both)
+
         import segdeck.core.cluster.dedup  # noqa: F401
         ref_times, our_times = [], []
         for _ in range(args.repeat):  # interleaved, medians reported: the machine is shared

@@ -51,9 +51,10 @@ class DupParams(BaseModel):
     max_scale: float = Field(1.7, ge=1.0, le=10.0, description="verified pairs: largest scale change (after resizing both to orb_side)")
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
     orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
+    orb_levels: int = Field(2, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
 
 
-def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100, levels: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """ORB keypoints of a grayscale image resized so its longer side is ``side``.
 
     Returns
@@ -69,7 +70,7 @@ def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100) -> tuple[
     if abs(s - 1) > 1e-3:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    orb = cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=5, nlevels=4)
+    orb = cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=5, nlevels=levels)
     kps, des = orb.detectAndCompute(gray, None)
     if des is None or not kps:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
@@ -189,7 +190,7 @@ def cluster_codes(
             g = gray(k)
             if flip:
                 g = np.ascontiguousarray(g[:, ::-1])
-            return task, orb_keys(g, params.orb_side, params.orb_features)
+            return task, orb_keys(g, params.orb_side, params.orb_features, params.orb_levels)
 
         tasks = sorted({(int(a), False) for a in i[todo]} | {(int(b), bool(m)) for b, m in zip(j[todo], mirrored[todo], strict=False)})
         with ThreadPoolExecutor(max(1, workers)) as pool:

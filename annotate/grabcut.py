@@ -12,7 +12,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
+from segdeck.annotate.gui import (
+    STATUS_BAR,
+    ImageSession,
+    put_status,
+)
 from segdeck.annotate.keymap import Keymap
 from segdeck.annotate.state import GestureState
 
@@ -176,26 +180,18 @@ def mask_to_segments(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, 1, 2).astype(np.int32)
 
 
-class GrabCutWindow(WindowLoop):
+class GrabCutWindow(ImageSession):
     """Segments window (result) + annotations window (rectangle and strokes)."""
 
     SEG = "segdeck grabcut segments"
     ANN = "segdeck grabcut annotations"
 
-    def __init__(self, state: GrabCutState, *, title: str = "", index: int = 1, total: int = 1,
-                 max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None, frames_log=None,
-                 keep_open: bool = False):
-        super().__init__(gui, frames_log, keep_open=keep_open)
-        self.state = state
-        h, w = state.image.shape[:2]
-        self.view = View((w, h), max_window)
-        self.title, self.index, self.total = title, index, total
+    SESSION = "grabcut"
+
+    def __init__(self, state: GrabCutState, **kwargs):
+        super().__init__(state, **kwargs)
         self.windows = {self.SEG: self._mouse, self.ANN: self._mouse}
         self.positions = {self.ANN: (0, 0), self.SEG: (self.view.dw + 12, 0)}
-        self._img_version = None
-
-    def _mouse(self, kind, button, u, v, ctrl) -> bool:
-        return self.image_mouse("grabcut", kind, button, u, v, ctrl)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("grabcut", code)

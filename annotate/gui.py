@@ -307,30 +307,6 @@ class WindowLoop:
     def mark(self, *names: str) -> None:
         self.dirty.update(names or self.windows)
 
-    def image_mouse(self, session: str, kind: str, button, u: int, v: int, ctrl: bool) -> bool:
-        """Mouse handling shared by the image windows of the GrabCut and SAM sessions.
-
-        Events on the status strip below the image are ignored; the wheel zooms around
-        the pointer (the ``session``'s keymap decides the action); every other event goes
-        to ``self.state.mouse`` in full-resolution image pixels (x, y). A state that sets
-        ``outcome`` ends the loop. Returns whether anything changed.
-        """
-        if v >= self.view.dh and kind != "up":
-            return False
-        x, y = self.view.to_image(u, v)
-        if kind in ("wheel-up", "wheel-down"):
-            act = self.state.keymap.mouse_action(session, kind)
-            if self.view.view_action(act, (x, y)):
-                self.mark()
-                return True
-            return False
-        changed = self.state.mouse(kind, button, x, y, ctrl)
-        if getattr(self.state, "outcome", None):
-            self.outcome = self.state.outcome
-        if changed:
-            self.mark()
-        return changed
-
     def _callback(self, name: str):
         def on_mouse(event, u, v, flags, _param=None):
             kind, button, ctrl = self.gui.mouse_event(event, flags)
@@ -387,3 +363,53 @@ class WindowLoop:
 
     def on_key(self, code: int) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class ImageSession(WindowLoop):
+    """A window session over one image with a prompt state (GrabCut, SAM).
+
+    Sets up what those sessions share: the state, the screen-bounded :class:`View` of
+    the image, the status-line fields and mouse routing (:meth:`image_mouse`).
+    Subclasses set ``SESSION`` (their keymap section) and fill ``windows`` and
+    ``positions`` after calling ``super().__init__``.
+    """
+
+    SESSION = ""
+
+    def __init__(self, state, *, title: str = "", index: int = 1, total: int = 1,
+                 max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None, frames_log=None,
+                 keep_open: bool = False):
+        super().__init__(gui, frames_log, keep_open=keep_open)
+        self.state = state
+        h, w = state.image.shape[:2]
+        self.view = View((w, h), max_window)
+        self.title, self.index, self.total = title, index, total
+        self._img_version = None
+
+    def _mouse(self, kind, button, u, v, ctrl) -> bool:
+        return self.image_mouse(self.SESSION, kind, button, u, v, ctrl)
+
+    def image_mouse(self, session: str, kind: str, button, u: int, v: int, ctrl: bool) -> bool:
+        """Mouse handling shared by the image windows of the GrabCut and SAM sessions.
+
+        Events on the status strip below the image are ignored; the wheel zooms around
+        the pointer (the ``session``'s keymap decides the action); every other event goes
+        to ``self.state.mouse`` in full-resolution image pixels (x, y). A state that sets
+        ``outcome`` ends the loop. Returns whether anything changed.
+        """
+        if v >= self.view.dh and kind != "up":
+            return False
+        x, y = self.view.to_image(u, v)
+        if kind in ("wheel-up", "wheel-down"):
+            act = self.state.keymap.mouse_action(session, kind)
+            if self.view.view_action(act, (x, y)):
+                self.mark()
+                return True
+            return False
+        changed = self.state.mouse(kind, button, x, y, ctrl)
+        if getattr(self.state, "outcome", None):
+            self.outcome = self.state.outcome
+        if changed:
+            self.mark()
+        return changed
+

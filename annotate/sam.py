@@ -14,7 +14,11 @@ import threading
 import cv2
 import numpy as np
 
-from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
+from segdeck.annotate.gui import (
+    STATUS_BAR,
+    ImageSession,
+    put_status,
+)
 from segdeck.annotate.keymap import Keymap
 from segdeck.annotate.state import GestureState
 
@@ -157,26 +161,18 @@ class SamState(GestureState):
         return cv2.resize(self.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-class SamWindow(WindowLoop):
+class SamWindow(ImageSession):
     """One window: the image, the prompts and the predicted mask."""
 
     WIN = "segdeck sam"
 
-    def __init__(self, state: SamState, *, title: str = "", index: int = 1, total: int = 1,
-                 max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None, frames_log=None,
-                 keep_open: bool = False):
-        super().__init__(gui, frames_log, keep_open=keep_open)
-        self.state = state
-        h, w = state.image.shape[:2]
-        self.view = View((w, h), max_window)
-        self.title, self.index, self.total = title, index, total
+    SESSION = "sam"
+
+    def __init__(self, state: SamState, **kwargs):
+        super().__init__(state, **kwargs)
         self.windows = {self.WIN: self._mouse}
         self.positions = {self.WIN: (0, 0)}
-        self._img_version = None
         self.bgr = cv2.cvtColor(state.image, cv2.COLOR_RGB2BGR)
-
-    def _mouse(self, kind, button, u, v, ctrl) -> bool:
-        return self.image_mouse("sam", kind, button, u, v, ctrl)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("sam", code)

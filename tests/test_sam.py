@@ -332,3 +332,23 @@ def test_precompute_next_image(engine, monkeypatch):
     eng.set_image(nxt)
     assert eng.predict([[10, 10]], [1]).masks.shape == (1, *nxt.shape[:2])
     eng.set_image(img)
+
+
+def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
+    import torch
+
+    from segdeck.core.sam.fast import Packed, _mm_t
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(96, 40, generator=g)
+    x = torch.randn(2, 7, 96, generator=g)
+    p = Packed(w, 7)
+    if torch.backends.mkldnn.is_available():
+        assert p.packed is not None  # this build has oneDNN: the packed path is the one tested
+    torch.testing.assert_close(p(x), x @ w, rtol=1e-5, atol=1e-4)
+    a, b = torch.randn(1, 5, 96, generator=g), torch.randn(1, 300, 96, generator=g)
+    torch.testing.assert_close(_mm_t(a, b), a @ b.transpose(1, 2), rtol=1e-5, atol=1e-4)
+    monkeypatch.setenv("SEGDECK_ONEDNN", "0")
+    off = Packed(w, 7)
+    assert off.packed is None
+    torch.testing.assert_close(off(x), x @ w)

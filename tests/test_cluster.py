@@ -359,3 +359,21 @@ def test_dup_keeps_tiles_of_one_photo_apart_and_finds_transformed_copies(tmp_pat
             if truth[n] == tile:
                 counts[lab] = counts.get(lab, 0) + 1
         assert max(counts.values()) >= 4, (tile, counts)
+
+
+@pytest.mark.parametrize("method", ["average", "complete", "single"])
+def test_cut_tree_at_equals_fcluster(method):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        s = int(rng.integers(2, 40))
+        pts = rng.normal(size=(s, 2)) + rng.integers(0, 4, size=(s, 1)) * 3.0
+        z = linkage(pts, method=method)
+        t = float(rng.uniform(0.2, 4.0))
+        ours = graph.cut_tree_at(z, t)
+        ref = fcluster(z, t=t - 1e-9, criterion="distance")
+        assert ours.dtype == np.int64 and ours.min() == 0
+        assert len(set(ours.tolist())) == len(set(ref.tolist()))
+        assert adjusted_rand_score(ref, ours) == 1.0, (trial, s, t)

@@ -27,6 +27,7 @@ CACM 1981 (RANSAC); Sokal & Michener 1958 (UPGMA average linkage).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,20 +43,80 @@ class DupParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    radius: int = Field(18, ge=0, le=32, description="candidate pairs: flip-invariant pHash distance at most this (bits of 64)")
+    radius: int = Field(20, ge=0, le=32, description="candidate pairs: flip-invariant pHash distance at most this (bits of 64)")
     sure_radius: int = Field(4, ge=0, le=32, description="pairs this close are accepted without geometric verification (bits)")
     min_inliers: int = Field(6, ge=4, le=500, description="RANSAC inliers needed to accept a verified pair")
-    max_distance: float = Field(0.5, gt=0.0, le=1.0, description="average linkage: merge while the mean cross-pair distance is below this")
+    max_distance: float = Field(0.6, gt=0.0, le=1.0, description="average linkage: merge while the mean cross-pair distance is below this")
     verify_per_link: int = Field(1, ge=1, le=50, description="between two groups of sure pairs, verify at most this many (closest) candidate pairs")
     max_rotation: float = Field(20.0, ge=0.0, le=180.0, description="verified pairs: largest rotation between the images (degrees)")
     max_scale: float = Field(1.7, ge=1.0, le=10.0, description="verified pairs: largest scale change (after resizing both to orb_side)")
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
     orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(2, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
+    min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose thumbnails correlate less than this are rejected unverified (-1: off)")
+    thumb_side: int = Field(16, ge=4, le=64, description="thumbnail side (pixels) for the min_ncc pre-filter")
 
 
-def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100, levels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def thumb_ncc(gray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray, side: int = 16) -> np.ndarray:
+    """Normalised cross-correlation of (side x side) grayscale thumbnails of image pairs.
+
+    Parameters
+    ----------
+    gray : callable
+        ``gray(k)`` -> (H, W) uint8.
+    a, b : ndarray of int, shape (m,)
+        Pair indices.
+    mirrored : ndarray of bool, shape (m,)
+        Compare ``a`` with the mirror image of ``b``.
+    side : int
+
+    Returns
+    -------
+    ndarray of float32, shape (m,)
+        Values in [-1, 1]; 1 for identical thumbnails up to brightness and contrast.
+    """
+    import cv2
+
+    if not len(a):
+        return np.zeros(0, np.float32)
+    ids = np.unique(np.concatenate([a, b]))
+    pos = np.full(int(ids.max()) + 1, -1, np.int64)
+    pos[ids] = np.arange(len(ids))
+    th = np.stack([cv2.resize(gray(int(k)), (side, side), interpolation=cv2.INTER_AREA) for k in ids]).astype(np.float32)
+
+    def unit(x):
+        x = x.reshape(len(x), -1)
+        x = x - x.mean(1, keepdims=True)
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+    u, um = unit(th), unit(th[:, :, ::-1])
+    ub = np.where(mirrored[:, None], um[pos[b]], u[pos[b]])
+    return np.einsum("ij,ij->i", u[pos[a]], ub)
+
+
+#: RANSAC iterations of the verification. A pair is accepted only when at least 30 % of
+#: its ratio-test matches are inliers; with 2-point samples (similarity transform) a model
+#: with that inlier share is drawn with 99.99 % probability in 100 iterations
+#: (1 - (1 - 0.3**2)**100), so OpenCV's default of 2000 only burns time on pairs that
+#: would be rejected anyway.
+RANSAC_ITERS = 100
+
+
+def orb_detector(n_features: int = 100, levels: int = 4):
+    """The ``cv2.ORB`` detector :func:`orb_keys` uses (small patches for small images)."""
+    import cv2
+
+    return cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=5, nlevels=levels)
+
+
+def orb_keys(
+    gray: np.ndarray, side: int = 128, n_features: int = 100, levels: int = 4, detector=None
+) -> tuple[np.ndarray, np.ndarray]:
     """ORB keypoints of a grayscale image resized so its longer side is ``side``.
+
+    ``detector`` (from :func:`orb_detector` with the same ``n_features`` and ``levels``)
+    saves creating one per call, which costs about a third of the detection itself at
+    this size; a detector must not be shared between threads.
 
     Returns
     -------
@@ -70,7 +131,7 @@ def orb_keys(gray: np.ndarray, side: int = 128, n_features: int = 100, levels: i
     if abs(s - 1) > 1e-3:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    orb = cv2.ORB_create(nfeatures=n_features, edgeThreshold=15, patchSize=15, fastThreshold=5, nlevels=levels)
+    orb = detector if detector is not None else orb_detector(n_features, levels)
     kps, des = orb.detectAndCompute(gray, None)
     if des is None or not kps:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
@@ -119,7 +180,7 @@ def ransac_inliers(
         return 0
     src = xa[[m.queryIdx for m in good]]
     dst = xb[[m.trainIdx for m in good]]
-    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=RANSAC_ITERS)
     if m is None or mask is None:
         return 0
     inliers = int(mask.sum())
@@ -130,6 +191,37 @@ def ransac_inliers(
     if inliers < min_inlier_fraction * len(good):
         return 0
     return inliers
+
+
+def orient_pairs(a: np.ndarray, b: np.ndarray, mirrored: np.ndarray) -> list[tuple[tuple[int, bool], tuple[int, bool]]]:
+    """Which orientation of each image a pair is verified on: ``((a, flip_a), (b, flip_b))``.
+
+    A mirrored pair can be checked as (a, mirror of b) or as (mirror of a, b): the two are
+    mirror images of each other. The choice that reuses keypoints some other pair already
+    needs is taken (greedy), so fewer images get ORB twice.
+    """
+    need: set[tuple[int, bool]] = set()
+    out: list = [None] * len(a)
+    pending = []
+    for t, (x, y, m) in enumerate(zip(a.tolist(), b.tolist(), mirrored.tolist(), strict=True)):
+        if m:
+            pending.append(t)
+        else:
+            out[t] = ((x, False), (y, False))
+            need.update(out[t])
+    for _ in range(2):  # first the pairs one choice of which is free, then the rest
+        rest = []
+        for t in pending:
+            x, y = int(a[t]), int(b[t])
+            opts = (((x, False), (y, True)), ((x, True), (y, False)))
+            cost = [sum(e not in need for e in o) for o in opts]
+            if _ == 0 and min(cost) > 0:
+                rest.append(t)
+                continue
+            out[t] = opts[int(cost[1] < cost[0])]
+            need.update(out[t])
+        pending = rest
+    return out
 
 
 def cluster_codes(
@@ -174,6 +266,12 @@ def cluster_codes(
         ga, gb = sure_lab[i[band]], sure_lab[j[band]]
         # a pair inside one group is its own link (verified on its own)
         inside = ga == gb
+        if params.min_ncc > -1.0:
+            # cheap pre-filter of pairs between groups: thumbnails that do not correlate
+            # at all are not near-duplicates (and cost no ORB)
+            r = thumb_ncc(gray, i[band], j[band], mirrored[band], params.thumb_side)
+            keep = inside | (r >= params.min_ncc)
+            band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
         link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
         order = np.lexsort((d[band], link))
         band, link = band[order], link[order]
@@ -184,24 +282,29 @@ def cluster_codes(
         sel = rank < params.verify_per_link
         todo, todo_link = band[sel], link[sel]
         keys: dict[tuple[int, bool], tuple] = {}
+        local = threading.local()
 
         def compute(task):
             k, flip = task
             g = gray(k)
             if flip:
                 g = np.ascontiguousarray(g[:, ::-1])
-            return task, orb_keys(g, params.orb_side, params.orb_features, params.orb_levels)
+            det = getattr(local, "orb", None)
+            if det is None:
+                det = local.orb = orb_detector(params.orb_features, params.orb_levels)
+            return task, orb_keys(g, params.orb_side, params.orb_features, params.orb_levels, detector=det)
 
-        tasks = sorted({(int(a), False) for a in i[todo]} | {(int(b), bool(m)) for b, m in zip(j[todo], mirrored[todo], strict=False)})
+        ends = orient_pairs(i[todo], j[todo], mirrored[todo])
+        tasks = sorted({t for pair in ends for t in pair})
         with ThreadPoolExecutor(max(1, workers)) as pool:
             for task, kp in pool.map(compute, tasks, chunksize=16):
                 keys[task] = kp
 
             def check(chunk):
-                return [ransac_inliers(keys[(int(i[t]), False)], keys[(int(j[t]), bool(mirrored[t]))],
+                return [ransac_inliers(keys[ends[t][0]], keys[ends[t][1]],
                                        max_rotation=params.max_rotation, max_scale=params.max_scale) for t in chunk]
 
-            chunks = [todo[s:s + 64] for s in range(0, len(todo), 64)]
+            chunks = [range(s, min(s + 64, len(todo))) for s in range(0, len(todo), 64)]
             inl = np.concatenate([np.asarray(r, np.int64) for r in pool.map(check, chunks)]) if chunks else np.zeros(0, np.int64)
         checked = len(todo)
         passed = todo[inl >= params.min_inliers]

@@ -98,7 +98,7 @@ def average_linkage(
     weakest edges (largest distance) until every part fits; a mean over cross pairs
     of such a part could not reach ``max_distance`` anyway unless it is dense.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
 
     i = np.asarray(i, np.int64)
@@ -144,10 +144,43 @@ def average_linkage(
         mat = np.minimum(mat, mat.T)
         np.fill_diagonal(mat, 0.0)
         z = linkage(squareform(mat, checks=False), method="average")
-        sub = fcluster(z, t=max_distance - 1e-9, criterion="distance")
+        sub = cut_tree_at(z, max_distance)
         labels[members] = next_label + sub
         next_label += int(sub.max()) + 1
     return relabel(labels)
+
+
+def cut_tree_at(z: np.ndarray, max_distance: float) -> np.ndarray:
+    """Flat clusters of a monotone linkage matrix: the merges below ``max_distance``.
+
+    Same partition as ``scipy.cluster.hierarchy.fcluster(z, max_distance - eps,
+    criterion="distance")`` for linkages without inversions (single, complete, average,
+    weighted), without fcluster's validation of the whole matrix on every call, which
+    dominates when thousands of small components are clustered.
+
+    Parameters
+    ----------
+    z : ndarray of float, shape (s - 1, 4)
+        SciPy linkage matrix of ``s`` observations.
+    max_distance : float
+        Merges with a distance strictly below this are kept.
+
+    Returns
+    -------
+    ndarray of int64, shape (s,)
+        Labels 0..k-1.
+    """
+    s = len(z) + 1
+    parent = np.arange(2 * s - 1)
+    for r in np.nonzero(z[:, 2] < max_distance)[0].tolist():
+        a, b = int(z[r, 0]), int(z[r, 1])
+        parent[a] = parent[b] = s + r
+    # nodes were created in increasing order, so one pass from the top resolves roots
+    for node in range(2 * s - 2, -1, -1):
+        p = parent[node]
+        if p != node:
+            parent[node] = parent[p]
+    return relabel(parent[:s])
 
 
 def _bounded_components(n: int, i, j, dist, limit: int) -> np.ndarray:

@@ -141,16 +141,38 @@ def _finish(i, j, d):
 
 
 def _hamming_brute(codes, codes_b, radius, block):
-    n = len(codes)
+    # one (block, n) XOR buffer and uint8 popcount buffers reused across blocks; the min
+    # over the alternative codes is an element-wise minimum (a reduction over a short
+    # last axis is slow in numpy)
+    n, k = codes_b.shape
+    block = max(1, min(block, 512))  # keeps the buffers near the CPU cache
+    cols = [np.ascontiguousarray(codes_b[:, c]) for c in range(k)]
+    x = np.empty((min(block, n), n), np.uint64)
+    cnt = np.empty((min(block, n), n), np.uint8)
+    best = np.empty((min(block, n), n), np.uint8)
     out_i, out_j, out_d = [], [], []
     for s in range(0, n, block):
-        q = codes[s:s + block]
-        d = popcount64(q[:, None, None] ^ codes_b[None, :, :]).min(-1)
-        ii, jj = np.nonzero(d <= radius)
+        q = codes[s:s + block, None]
+        m = len(q)
+        for c, col in enumerate(cols):
+            np.bitwise_xor(q, col[None, :], out=x[:m])
+            if c == 0:
+                _popcount_into(x[:m], best[:m])
+            else:
+                _popcount_into(x[:m], cnt[:m])
+                np.minimum(best[:m], cnt[:m], out=best[:m])
+        ii, jj = np.nonzero(best[:m] <= radius)
         out_i.append(ii + s)
         out_j.append(jj)
-        out_d.append(d[ii, jj])
+        out_d.append(best[ii, jj])
     return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
+
+
+def _popcount_into(x: np.ndarray, out: np.ndarray) -> None:
+    if hasattr(np, "bitwise_count"):
+        np.bitwise_count(x, out=out)
+    else:
+        out[...] = popcount64(x)
 
 
 def _hamming_mih(codes, codes_b, radius, block):

@@ -58,13 +58,16 @@ class FeatureCache:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
-    def get(self, path: str | Path, key: str) -> dict | None:
-        """The cached feature of ``path`` for ``key``, or None when absent or stale."""
-        p = str(Path(path).resolve())
-        try:
-            size, mtime = file_stamp(p)
-        except OSError:
-            return None
+    def get(self, path: str | Path, key: str, stamp: tuple[int, int] | None = None) -> dict | None:
+        """The cached feature of ``path`` for ``key``, or None when absent or stale
+        (``stamp``: the file's (size, mtime_ns) when the caller has just read it)."""
+        p = os.path.abspath(path)  # resolving every component costs an lstat per folder level
+        if stamp is None:
+            try:
+                stamp = file_stamp(p)
+            except OSError:
+                return None
+        size, mtime = stamp
         with self._lock:
             row = self._db.execute(
                 "SELECT size, mtime_ns, blob FROM features WHERE path = ? AND key = ?", (p, key)
@@ -76,7 +79,7 @@ class FeatureCache:
     def put(self, path: str | Path, key: str, feature: dict, stamp: tuple[int, int] | None = None) -> None:
         """Store ``feature`` for ``path`` (stamped with the file's current size and mtime,
         or ``stamp`` when the caller read it before computing)."""
-        p = str(Path(path).resolve())
+        p = os.path.abspath(path)  # resolving every component costs an lstat per folder level
         size, mtime = stamp if stamp is not None else file_stamp(p)
         with self._lock:
             self._db.execute(

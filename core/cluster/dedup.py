@@ -53,36 +53,32 @@ class DupParams(BaseModel):
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
     orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(2, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
-    min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose thumbnails correlate less than this are rejected unverified (-1: off)")
-    thumb_side: int = Field(16, ge=4, le=64, description="thumbnail side (pixels) for the min_ncc pre-filter")
+    min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails correlate less than this are rejected unverified (-1: off)")
 
 
-def thumb_ncc(gray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray, side: int = 16) -> np.ndarray:
-    """Normalised cross-correlation of (side x side) grayscale thumbnails of image pairs.
+def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of grayscale thumbnails of image pairs.
 
     Parameters
     ----------
-    gray : callable
-        ``gray(k)`` -> (H, W) uint8.
+    thumbs : ndarray of uint8, shape (n, s, s)
+        From :func:`segdeck.core.cluster.features.thumbnails`.
     a, b : ndarray of int, shape (m,)
         Pair indices.
     mirrored : ndarray of bool, shape (m,)
         Compare ``a`` with the mirror image of ``b``.
-    side : int
 
     Returns
     -------
     ndarray of float32, shape (m,)
-        Values in [-1, 1]; 1 for identical thumbnails up to brightness and contrast.
+        Values in [-1, 1]; 1 for thumbnails equal up to brightness and contrast.
     """
-    import cv2
-
     if not len(a):
         return np.zeros(0, np.float32)
     ids = np.unique(np.concatenate([a, b]))
-    pos = np.full(int(ids.max()) + 1, -1, np.int64)
+    pos = np.full(len(thumbs), -1, np.int64)
     pos[ids] = np.arange(len(ids))
-    th = np.stack([cv2.resize(gray(int(k)), (side, side), interpolation=cv2.INTER_AREA) for k in ids]).astype(np.float32)
+    th = thumbs[ids].astype(np.float32)
 
     def unit(x):
         x = x.reshape(len(x), -1)
@@ -229,6 +225,7 @@ def cluster_codes(
     params: DupParams,
     gray: Callable[[int], np.ndarray] | None = None,
     workers: int = 1,
+    thumbs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster images from their hash pairs, verifying uncertain candidates.
 
@@ -242,6 +239,10 @@ def cluster_codes(
         verification. Without it candidates beyond ``sure_radius`` are dropped.
     workers : int
         Threads for ORB and verification (OpenCV releases the GIL).
+    thumbs : ndarray of uint8, shape (n, 16, 16), optional
+        Thumbnails for the ``min_ncc`` pre-filter
+        (:func:`segdeck.core.cluster.features.thumbnails`); made from ``gray`` when
+        missing.
 
     Returns
     -------
@@ -269,7 +270,9 @@ def cluster_codes(
         if params.min_ncc > -1.0:
             # cheap pre-filter of pairs between groups: thumbnails that do not correlate
             # at all are not near-duplicates (and cost no ORB)
-            r = thumb_ncc(gray, i[band], j[band], mirrored[band], params.thumb_side)
+            if thumbs is None:
+                thumbs = features.thumbnails([gray(k) for k in range(n)])
+            r = thumb_ncc(thumbs, i[band], j[band], mirrored[band])
             keep = inside | (r >= params.min_ncc)
             band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
         link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
@@ -344,11 +347,14 @@ def cluster_folder(folder: str | Path, params: DupParams | None = None, workers:
     with ThreadPoolExecutor(max(1, workers)) as pool:
         grays = list(pool.map(lambda p: features.load_gray_small(p, 256), paths, chunksize=32))
     codes = features.phash_codes_fast(grays)
-    labels, _ = cluster_codes(codes, params, gray=lambda k: grays[k], workers=workers)
+    labels, _ = cluster_codes(codes, params, gray=lambda k: grays[k], workers=workers,
+                              thumbs=features.thumbnails(grays))
     return [p.relative_to(folder).as_posix() for p in paths], labels
 
 
 def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1):
-    """:func:`cluster_codes` on job features (each with ``h`` of shape (2,))."""
+    """:func:`cluster_codes` on job features (each with ``h`` of shape (2,) and, from
+    feature key ``dup:v2`` on, the thumbnail ``t``)."""
     codes = np.stack([f["h"] for f in feats]) if len(feats) else np.zeros((0, 2), np.uint64)
-    return cluster_codes(codes, params, gray=gray, workers=workers)
+    thumbs = np.stack([f["t"] for f in feats]) if len(feats) and all("t" in f for f in feats) else None
+    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs)

@@ -321,11 +321,26 @@ def orb_feature(img: np.ndarray, n_features: int = 500, max_side: int = 256) -> 
 
 
 # ------------------------------------------------------------------ near-duplicates
+#: Side (pixels) of the grayscale thumbnails the ``dup`` method correlates.
+THUMB_SIDE = 16
+
+
+def thumbnails(grays: Sequence[np.ndarray], side: int = THUMB_SIDE) -> np.ndarray:
+    """(side x side) area-averaged thumbnails of grayscale images -> (N, side, side) uint8."""
+    import cv2
+
+    if not len(grays):
+        return np.zeros((0, side, side), np.uint8)
+    return np.stack([cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA) for g in grays])
+
+
 def dup_feature(img: np.ndarray) -> dict:
-    """Feature of the ``dup`` method: ``{"h": (2,) uint64}``, the hash of the image and
-    of its mirror image (:func:`phash_codes_fast`). The ORB keys used to verify
-    uncertain pairs are computed later, only for the images that need them."""
-    return {"h": phash_codes_fast([to_gray(img)])[0]}
+    """Feature of the ``dup`` method: ``{"h": (2,) uint64, "t": (16, 16) uint8}``, the hash
+    of the image and of its mirror image (:func:`phash_codes_fast`) and a thumbnail
+    (:func:`thumbnails`). The ORB keys used to verify uncertain pairs are computed later,
+    only for the images that need them."""
+    g = to_gray(img)
+    return {"h": phash_codes_fast([g])[0], "t": thumbnails([g])[0]}
 
 
 def extract(method: str, img: np.ndarray, **options) -> dict:

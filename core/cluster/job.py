@@ -73,8 +73,10 @@ class ClusterParams(JobParams):
 def feature_key(params: ClusterParams, model_digest: str = "") -> str:
     """Cache key of a feature: the method and every parameter the feature depends on."""
     m = params.method
-    if m in ("dup", "phash"):
-        return f"{m}:v1:side{params.max_side}"
+    if m == "dup":
+        return f"dup:v2:side{params.max_side}"  # v2: with the thumbnail
+    if m == "phash":
+        return f"phash:v1:side{params.max_side}"
     if m == "deep":
         d = params.deep
         return f"deep:v1:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
@@ -95,6 +97,7 @@ class ClusterJob(Job):
     name = "cluster"
     Params = ClusterParams
     description = "sort images into folders of similar ones (near-duplicates, seed similarity methods, deep features)"
+    queue_depth = 64  # items are small images hashed in about a millisecond
 
     @classmethod
     def name_parts(cls, params: ClusterParams) -> list[str]:
@@ -181,7 +184,7 @@ class ClusterJob(Job):
         except OSError:
             stamp = None
         if stamp is not None:
-            feat = self.cache.get(path, feature_key(self.params, self._model_digest))
+            feat = self.cache.get(path, feature_key(self.params, self._model_digest), stamp)
             if feat is not None:
                 return ("cached", feat, stamp)
         if self.params.method == "dup":

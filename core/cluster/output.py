@@ -45,8 +45,8 @@ def _place(src: Path, dest: Path, mode: str) -> None:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-    elif mode == "symlink":
-        os.symlink(src.resolve(), dest)
+    elif mode == "symlink":  # absolute, symlinks on the way kept (resolving each costs an lstat per folder level)
+        os.symlink(os.path.abspath(src), dest)
     elif mode == "hardlink":
         try:
             os.link(src, dest)

@@ -61,6 +61,10 @@ class Job(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[JobParams]] = JobParams
     description: ClassVar[str] = ""
+    #: Items loaded ahead of the one being processed. Two suffice when an item takes
+    #: seconds; jobs whose items take a millisecond raise it, or the threads spend their
+    #: time handing the GIL to each other instead of working.
+    queue_depth: ClassVar[int] = 2
 
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):
@@ -98,7 +102,10 @@ class Job(ABC):
 
     def item_path(self, item: str) -> Path:
         """Absolute path of an item's input file."""
-        return self.input_path if self.input_path.is_file() else self.input_path / item
+        single = self.__dict__.get("_input_is_file")
+        if single is None:  # asked once: a stat per item costs as much as hashing a thumbnail
+            single = self.__dict__["_input_is_file"] = self.input_path.is_file()
+        return self.input_path if single else self.input_path / item
 
     def output_stem(self, item: str) -> str:
         """Collision-free flat name for an item's outputs (see :func:`imageio.flatten_name`)."""

@@ -15,6 +15,12 @@ from pathlib import Path
 
 MANIFEST_NAME = "manifest.sqlite"
 
+#: Item state changes are committed together at most this often (seconds). A commit
+#: costs about as much as hashing one small image, so committing every change would
+#: dominate fast jobs; a killed run loses at most this much finished work, which the
+#: next run redoes (outputs are written atomically, so redoing is safe).
+COMMIT_INTERVAL = 0.5
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     item      TEXT PRIMARY KEY,
@@ -69,8 +75,12 @@ class Manifest:
         If ``readonly`` and the manifest does not exist.
     """
 
-    def __init__(self, job_dir: str | Path, *, readonly: bool = False):
+    def __init__(self, job_dir: str | Path, *, readonly: bool = False, commit_interval: float = COMMIT_INTERVAL):
         self.path = Path(job_dir) / MANIFEST_NAME
+        self.commit_interval = commit_interval
+        self._dirty = False
+        self._queue: list[tuple[str, tuple]] = []
+        self._last_commit = time.monotonic()
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(self.path)
@@ -84,7 +94,35 @@ class Manifest:
             self._db.commit()
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
+
+    def flush(self) -> None:
+        """Write and commit the state changes not yet committed."""
+        if self._queue:
+            queue, self._queue = self._queue, []
+            with self._db:
+                for sql, args in queue:
+                    self._db.execute(sql, args)
+        elif self._dirty:
+            self._db.commit()
+        self._dirty = False
+        self._last_commit = time.monotonic()
+
+    def _apply_queue(self) -> None:
+        # reads through this connection see the queued changes (not yet committed)
+        if self._queue:
+            queue, self._queue = self._queue, []
+            for sql, args in queue:
+                self._db.execute(sql, args)
+            self._dirty = True
+
+    def _update(self, sql: str, args: tuple) -> None:
+        # queued, then written in one transaction: per-item SQLite calls release and
+        # re-take the GIL, which the busy loader threads make slow
+        self._queue.append((sql, args))
+        if time.monotonic() - self._last_commit >= self.commit_interval:
+            self.flush()
 
     def __enter__(self) -> Manifest:
         return self
@@ -94,41 +132,40 @@ class Manifest:
 
     def add_items(self, items: list[str]) -> None:
         """Register items (existing rows keep their state)."""
+        self._apply_queue()
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO items(item) VALUES (?)", [(i,) for i in items])
 
     def state(self, item: str) -> str | None:
+        self._apply_queue()
         row = self._db.execute("SELECT state FROM items WHERE item=?", (item,)).fetchone()
         return row[0] if row else None
 
     def done_items(self) -> set[str]:
+        self._apply_queue()
         return {r[0] for r in self._db.execute("SELECT item FROM items WHERE state='done'")}
 
     def mark_running(self, item: str) -> None:
-        with self._db:
-            self._db.execute(
-                "UPDATE items SET state='running', started=?, error=NULL WHERE item=?", (time.time(), item)
-            )
+        self._update("UPDATE items SET state='running', started=?, error=NULL WHERE item=?", (time.time(), item))
 
     def mark_done(self, item: str, duration: float, outputs: list[str]) -> None:
-        with self._db:
-            self._db.execute(
-                "UPDATE items SET state='done', duration=?, error=NULL, outputs=? WHERE item=?",
-                (duration, json.dumps(outputs), item),
-            )
+        self._update(
+            "UPDATE items SET state='done', duration=?, error=NULL, outputs=? WHERE item=?",
+            (duration, json.dumps(outputs), item),
+        )
 
     def mark_failed(self, item: str, duration: float, error: str) -> None:
-        with self._db:
-            self._db.execute(
-                "UPDATE items SET state='failed', duration=?, error=? WHERE item=?", (duration, error, item)
-            )
+        self._update("UPDATE items SET state='failed', duration=?, error=? WHERE item=?", (duration, error, item))
 
     def reset_running(self) -> None:
         """Items a killed run left ``running`` go back to ``pending``."""
+        self._apply_queue()
         with self._db:
             self._db.execute("UPDATE items SET state='pending' WHERE state='running'")
+        self._dirty = False
 
     def counts(self) -> Counts:
+        self._apply_queue()
         rows = dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
         return Counts(
             total=sum(rows.values()),
@@ -138,6 +175,7 @@ class Manifest:
         )
 
     def records(self) -> list[ItemRecord]:
+        self._apply_queue()
         rows = self._db.execute("SELECT item, state, started, duration, error, outputs FROM items ORDER BY item")
         return [
             ItemRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else []) for r in rows.fetchall()
@@ -145,5 +183,6 @@ class Manifest:
 
     def mean_duration(self) -> float | None:
         """Mean seconds per finished item, or None before the first one."""
+        self._apply_queue()
         row = self._db.execute("SELECT AVG(duration) FROM items WHERE state='done'").fetchone()
         return row[0]

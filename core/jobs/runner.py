@@ -251,6 +251,7 @@ def run_job(
             return job.load(item), time.perf_counter() - t
 
         cancelled = False
+        depth = max(1, prefetch, int(getattr(job, "queue_depth", prefetch)))
         with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="load") as loader, ThreadPoolExecutor(
             1, thread_name_prefix="write"
         ) as writer:
@@ -259,7 +260,7 @@ def run_job(
             writes: list[Future] = []
 
             def refill() -> None:
-                while len(pending) < max(1, prefetch) and not cancel.is_set():
+                while len(pending) < depth and not cancel.is_set():
                     nxt = next(queue, None)
                     if nxt is None:
                         return
@@ -290,6 +291,8 @@ def run_job(
                 w.result()
         if cancel.is_set():
             cancelled = True
+        with db_lock:
+            manifest.flush()  # finalize may read the manifest through its own connection
         done, failed = counts["done"], counts["failed"]
         finalize_error = None
         try:

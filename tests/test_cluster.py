@@ -377,3 +377,21 @@ def test_cut_tree_at_equals_fcluster(method):
         assert ours.dtype == np.int64 and ours.min() == 0
         assert len(set(ours.tolist())) == len(set(ref.tolist()))
         assert adjusted_rand_score(ref, ours) == 1.0, (trial, s, t)
+
+
+def test_thumb_ncc_and_pair_orientation():
+    from segdeck.core.cluster import dedup
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 80), dtype=np.uint8)
+    grays = [a, np.ascontiguousarray(a[:, ::-1]), 255 - a, (a // 2 + 40).astype(np.uint8)]
+    th = features.thumbnails(grays)
+    assert th.shape == (4, 16, 16) and th.dtype == np.uint8
+    r = dedup.thumb_ncc(th, np.array([0, 0, 0, 0]), np.array([1, 1, 2, 3]), np.array([False, True, False, False]))
+    assert r[1] > 0.99 and r[0] < 0.9  # the mirror image correlates only once mirrored back
+    assert r[2] < -0.99  # the negative
+    assert r[3] > 0.98  # brightness / contrast change
+    # mirrored pairs are checked on the orientation some other pair already needs
+    ends = dedup.orient_pairs(np.array([0, 2]), np.array([1, 1]), np.array([False, True]))
+    assert ends[0] == ((0, False), (1, False))
+    assert ends[1] == ((2, True), (1, False))  # not (2, False) + (1, True): one ORB fewer

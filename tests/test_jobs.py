@@ -149,3 +149,24 @@ def test_broken_display_sink_does_not_stop_the_run(folder):
     assert summary.done == 4 and summary.failed == 1
     kinds = [type(e) for e in read_events(job_dir)[0]]
     assert kinds.count(ItemDone) == 4 and kinds[-1] is JobFinished
+
+
+def test_manifest_queues_updates_and_commits_on_flush_and_close(tmp_path):
+    from segdeck.core.jobs.manifest import Manifest
+
+    m = Manifest(tmp_path, commit_interval=3600)
+    m.add_items(["a", "b"])
+    m.mark_running("a")
+    m.mark_done("a", 0.1, ["x.png"])
+    m.mark_failed("b", 0.2, "bad file")
+    with Manifest(tmp_path, readonly=True) as other:  # another process sees committed rows only
+        assert other.counts().done == 0
+    assert m.counts().done == 1 and m.counts().failed == 1  # the writer sees its own queue
+    m.mark_done("b", 0.3, [])
+    m.flush()
+    with Manifest(tmp_path, readonly=True) as other:
+        assert other.done_items() == {"a", "b"}
+    m.mark_running("a")
+    m.close()  # close writes what is queued
+    with Manifest(tmp_path, readonly=True) as other:
+        assert other.state("a") == "running"

@@ -337,7 +337,7 @@ def test_precompute_next_image(engine, monkeypatch):
 def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
     import torch
 
-    from segdeck.core.sam.fast import Packed, _mm_t
+    from segdeck.core.sam.fast import Packed, _mm, _mm_t
 
     g = torch.Generator().manual_seed(1)
     w = torch.randn(96, 40, generator=g)
@@ -348,6 +348,8 @@ def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
     torch.testing.assert_close(p(x), x @ w, rtol=1e-5, atol=1e-4)
     a, b = torch.randn(1, 5, 96, generator=g), torch.randn(1, 300, 96, generator=g)
     torch.testing.assert_close(_mm_t(a, b), a @ b.transpose(1, 2), rtol=1e-5, atol=1e-4)
+    c = torch.randn(1, 96, 33, generator=g)
+    torch.testing.assert_close(_mm(a, c), a @ c, rtol=1e-5, atol=1e-4)
     monkeypatch.setenv("SEGDECK_ONEDNN", "0")
     off = Packed(w, 7)
     assert off.packed is None

@@ -86,6 +86,19 @@ class Packed:
         return torch.matmul(x, self.w)
 
 
+def _mm(a, b):
+    """``a @ b`` for a (B, R, K) and b (B or 1, K, M) -> (B, R, M); oneDNN when B == 1 on CPU
+    (``b`` passed as the transposed view of a linear weight), else ``torch.matmul``."""
+    import torch
+
+    if a.shape[0] == 1 and b.shape[0] == 1 and _onednn_enabled(a) and b[0].t().is_contiguous():
+        try:
+            return torch.ops.mkldnn._linear_pointwise(a[0], b[0].t(), None, "none", [], "").unsqueeze(0)
+        except Exception:  # noqa: BLE001
+            pass
+    return torch.matmul(a, b)
+
+
 def _mm_t(a, b):
     """``a @ b^T`` for a (B, R, K) and b (B or 1, N, K) -> (B, R, N); one oneDNN product
     (b used as an unpacked weight) when B == 1 on CPU, else ``torch.matmul``."""
@@ -200,7 +213,7 @@ def _t2i(attn, q, kpe, keys):
     a = torch.einsum("bhtd,hdc->bhtc", qh, wk).reshape(B, H * T, C)
     s = _mm_t(a, kpe)  # (B, H*T, N); the key bias cancels in softmax
     p = torch.softmax(s, dim=-1)
-    py = torch.matmul(p, keys).view(B, H, T, C)
+    py = _mm(p, keys).view(B, H, T, C)
     wv = attn.v_proj.weight.view(H, d, C)
     out = torch.einsum("bhtc,hdc->bhtd", py, wv) + attn.v_proj.bias.view(1, H, 1, d)
     return attn.out_proj(_merge(out))

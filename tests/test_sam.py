@@ -354,3 +354,26 @@ def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
     off = Packed(w, 7)
     assert off.packed is None
     torch.testing.assert_close(off(x), x @ w)
+
+
+def test_single_mask_selection_and_stacked_hypernetworks_match_official(engine):
+    """SAM 2's one-prompt mask choice (stability of token 0, else best IoU of 1-3) and the
+    batched hypernetwork MLPs equal the official decoder's, stable and unstable cases."""
+    eng, _, _ = engine
+    if eng.family != "sam2":
+        pytest.skip("SAM 2 only (dynamic multimask via stability)")
+    from segdeck.core.sam.fast import run_stacked_mlps
+
+    dec = eng.model.sam_mask_decoder
+    g = torch.Generator().manual_seed(3)
+    iou = torch.rand(1, 4, generator=g)
+    for scale in (100.0, 0.01):  # saturated logits: stable; tiny logits: unstable
+        masks = torch.randn(1, 4, 64, 64, generator=g) * scale
+        got_m, got_i = eng._select(masks, iou, multimask=False, hq_token_only=False)
+        ref_m, ref_i = dec._dynamic_multimask_via_stability(masks, iou)
+        assert torch.equal(got_m, ref_m) and torch.equal(got_i, ref_i)
+    tokens = torch.randn(3, dec.num_mask_tokens, dec.transformer_dim, generator=g)
+    with torch.inference_mode():
+        ref = torch.stack([mlp(tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
+        got = run_stacked_mlps(eng._hyper, tokens)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

@@ -576,11 +576,12 @@ class Sam2Engine(SamEngine):
         from sam2.utils.transforms import SAM2Transforms
 
         self._transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
-        from segdeck.core.sam.fast import upscale_weights
+        from segdeck.core.sam.fast import stack_mlps, upscale_weights
 
         with self._torch.inference_mode():
             self._pe = model.sam_prompt_encoder.get_dense_pe()
             self._up = upscale_weights(model.sam_mask_decoder)
+            self._hyper = stack_mlps(model.sam_mask_decoder.output_hypernetworks_mlps)
 
     def _encode(self, image):
         torch = self._torch
@@ -646,7 +647,7 @@ class Sam2Engine(SamEngine):
 
     def _decode(self, state, sparse, dense):
         """(B, T, C) sparse, dense None or (B, C, 64, 64) -> all masks (B, 4, 256, 256), iou (B, 4)."""
-        from segdeck.core.sam.fast import two_way, upscale_masks
+        from segdeck.core.sam.fast import run_stacked_mlps, two_way, upscale_masks
 
         torch = self._torch
         dec = self.model.sam_mask_decoder
@@ -664,7 +665,10 @@ class Sam2Engine(SamEngine):
         # only the IoU and mask tokens are read: the final attention skips the others
         hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
         mt = hs[:, 1:]
-        hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
+        if self._hyper is not None:
+            hyper = run_stacked_mlps(self._hyper, mt)
+        else:
+            hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
         ex = state.extra
         # one prompt at a time: its ~12 MB of upscaling stays in the CPU cache and reuses buffers
         masks = torch.cat([
@@ -679,7 +683,18 @@ class Sam2Engine(SamEngine):
         if multimask:
             return masks[:, 1:], iou[:, 1:]
         if dec.dynamic_multimask_via_stability:
-            return dec._dynamic_multimask_via_stability(masks, iou)
+            if masks.shape[0] != 1:
+                return dec._dynamic_multimask_via_stability(masks, iou)
+            # one prompt: the same rule as the official decoder in a few operations --
+            # keep mask 0 when its stability score reaches the threshold, else the
+            # multimask output with the highest predicted IoU
+            m0 = masks[0, 0]
+            delta = dec.dynamic_multimask_stability_delta
+            area_i = (m0 > delta).sum().float()
+            area_u = (m0 > -delta).sum().float()
+            stable = bool(area_u <= 0) or bool(area_i / area_u >= dec.dynamic_multimask_stability_thresh)
+            k = 0 if stable else 1 + int(self._torch.argmax(iou[0, 1:]))
+            return masks[:, k : k + 1], iou[:, k : k + 1]
         return masks[:, 0:1], iou[:, 0:1]
 
     def _upsample(self, state, low):

@@ -416,3 +416,42 @@ def upscale_masks(wts, keys, hyper, s0, s1, hw, bufs=None):
     M = m.shape[-1]
     m = m.view(B, h, w, 2, 2, 2, 2, M).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return m.reshape(B, M, 4 * h, 4 * w)
+
+
+# ---- hypernetwork MLPs of all mask tokens as batched products --------------------------
+
+
+def stack_mlps(mlps):
+    """Weights of same-shaped SAM ``MLP`` modules stacked for :func:`run_stacked_mlps`, or
+    None when they differ in shape, activation or output sigmoid."""
+    import torch
+
+    mlps = list(mlps)
+    if not mlps:
+        return None
+    first = mlps[0]
+    for m in mlps:
+        if len(m.layers) != len(first.layers) or getattr(m, "sigmoid_output", False):
+            return None
+        if type(getattr(m, "act", None)) is not torch.nn.ReLU:
+            return None
+        for a, b in zip(m.layers, first.layers, strict=True):
+            if a.weight.shape != b.weight.shape or a.bias is None:
+                return None
+    return [
+        (torch.stack([m.layers[k].weight.t() for m in mlps]).contiguous(),  # (M, in, out)
+         torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1).contiguous())  # (M, 1, out)
+        for k in range(len(first.layers))
+    ]
+
+
+def run_stacked_mlps(stacked, x):
+    """(B, M, C) tokens -> (B, M, out): token m through MLP m (ReLU between layers)."""
+    import torch
+
+    h = x.transpose(0, 1)  # (M, B, C)
+    for k, (w, b) in enumerate(stacked):
+        h = torch.baddbmm(b, h, w)
+        if k < len(stacked) - 1:
+            h = torch.relu_(h)
+    return h.transpose(0, 1)

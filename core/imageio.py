@@ -417,6 +417,17 @@ def flatten_name(path: str | Path, root: str | Path) -> str:
 def flat_item_name(relative: str | Path) -> str:
     """Join the parts of a relative path with ``__``: ``a/b c/ü.jpg`` -> ``a__b c__ü.jpg``.
 
-    The one rule for output names of nested inputs (jobs, annotation, clustering).
+    The one rule for output names of nested inputs (jobs, annotation, clustering). When
+    the joined name does not split back into the same parts (a part containing ``__`` or
+    ending in ``_``: ``a__b.jpg`` would meet ``a/b.jpg``), eight hex digits of the path's
+    SHA-1 go before the suffix: ``a__b~1c9f0e2d.jpg``. Ordinary names are unchanged.
     """
-    return "__".join(Path(relative).parts)
+    parts = Path(relative).parts
+    name = "__".join(parts)
+    if name.split("__") == list(parts):
+        return name
+    import hashlib
+
+    tag = hashlib.sha1(Path(relative).as_posix().encode("utf-8")).hexdigest()[:8]
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}~{tag}.{suffix}" if dot and stem else f"{name}~{tag}"

@@ -234,6 +234,15 @@ def test_flatten_name(tmp_path):
     assert imageio.flatten_name(tmp_path / "a" / "b c" / "ü.jpg", tmp_path) == "a__b c__ü.jpg"
 
 
+def test_flat_item_name_never_collides():
+    items = ["a/b.jpg", "a__b.jpg", "a_/b.jpg", "a/_b.jpg", "x/y/z.png", "x__y/z.png", "x/y__z.png", "plain.png", "c__"]
+    names = [imageio.flat_item_name(i) for i in items]
+    assert len(set(names)) == len(items), names
+    assert names[0] == "a__b.jpg" and names[4] == "x__y__z.png" and names[7] == "plain.png"  # ordinary names unchanged
+    assert names[1].startswith("a__b~") and names[1].endswith(".jpg")  # the suffix stays last
+    assert imageio.flat_item_name("a__b.jpg") == names[1]  # deterministic
+
+
 def test_flatten_name_keeps_symlink_names_apart(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "link.jpg").symlink_to("a.jpg")

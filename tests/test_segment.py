@@ -260,3 +260,16 @@ def test_params_precedence_and_config_errors(tmp_path):
             bad.write_bytes(b"\x89PNG\xff\xfe")
         with pytest.raises(ParamsError, match=why):
             resolve(SegmentParams, "segment", config=bad)
+
+
+def test_nested_and_underscored_names_get_separate_outputs(tmp_path):
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    img = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    imageio.write_image(src / "a" / "b.png", img)
+    imageio.write_image(src / "a__b.png", img[::-1].copy())
+    params = SegmentParams(method="felzenszwalb")
+    job_dir = job_dir_for(SegmentJob, params, src, None)
+    assert run_job(SegmentJob(params, src, job_dir)).done == 2
+    label_maps = sorted(p.name for p in job_dir.glob("*.labels.png"))
+    assert len(label_maps) == 2 and "a__b.png.labels.png" in label_maps  # the nested one keeps the plain name

@@ -170,3 +170,14 @@ def test_manifest_queues_updates_and_commits_on_flush_and_close(tmp_path):
     m.close()  # close writes what is queued
     with Manifest(tmp_path, readonly=True) as other:
         assert other.state("a") == "running"
+
+
+def test_manifest_drops_rows_of_deleted_inputs(tmp_path):
+    m = Manifest(tmp_path)
+    m.add_items(["a", "b", "c"])
+    m.mark_done("a", 0.1, [])
+    m.mark_done("b", 0.1, [])
+    assert m.retain(["a", "c"]) == 1
+    c = m.counts()
+    assert (c.total, c.done) == (2, 1) and m.state("b") is None and m.state("a") == "done"
+    m.close()

@@ -136,6 +136,18 @@ class Manifest:
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO items(item) VALUES (?)", [(i,) for i in items])
 
+    def retain(self, items: list[str]) -> int:
+        """Drop the rows of items not in ``items`` (inputs deleted since an earlier run), so
+        totals, progress and the ETA count only what the input holds now. Their output
+        files are left where they are. Returns the number of rows dropped."""
+        self._apply_queue()
+        keep = set(items)
+        gone = [(r[0],) for r in self._db.execute("SELECT item FROM items") if r[0] not in keep]
+        if gone:
+            with self._db:
+                self._db.executemany("DELETE FROM items WHERE item=?", gone)
+        return len(gone)
+
     def state(self, item: str) -> str | None:
         self._apply_queue()
         row = self._db.execute("SELECT state FROM items WHERE item=?", (item,)).fetchone()

@@ -205,6 +205,7 @@ def run_job(
         total = len(items)
         with db_lock:
             manifest.add_items(items)
+            manifest.retain(items)
             manifest.reset_running()
             finished = manifest.done_items()
             if not retry_failed:

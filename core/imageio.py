@@ -420,7 +420,7 @@ def flat_item_name(relative: str | Path) -> str:
     The one rule for output names of nested inputs (jobs, annotation, clustering). When
     the joined name does not split back into the same parts (a part containing ``__`` or
     ending in ``_``: ``a__b.jpg`` would meet ``a/b.jpg``), eight hex digits of the path's
-    SHA-1 go before the suffix: ``a__b~1c9f0e2d.jpg``. Ordinary names are unchanged.
+    SHA-1 go before the suffix: ``a__b~d82aba5b.jpg``. Ordinary names are unchanged.
     """
     parts = Path(relative).parts
     name = "__".join(parts)

@@ -15,8 +15,10 @@ model-manager path). Nothing is downloaded.
    Random weights pass no default quality threshold, so ``pred_iou_thresh`` and
    ``stability_score_thresh`` are 0 and ``box_nms_thresh`` is ``--box-nms`` (default
    1.0: every mask kept, the maximum amount of work on both sides).
+3. With ``--onednn-ab``: our clicks with the oneDNN products against plain
+   ``torch.matmul`` (``SEGDECK_ONEDNN=0``), alternated in one process, with mask IoU.
 
-    .venv/bin/python benchmarks/sam.py [--clicks 30] [--images 6] [--points-per-side 16]
+    .venv/bin/python benchmarks/sam.py [--clicks 30] [--images 6] [--points-per-side 16] [--onednn-ab]
 """
 
 from __future__ import annotations
@@ -131,6 +133,53 @@ def bench_clicks(name: str, n_clicks: int) -> None:
               f"{'met' if mu_ms <= 25 else 'NOT met'}")
 
 
+def bench_onednn(name: str, n_clicks: int) -> None:
+    """Our click path with oneDNN products (default) vs plain torch.matmul
+    (``SEGDECK_ONEDNN=0``), one engine, clicks alternated between the two in one process."""
+    import cv2
+    import skimage.data
+    import torch
+
+    from segdeck.core.sam import open_engine
+    from segdeck.core.sam.fast import upscale_weights
+
+    eng = open_engine(name, "cpu")
+    eng.disk_cache = False
+    img = cv2.resize(skimage.data.astronaut(), (512, 512), interpolation=cv2.INTER_AREA)
+    setups = {}
+    for flag in ("0", "1"):  # the packed weights and per-image state are built under each setting
+        os.environ["SEGDECK_ONEDNN"] = flag
+        with torch.inference_mode():
+            eng._up = upscale_weights(eng.model.sam_mask_decoder)
+        eng.reset_image()
+        eng._memory.clear()
+        eng.set_image(img, cache=False)
+        setups[flag] = (eng._up, eng._state)
+    pts = np.random.default_rng(1).uniform(0, 512, size=(n_clicks, 2)).astype(np.float32)
+    lab = np.array([1])
+    times = {f: {True: [], False: []} for f in setups}
+    masks = {f: [] for f in setups}
+    for i in range(n_clicks + 3):
+        for flag, (up, st) in setups.items():
+            os.environ["SEGDECK_ONEDNN"] = flag
+            eng._up, eng._state = up, st
+            for multimask in (True, False):
+                t = time.perf_counter()
+                r = eng.predict(pts[i % n_clicks : i % n_clicks + 1], lab, multimask=multimask)
+                if i >= 3:  # the first three rounds warm up
+                    times[flag][multimask].append(time.perf_counter() - t)
+                    masks[flag].append(r.masks)
+    os.environ.pop("SEGDECK_ONEDNN", None)
+    ious = [_iou(a, b) for x, y in zip(masks["0"], masks["1"], strict=True) for a, b in zip(x, y, strict=True)]
+    print(f"\n== oneDNN products vs torch.matmul (same engine, alternated, {n_clicks} clicks)")
+    for multimask in (True, False):
+        off_ms = 1000 * statistics.median(times["0"][multimask])
+        on_ms = 1000 * statistics.median(times["1"][multimask])
+        print(f"{'multimask' if multimask else 'single   '}: median matmul {off_ms:6.1f} ms  oneDNN {on_ms:6.1f} ms  "
+              f"ratio {on_ms / off_ms:4.2f}")
+    print(f"mask IoU oneDNN vs matmul: min {min(ious):.5f} mean {np.mean(ious):.6f}")
+
+
 def bench_batch(name: str, n_images: int, pps: int, box_nms: float, workdir: Path) -> None:
     import torch
 
@@ -204,6 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--skip-clicks", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
+    ap.add_argument("--onednn-ab", action="store_true", help="also time our clicks with and without oneDNN products")
     args = ap.parse_args(argv)
     import torch
 
@@ -214,6 +264,8 @@ def main(argv=None) -> int:
         name = setup_model(work)
         if not args.skip_clicks:
             bench_clicks(name, args.clicks)
+        if args.onednn_ab:
+            bench_onednn(name, args.clicks)
         if not args.skip_batch:
             bench_batch(name, args.images, args.points_per_side, args.box_nms, work)
     return 0

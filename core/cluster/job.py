@@ -97,7 +97,6 @@ class ClusterJob(Job):
     name = "cluster"
     Params = ClusterParams
     description = "sort images into folders of similar ones (near-duplicates, seed similarity methods, deep features)"
-    queue_depth = 64  # items are small images hashed in about a millisecond
 
     @classmethod
     def name_parts(cls, params: ClusterParams) -> list[str]:

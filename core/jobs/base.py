@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,10 +62,6 @@ class Job(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[JobParams]] = JobParams
     description: ClassVar[str] = ""
-    #: Items loaded ahead of the one being processed. Two suffice when an item takes
-    #: seconds; jobs whose items take a millisecond raise it, or the threads spend their
-    #: time handing the GIL to each other instead of working.
-    queue_depth: ClassVar[int] = 2
 
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):
@@ -100,12 +97,14 @@ class Job(ABC):
             return [root.name]
         return [p.relative_to(root).as_posix() for p in imageio.discover(root)]
 
+    @cached_property
+    def _input_is_file(self) -> bool:
+        # asked once: a stat per item costs as much as hashing a thumbnail
+        return self.input_path.is_file()
+
     def item_path(self, item: str) -> Path:
         """Absolute path of an item's input file."""
-        single = self.__dict__.get("_input_is_file")
-        if single is None:  # asked once: a stat per item costs as much as hashing a thumbnail
-            single = self.__dict__["_input_is_file"] = self.input_path.is_file()
-        return self.input_path if single else self.input_path / item
+        return self.input_path if self._input_is_file else self.input_path / item
 
     def output_stem(self, item: str) -> str:
         """Collision-free flat name for an item's outputs (see :func:`imageio.flatten_name`)."""

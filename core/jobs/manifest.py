@@ -99,14 +99,10 @@ class Manifest:
 
     def flush(self) -> None:
         """Write and commit the state changes not yet committed."""
-        if self._queue:
-            queue, self._queue = self._queue, []
-            with self._db:
-                for sql, args in queue:
-                    self._db.execute(sql, args)
-        elif self._dirty:
+        self._apply_queue()
+        if self._dirty:
             self._db.commit()
-        self._dirty = False
+            self._dirty = False
         self._last_commit = time.monotonic()
 
     def _apply_queue(self) -> None:

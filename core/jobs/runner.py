@@ -252,7 +252,6 @@ def run_job(
             return job.load(item), time.perf_counter() - t
 
         cancelled = False
-        depth = max(1, prefetch, int(getattr(job, "queue_depth", prefetch)))
         with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="load") as loader, ThreadPoolExecutor(
             1, thread_name_prefix="write"
         ) as writer:
@@ -261,7 +260,7 @@ def run_job(
             writes: list[Future] = []
 
             def refill() -> None:
-                while len(pending) < depth and not cancel.is_set():
+                while len(pending) < max(1, prefetch) and not cancel.is_set():
                     nxt = next(queue, None)
                     if nxt is None:
                         return

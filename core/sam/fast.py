@@ -86,30 +86,35 @@ class Packed:
         return torch.matmul(x, self.w)
 
 
-def _mm(a, b):
-    """``a @ b`` for a (B, R, K) and b (B or 1, K, M) -> (B, R, M); oneDNN when B == 1 on CPU
-    (``b`` passed as the transposed view of a linear weight), else ``torch.matmul``."""
+def _one_prompt_product(a, w, fallback):
+    """``a[0] @ w^T`` through oneDNN for a (1, R, K) and a (N, K) matrix ``w`` (any strides
+    oneDNN takes as a linear weight) on CPU; ``fallback()`` otherwise."""
     import torch
 
-    if a.shape[0] == 1 and b.shape[0] == 1 and _onednn_enabled(a) and b[0].t().is_contiguous():
+    if a.shape[0] == 1 and _onednn_enabled(a) and (w.is_contiguous() or w.t().is_contiguous()):
         try:
-            return torch.ops.mkldnn._linear_pointwise(a[0], b[0].t(), None, "none", [], "").unsqueeze(0)
-        except Exception:  # noqa: BLE001
+            return torch.ops.mkldnn._linear_pointwise(a[0], w, None, "none", [], "").unsqueeze(0)
+        except Exception:  # noqa: BLE001 - any failure means: use torch.matmul
             pass
-    return torch.matmul(a, b)
+    return fallback()
+
+
+def _mm(a, b):
+    """``a @ b`` for a (B, R, K) and b (B or 1, K, M) -> (B, R, M) (oneDNN for one prompt)."""
+    import torch
+
+    if b.shape[0] != 1:
+        return torch.matmul(a, b)
+    return _one_prompt_product(a, b[0].t(), lambda: torch.matmul(a, b))
 
 
 def _mm_t(a, b):
-    """``a @ b^T`` for a (B, R, K) and b (B or 1, N, K) -> (B, R, N); one oneDNN product
-    (b used as an unpacked weight) when B == 1 on CPU, else ``torch.matmul``."""
+    """``a @ b^T`` for a (B, R, K) and b (B or 1, N, K) -> (B, R, N) (oneDNN for one prompt)."""
     import torch
 
-    if a.shape[0] == 1 and b.shape[0] == 1 and _onednn_enabled(a) and b.is_contiguous():
-        try:
-            return torch.ops.mkldnn._linear_pointwise(a[0], b[0], None, "none", [], "").unsqueeze(0)
-        except Exception:  # noqa: BLE001
-            pass
-    return torch.matmul(a, b.transpose(-1, -2))
+    if b.shape[0] != 1:
+        return torch.matmul(a, b.transpose(-1, -2))
+    return _one_prompt_product(a, b[0], lambda: torch.matmul(a, b.transpose(-1, -2)))
 
 
 @dataclass

@@ -377,3 +377,55 @@ def test_single_mask_selection_and_stacked_hypernetworks_match_official(engine):
         ref = torch.stack([mlp(tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
         got = run_stacked_mlps(eng._hyper, tokens)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_block_upscaling_equals_the_decoders_modules(engine):
+    """The four-block upscaling (fast.upscale_features + mask_logits) gives the logits of
+    SAM 2's own output_upscaling modules and hypernetwork product, in image order."""
+    eng, _, _ = engine
+    if eng.family != "sam2":
+        pytest.skip("SAM 2 only (high-res features in the upscaling)")
+    from segdeck.core.sam.fast import arrange_high_res, mask_logits, upscale_features
+
+    dec = eng.model.sam_mask_decoder
+    g = torch.Generator().manual_seed(5)
+    keys = torch.randn(1, 64 * 64, 256, generator=g)
+    f0 = torch.randn(1, 32, 256, 256, generator=g)
+    f1 = torch.randn(1, 64, 128, 128, generator=g)
+    hyper = torch.randn(3, 32, generator=g)
+    with torch.inference_mode():
+        dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+        up = act1(ln1(dc1(keys.transpose(1, 2).reshape(1, 256, 64, 64)) + f1))
+        up = act2(dc2(up) + f0)
+        want = (hyper @ up.view(32, -1)).view(3, 256, 256)
+        s0, s1 = arrange_high_res(f0, f1, eng._up)
+        got = mask_logits(upscale_features(eng._up, keys[0], s0, s1), hyper, (64, 64))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stable", [True, False])
+def test_lazy_mask_decoding_equals_decode_then_select(engine, monkeypatch, stable):
+    """Decoding only the masks the selection keeps (_masks_for) gives the masks and scores of
+    decoding every mask token and selecting (_decode + _select): one and several prompts,
+    multimask or not, with and without a mask input, mask 0 stable or not."""
+    eng, _, img = engine
+    if eng.family != "sam2":
+        pytest.skip("SAM 2 only (lazy final tokens)")
+    eng.set_image(img)
+    monkeypatch.setattr(eng, "_stable", lambda m0: stable)
+    g = torch.Generator().manual_seed(7)
+    st = eng._state
+    with torch.inference_mode():
+        for b in (1, 3):
+            coords = torch.rand(b, 1, 2, generator=g) * 1024
+            labels = torch.ones(b, 1, dtype=torch.int)
+            for mi in (None, torch.randn(b, 1, 256, 256, generator=g)):
+                sparse, dense = eng._prompt_embed(coords, labels, mi)
+                for multimask in (True, False):
+                    if b > 1 and not multimask:
+                        continue  # several prompts use the official decoder's own rule
+                    want_m, want_i = eng._select(*eng._decode(st, sparse, dense), multimask, False)
+                    got_m, got_i = eng._masks_for(st, sparse, dense, multimask, False)
+                    assert got_m.shape == want_m.shape
+                    torch.testing.assert_close(got_m, want_m, rtol=1e-4, atol=1e-4)
+                    torch.testing.assert_close(got_i, want_i, rtol=1e-5, atol=1e-5)

@@ -270,8 +270,9 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     return out if residual is None else out.add_(residual)
 
 
-def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
-    """Run a SAM two-way transformer for ``B`` prompts on one image.
+def two_way_layers(transformer, tokens, zero: LayerZero, src=None):
+    """The layers of a SAM two-way transformer for ``B`` prompts on one image (everything
+    but the final token-to-image attention, see :func:`final_tokens`).
 
     Parameters
     ----------
@@ -283,16 +284,15 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
     src : torch.Tensor, optional
         (B, N, C) image tokens when they depend on the prompt (mask input); the layer-0
         cache is not used then.
-    rows : tuple of int, optional
-        ``(start, stop)``: only these output tokens are needed (the final token-to-image
-        attention and norm act per token, so the others are skipped there).
 
     Returns
     -------
     queries : torch.Tensor
-        (B, T, C) processed tokens, or (B, stop - start, C) with ``rows``.
+        (B, T, C) tokens after the last layer.
+    qpe : torch.Tensor
+        (B, T, C) their positional part (the input tokens).
     keys : torch.Tensor
-        (B, N, C) processed image tokens.
+        (B or 1, N, C) processed image tokens.
     """
     import torch.nn.functional as F
 
@@ -322,105 +322,173 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         )
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    if rows is not None:
-        queries, qpe = queries[:, rows[0] : rows[1]], qpe[:, rows[0] : rows[1]]
-    q = queries + qpe
-    attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys)
-    queries = transformer.norm_final_attn(queries + attn_out)
-    return queries, keys
+    return queries, qpe, keys
 
 
-# ---- SAM 2 mask upscaling as two matrix products in sub-pixel order ------------------------
+def final_tokens(transformer, queries, qpe, keys, kpe, idx):
+    """The final token-to-image attention and norm for the tokens ``idx`` only (both act
+    on each token separately, so any subset gives the same rows as the whole).
+
+    Parameters
+    ----------
+    transformer : TwoWayTransformer
+    queries, qpe, keys
+        From :func:`two_way_layers`.
+    kpe : torch.Tensor
+        ``keys + pe`` (computed once when several subsets are asked for).
+    idx : slice or list of int
+        Token positions.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, len(idx), C).
+    """
+    q = queries[:, idx]
+    attn_out = _t2i(transformer.final_attn_token_to_image, q + qpe[:, idx], kpe, keys)
+    return transformer.norm_final_attn(q + attn_out)
+
+
+def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
+    """Run a SAM two-way transformer for ``B`` prompts on one image.
+
+    Parameters
+    ----------
+    transformer, tokens, zero, src
+        As :func:`two_way_layers`.
+    rows : tuple of int, optional
+        ``(start, stop)``: only these output tokens are needed (the others are skipped in
+        the final attention).
+
+    Returns
+    -------
+    queries : torch.Tensor
+        (B, T, C) processed tokens, or (B, stop - start, C) with ``rows``.
+    keys : torch.Tensor
+        (B, N, C) processed image tokens.
+    """
+    queries, qpe, keys = two_way_layers(transformer, tokens, zero, src)
+    idx = slice(None) if rows is None else slice(rows[0], rows[1])
+    return final_tokens(transformer, queries, qpe, keys, keys + zero.pe.unsqueeze(0), idx), keys
+
+
+# ---- SAM 2 mask upscaling as matrix products in four sub-pixel blocks ------------------
 #
 # ``output_upscaling`` is ConvTranspose(k=2, s=2) -> (+ high-res feature) -> LayerNorm2d ->
 # GELU -> ConvTranspose(k=2, s=2) -> (+ high-res feature) -> GELU. A stride-2 2x2 transposed
-# convolution is one matrix product per input pixel; keeping the output in "sub-pixel" order
-# (i, j, di, dj, ei, ej) instead of image order makes every step a plain matmul or a
-# per-pixel op on contiguous memory; the high-res features are put in that order once per
-# image and only the few final mask logits are put back into image order.
+# convolution is one matrix product per input pixel. Output pixel (y, x) of the 4x grid is
+# y = 4i + 2di + ei, x = 4j + 2dj + ej for token (i, j) and sub-pixel offsets di, dj (first
+# convolution) and ei, ej (second). Splitting the products by the row offsets (di, ei) gives
+# four blocks whose rows are ordered (i, j, dj, ej): a block's mask logits are whole image
+# rows 4i + 2di + ei, so masks reach image order by copying rows, with no gather. The
+# high-res features are put in block order once per image.
 
 
 def upscale_weights(dec):
-    """Matrices of the decoder's two transposed convolutions (computed once per model)."""
-    import torch
+    """Block matrices of the decoder's two transposed convolutions (computed once per model).
 
+    Returns a dict: ``p1[di]`` / ``p2[ei]`` (:class:`Packed`) map (rows, C) -> (rows, 2*c1)
+    and (rows, c1) -> (rows, 2*c2) with columns ordered (dj, channel) / (ej, channel);
+    ``b1`` / ``b2`` the matching biases; ``ln`` the LayerNorm2d; ``c1`` / ``c2`` channels.
+    """
     dc1, ln1, _act1, dc2, _act2 = dec.output_upscaling
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.weight.shape[0], -1).contiguous()
-    b1 = dc1.bias.repeat(4)
-    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(dc2.weight.shape[0], -1).contiguous()
-    b2 = dc2.bias.repeat(4)
-    return {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "ln": ln1,
-            "c1": dc1.weight.shape[1], "c2": dc2.weight.shape[1], "eye": torch.empty(0),
-            "p1": Packed(w1, 4096), "p2": Packed(w2, 16384)}
+    c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
+    w1 = dc1.weight.permute(0, 2, 3, 1)  # (C, di, dj, c1)
+    w2 = dc2.weight.permute(0, 2, 3, 1)  # (c1, ei, ej, c2)
+    return {
+        "p1": [Packed(w1[:, d].reshape(w1.shape[0], 2 * c1).contiguous(), 4096) for d in range(2)],
+        "p2": [Packed(w2[:, e].reshape(c1, 2 * c2).contiguous(), 8192) for e in range(2)],
+        "b1": dc1.bias.repeat(2), "b2": dc2.bias.repeat(2), "ln": ln1, "c1": c1, "c2": c2,
+    }
 
 
-def arrange_high_res(feat_s0, feat_s1, wts=None):
-    """(1, c2, 4h, 4w) and (1, c1, 2h, 2w) features -> sub-pixel order (1, h*w*4, 4*c2) and
-    (1, h*w, 4*c1); with ``wts`` the transposed convolutions' biases are added in."""
+def arrange_high_res(feat_s0, feat_s1, wts):
+    """High-res features in block order, transposed-convolution biases added.
+
+    Parameters
+    ----------
+    feat_s0, feat_s1 : torch.Tensor
+        (1, c2, 4h, 4w) and (1, c1, 2h, 2w) float features of the image encoder.
+    wts : dict
+        From :func:`upscale_weights`.
+
+    Returns
+    -------
+    s0 : dict
+        ``s0[di, ei]``: (h*w*2, 2*c2), rows (i, j, dj), columns (ej, channel).
+    s1 : list
+        ``s1[di]``: (h*w, 2*c1), rows (i, j), columns (dj, channel).
+    """
     _, c1, h2, w2 = feat_s1.shape
     h, w = h2 // 2, w2 // 2
-    s1 = feat_s1.view(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, h * w, 4 * c1)
     c2 = feat_s0.shape[1]
-    s0 = feat_s0.view(1, c2, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
-    s0 = s0.reshape(1, h * w * 4, 4 * c2)
-    if wts is not None:
-        return (s0 + wts["b2"]).contiguous(), (s1 + wts["b1"]).contiguous()
-    return s0.contiguous(), s1.contiguous()
+    f1 = feat_s1[0].view(c1, h, 2, w, 2)  # (c, i, di, j, dj)
+    s1 = [(f1[:, :, d].permute(1, 2, 3, 0).reshape(h * w, 2 * c1) + wts["b1"]).contiguous() for d in range(2)]
+    f0 = feat_s0[0].view(c2, h, 2, 2, w, 2, 2)  # (c, i, di, ei, j, dj, ej)
+    s0 = {
+        (d, e): (f0[:, :, d, e].permute(1, 2, 3, 4, 0).reshape(h * w * 2, 2 * c2) + wts["b2"]).contiguous()
+        for d in range(2)
+        for e in range(2)
+    }
+    return s0, s1
 
 
-def upscale_masks(wts, keys, hyper, s0, s1, hw, bufs=None):
-    """Mask logits from processed image tokens.
+def upscale_features(wts, keys, s0, s1):
+    """Per-pixel mask features of one prompt, in the four blocks.
 
     Parameters
     ----------
     wts : dict
         From :func:`upscale_weights`.
     keys : torch.Tensor
-        (B, N, C) image tokens, N = h * w.
-    hyper : torch.Tensor
-        (B, M, c2) hypernetwork outputs (one row per mask token).
-    s0, s1 : torch.Tensor
-        From :func:`arrange_high_res` (with the biases added in).
-    hw : tuple
-        (h, w) token grid.
-    bufs : dict, optional
-        Scratch tensors reused between calls (B == 1): large fresh allocations cost page
-        faults on every call, and ``mm`` + in-place ``add_`` beats ``addmm`` with a full
-        bias matrix on CPU.
+        (N, C) processed image tokens, N = h * w.
+    s0, s1
+        From :func:`arrange_high_res`.
 
     Returns
     -------
-    torch.Tensor
-        (B, M, 4h, 4w) logits.
+    dict
+        ``z[di, ei]``: (N*4, c2) features, rows (i, j, dj, ej) = image row 4i + 2di + ei.
     """
     import torch
     import torch.nn.functional as F
 
-    B, N, _ = keys.shape
-    h, w = hw
-    c1, c2 = wts["c1"], wts["c2"]
-    ln = wts["ln"]
-    if B == 1 and bufs is not None:
-        def buf(name, *shape):
-            t = bufs.get(name)
-            if t is None or tuple(t.shape) != shape or t.dtype != keys.dtype or t.device != keys.device:
-                t = bufs[name] = torch.empty(shape, dtype=keys.dtype, device=keys.device)
-            return t
+    N = keys.shape[0]
+    c1, c2, ln = wts["c1"], wts["c2"], wts["ln"]
+    z = {}
+    for d in range(2):
+        y = wts["p1"][d](keys).add_(s1[d]).view(N * 2, c1)
+        y = torch.ops.aten.gelu_(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
+        for e in range(2):
+            z[d, e] = torch.ops.aten.gelu_(wts["p2"][e](y).add_(s0[d, e])).view(N * 4, c2)
+    return z
 
-        y = wts["p1"](keys[0]).add_(s1[0])
-        y = F.layer_norm(y.view(N * 4, c1), (c1,), ln.weight, ln.bias, ln.eps)
-        y = torch.ops.aten.gelu.out(y, out=buf("g", N * 4, c1))
-        z = wts["p2"](y).add_(s0[0])
-        z = torch.ops.aten.gelu.out(z, out=buf("zg", N * 4, 4 * c2)).view(1, N * 16, c2)
-    else:
-        y = (wts["p1"](keys) + s1).view(B, N * 4, c1)
-        y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-        z = wts["p2"](y.view(B, N * 4, c1)) + s0
-        z = F.gelu(z).view(B, N * 16, c2)
-    m = torch.matmul(z, hyper.transpose(1, 2))  # (B, N*16, M)
-    M = m.shape[-1]
-    m = m.view(B, h, w, 2, 2, 2, 2, M).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return m.reshape(B, M, 4 * h, 4 * w)
+
+def mask_logits(z, hyper, hw):
+    """Mask logits in image order from block features.
+
+    Parameters
+    ----------
+    z : dict
+        From :func:`upscale_features`.
+    hyper : torch.Tensor
+        (M, c2) hypernetwork outputs, one row per mask.
+    hw : tuple
+        (h, w) token grid.
+
+    Returns
+    -------
+    torch.Tensor
+        (M, 4h, 4w) logits.
+    """
+    import torch
+
+    h, w = hw
+    M = hyper.shape[0]
+    out = torch.empty((M, h, 2, 2, 4 * w), dtype=hyper.dtype, device=hyper.device)
+    for (d, e), f in z.items():
+        out[:, :, d, e].copy_(torch.matmul(hyper, f.t()).view(M, h, 4 * w))
+    return out.view(M, 4 * h, 4 * w)
 
 
 # ---- hypernetwork MLPs of all mask tokens as batched products --------------------------
@@ -448,6 +516,18 @@ def stack_mlps(mlps):
          torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1).contiguous())  # (M, 1, out)
         for k in range(len(first.layers))
     ]
+
+
+def stacked_subset(stacked, which):
+    """The MLPs ``which`` (a tuple of indices) of :func:`stack_mlps`' result (views when
+    they are consecutive)."""
+    import torch
+
+    if list(which) == list(range(which[0], which[0] + len(which))):
+        sl = slice(which[0], which[0] + len(which))
+        return [(w[sl], b[sl]) for w, b in stacked]
+    idx = torch.as_tensor(which)
+    return [(w[idx], b[idx]) for w, b in stacked]
 
 
 def run_stacked_mlps(stacked, x):

@@ -401,31 +401,3 @@ def test_block_upscaling_equals_the_decoders_modules(engine):
         s0, s1 = arrange_high_res(f0, f1, eng._up)
         got = mask_logits(upscale_features(eng._up, keys[0], s0, s1), hyper, (64, 64))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("stable", [True, False])
-def test_lazy_mask_decoding_equals_decode_then_select(engine, monkeypatch, stable):
-    """Decoding only the masks the selection keeps (_masks_for) gives the masks and scores of
-    decoding every mask token and selecting (_decode + _select): one and several prompts,
-    multimask or not, with and without a mask input, mask 0 stable or not."""
-    eng, _, img = engine
-    if eng.family != "sam2":
-        pytest.skip("SAM 2 only (lazy final tokens)")
-    eng.set_image(img)
-    monkeypatch.setattr(eng, "_stable", lambda m0: stable)
-    g = torch.Generator().manual_seed(7)
-    st = eng._state
-    with torch.inference_mode():
-        for b in (1, 3):
-            coords = torch.rand(b, 1, 2, generator=g) * 1024
-            labels = torch.ones(b, 1, dtype=torch.int)
-            for mi in (None, torch.randn(b, 1, 256, 256, generator=g)):
-                sparse, dense = eng._prompt_embed(coords, labels, mi)
-                for multimask in (True, False):
-                    if b > 1 and not multimask:
-                        continue  # several prompts use the official decoder's own rule
-                    want_m, want_i = eng._select(*eng._decode(st, sparse, dense), multimask, False)
-                    got_m, got_i = eng._masks_for(st, sparse, dense, multimask, False)
-                    assert got_m.shape == want_m.shape
-                    torch.testing.assert_close(got_m, want_m, rtol=1e-4, atol=1e-4)
-                    torch.testing.assert_close(got_i, want_i, rtol=1e-5, atol=1e-5)

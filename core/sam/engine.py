@@ -30,7 +30,7 @@ take the engine's lock, so one engine may be shared between threads.
 
 Speed: prompts are decoded by :mod:`.fast` (prompt-independent layer-0 tensors computed
 once per image, attention projections folded onto the few prompt tokens, the mask
-upscaling as two matrix products in sub-pixel order); results equal the official
+upscaling as matrix products in four sub-pixel row blocks); results equal the official
 predictors' up to float rounding (``benchmarks/sam.py`` measures both).
 """
 
@@ -422,11 +422,6 @@ class SamEngine:
     def _select(self, masks, iou, multimask: bool, hq_token_only: bool):
         raise NotImplementedError
 
-    def _masks_for(self, state, sparse, dense, multimask: bool, hq_token_only: bool):
-        """Selected low-res masks (B, M, 256, 256) and their scores (B, M) for embedded prompts."""
-        masks, iou = self._decode(state, sparse, dense)
-        return self._select(masks, iou, multimask, hq_token_only)
-
     def _upsample(self, state, low):
         raise NotImplementedError
 
@@ -485,7 +480,8 @@ class SamEngine:
         pts, lab, bx, mi = _check_prompts(points, labels, box, mask_input, self.low_res)
         with self._lock, torch.inference_mode():
             sparse, dense = self._embed_prompts(state, pts, lab, bx, mi)
-            low, iou = self._masks_for(state, sparse, dense, multimask, hq_token_only)
+            masks, iou = self._decode(state, sparse, dense)
+            low, iou = self._select(masks, iou, multimask, hq_token_only)
             full = self._upsample(state, low[0:1])[0] > mask_threshold
             low_out = torch.clamp(low[0], -32.0, 32.0) if self.family == "sam2" else low[0]
             return PredictResult(
@@ -649,32 +645,38 @@ class Sam2Engine(SamEngine):
 
     def _decode(self, state, sparse, dense):
         """(B, T, C) sparse, dense None or (B, C, 64, 64) -> all masks (B, 4, 256, 256), iou (B, 4)."""
-        run = _Sam2Run(self, state, sparse, dense)
-        return run.masks(tuple(range(self.model.sam_mask_decoder.num_mask_tokens))), run.iou
+        from segdeck.core.sam.fast import mask_logits, run_stacked_mlps, two_way, upscale_features
 
-    def _masks_for(self, state, sparse, dense, multimask, hq_token_only):
-        """Only the masks the selection keeps are decoded: the multimask outputs 1-3, or for
-        one prompt without multimask mask 0 and, when it is unstable, the best other one
-        (the official rule, :meth:`_select`)."""
+        torch = self._torch
         dec = self.model.sam_mask_decoder
-        n = dec.num_mask_tokens
-        if multimask:
-            which = tuple(range(1, n))
-            run = _Sam2Run(self, state, sparse, dense, first=which)
-            return run.masks(which), run.iou[:, 1:]
-        if not dec.dynamic_multimask_via_stability:
-            run = _Sam2Run(self, state, sparse, dense, first=(0,))
-            return run.masks((0,)), run.iou[:, 0:1]
-        # every token in one final attention: its cost is mostly reading the image tokens,
-        # so a second pass for an unstable mask 0 would cost more than the extra rows
-        run = _Sam2Run(self, state, sparse, dense, first=tuple(range(n)))
-        if sparse.shape[0] != 1:
-            return self._select(run.masks(tuple(range(n))), run.iou, multimask, hq_token_only)
-        m0 = run.masks((0,))
-        if self._stable(m0[0, 0]):
-            return m0, run.iou[:, 0:1]
-        k = 1 + int(self._torch.argmax(run.iou[0, 1:]))
-        return run.masks((k,)), run.iou[:, k : k + 1]
+        B = sparse.shape[0]
+        if dec.pred_obj_scores:
+            out_tok = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], 0)
+            s = 1
+        else:
+            out_tok = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
+            s = 0
+        tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
+        src = None
+        if dense is not None:
+            src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
+        # only the IoU and mask tokens are read: the final attention skips the others
+        hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
+        mt = hs[:, 1:]
+        if self._hyper is not None:
+            hyper = run_stacked_mlps(self._hyper, mt)
+        else:
+            hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
+        hyper = hyper.contiguous()
+        ex = state.extra
+        # one prompt at a time: its upscaling (~12 MB) stays in the CPU cache; all mask
+        # tokens in one product, as the official decoder (the same float rounding)
+        masks = torch.stack([
+            mask_logits(upscale_features(self._up, keys[b], ex["s0"], ex["s1"]), hyper[b], ex["grid"])
+            for b in range(B)
+        ])
+        iou = dec.iou_prediction_head(hs[:, 0])
+        return masks, iou
 
     def _stable(self, m0) -> bool:
         """SAM 2's stability rule for mask 0: IoU of the masks thresholded at +-delta."""
@@ -713,93 +715,6 @@ class Sam2Engine(SamEngine):
 
         params = params or GeneratorParams()
         return SAM2AutomaticMaskGenerator(self.model, **params.generator_kwargs("sam2"))
-
-
-class _Sam2Run:
-    """One pass of SAM 2's mask decoder over ``B`` prompts on one image, with the output
-    tokens, upscaled features and masks computed only when asked for.
-
-    Parameters
-    ----------
-    eng : Sam2Engine
-    state : _ImageState
-    sparse : torch.Tensor
-        (B, T, C) sparse prompt embeddings.
-    dense : torch.Tensor or None
-        (B, C, h, w) dense embeddings of a mask input, or None.
-    first : tuple of int
-        Mask tokens to run through the final attention together with the IoU token.
-
-    Attributes
-    ----------
-    iou : torch.Tensor
-        (B, num_mask_tokens) predicted IoU of every mask token.
-    """
-
-    def __init__(self, eng, state, sparse, dense, first=()):
-        from segdeck.core.sam.fast import final_tokens, two_way_layers
-
-        torch = eng._torch
-        self.eng, self.state = eng, state
-        dec = self.dec = eng.model.sam_mask_decoder
-        B = sparse.shape[0]
-        if dec.pred_obj_scores:
-            out_tok = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], 0)
-            self.s = 1
-        else:
-            out_tok = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
-            self.s = 0
-        tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
-        src = None
-        if dense is not None:
-            src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
-        self.queries, self.qpe, keys = two_way_layers(dec.transformer, tokens, state.zero, src)
-        self.keys = keys.expand(B, -1, -1) if keys.shape[0] != B else keys
-        self.kpe = keys + state.zero.pe.unsqueeze(0)
-        self._final = final_tokens
-        # the IoU token and the first mask tokens asked for share one final attention
-        idx = [self.s] + [self.s + 1 + k for k in first]
-        out = self._tokens(idx)
-        self.iou = dec.iou_prediction_head(out[:, 0])
-        self._done = {k: out[:, 1 + i] for i, k in enumerate(first)}
-        self._z: dict = {}
-
-    def _tokens(self, idx):
-        idx = slice(idx[0], idx[0] + len(idx)) if idx == list(range(idx[0], idx[0] + len(idx))) else idx
-        return self._final(self.dec.transformer, self.queries, self.qpe, self.keys, self.kpe, idx)
-
-    def _features(self, b: int):
-        from segdeck.core.sam.fast import upscale_features
-
-        z = self._z.get(b)
-        if z is None:
-            ex = self.state.extra
-            z = upscale_features(self.eng._up, self.keys[b], ex["s0"], ex["s1"])
-            if self.keys.shape[0] == 1:  # kept for a second call (one prompt, ~8 MB)
-                self._z[b] = z
-        return z
-
-    def masks(self, which):
-        """(B, len(which), 256, 256) low-res logits of the mask tokens ``which``."""
-        from segdeck.core.sam.fast import mask_logits, run_stacked_mlps, stacked_subset
-
-        torch = self.eng._torch
-        missing = [k for k in which if k not in self._done]
-        if missing:
-            out = self._tokens([self.s + 1 + k for k in missing])
-            self._done.update({k: out[:, i] for i, k in enumerate(missing)})
-        mt = torch.stack([self._done[k] for k in which], 1)  # (B, M, C)
-        stacked = self.eng._hyper
-        if stacked is not None:
-            hyper = run_stacked_mlps(stacked_subset(stacked, which), mt)
-        else:
-            mlps = self.dec.output_hypernetworks_mlps
-            hyper = torch.stack([mlps[k](mt[:, i]) for i, k in enumerate(which)], 1)
-        hyper = hyper.contiguous()
-        grid = self.state.extra["grid"]
-        B = hyper.shape[0]
-        # one prompt at a time: its upscaling (~12 MB) stays in the CPU cache
-        return torch.stack([mask_logits(self._features(b), hyper[b], grid) for b in range(B)])
 
 
 # ======================================================================================

@@ -21,9 +21,14 @@ masks with the official predictors).
 
 On CPU the large products with a fixed right-hand matrix (the upscaling weights, the
 per-image layer-0 queries) go through oneDNN with the matrix packed once
-(:class:`Packed`); oneDNN's fp32 kernels run 1.2-1.5x faster than MKL's sgemm on the AMD
-EPYC machines we measured, and give the same values up to float rounding. Set
-``SEGDECK_ONEDNN=0`` to use plain ``torch.matmul`` everywhere.
+(:class:`Packed`); oneDNN's fp32 kernels ran 1.2-1.5x faster than MKL's sgemm on the AMD
+EPYC machines we measured and as fast on an Intel Xeon (click ratio 1.01-1.03), and give
+the same values up to float rounding. Set ``SEGDECK_ONEDNN=0`` to use plain
+``torch.matmul`` everywhere.
+
+SAM 2's mask upscaling (two stride-2 transposed convolutions) runs as matrix products in
+four sub-pixel row blocks, so the mask logits come out in image order without a gather
+(:func:`upscale_features`, :func:`mask_logits`).
 """
 
 from __future__ import annotations
@@ -516,18 +521,6 @@ def stack_mlps(mlps):
          torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1).contiguous())  # (M, 1, out)
         for k in range(len(first.layers))
     ]
-
-
-def stacked_subset(stacked, which):
-    """The MLPs ``which`` (a tuple of indices) of :func:`stack_mlps`' result (views when
-    they are consecutive)."""
-    import torch
-
-    if list(which) == list(range(which[0], which[0] + len(which))):
-        sl = slice(which[0], which[0] + len(which))
-        return [(w[sl], b[sl]) for w, b in stacked]
-    idx = torch.as_tensor(which)
-    return [(w[idx], b[idx]) for w, b in stacked]
 
 
 def run_stacked_mlps(stacked, x):

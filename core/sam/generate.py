@@ -67,7 +67,8 @@ def _decode_points(eng, state, in_points, multimask: bool, hq_token_only: bool, 
             sparse, dense = eng._prompt_embed(coords, labels, mi)
         else:
             sparse, dense = eng._prompt_embed(coords, labels, None, mi)
-        masks, iou = eng._masks_for(state, sparse, dense, multimask, hq_token_only)
+        masks, iou = eng._decode(state, sparse, dense)
+        masks, iou = eng._select(masks, iou, multimask, hq_token_only)
         lows.append(masks)
         ious.append(iou)
     return torch.cat(lows), torch.cat(ious)

@@ -275,9 +275,8 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     return out if residual is None else out.add_(residual)
 
 
-def two_way_layers(transformer, tokens, zero: LayerZero, src=None):
-    """The layers of a SAM two-way transformer for ``B`` prompts on one image (everything
-    but the final token-to-image attention, see :func:`final_tokens`).
+def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
+    """Run a SAM two-way transformer for ``B`` prompts on one image.
 
     Parameters
     ----------
@@ -289,15 +288,16 @@ def two_way_layers(transformer, tokens, zero: LayerZero, src=None):
     src : torch.Tensor, optional
         (B, N, C) image tokens when they depend on the prompt (mask input); the layer-0
         cache is not used then.
+    rows : tuple of int, optional
+        ``(start, stop)``: only these output tokens are needed (the final token-to-image
+        attention and norm act per token, so the others are skipped there).
 
     Returns
     -------
     queries : torch.Tensor
-        (B, T, C) tokens after the last layer.
-    qpe : torch.Tensor
-        (B, T, C) their positional part (the input tokens).
+        (B, T, C) processed tokens, or (B, stop - start, C) with ``rows``.
     keys : torch.Tensor
-        (B or 1, N, C) processed image tokens.
+        (B, N, C) processed image tokens.
     """
     import torch.nn.functional as F
 
@@ -327,54 +327,12 @@ def two_way_layers(transformer, tokens, zero: LayerZero, src=None):
         )
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    return queries, qpe, keys
-
-
-def final_tokens(transformer, queries, qpe, keys, kpe, idx):
-    """The final token-to-image attention and norm for the tokens ``idx`` only (both act
-    on each token separately, so any subset gives the same rows as the whole).
-
-    Parameters
-    ----------
-    transformer : TwoWayTransformer
-    queries, qpe, keys
-        From :func:`two_way_layers`.
-    kpe : torch.Tensor
-        ``keys + pe`` (computed once when several subsets are asked for).
-    idx : slice or list of int
-        Token positions.
-
-    Returns
-    -------
-    torch.Tensor
-        (B, len(idx), C).
-    """
-    q = queries[:, idx]
-    attn_out = _t2i(transformer.final_attn_token_to_image, q + qpe[:, idx], kpe, keys)
-    return transformer.norm_final_attn(q + attn_out)
-
-
-def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
-    """Run a SAM two-way transformer for ``B`` prompts on one image.
-
-    Parameters
-    ----------
-    transformer, tokens, zero, src
-        As :func:`two_way_layers`.
-    rows : tuple of int, optional
-        ``(start, stop)``: only these output tokens are needed (the others are skipped in
-        the final attention).
-
-    Returns
-    -------
-    queries : torch.Tensor
-        (B, T, C) processed tokens, or (B, stop - start, C) with ``rows``.
-    keys : torch.Tensor
-        (B, N, C) processed image tokens.
-    """
-    queries, qpe, keys = two_way_layers(transformer, tokens, zero, src)
-    idx = slice(None) if rows is None else slice(rows[0], rows[1])
-    return final_tokens(transformer, queries, qpe, keys, keys + zero.pe.unsqueeze(0), idx), keys
+    if rows is not None:
+        queries, qpe = queries[:, rows[0] : rows[1]], qpe[:, rows[0] : rows[1]]
+    q = queries + qpe
+    attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys)
+    queries = transformer.norm_final_attn(queries + attn_out)
+    return queries, keys
 
 
 # ---- SAM 2 mask upscaling as matrix products in four sub-pixel blocks ------------------

@@ -117,7 +117,6 @@ def bench_clicks(name: str, n_clicks: int) -> None:
     print(f"\n== click latency: SAM 2.1-tiny (random weights), 512x512, {n_clicks} clicks, "
           f"torch threads {__import__('torch').get_num_threads()}")
     print(f"encode: official {t_off_enc:.2f} s, ours {t_our_enc:.2f} s (same encoder; ours is cached by content)")
-    block = CLICK_BLOCK
     for multimask in (True, False):
         for i in range(3):  # warm-up
             off.predict(pts[i : i + 1], lab, multimask_output=multimask)
@@ -126,8 +125,8 @@ def bench_clicks(name: str, n_clicks: int) -> None:
         # blocks of consecutive clicks per side, as in an annotation session (each side keeps
         # its own data warm in the CPU caches); the sides alternate block by block, and which
         # one goes first alternates too, so both see the same drift of the machine's speed
-        for b, start in enumerate(range(0, n_clicks, block)):
-            idx = range(start, min(start + block, n_clicks))
+        for b, start in enumerate(range(0, n_clicks, CLICK_BLOCK)):
+            idx = range(start, min(start + CLICK_BLOCK, n_clicks))
             got = {}
             for side in (("official", "ours") if b % 2 == 0 else ("ours", "official")):
                 for i in idx:

@@ -667,24 +667,15 @@ class Sam2Engine(SamEngine):
             hyper = run_stacked_mlps(self._hyper, mt)
         else:
             hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
-        hyper = hyper.contiguous()
         ex = state.extra
         # one prompt at a time: its upscaling (~12 MB) stays in the CPU cache; all mask
-        # tokens in one product, as the official decoder (the same float rounding)
+        # tokens in one product, as the official decoder computes them
         masks = torch.stack([
             mask_logits(upscale_features(self._up, keys[b], ex["s0"], ex["s1"]), hyper[b], ex["grid"])
             for b in range(B)
         ])
         iou = dec.iou_prediction_head(hs[:, 0])
         return masks, iou
-
-    def _stable(self, m0) -> bool:
-        """SAM 2's stability rule for mask 0: IoU of the masks thresholded at +-delta."""
-        dec = self.model.sam_mask_decoder
-        delta = dec.dynamic_multimask_stability_delta
-        area_i = (m0 > delta).sum().float()
-        area_u = (m0 > -delta).sum().float()
-        return bool(area_u <= 0) or bool(area_i / area_u >= dec.dynamic_multimask_stability_thresh)
 
     def _select(self, masks, iou, multimask, hq_token_only):
         dec = self.model.sam_mask_decoder
@@ -696,7 +687,12 @@ class Sam2Engine(SamEngine):
             # one prompt: the same rule as the official decoder in a few operations --
             # keep mask 0 when its stability score reaches the threshold, else the
             # multimask output with the highest predicted IoU
-            k = 0 if self._stable(masks[0, 0]) else 1 + int(self._torch.argmax(iou[0, 1:]))
+            m0 = masks[0, 0]
+            delta = dec.dynamic_multimask_stability_delta
+            area_i = (m0 > delta).sum().float()
+            area_u = (m0 > -delta).sum().float()
+            stable = bool(area_u <= 0) or bool(area_i / area_u >= dec.dynamic_multimask_stability_thresh)
+            k = 0 if stable else 1 + int(self._torch.argmax(iou[0, 1:]))
             return masks[:, k : k + 1], iou[:, k : k + 1]
         return masks[:, 0:1], iou[:, 0:1]
 

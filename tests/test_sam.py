@@ -356,6 +356,86 @@ def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
     torch.testing.assert_close(off(x), x @ w)
 
 
+def test_packed_add_and_bind_trace_through_onednn():
+    """``Packed.add`` (product with the sum fused) equals matmul + add, eagerly and in a
+    trace that takes the packed matrix as an input (:meth:`Packed.bind`)."""
+    import warnings
+
+    from segdeck.core.sam.fast import Packed
+
+    g = torch.Generator().manual_seed(2)
+    w, x, o = torch.randn(64, 24, generator=g), torch.randn(50, 64, generator=g), torch.randn(50, 24, generator=g)
+    p = Packed(w, 50)
+    torch.testing.assert_close(p.add(x, o), x @ w + o, rtol=1e-5, atol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if p.packed is not None:
+            tr = torch.jit.trace(lambda a, b, k: p.bind(k).add(a, b), (x, o, p.packed), check_trace=False)
+            x2, o2 = torch.randn(50, 64, generator=g), torch.randn(50, 24, generator=g)
+            torch.testing.assert_close(tr(x2, o2, p.packed), x2 @ w + o2, rtol=1e-5, atol=1e-4)
+        plain = Packed(w, 50).bind(None)
+        tr = torch.jit.trace(lambda a, b: plain.add(a, b), (x, o), check_trace=False)
+        torch.testing.assert_close(tr(x, o), x @ w + o, rtol=1e-5, atol=1e-4)
+
+
+def test_trace_cache_keys_by_signature_and_falls_back():
+    from segdeck.core.sam.fast import TraceCache
+
+    calls = []
+
+    def fn(a, b):
+        calls.append(1)
+        return a * 2 if b is None else a * b
+
+    tc = TraceCache(fn, limit=2)
+    x, y = torch.arange(6.0).view(2, 3), torch.full((2, 3), 3.0)
+    assert torch.equal(tc(x, y), x * y)
+    n = len(calls)
+    assert torch.equal(tc(x + 1, y - 1), (x + 1) * (y - 1))  # replayed: fn not called again
+    assert len(calls) == n and len(tc) == 1
+    assert torch.equal(tc(x, None), x * 2)  # None is part of the signature
+    assert torch.equal(tc(torch.ones(4), torch.ones(4)), torch.ones(4))  # a new shape
+    assert len(tc) == 2  # least recently used dropped
+
+    def untraceable(a):
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot trace")
+        return a + 1
+
+    tc2 = TraceCache(untraceable)
+    assert torch.equal(tc2(x), x + 1) and torch.equal(tc2(x), x + 1)
+
+
+def test_decoder_traces_are_reused_across_images(engine):
+    """A trace holds no image: the second image (same prompt shape, no new trace) gets
+    its own masks, equal to the official predictor's and to the eager decoder's."""
+    eng, _, img = engine
+    if eng._traces is None:
+        pytest.skip("decoder traces are off (SEGDECK_JIT=0)")
+    other = np.ascontiguousarray(img[::-1, ::-1])
+    pts, lab = np.array([[60.0, 70.0], [150.0, 120.0]], np.float32), np.array([1, 0])
+    eng.predict(pts, lab, multimask=True)
+    n = len(eng._traces)
+    eng.set_image(other)
+    try:
+        r = eng.predict(pts, lab, multimask=True)
+        assert len(eng._traces) == n
+        off = eng.official_predictor()
+        off.set_image(other)
+        mo, so, _ = off.predict(pts, lab, multimask_output=True)
+        assert _iou(r.masks[0], mo[0]) > 0.995
+        np.testing.assert_allclose(r.scores[:1], so[:1], atol=1e-3)
+        traces, eng._traces = eng._traces, None
+        try:
+            e = eng.predict(pts, lab, multimask=True)
+        finally:
+            eng._traces = traces
+        assert np.array_equal(r.masks, e.masks)
+        np.testing.assert_allclose(r.low_res_logits, e.low_res_logits, rtol=0, atol=1e-4)
+    finally:
+        eng.set_image(img)
+
+
 def test_single_mask_selection_and_stacked_hypernetworks_match_official(engine):
     """SAM 2's one-prompt mask choice (stability of token 0, else best IoU of 1-3) and the
     batched hypernetwork MLPs equal the official decoder's, stable and unstable cases."""

@@ -289,6 +289,10 @@ class SamEngine:
         self._memory: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.RLock()
         self.disk_cache = True
+        from segdeck.core.sam.fast import TraceCache, jit_enabled
+
+        #: Decoder traces per prompt shape (CPU; None: eager).
+        self._traces = TraceCache(self._decode_flat) if device == "cpu" and jit_enabled() else None
 
     # ---- embeddings -----------------------------------------------------------------
     @property
@@ -417,6 +421,22 @@ class SamEngine:
         raise NotImplementedError
 
     def _decode(self, state, sparse, dense):
+        """(B, T, C) sparse, dense None or (B, C, h, w) -> low-res logits of every mask
+        token (B, M, 256, 256) and predicted IoUs (B, M'): through the trace of this prompt
+        shape on CPU, eagerly otherwise."""
+        if self._traces is not None:
+            return self._traces(sparse, dense, *self._image_tensors(state))
+        return self._decode_eager(state, sparse, dense)
+
+    def _image_tensors(self, state) -> tuple:
+        """The per-image tensors :meth:`_decode_flat` reads, in its argument order."""
+        raise NotImplementedError
+
+    def _decode_flat(self, sparse, dense, *image_tensors):
+        """:meth:`_decode` as a function of tensors only (what is traced)."""
+        raise NotImplementedError
+
+    def _decode_eager(self, state, sparse, dense):
         raise NotImplementedError
 
     def _select(self, masks, iou, multimask: bool, hq_token_only: bool):
@@ -562,6 +582,10 @@ def _check_prompts(points, labels, box, mask_input, low_res: int):
     return pts, lab, bx, mi
 
 
+#: SAM 2's high-res feature blocks (di, ei), in :meth:`Sam2Engine._image_tensors` order.
+_S0_BLOCKS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
 # ======================================================================================
 class Sam2Engine(SamEngine):
     """SAM 2 / 2.1 image engine (Ravi et al., "SAM 2", arXiv:2408.00714)."""
@@ -604,7 +628,7 @@ class Sam2Engine(SamEngine):
             zero = prepare_image(self.model.sam_mask_decoder.transformer, src, self._pe)
             s0, s1 = arrange_high_res(feats["feat_s0"], feats["feat_s1"], self._up)
         st = _ImageState(key, tuple(hw), feats, zero)
-        st.extra.update(s0=s0, s1=s1, grid=tuple(feats["image_embed"].shape[-2:]))
+        st.extra.update(s0=s0, s1=s1)
         return st
 
     def transform_points(self, state, pts):
@@ -643,7 +667,27 @@ class Sam2Engine(SamEngine):
             return sparse, None
         return pe_(points=points, boxes=None, masks=masks)
 
-    def _decode(self, state, sparse, dense):
+    def _image_tensors(self, state):
+        from segdeck.core.sam.fast import upscale_packed
+
+        z, ex = state.zero, state.extra
+        s0 = tuple(ex["s0"][k] for k in _S0_BLOCKS)
+        return (z.keys, z.pe, z.kpe, z.k_t2i, z.v_t2i, z.q_i2t, state.feats["image_embed"], *s0, *ex["s1"],
+                *upscale_packed(self._up))
+
+    def _decode_flat(self, sparse, dense, keys, pe, kpe, k_t2i, v_t2i, q_i2t, image_embed, *rest):
+        from segdeck.core.sam.fast import LayerZero, upscale_bind
+
+        zero = LayerZero(keys, pe, kpe, k_t2i, v_t2i, q_i2t)
+        s0 = dict(zip(_S0_BLOCKS, rest[:4], strict=True))
+        up = upscale_bind(self._up, rest[6:])
+        return self._decode_image(sparse, dense, zero, image_embed, s0, list(rest[4:6]), up)
+
+    def _decode_eager(self, state, sparse, dense):
+        ex = state.extra
+        return self._decode_image(sparse, dense, state.zero, state.feats["image_embed"], ex["s0"], ex["s1"], self._up)
+
+    def _decode_image(self, sparse, dense, zero, image_embed, s0, s1, up):
         """(B, T, C) sparse, dense None or (B, C, 64, 64) -> all masks (B, 4, 256, 256), iou (B, 4)."""
         from segdeck.core.sam.fast import mask_logits, run_stacked_mlps, two_way, upscale_features
 
@@ -659,20 +703,19 @@ class Sam2Engine(SamEngine):
         tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
         src = None
         if dense is not None:
-            src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
+            src = (image_embed + dense).flatten(2).transpose(1, 2)
         # only the IoU and mask tokens are read: the final attention skips the others
-        hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
+        hs, keys = two_way(dec.transformer, tokens, zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
         mt = hs[:, 1:]
         if self._hyper is not None:
             hyper = run_stacked_mlps(self._hyper, mt)
         else:
             hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
-        ex = state.extra
+        grid = tuple(image_embed.shape[-2:])
         # one prompt at a time: its upscaling (~12 MB) stays in the CPU cache; all mask
         # tokens in one product, as the official decoder computes them
         masks = torch.stack([
-            mask_logits(upscale_features(self._up, keys[b], ex["s0"], ex["s1"]), hyper[b], ex["grid"])
-            for b in range(B)
+            mask_logits(upscale_features(up, keys[b], s0, s1), hyper[b], grid) for b in range(B)
         ])
         iou = dec.iou_prediction_head(hs[:, 0])
         return masks, iou
@@ -777,7 +820,20 @@ class SamHQEngine(SamEngine):
         sparse, dense = pe_(points=points, boxes=boxes, masks=masks)
         return sparse, (dense if masks is not None else None)
 
-    def _decode(self, state, sparse, dense):
+    def _image_tensors(self, state):
+        z = state.zero
+        return (z.keys, z.pe, z.kpe, z.k_t2i, z.v_t2i, z.q_i2t, state.feats["image_embed"], state.feats["hq_features"])
+
+    def _decode_flat(self, sparse, dense, keys, pe, kpe, k_t2i, v_t2i, q_i2t, image_embed, hq_features):
+        from segdeck.core.sam.fast import LayerZero
+
+        zero = LayerZero(keys, pe, kpe, k_t2i, v_t2i, q_i2t)
+        return self._decode_image(sparse, dense, zero, image_embed, hq_features)
+
+    def _decode_eager(self, state, sparse, dense):
+        return self._decode_image(sparse, dense, state.zero, state.feats["image_embed"], state.feats["hq_features"])
+
+    def _decode_image(self, sparse, dense, zero, image_embed, hq_features):
         """-> masks (B, 5, 256, 256) (4 SAM masks + HQ mask), iou (B, 4)."""
         from segdeck.core.sam.fast import two_way
 
@@ -788,9 +844,9 @@ class SamHQEngine(SamEngine):
         tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
         src = None
         if dense is not None:
-            src = (state.feats["image_embed"] + dense).flatten(2).transpose(1, 2)
+            src = (image_embed + dense).flatten(2).transpose(1, 2)
         n = dec.num_mask_tokens
-        hs, keys = two_way(dec.transformer, tokens, state.zero, src, rows=(0, 1 + n))
+        hs, keys = two_way(dec.transformer, tokens, zero, src, rows=(0, 1 + n))
         h = w = int(round(keys.shape[1] ** 0.5))
         x = keys.transpose(1, 2).reshape(B, -1, h, w)
         up_sam = dec.output_upscaling(x)
@@ -811,7 +867,7 @@ class SamHQEngine(SamEngine):
         m_hq = torch.nn.functional.conv2d(
             a.reshape(1, b * ci, hh, ww), w_eff, b_eff, padding=conv2.padding, groups=b
         ).view(b, 1, hh * ww)
-        m_hq = m_hq + torch.matmul(h, state.feats["hq_features"].view(c, hh * ww)).unsqueeze(1)
+        m_hq = m_hq + torch.matmul(h, hq_features.view(c, hh * ww)).unsqueeze(1)
         masks = torch.cat([m_sam, m_hq], 1).view(b, -1, hh, ww)
         iou = dec.iou_prediction_head(hs[:, 0])
         return masks, iou

@@ -38,11 +38,15 @@ import os
 from dataclasses import dataclass
 
 
+def _env_off(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _onednn_enabled(t) -> bool:
-    if os.environ.get("SEGDECK_ONEDNN", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
     import torch
 
+    if _env_off("SEGDECK_ONEDNN") or torch.jit.is_tracing():  # oneDNN's linear ops do not trace
+        return False
     return t.device.type == "cpu" and t.dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
 
@@ -81,11 +85,38 @@ class Packed:
             self.packed = None
 
     def __call__(self, x):
-        """(..., K) -> (..., M)."""
-        if self.packed is not None:
-            import torch
+        """(..., K) -> (..., M). (While tracing: ``torch.matmul``, oneDNN's plain linear op
+        does not trace.)"""
+        import torch
 
+        if self.packed is not None and not torch.jit.is_tracing():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return torch.matmul(x, self.w)
+
+    def add(self, x, other):
+        """``x @ w + other`` for x (R, K) and other (R, M), the sum fused into the product on
+        oneDNN. Traceable when the packed matrix is a trace input (see :meth:`bind`)."""
+        import torch
+
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, None, "add")
+        return torch.matmul(x, self.w).add_(other)
+
+    def bind(self, packed) -> Packed:
+        """The same product with ``packed`` (this one's packed matrix passed through a trace
+        as an input; a trace cannot hold an opaque oneDNN tensor as a constant)."""
+        out = object.__new__(Packed)
+        out.w, out.packed = self.w, packed
+        return out
+
+
+class _Product:
+    """``x @ w`` with ``torch.matmul`` (the unpacked stand-in of :class:`Packed`)."""
+
+    def __init__(self, w):
+        self.w = w
+
+    def __call__(self, x):
         import torch
 
         return torch.matmul(x, self.w)
@@ -138,8 +169,8 @@ class LayerZero:
         (heads, N, d) token-to-image keys and values.
     q_i2t : torch.Tensor
         (N, internal_dim) image-to-token queries.
-    q_i2t_t : Packed
-        ``x @ q_i2t^T`` as a packed product.
+    q_i2t_t : Packed or None
+        ``x @ q_i2t^T`` as a packed product (None: ``torch.matmul``).
     """
 
     keys: object
@@ -315,6 +346,9 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         q = queries + qpe
         cached = i == 0 and src is None
         kpe = zero.kpe.unsqueeze(0) if cached else keys + pe
+        q_cached = None
+        if cached:
+            q_cached = zero.q_i2t_t if zero.q_i2t_t is not None else _Product(zero.q_i2t.t())
         if cached:
             attn_out = _t2i_cached(layer.cross_attn_token_to_image, q, zero.k_t2i, zero.v_t2i)
         else:
@@ -323,7 +357,7 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + qpe
         keys = _i2t(
-            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t_t if cached else None, residual=keys
+            layer.cross_attn_image_to_token, kpe, q, queries, q_cached, residual=keys
         )
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
@@ -420,11 +454,24 @@ def upscale_features(wts, keys, s0, s1):
     c1, c2, ln = wts["c1"], wts["c2"], wts["ln"]
     z = {}
     for d in range(2):
-        y = wts["p1"][d](keys).add_(s1[d]).view(N * 2, c1)
+        y = wts["p1"][d].add(keys, s1[d]).view(N * 2, c1)
         y = torch.ops.aten.gelu_(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
         for e in range(2):
-            z[d, e] = torch.ops.aten.gelu_(wts["p2"][e](y).add_(s0[d, e])).view(N * 4, c2)
+            z[d, e] = torch.ops.aten.gelu_(wts["p2"][e].add(y, s0[d, e])).view(N * 4, c2)
     return z
+
+
+def upscale_packed(wts) -> tuple:
+    """The oneDNN matrices of :func:`upscale_weights` (None where unpacked), in the order
+    :func:`upscale_bind` takes them: trace inputs."""
+    return tuple(p.packed for p in (*wts["p1"], *wts["p2"]))
+
+
+def upscale_bind(wts, packed) -> dict:
+    """``wts`` with its products bound to ``packed`` (from :func:`upscale_packed`, passed
+    through a trace)."""
+    ps = [p.bind(k) for p, k in zip((*wts["p1"], *wts["p2"]), packed, strict=True)]
+    return {**wts, "p1": ps[:2], "p2": ps[2:]}
 
 
 def mask_logits(z, hyper, hw):
@@ -491,3 +538,85 @@ def run_stacked_mlps(stacked, x):
         if k < len(stacked) - 1:
             h = torch.relu_(h)
     return h.transpose(0, 1)
+
+
+# ---- TorchScript traces: the decoder without Python's per-operation overhead -----------
+
+
+def jit_enabled() -> bool:
+    """Whether prompt decoding on CPU runs through :class:`TraceCache` (``SEGDECK_JIT=0``
+    turns it off)."""
+    return not _env_off("SEGDECK_JIT")
+
+
+class TraceCache:
+    """``fn(*args)`` through TorchScript traces, one per input signature.
+
+    A SAM decode is about a thousand small tensor operations; on a 2-core CPU the Python
+    side of dispatching them costs as much as a fifth of a click. ``torch.jit.trace``
+    records the operations once and replays them from C++ with the same kernels, so the
+    values are the same. A trace fixes every shape and every Python branch it saw, so it is
+    keyed by the shapes, dtypes and devices of the arguments (and which are None): a new
+    number of prompt points is a new trace (about 0.1-0.2 s once). Everything that changes
+    between calls must be an argument: tensors the function reads from elsewhere (model
+    weights) are frozen into the trace.
+
+    Parameters
+    ----------
+    fn : callable
+        Function of tensors (or None) returning a tensor or a tuple of tensors; no
+        data-dependent Python control flow.
+    limit : int
+        Traces kept (least recently used dropped).
+
+    Notes
+    -----
+    When tracing a signature fails, that signature runs ``fn`` eagerly from then on.
+    """
+
+    def __init__(self, fn, limit: int = 32):
+        from collections import OrderedDict
+
+        self.fn = fn
+        self.limit = limit
+        self._traces: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def _key(args):
+        return tuple(None if a is None else (tuple(a.shape), a.dtype, a.device.type) for a in args)
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+    def __call__(self, *args):
+        key = self._key(args)
+        present = tuple(a for a in args if a is not None)
+        tr = self._traces.get(key)
+        if tr is None:
+            tr = self._trace(args, present)
+            self._traces[key] = tr
+            while len(self._traces) > self.limit:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(key)
+        if tr is False:
+            return self.fn(*args)
+        return tr(*present)
+
+    def _trace(self, args, present):
+        import warnings
+
+        import torch
+
+        slots = tuple(a is not None for a in args)
+
+        def flat(*ts):
+            it = iter(ts)
+            return self.fn(*(next(it) if s else None for s in slots))
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.jit.trace(flat, present, check_trace=False)
+        except Exception:  # noqa: BLE001 - an untraceable signature runs eagerly
+            return False

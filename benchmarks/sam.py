@@ -18,8 +18,10 @@ model-manager path). Nothing is downloaded.
    1.0: every mask kept, the maximum amount of work on both sides).
 3. With ``--onednn-ab``: our clicks with the oneDNN products against plain
    ``torch.matmul`` (``SEGDECK_ONEDNN=0``), alternated in one process, with mask IoU.
+4. With ``--jit-ab``: our clicks through the decoder's TorchScript traces against the
+   eager decoder (``SEGDECK_JIT=0``), alternated in one process, with mask IoU.
 
-    .venv/bin/python benchmarks/sam.py [--clicks 30] [--images 6] [--points-per-side 16] [--onednn-ab]
+    .venv/bin/python benchmarks/sam.py [--clicks 30] [--images 6] [--points-per-side 16] [--onednn-ab] [--jit-ab]
 """
 
 from __future__ import annotations
@@ -117,6 +119,16 @@ def bench_clicks(name: str, n_clicks: int) -> None:
     print(f"\n== click latency: SAM 2.1-tiny (random weights), 512x512, {n_clicks} clicks, "
           f"torch threads {__import__('torch').get_num_threads()}")
     print(f"encode: official {t_off_enc:.2f} s, ours {t_our_enc:.2f} s (same encoder; ours is cached by content)")
+    first = {}
+    for side in ("official", "ours"):  # the first click of a session (ours: records the trace)
+        t = time.perf_counter()
+        if side == "official":
+            off.predict(pts[:1], lab, multimask_output=True)
+        else:
+            eng.predict(pts[:1], lab, multimask=True)
+        first[side] = 1000 * (time.perf_counter() - t)
+    print(f"first click: official {first['official']:.0f} ms, ours {first['ours']:.0f} ms "
+          "(ours records the decoder's trace for this prompt shape)")
     for multimask in (True, False):
         for i in range(3):  # warm-up
             off.predict(pts[i : i + 1], lab, multimask_output=multimask)
@@ -195,6 +207,48 @@ def bench_onednn(name: str, n_clicks: int) -> None:
     print(f"mask IoU oneDNN vs matmul: min {min(ious):.5f} mean {np.mean(ious):.6f}")
 
 
+def bench_jit(name: str, n_clicks: int) -> None:
+    """Our clicks through the decoder's traces (default on CPU) vs the eager decoder, one
+    engine, blocks of clicks alternated between the two in one process."""
+    import cv2
+    import skimage.data
+
+    from segdeck.core.sam import open_engine
+
+    eng = open_engine(name, "cpu")
+    eng.disk_cache = False
+    img = cv2.resize(skimage.data.astronaut(), (512, 512), interpolation=cv2.INTER_AREA)
+    eng.set_image(img, cache=False)
+    traces = eng._traces
+    if traces is None:
+        print("\n== traced vs eager decoder: traces are off (SEGDECK_JIT=0)")
+        return
+    pts = np.random.default_rng(2).uniform(0, 512, size=(n_clicks, 2)).astype(np.float32)
+    lab = np.array([1])
+    times = {k: {True: [], False: []} for k in ("traced", "eager")}
+    masks = {k: {} for k in times}
+    for multimask in (True, False):
+        for i in range(3):  # warm-up (records the trace)
+            eng.predict(pts[i : i + 1], lab, multimask=multimask)
+        for b, start in enumerate(range(0, n_clicks, CLICK_BLOCK)):
+            for side in (("traced", "eager") if b % 2 == 0 else ("eager", "traced")):
+                eng._traces = traces if side == "traced" else None
+                for i in range(start, min(start + CLICK_BLOCK, n_clicks)):
+                    t = time.perf_counter()
+                    r = eng.predict(pts[i : i + 1], lab, multimask=multimask)
+                    times[side][multimask].append(time.perf_counter() - t)
+                    masks[side][multimask, i] = r.masks
+    eng._traces = traces
+    ious = [_iou(a, c) for k, x in masks["traced"].items() for a, c in zip(x, masks["eager"][k], strict=True)]
+    print(f"\n== traced vs eager decoder (same engine, blocks of {CLICK_BLOCK} alternated, {n_clicks} clicks)")
+    for multimask in (True, False):
+        tr_ms = 1000 * statistics.median(times["traced"][multimask])
+        ea_ms = 1000 * statistics.median(times["eager"][multimask])
+        print(f"{'multimask' if multimask else 'single   '}: median eager {ea_ms:6.1f} ms  traced {tr_ms:6.1f} ms  "
+              f"ratio {tr_ms / ea_ms:4.2f}")
+    print(f"mask IoU traced vs eager: min {min(ious):.5f} mean {np.mean(ious):.6f}")
+
+
 def bench_batch(name: str, n_images: int, pps: int, box_nms: float, workdir: Path) -> None:
     import torch
 
@@ -269,6 +323,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-clicks", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--onednn-ab", action="store_true", help="also time our clicks with and without oneDNN products")
+    ap.add_argument("--jit-ab", action="store_true", help="also time our clicks with and without the decoder traces")
     args = ap.parse_args(argv)
     import torch
 
@@ -281,6 +336,8 @@ def main(argv=None) -> int:
             bench_clicks(name, args.clicks)
         if args.onednn_ab:
             bench_onednn(name, args.clicks)
+        if args.jit_ab:
+            bench_jit(name, args.clicks)
         if not args.skip_batch:
             bench_batch(name, args.images, args.points_per_side, args.box_nms, work)
     return 0

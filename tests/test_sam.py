@@ -378,6 +378,24 @@ def test_packed_add_and_bind_trace_through_onednn():
         torch.testing.assert_close(tr(x, o), x @ w + o, rtol=1e-5, atol=1e-4)
 
 
+def test_point_embedder_equals_sam2_prompt_encoder(engine):
+    eng, _, _ = engine
+    if eng.family != "sam2":
+        pytest.skip("SAM 2 only (its predict embeds points in numpy)")
+    from segdeck.core.sam.fast import PointEmbedder
+
+    pe = eng.model.sam_prompt_encoder
+    emb = PointEmbedder(pe)
+    rng = np.random.default_rng(4)
+    for labels in ([1], [2, 3], [2, 3, 1, 0, 0], [0, 1, 1, 0, 1, 1, 0, 1, 1]):
+        c = rng.uniform(0, 1024, size=(len(labels), 2)).astype(np.float32)
+        got = emb(c, np.array(labels))
+        with torch.inference_mode():
+            want = pe._embed_points(torch.from_numpy(c)[None], torch.tensor([labels], dtype=torch.int), pad=True)
+        assert got.shape == tuple(want.shape) == (1, len(labels) + 1, pe.embed_dim)
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=2e-5)
+
+
 def test_trace_cache_keys_by_signature_and_falls_back():
     from segdeck.core.sam.fast import TraceCache
 

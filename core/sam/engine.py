@@ -600,12 +600,13 @@ class Sam2Engine(SamEngine):
         from sam2.utils.transforms import SAM2Transforms
 
         self._transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
-        from segdeck.core.sam.fast import stack_mlps, upscale_weights
+        from segdeck.core.sam.fast import PointEmbedder, stack_mlps, upscale_weights
 
         with self._torch.inference_mode():
             self._pe = model.sam_prompt_encoder.get_dense_pe()
             self._up = upscale_weights(model.sam_mask_decoder)
             self._hyper = stack_mlps(model.sam_mask_decoder.output_hypernetworks_mlps)
+        self._points = PointEmbedder(model.sam_prompt_encoder)
 
     def _encode(self, image):
         torch = self._torch
@@ -644,17 +645,20 @@ class Sam2Engine(SamEngine):
 
     def _embed_prompts(self, state, pts, lab, bx, mi):
         torch = self._torch
-        coords = labels = None
-        if pts is not None:
-            coords = torch.as_tensor(self.transform_points(state, pts), device=self.device)[None]
-            labels = torch.as_tensor(lab, dtype=torch.int, device=self.device)[None]
+        parts = []  # (model-frame coords (k, 2), labels (k,)); box corners first, as official
         if bx is not None:
-            bc = torch.as_tensor(self.transform_points(state, bx.reshape(2, 2)), device=self.device)[None]
-            bl = torch.tensor([[2, 3]], dtype=torch.int, device=self.device)
-            if coords is not None:
-                coords, labels = torch.cat([bc, coords], 1), torch.cat([bl, labels], 1)
-            else:
-                coords, labels = bc, bl
+            parts.append((self.transform_points(state, bx.reshape(2, 2)), np.array([2, 3])))
+        if pts is not None:
+            parts.append((self.transform_points(state, pts), lab))
+        if not parts:
+            masks = torch.as_tensor(mi, device=self.device)[None]
+            return self._prompt_embed(None, None, masks)
+        c = np.concatenate([p[0] for p in parts]).astype(np.float32)
+        lb = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        if mi is None and self.device == "cpu":
+            return torch.from_numpy(self._points(c, lb)), None
+        coords = torch.as_tensor(c, device=self.device)[None]
+        labels = torch.as_tensor(lb, dtype=torch.int, device=self.device)[None]
         masks = None if mi is None else torch.as_tensor(mi, device=self.device)[None]
         return self._prompt_embed(coords, labels, masks)
 

@@ -120,7 +120,7 @@ def bench_clicks(name: str, n_clicks: int) -> None:
           f"torch threads {__import__('torch').get_num_threads()}")
     print(f"encode: official {t_off_enc:.2f} s, ours {t_our_enc:.2f} s (same encoder; ours is cached by content)")
     first = {}
-    for side in ("official", "ours"):  # the first click of a session (ours: records the trace)
+    for side in ("official", "ours"):  # the first click of a session
         t = time.perf_counter()
         if side == "official":
             off.predict(pts[:1], lab, multimask_output=True)
@@ -128,7 +128,7 @@ def bench_clicks(name: str, n_clicks: int) -> None:
             eng.predict(pts[:1], lab, multimask=True)
         first[side] = 1000 * (time.perf_counter() - t)
     print(f"first click: official {first['official']:.0f} ms, ours {first['ours']:.0f} ms "
-          "(ours records the decoder's trace for this prompt shape)")
+          "(ours: set_image recorded the one-point decoder trace, inside the encode time above)")
     for multimask in (True, False):
         for i in range(3):  # warm-up
             off.predict(pts[i : i + 1], lab, multimask_output=multimask)

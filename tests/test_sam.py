@@ -424,6 +424,23 @@ def test_trace_cache_keys_by_signature_and_falls_back():
     assert torch.equal(tc2(x), x + 1) and torch.equal(tc2(x), x + 1)
 
 
+def test_set_image_records_the_one_point_trace(engine):
+    from segdeck.core.sam import clear_engine_cache, open_engine
+
+    eng, _, img = engine
+    clear_engine_cache()
+    fresh = open_engine(eng.name, "cpu")
+    if fresh._traces is None:
+        pytest.skip("decoder traces are off (SEGDECK_JIT=0)")
+    assert len(fresh._traces) == 0
+    fresh.set_image(img)
+    assert len(fresh._traces) == 1  # recorded while the user waits for the encoder
+    fresh.predict([[30, 40]], [1])
+    assert len(fresh._traces) == 1  # the first click found it
+    fresh.predict([[30, 40], [90, 60]], [1, 0])
+    assert len(fresh._traces) == 2
+
+
 def test_decoder_traces_are_reused_across_images(engine):
     """A trace holds no image: the second image (same prompt shape, no new trace) gets
     its own masks, equal to the official predictor's and to the eager decoder's."""

@@ -293,6 +293,7 @@ class SamEngine:
 
         #: Decoder traces per prompt shape (CPU; None: eager).
         self._traces = TraceCache(self._decode_flat) if device == "cpu" and jit_enabled() else None
+        self._warmed = False
 
     # ---- embeddings -----------------------------------------------------------------
     @property
@@ -352,6 +353,20 @@ class SamEngine:
                 while len(self._memory) > MEMORY_CACHE_SIZE:
                     self._memory.popitem(last=False)
             self._state = self._make_state(key, image.shape[:2], feats)
+            self._warm_up(self._state)
+
+    def _warm_up(self, state) -> None:
+        """Record (and let TorchScript optimise) the one-point decoder trace on the first
+        image, while the user waits for the encoder anyway, so the first click runs at full
+        speed (~0.1-0.2 s once per engine)."""
+        if self._traces is None or self._warmed:
+            return
+        self._warmed = True
+        torch = self._torch
+        with torch.inference_mode():
+            sparse, dense = self._embed_prompts(state, np.zeros((1, 2), np.float32), np.ones(1, np.int64), None, None)
+            for _ in range(3):  # the trace, then the executor's profiling and optimised runs
+                self._decode(state, sparse, dense)
 
     def precompute(self, image: np.ndarray) -> str:
         """Compute and cache the embedding of ``image`` without making it the current image

@@ -160,6 +160,17 @@ def bench_clicks(name: str, n_clicks: int) -> None:
               f"goal <= 25 ms (median): {'met' if q_our[1] <= 25 else 'NOT met'}")
 
 
+def _report_ab(title: str, base, new, ious) -> None:
+    """Print an in-process A/B of clicks: ``base`` / ``new`` are (label, {multimask: [s]});
+    the ratio is new over base."""
+    print(f"\n== {title}")
+    for multimask in (True, False):
+        b_ms, n_ms = (1000 * statistics.median(side[1][multimask]) for side in (base, new))
+        print(f"{'multimask' if multimask else 'single   '}: median {base[0]} {b_ms:6.1f} ms  "
+              f"{new[0]} {n_ms:6.1f} ms  ratio {n_ms / b_ms:4.2f}")
+    print(f"mask IoU {new[0]} vs {base[0]}: min {min(ious):.5f} mean {np.mean(ious):.6f}")
+
+
 def bench_onednn(name: str, n_clicks: int) -> None:
     """Our click path with oneDNN products (default) vs plain torch.matmul
     (``SEGDECK_ONEDNN=0``), one engine, clicks alternated between the two in one process."""
@@ -198,13 +209,8 @@ def bench_onednn(name: str, n_clicks: int) -> None:
                     masks[flag].append(r.masks)
     os.environ.pop("SEGDECK_ONEDNN", None)
     ious = [_iou(a, b) for x, y in zip(masks["0"], masks["1"], strict=True) for a, b in zip(x, y, strict=True)]
-    print(f"\n== oneDNN products vs torch.matmul (same engine, alternated, {n_clicks} clicks)")
-    for multimask in (True, False):
-        off_ms = 1000 * statistics.median(times["0"][multimask])
-        on_ms = 1000 * statistics.median(times["1"][multimask])
-        print(f"{'multimask' if multimask else 'single   '}: median matmul {off_ms:6.1f} ms  oneDNN {on_ms:6.1f} ms  "
-              f"ratio {on_ms / off_ms:4.2f}")
-    print(f"mask IoU oneDNN vs matmul: min {min(ious):.5f} mean {np.mean(ious):.6f}")
+    _report_ab(f"oneDNN products vs torch.matmul (same engine, alternated, {n_clicks} clicks)",
+               ("matmul", times["0"]), ("oneDNN", times["1"]), ious)
 
 
 def bench_jit(name: str, n_clicks: int) -> None:
@@ -240,13 +246,8 @@ def bench_jit(name: str, n_clicks: int) -> None:
                     masks[side][multimask, i] = r.masks
     eng._traces = traces
     ious = [_iou(a, c) for k, x in masks["traced"].items() for a, c in zip(x, masks["eager"][k], strict=True)]
-    print(f"\n== traced vs eager decoder (same engine, blocks of {CLICK_BLOCK} alternated, {n_clicks} clicks)")
-    for multimask in (True, False):
-        tr_ms = 1000 * statistics.median(times["traced"][multimask])
-        ea_ms = 1000 * statistics.median(times["eager"][multimask])
-        print(f"{'multimask' if multimask else 'single   '}: median eager {ea_ms:6.1f} ms  traced {tr_ms:6.1f} ms  "
-              f"ratio {tr_ms / ea_ms:4.2f}")
-    print(f"mask IoU traced vs eager: min {min(ious):.5f} mean {np.mean(ious):.6f}")
+    _report_ab(f"traced vs eager decoder (same engine, blocks of {CLICK_BLOCK} alternated, {n_clicks} clicks)",
+               ("eager", times["eager"]), ("traced", times["traced"]), ious)
 
 
 def bench_batch(name: str, n_images: int, pps: int, box_nms: float, workdir: Path) -> None:

@@ -439,9 +439,8 @@ class SamEngine:
         """(B, T, C) sparse, dense None or (B, C, h, w) -> low-res logits of every mask
         token (B, M, 256, 256) and predicted IoUs (B, M'): through the trace of this prompt
         shape on CPU, eagerly otherwise."""
-        if self._traces is not None:
-            return self._traces(sparse, dense, *self._image_tensors(state))
-        return self._decode_eager(state, sparse, dense)
+        run = self._decode_flat if self._traces is None else self._traces
+        return run(sparse, dense, *self._image_tensors(state))
 
     def _image_tensors(self, state) -> tuple:
         """The per-image tensors :meth:`_decode_flat` reads, in its argument order."""
@@ -449,9 +448,6 @@ class SamEngine:
 
     def _decode_flat(self, sparse, dense, *image_tensors):
         """:meth:`_decode` as a function of tensors only (what is traced)."""
-        raise NotImplementedError
-
-    def _decode_eager(self, state, sparse, dense):
         raise NotImplementedError
 
     def _select(self, masks, iou, multimask: bool, hq_token_only: bool):
@@ -691,22 +687,17 @@ class Sam2Engine(SamEngine):
     def _image_tensors(self, state):
         from segdeck.core.sam.fast import upscale_packed
 
-        z, ex = state.zero, state.extra
+        ex = state.extra
         s0 = tuple(ex["s0"][k] for k in _S0_BLOCKS)
-        return (z.keys, z.pe, z.kpe, z.k_t2i, z.v_t2i, z.q_i2t, state.feats["image_embed"], *s0, *ex["s1"],
-                *upscale_packed(self._up))
+        return (*state.zero.tensors(), state.feats["image_embed"], *s0, *ex["s1"], *upscale_packed(self._up))
 
-    def _decode_flat(self, sparse, dense, keys, pe, kpe, k_t2i, v_t2i, q_i2t, image_embed, *rest):
+    def _decode_flat(self, sparse, dense, *tensors):
         from segdeck.core.sam.fast import LayerZero, upscale_bind
 
-        zero = LayerZero(keys, pe, kpe, k_t2i, v_t2i, q_i2t)
+        zero, (image_embed, *rest) = LayerZero.from_tensors(tensors)
         s0 = dict(zip(_S0_BLOCKS, rest[:4], strict=True))
         up = upscale_bind(self._up, rest[6:])
-        return self._decode_image(sparse, dense, zero, image_embed, s0, list(rest[4:6]), up)
-
-    def _decode_eager(self, state, sparse, dense):
-        ex = state.extra
-        return self._decode_image(sparse, dense, state.zero, state.feats["image_embed"], ex["s0"], ex["s1"], self._up)
+        return self._decode_image(sparse, dense, zero, image_embed, s0, rest[4:6], up)
 
     def _decode_image(self, sparse, dense, zero, image_embed, s0, s1, up):
         """(B, T, C) sparse, dense None or (B, C, 64, 64) -> all masks (B, 4, 256, 256), iou (B, 4)."""
@@ -842,17 +833,13 @@ class SamHQEngine(SamEngine):
         return sparse, (dense if masks is not None else None)
 
     def _image_tensors(self, state):
-        z = state.zero
-        return (z.keys, z.pe, z.kpe, z.k_t2i, z.v_t2i, z.q_i2t, state.feats["image_embed"], state.feats["hq_features"])
+        return (*state.zero.tensors(), state.feats["image_embed"], state.feats["hq_features"])
 
-    def _decode_flat(self, sparse, dense, keys, pe, kpe, k_t2i, v_t2i, q_i2t, image_embed, hq_features):
+    def _decode_flat(self, sparse, dense, *tensors):
         from segdeck.core.sam.fast import LayerZero
 
-        zero = LayerZero(keys, pe, kpe, k_t2i, v_t2i, q_i2t)
+        zero, (image_embed, hq_features) = LayerZero.from_tensors(tensors)
         return self._decode_image(sparse, dense, zero, image_embed, hq_features)
-
-    def _decode_eager(self, state, sparse, dense):
-        return self._decode_image(sparse, dense, state.zero, state.feats["image_embed"], state.feats["hq_features"])
 
     def _decode_image(self, sparse, dense, zero, image_embed, hq_features):
         """-> masks (B, 5, 256, 256) (4 SAM masks + HQ mask), iou (B, 4)."""

@@ -19,8 +19,8 @@ Two exact re-arrangements remove most of it:
 The results equal the original modules up to float rounding (the tests compare the
 masks with the official predictors).
 
-On CPU the large products with a fixed right-hand matrix (the upscaling weights, the
-per-image layer-0 queries) go through oneDNN with the matrix packed once
+On CPU the large products with a fixed right-hand matrix (the upscaling weights) go
+through oneDNN with the matrix packed once
 (:class:`Packed`); oneDNN's fp32 kernels ran 1.2-1.5x faster than MKL's sgemm on the AMD
 EPYC machines we measured and as fast on an Intel Xeon (click ratio 1.01-1.03), and give
 the same values up to float rounding. Set ``SEGDECK_ONEDNN=0`` to use plain
@@ -112,18 +112,6 @@ class Packed:
         return out
 
 
-class _Product:
-    """``x @ w`` with ``torch.matmul`` (the unpacked stand-in of :class:`Packed`)."""
-
-    def __init__(self, w):
-        self.w = w
-
-    def __call__(self, x):
-        import torch
-
-        return torch.matmul(x, self.w)
-
-
 def _one_prompt_product(a, w, fallback):
     """``a[0] @ w^T`` through oneDNN for a (1, R, K) and a (N, K) matrix ``w`` (any strides
     oneDNN takes as a linear weight) on CPU; ``fallback()`` otherwise."""
@@ -171,8 +159,6 @@ class LayerZero:
         (heads, N, d) token-to-image keys and values.
     q_i2t : torch.Tensor
         (N, internal_dim) image-to-token queries.
-    q_i2t_t : Packed or None
-        ``x @ q_i2t^T`` as a packed product (None: ``torch.matmul``).
     """
 
     keys: object
@@ -181,7 +167,15 @@ class LayerZero:
     k_t2i: object
     v_t2i: object
     q_i2t: object
-    q_i2t_t: object = None
+
+    def tensors(self) -> tuple:
+        """The fields in order (trace inputs; :meth:`from_tensors` reads them back)."""
+        return (self.keys, self.pe, self.kpe, self.k_t2i, self.v_t2i, self.q_i2t)
+
+    @classmethod
+    def from_tensors(cls, tensors) -> tuple:
+        """(LayerZero, the remaining tensors) from a tuple that starts with :meth:`tensors`."""
+        return cls(*tensors[:6]), tensors[6:]
 
 
 def _heads(x, h):
@@ -221,7 +215,6 @@ def prepare_image(transformer, src, pe) -> LayerZero:
         k_t2i=_heads(t2i.k_proj(kpe), t2i.num_heads).contiguous(),
         v_t2i=_heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
         q_i2t=q_i2t,
-        q_i2t_t=Packed(q_i2t.t(), 64),
     )
 
 
@@ -264,8 +257,8 @@ def _t2i(attn, q, kpe, keys):
 
 def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     """Image-to-token attention; kpe (B or 1, N, C) image tokens + pe, qtok / vtok (B, T, C)
-    prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: :class:`Packed` product with
-    the (N, D) projected queries transposed.
+    prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: the (N, D) projected queries,
+    when they are known (layer 0).
     ``residual`` (B or 1, N, C), when given, is added to the output (fused).
 
     Scores are kept as (B, heads, T, N) so the softmax over the few tokens runs along
@@ -284,7 +277,7 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
         # block-diagonal (H*T, D): head h's T rows meet head h's d columns only
         eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
         m = torch.einsum("bhtd,hg->bhtgd", kh, eye).reshape(B, H * T, D)
-        s = q_cached(m)  # (B, H*T, N)
+        s = torch.matmul(m, q_cached.t())  # (B, H*T, N)
     elif fold:
         wq = attn.q_proj.weight.view(H, d, C)
         m = torch.einsum("bhtd,hdc->bhtc", kh, wq).reshape(B, H * T, C)
@@ -348,9 +341,6 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         q = queries + qpe
         cached = i == 0 and src is None
         kpe = zero.kpe.unsqueeze(0) if cached else keys + pe
-        q_cached = None
-        if cached:
-            q_cached = zero.q_i2t_t if zero.q_i2t_t is not None else _Product(zero.q_i2t.t())
         if cached:
             attn_out = _t2i_cached(layer.cross_attn_token_to_image, q, zero.k_t2i, zero.v_t2i)
         else:
@@ -359,7 +349,7 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + qpe
         keys = _i2t(
-            layer.cross_attn_image_to_token, kpe, q, queries, q_cached, residual=keys
+            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None, residual=keys
         )
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
@@ -512,7 +502,7 @@ class PointEmbedder:
     The same values as ``PromptEncoder._embed_points(coords, labels, pad=True)`` (random
     Fourier features of the pixel centres, plus the learned embedding of each label, plus
     one padding point) up to float rounding, in a dozen numpy operations on a few rows
-    instead of some thirty torch operations: a tenth of a millisecond less per click.
+    instead of some thirty torch operations: about 0.2 ms less per click.
 
     Parameters
     ----------

@@ -10,6 +10,20 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_state_dir(tmp_path_factory):
+    """The recent-jobs registry (and any other segdeck state) goes to a temp folder for
+    the whole session, inherited by the ``segdeck run`` child processes the tests start,
+    so the tests neither read nor fill the user's own state folder."""
+    old = os.environ.get("SEGDECK_STATE_DIR")
+    os.environ["SEGDECK_STATE_DIR"] = str(tmp_path_factory.mktemp("segdeck-state"))
+    yield
+    if old is None:
+        os.environ.pop("SEGDECK_STATE_DIR", None)
+    else:
+        os.environ["SEGDECK_STATE_DIR"] = old
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

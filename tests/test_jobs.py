@@ -181,3 +181,84 @@ def test_manifest_drops_rows_of_deleted_inputs(tmp_path):
     c = m.counts()
     assert (c.total, c.done) == (2, 1) and m.state("b") is None and m.state("a") == "done"
     m.close()
+
+
+# ---------------------------------------------------------------------- recent-jobs registry
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(d))
+    return d
+
+
+def _fake_job_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "job.toml").write_text('job = "mean"\n')
+    return path
+
+
+def test_recent_jobs_remember_order_idempotent_prune(tmp_path, state_dir):
+    import shutil
+    import time
+
+    from segdeck.core.jobs import registry
+    from segdeck.core.jobs.base import JOB_TOML
+
+    assert registry._JOB_MARKER == JOB_TOML
+    assert registry.recent() == []  # no file yet
+    a, b, c = (_fake_job_dir(tmp_path / "far away" / n) for n in ("a", "b", "c"))
+    for d in (a, b, c):
+        registry.remember(d)
+        time.sleep(0.01)
+    assert registry.recent() == [c, b, a]
+    registry.remember(tmp_path / "far away" / "x" / ".." / "a")  # same folder, other spelling
+    assert registry.recent() == [a, c, b]
+    assert registry.recent(limit=2) == [a, c]
+    entries = registry._read_entries(state_dir / "recent-jobs.json")
+    assert len(entries) == 3  # idempotent: one entry per folder
+    shutil.rmtree(b)
+    assert registry.recent() == [a, c]
+    assert len(registry._read_entries(state_dir / "recent-jobs.json")) == 2  # pruned from the file
+    assert not list(state_dir.glob(".*.tmp"))  # atomic writes leave no temp file
+
+
+def test_recent_jobs_concurrent_writers_keep_every_entry(tmp_path, state_dir):
+    from segdeck.core.jobs import registry
+
+    dirs = [_fake_job_dir(tmp_path / f"j{i}") for i in range(24)]
+    threads = [threading.Thread(target=registry.remember, args=(d,)) for d in dirs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(registry.recent()) == set(dirs)
+
+
+def test_recent_jobs_never_raise_on_bad_state_dir(tmp_path, monkeypatch, caplog):
+    from segdeck.core.jobs import registry
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(blocker / "state"))  # cannot be created
+    with caplog.at_level("WARNING", logger="segdeck.core.jobs.registry"):
+        registry.remember(_fake_job_dir(tmp_path / "j"))
+    assert "cannot record" in caplog.text
+    assert registry.recent() == []
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "recent-jobs.json").write_text("{ not json")
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(good))
+    assert registry.recent() == []
+    registry.remember(tmp_path / "j")  # a corrupt file is replaced
+    assert registry.recent() == [(tmp_path / "j").resolve()]
+
+
+def test_run_job_records_job_dir_in_recent(folder, tmp_path, state_dir):
+    from segdeck.core.jobs.registry import recent
+
+    params = MeanParams(scale=2.0)
+    job_dir = job_dir_for(MeanJob, params, folder, tmp_path / "elsewhere")
+    run_job(MeanJob(params, folder, job_dir))
+    assert recent() == [job_dir.resolve()]

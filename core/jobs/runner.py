@@ -46,6 +46,7 @@ from segdeck.core.jobs.events import (
     Sink,
 )
 from segdeck.core.jobs.manifest import Manifest
+from segdeck.core.jobs.registry import remember
 from segdeck.core.params import JobParams, to_toml_dict
 
 LOG_NAME = "job.log"
@@ -200,6 +201,7 @@ def run_job(
     done = failed = skipped = total = 0
     try:
         write_job_toml(job)
+        remember(job.job_dir)  # listed by `segdeck jobs` and the TUI wherever --out put it
         _remove_stale_temp_files(job.job_dir)
         items = job.list_items()
         total = len(items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,10 +158,10 @@ def test_manifest_queues_updates_and_commits_on_flush_and_close(tmp_path):
     m = Manifest(tmp_path, commit_interval=3600)
     m.add_items(["a", "b"])
     m.mark_running("a")
-    m.mark_done("a", 0.1, ["x.png"])
-    m.mark_failed("b", 0.2, "bad file")
+    m.mark_done("a", 0.1, ["x.png"])  # the first item end commits at once
+    m.mark_failed("b", 0.2, "bad file")  # another end within the interval is queued
     with Manifest(tmp_path, readonly=True) as other:  # another process sees committed rows only
-        assert other.counts().done == 0
+        assert other.counts().done == 1 and other.counts().failed == 0
     assert m.counts().done == 1 and m.counts().failed == 1  # the writer sees its own queue
     m.mark_done("b", 0.3, [])
     m.flush()
@@ -262,3 +263,103 @@ def test_run_job_records_job_dir_in_recent(folder, tmp_path, state_dir):
     job_dir = job_dir_for(MeanJob, params, folder, tmp_path / "elsewhere")
     run_job(MeanJob(params, folder, job_dir))
     assert recent() == [job_dir.resolve()]
+
+
+# ------------------------------------------------- manifest durability (issue 15, item 2)
+
+
+def _commits(m: Manifest) -> list[str]:
+    seen: list[str] = []
+    m._db.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return seen
+
+
+def test_manifest_batches_fast_item_ends_and_flushes_the_tail_on_a_timer(tmp_path):
+    m = Manifest(tmp_path, commit_interval=0.3)
+    items = [f"i{k:03d}" for k in range(300)]
+    m.add_items(items)
+    commits = _commits(m)
+    for it in items:  # a fast job: 300 items in far less than the interval
+        m.mark_running(it)
+        m.mark_done(it, 0.001, [])
+    assert len(commits) <= 2  # batched, not one commit per item
+    with Manifest(tmp_path, readonly=True) as other:
+        assert other.counts().done < 300
+    time.sleep(0.6)  # no further event: the flusher thread commits the tail by itself
+    with Manifest(tmp_path, readonly=True) as other:
+        assert other.counts().done == 300
+    m.mark_running("i000")  # a long item starts: visible within the interval, too
+    time.sleep(0.6)
+    with Manifest(tmp_path, readonly=True) as other:
+        assert other.state("i000") == "running"
+    m.close()
+    assert not m._flusher.is_alive()
+
+
+def test_slow_items_done_is_in_the_manifest_when_item_done_is_emitted(folder, tmp_path):
+    """Issue 15 item 2: the next item's mark_running used to commit first and leave the
+    done of the previous item queued for a whole item; readers were one item behind."""
+
+    class SlowJob(MeanJob):
+        def process(self, item, data):
+            time.sleep(0.7)  # longer than COMMIT_INTERVAL
+            return super().process(item, data)
+
+    seen = []
+
+    def sink(event):
+        if isinstance(event, ItemDone) and not seen:
+            with Manifest(job_dir, readonly=True) as other:
+                seen.append((other.counts().done, other.state(event.item)))
+
+    params = MeanParams(scale=7)
+    job_dir = job_dir_for(SlowJob, params, folder, tmp_path / "slow")
+    summary = run_job(SlowJob(params, folder, job_dir), sink=sink, cancel=None)
+    assert summary.done == 4
+    assert seen == [(1, "done")]
+
+
+def test_kill_after_first_done_keeps_it_done(tmp_path, monkeypatch):
+    """``kill -9`` of ``segdeck run`` right after the first ItemDone event: that item
+    stays done and the next run skips it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tui_dummy_job import DummyJob, DummyParams
+
+    tests = Path(__file__).parent
+    monkeypatch.setenv("SEGDECK_EXTRA_JOBS", "tuidummy=tui_dummy_job:DummyJob")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")])))
+    src = tmp_path / "pics"
+    src.mkdir()
+    for i in range(4):
+        imageio.write_image(src / f"{i}.png", np.full((4, 4, 3), i, np.uint8))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segdeck", "run", "tuidummy", str(src), "--out", str(out), "--events",
+         "--delay", "1.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("kind") == "ItemDone":
+                first = event["item"]
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert first == "0.png"
+    params = DummyParams(delay=1.5)
+    job_dir = job_dir_for(DummyJob, params, src, out)
+    with Manifest(job_dir, readonly=True) as other:
+        assert other.state("0.png") == "done" and other.counts().done == 1
+    summary = run_job(DummyJob(DummyParams(delay=0.0), src, job_dir))  # resume (same folder)
+    assert summary.skipped == 1 and summary.done == 3

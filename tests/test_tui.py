@@ -399,3 +399,48 @@ async def test_job_that_cannot_start_shows_error(photos, dummy_job, monkeypatch)
         await wait_for(pilot, lambda: jobs.selected_snapshot is not None, what="job row")
         await wait_for(pilot, lambda: jobs.selected_snapshot.state == "error", timeout=30, what="error state")
         assert "tuidummy" in (jobs.selected_snapshot.error or "")
+
+
+# ---- issue 15: keys in form fields -------------------------------------------------
+
+
+async def _send_keys_at_once(app, pilot, keys):
+    """Post several key events in one go, as the terminal driver does when keys
+    arrive together (fast typing, tmux send-keys), then let the app process them."""
+    from textual import events
+
+    chars = {"backspace": "\x7f", "escape": "\x1b"}
+    for key in keys:
+        char = chars.get(key, key if len(key) == 1 else None)
+        app.post_message(events.Key(key, char))
+    await pilot.pause()
+    await pilot.pause()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_fast_typing_keeps_key_order_and_escape_leaves_field(photos, dummy_job):
+    from textual.widgets import Input
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.job_list import JobList
+
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot)
+        delay = screen.query_one("#p-delay", Input)
+        delay.value = "1024"
+        await pilot.pause()
+        delay.focus()
+        await pilot.pause()
+        assert delay.selection.start == 0 and delay.selection.end == 4  # selected on focus
+        # Backspace then digits in one burst: the Backspace runs first (was "1": the
+        # Backspace binding ran after the digits)
+        await _send_keys_at_once(app, pilot, ["backspace", "1", "2"])
+        assert delay.value == "12"
+        await _send_keys_at_once(app, pilot, ["backspace", "6", "7", "left", "backspace", "9"])
+        assert delay.value == "197"
+        # Esc leaves the field: "j" then focuses the jobs list instead of typing a j
+        await _send_keys_at_once(app, pilot, ["escape", "j"])
+        assert delay.value == "197"
+        assert isinstance(app.focused, JobList)

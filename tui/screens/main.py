@@ -45,7 +45,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Select, Static
+from textual.actions import SkipAction
+from textual.widgets import Button, Footer, Header, Input, Select, Static
 
 from segdeck.tui import launch
 from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, LogLine, cancel_job, tail_log
@@ -125,7 +126,7 @@ class MainScreen(Screen):
         Binding("ctrl+t", "threshold", "Threshold picker", priority=True),
         Binding("t", "job_tool", "Threshold picker / job tool", show=False),
         Binding("m", "models", "Models"),
-        Binding("escape", "cancel_curve", "Stop the threshold curve", show=False),
+        Binding("escape", "escape", "Leave the field / stop the threshold curve", show=False, priority=True),
         Binding("f5", "rescan", "Rescan folders and jobs", show=False),
         Binding("f", "focus('folders')", "Focus folders", show=False),
         Binding("p", "focus('form')", "Focus parameters", show=False),
@@ -594,10 +595,22 @@ class MainScreen(Screen):
         if self._curve_busy:
             self.query_one("#form-status", Static).update(message.text)
 
-    def action_cancel_curve(self) -> None:
-        """Esc while the threshold curve is computed: stop it."""
+    def action_escape(self) -> None:
+        """Esc: stop the threshold curve while it is computed; in a text field of the
+        form, leave the field (the focus goes to the form, so one-letter keys such as
+        ``j`` work again); anywhere else the key goes on (a Select's menu closes).
+
+        A priority binding: it runs before the keys typed after it reach the field.
+        """
         if self._curve_busy:
             self._curve_cancel.set()
+            return
+        focused = self.focused
+        form = self.query_one(ParamForm)
+        if isinstance(focused, Input) and form in focused.ancestors:
+            self.set_focus(form, scroll_visible=False)  # now: Widget.focus() waits a turn
+            return
+        raise SkipAction()
 
     def on_curve_ready(self, message: CurveReady) -> None:
         from segdeck.tui.screens.threshold import ThresholdScreen

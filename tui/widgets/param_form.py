@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
@@ -51,6 +52,33 @@ def range_text(spec: FieldSpec) -> str:
     if hi is not None:
         return f"{'<=' if spec.le is not None else '<'} {hi:g}"
     return ""
+
+
+class FieldInput(Input):
+    """An ``Input`` that handles its own editing keys in the order they arrive, and
+    leaves the field on Escape.
+
+    Textual runs a widget's key *bindings* (Backspace, Delete, arrows, Home/End …) only
+    after the key event has bubbled up to the app, while printable keys are inserted
+    by the widget at once; so when keys arrive together (fast typing, a paste of keys
+    through tmux ``send-keys``) a Backspace was applied after the digits that followed
+    it: Backspace 1 2 on a selected ``1024`` gave ``1``, on ``1`` it gave ``16`` for
+    Backspace 6 7. Here the bound action runs inside the key handler, in order.
+
+    Escape (leaving the field) is the screen's priority binding: it must act before
+    the keys that follow it are sent to this widget.
+    """
+
+    async def _on_key(self, event: events.Key) -> None:
+        bindings = self._bindings.key_to_bindings.get(event.key)
+        if bindings and not event.is_printable:
+            event.stop()
+            event.prevent_default()
+            self._restart_blink()
+            for binding in bindings:
+                await self.run_action(binding.action)
+            return
+        await super()._on_key(event)
 
 
 def method_sections(specs: list[FieldSpec]) -> tuple[str | None, set[str]]:
@@ -165,7 +193,7 @@ class ParamForm(VerticalScroll):
                             allow_blank=spec.optional or spec.default not in spec.choices, id=fid,
                             compact=True)
         else:
-            widget = Input(value=self._text(spec, value), id=fid, placeholder=spec.kind, compact=True)
+            widget = FieldInput(value=self._text(spec, value), id=fid, placeholder=spec.kind, compact=True)
         hint = spec.description
         rng = range_text(spec)
         if rng:

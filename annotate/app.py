@@ -415,6 +415,7 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
     failed = 0
     n = len(paths)
     i = 0
+    colour = 1  # the paint colour carries over from image to image
     open_windows: set[str] = set()
     try:
         while 0 <= i < n:
@@ -461,8 +462,10 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
                 seg_color = np.array([0, 0, 0], np.uint8)
                 if opts.method == "sam" and i + 1 < n:
                     _prefetch_embedding(prep, i + 1, opts, engine_lock)
-            state = PaintState(labels, seg_color, original=original, keymap=opts.keymap)
-            if p.labels is None:
+            handed_over = p.labels is None
+            state = PaintState(labels, seg_color, original=original, keymap=opts.keymap, colour=colour,
+                               unsaved=handed_over)
+            if handed_over:
                 state.seg_color[1] = state.colour  # the handed-over mask comes painted
             if p.restored:
                 state.message = "session restored"
@@ -471,6 +474,7 @@ def run_annotate(paths: list[Path], opts: Options, *, gui=None, report: Callable
                               keep_open=opts.method not in INTERACTIVE_SOURCES, fit_view=p.extra.get("fit_view"))
             open_windows.update(win.windows)
             outcome = win.run()
+            colour = state.colour
             if outcome == "quit":
                 break
             if outcome == "save_next":

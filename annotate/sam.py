@@ -1,10 +1,12 @@
-"""SAM prompting session: box and point prompts, predict on request, hand the mask to painting.
+"""SAM prompting session: box and point prompts, the mask follows every prompt, hand it to painting.
 
 The engine is :func:`segdeck.core.sam.open_engine` (any object with ``set_image(image)``
 and ``predict(points=, labels=, box=, multimask=) -> result with .masks, .scores`` works,
 which is how the tests drive it). The image is prompted at a working resolution (longest
 side ``max_side``, SAM resizes to 1024 anyway); :meth:`SamState.full_mask` scales the
-mask back up. Kirillov et al., "Segment Anything", ICCV 2023 (arXiv:2304.02643).
+mask back up. Every prompt change predicts at once (a prompt costs ~20 ms once the image
+is embedded); while the embedding is still being computed in the background the mask
+follows as soon as it is ready (:meth:`SamState.refresh`). Kirillov et al., "Segment Anything", ICCV 2023 (arXiv:2304.02643).
 """
 
 from __future__ import annotations
@@ -31,23 +33,29 @@ class SamState(GestureState):
     image : ndarray (h, w, 3) uint8 RGB
         The working image; prompts are its pixels, points (x, y), box XYXY.
     engine : object with ``set_image`` and ``predict``
-        ``set_image`` is called lazily on the first prediction (once per image).
+        ``set_image`` is called before every prediction (engines cache the embedding per image).
+    live : bool
+        Predict on every prompt change (default); False waits for the ``predict`` action.
 
     Attributes
     ----------
     prompts : list of ("point", (x, y, label)) or ("box", (x0, y0, x1, y1))
         In the order given; :meth:`undo` removes the last one.
     mask : ndarray (h, w) bool or None
+    stale : bool
+        The prompts changed since ``mask`` was predicted (the engine was busy, e.g.
+        embedding the image); :meth:`refresh` catches up.
     """
 
     session = "sam"
 
     def __init__(self, image: np.ndarray, engine, keymap: Keymap | None = None, *,
-                 engine_lock: threading.Lock | None = None):
+                 engine_lock: threading.Lock | None = None, live: bool = True):
         super().__init__(keymap)
         self.image = np.ascontiguousarray(image)
         self.engine = engine
         self.engine_lock = engine_lock or threading.Lock()
+        self.live = live
         self.outcome: str | None = None
         self._box_start: tuple[int, int] | None = None
         self.box_preview: tuple[int, int, int, int] | None = None
@@ -58,7 +66,8 @@ class SamState(GestureState):
         self.prompts: list[tuple[str, tuple]] = []
         self.mask: np.ndarray | None = None
         self.score: float | None = None
-        self.message = "left/right click points, middle-drag a box, space predicts"
+        self.stale = False
+        self.message = ""
         return True
 
     # -- prompts -----------------------------------------------------------------------
@@ -79,8 +88,44 @@ class SamState(GestureState):
     def on_press(self, action: str, x: int, y: int) -> bool:
         if action in ("positive", "negative"):
             self.prompts.append(("point", (x, y, 1 if action == "positive" else 0)))
-            return True
+            return self._prompts_changed()
         return self.action(action)
+
+    def _prompts_changed(self) -> bool:
+        """After a prompt was added or removed: no prompt = no mask, else predict now
+        when live (or as soon as the engine is free)."""
+        if not self.prompts:
+            self.mask, self.score, self.stale = None, None, False
+            return True
+        self.stale = True
+        if self.live:
+            self.refresh(block=False)
+        return True
+
+    def refresh(self, block: bool = False) -> bool:
+        """Predict for the current prompts if they changed since the last mask.
+
+        Parameters
+        ----------
+        block : bool
+            Wait for the engine; False returns at once while it is busy (another
+            thread computing an embedding), leaving ``stale`` set for the next try.
+
+        Returns
+        -------
+        bool
+            True when a new mask was predicted.
+        """
+        if not self.stale or not self.prompts:
+            return False
+        if not self.engine_lock.acquire(blocking=block):
+            self.message = "computing the image embedding ... the mask follows"
+            return False
+        try:
+            self._predict_locked()
+        finally:
+            self.engine_lock.release()
+        return True
 
     def on_drag(self, action: str, phase: str, x: int, y: int) -> bool:
         if action != "box":
@@ -102,32 +147,36 @@ class SamState(GestureState):
             return True
         self.prompts = [p for p in self.prompts if p[0] != "box"]
         self.prompts.append(("box", b))
-        return True
+        return self._prompts_changed()
 
     def undo(self) -> bool:
         if not self.prompts:
             self.message = "no prompt to remove"
             return True
         self.prompts.pop()
-        return True
+        return self._prompts_changed()
 
     def predict(self) -> bool:
-        """Run the engine on the current prompts (embedding computed on first use)."""
+        """Run the engine on the current prompts now, waiting for the image embedding if needed."""
         if not self.prompts:
             self.message = "add a point or a box first"
             return True
+        self.stale = True
+        return self.refresh(block=True)
+
+    def _predict_locked(self) -> None:
+        """One prediction; the caller holds ``engine_lock``."""
         pts, lab, box = self.points, self.labels, self.box
-        with self.engine_lock:
-            self.engine.set_image(self.image)
-            res = self.engine.predict(points=pts if len(pts) else None, labels=lab if len(lab) else None,
-                                      box=box, multimask=False)
+        self.engine.set_image(self.image)
+        res = self.engine.predict(points=pts if len(pts) else None, labels=lab if len(lab) else None,
+                                  box=box, multimask=False)
+        self.stale = False
         masks = np.asarray(res.masks)
         best = int(np.argmax(res.scores)) if len(res.scores) else 0
         self.mask = masks[best].astype(bool)
         self.score = float(res.scores[best]) if len(res.scores) else None
         self.predictions += 1
         self.message = f"mask {int(self.mask.sum())} px" + (f", score {self.score:.2f}" if self.score is not None else "")
-        return True
 
     def action(self, name: str | None) -> bool:
         if name in ("positive", "negative"):  # bound to a key: a point at the pointer
@@ -142,7 +191,7 @@ class SamState(GestureState):
         if name == "reset":
             return self.reset()
         if name == "finish":
-            if self.mask is None and self.prompts:
+            if self.prompts and (self.stale or self.mask is None):
                 self.predict()
             if self.mask is None or not self.mask.any():
                 self.message = "nothing to finish: predict a mask first"

@@ -162,20 +162,31 @@ class PaintState(GestureState):
     keymap : Keymap, optional
         Bindings (default: the shipped default keymap).
 
+    unsaved : bool
+        The painting already differs from what is saved (a mask handed over by GrabCut
+        or SAM), so leaving asks first even before the first edit.
+    colour : int
+        The paint colour to start with (1..``n_colours``; e.g. the previous image's).
+
     Notes
     -----
     ``outcome`` becomes ``"quit" | "next" | "previous" | "save_next"`` when the
-    matching action arrives; the window loop reads it. Changes for the display are
+    matching action arrives; the window loop reads it. With unsaved painting
+    (:attr:`unsaved`) the leaving actions ``quit``, ``next`` and ``previous`` ask first:
+    the first press only sets ``confirming`` and a message, the same action again
+    leaves, anything else cancels. Changes for the display are
     collected in ``dirty_segments`` (recolour only), ``dirty_regions`` (labels
     changed in a full-resolution (rows, cols) slice) and ``dirty_all``.
     """
 
     session = "paint"
     MAX_UNDO = 200
+    #: Actions that leave the image without saving it (asked first when unsaved).
+    DISCARDING = {"quit": "quit", "next": "go to the next image", "previous": "go to the previous image"}
 
     def __init__(self, labels: np.ndarray, seg_color: np.ndarray | None = None, *,
                  original: np.ndarray | None = None, keymap: Keymap | None = None,
-                 n_colours: int = len(PALETTE) - 1):
+                 n_colours: int = len(PALETTE) - 1, unsaved: bool = False, colour: int = 1):
         super().__init__(keymap)
         labels = np.ascontiguousarray(labels, dtype=np.int32)
         if labels.ndim != 2:
@@ -190,7 +201,10 @@ class PaintState(GestureState):
             sc = np.asarray(seg_color, np.uint8)[: top + 1]
             self.seg_color[: len(sc)] = sc
         self.n_colours = n_colours
-        self.colour = 1
+        self.colour = int(colour) if 1 <= int(colour) <= n_colours else 1
+        self._unsaved_base = bool(unsaved)
+        self._edits = 0  # undo steps pushed minus undone: 0 = as loaded
+        self.confirming: str | None = None
         self.mode = "click"  # "click" | "fill" | "unfill"
         self.cut_anchor: tuple[int, int] | None = None
         self.cut_width = 1
@@ -238,6 +252,11 @@ class PaintState(GestureState):
         """Colour index -> (H, W) bool mask, for every colour in use."""
         cmap = self.colour_map()
         return {int(k): cmap == k for k in np.unique(cmap) if k}
+
+    @property
+    def unsaved(self) -> bool:
+        """True when the painting differs from what was loaded (undoing every edit makes it False again)."""
+        return self._unsaved_base or self._edits > 0
 
     def painted_segments(self) -> np.ndarray:
         return np.flatnonzero(self.seg_color)
@@ -435,6 +454,7 @@ class PaintState(GestureState):
 
     # -- undo / reset -----------------------------------------------------------
     def _push(self, entry: _Undo) -> None:
+        self._edits += 1
         self.undo_stack.append(entry)
         if len(self.undo_stack) > self.MAX_UNDO:
             del self.undo_stack[0]
@@ -447,6 +467,7 @@ class PaintState(GestureState):
             self.ui_dirty = True
             return True
         self._revert(self.undo_stack.pop())
+        self._edits -= 1
         return True
 
     def _revert(self, e: _Undo) -> None:
@@ -470,6 +491,7 @@ class PaintState(GestureState):
         """Make the undo entries pushed since the stack had ``since`` entries one step."""
         if len(self.undo_stack) - since > 1:
             batch = _Undo("batch", ids=self.undo_stack[since:])
+            self._edits -= len(batch.ids)
             del self.undo_stack[since:]
             self._push(batch)
 
@@ -487,6 +509,7 @@ class PaintState(GestureState):
 
     # -- dispatch ---------------------------------------------------------------
     def on_press(self, action: str, x: int, y: int) -> bool:
+        self._cancel_confirm()
         if action == "fill":
             return self.fill(x, y)
         if action == "unfill":
@@ -501,7 +524,21 @@ class PaintState(GestureState):
             return self.end_cut()
         return self.action(action)
 
+    def _cancel_confirm(self) -> None:
+        if self.confirming is not None:
+            self.confirming = None
+            self.message = ""
+            self.ui_dirty = True
+
     def action(self, name: str | None) -> bool:
+        if name in self.DISCARDING and self.unsaved and self.confirming != name:
+            self.confirming = name
+            again = "/".join(self.keymap.keys_for(self.session, name)) or name
+            save = "/".join(self.keymap.keys_for(self.session, "save_next")) or "save_next"
+            self.message = f"unsaved painting: {again} again to {self.DISCARDING[name]} without saving, {save} saves"
+            return True
+        if name is not None:
+            self._cancel_confirm()
         if name in ("quit", "next", "previous", "save_next"):
             self.outcome = name
             return True

@@ -13,8 +13,10 @@ falls back to all pixels. So a template / segment drawn on a transparent or blac
 background needs no extra files.
 
 Matching is OpenCV's ``cv2.matchTemplate`` with the attention as its ``mask``
-(``TM_CCORR_NORMED``, score 1 = perfect; or ``TM_SQDIFF`` turned into a similarity
-``1 - sqdiff / (attended pixels * 3 * 255^2)``), then greedy non-maximum suppression:
+(``TM_CCOEFF_NORMED`` by default: the correlation of the mean-subtracted pixels, score 1 =
+perfect, about 0 on plain background; ``TM_CCORR_NORMED`` without the mean subtraction,
+which scores ~0.99 on any plain area of a similar colour; or ``TM_SQDIFF`` turned into a
+similarity ``1 - sqdiff / (attended pixels * 3 * 255^2)``), then greedy non-maximum suppression:
 the best remaining position is kept and every position whose box overlaps it with an
 IoU above ``nms_iou`` is dropped, until no score reaches ``threshold``.
 """
@@ -28,6 +30,10 @@ import cv2
 import numpy as np
 
 from segdeck.core.errors import ImageError
+
+#: Attended template pixels whose per-channel standard deviation stays below this (0..255
+#: levels) are one flat colour: ``ccoeff_normed`` has nothing to correlate there.
+FLAT_STD = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class TemplateSpec:
     mask: np.ndarray | None = None
     threshold: float = 0.9
     nms_iou: float = 0.1
-    method: str = "ccorr_normed"
+    method: str = "ccoeff_normed"
     max_matches: int = 200
 
 
@@ -134,7 +140,7 @@ def _iou_map(w: int, h: int) -> np.ndarray:
 
 
 def match_template(image: np.ndarray, template: np.ndarray, attention: np.ndarray | None = None, *,
-                   threshold: float = 0.9, nms_iou: float = 0.1, method: str = "ccorr_normed",
+                   threshold: float = 0.9, nms_iou: float = 0.1, method: str = "ccoeff_normed",
                    max_matches: int = 200) -> list[Match]:
     """Every place ``image`` matches ``template`` with a score >= ``threshold``, overlaps suppressed.
 
@@ -148,7 +154,10 @@ def match_template(image: np.ndarray, template: np.ndarray, attention: np.ndarra
         Minimum score.
     nms_iou : float in [0, 1)
         Boxes overlapping a better match with an IoU above this are dropped (0 = no overlap at all).
-    method : {"ccorr_normed", "sqdiff"}
+    method : {"ccoeff_normed", "ccorr_normed", "sqdiff"}
+        ``ccoeff_normed`` (default) is insensitive to brightness and contrast and
+        scores plain background near 0; it needs attended template pixels that are not
+        all one colour.
     max_matches : int
 
     Returns
@@ -159,7 +168,8 @@ def match_template(image: np.ndarray, template: np.ndarray, attention: np.ndarra
     Raises
     ------
     ValueError
-        Template larger than the image, unknown method, empty attention.
+        Template larger than the image, unknown method, empty attention, or (for
+        ``ccoeff_normed``) attended template pixels of one flat colour.
     """
     H, W = image.shape[:2]
     h, w = template.shape[:2]
@@ -168,7 +178,14 @@ def match_template(image: np.ndarray, template: np.ndarray, attention: np.ndarra
     if attention is not None and not attention.any():
         raise ValueError("template painting: the attention mask selects no pixel")
     mask = None if attention is None else np.repeat(attention.astype(np.uint8)[:, :, None] * 255, 3, axis=2)
-    if method == "ccorr_normed":
+    if method == "ccoeff_normed":
+        attended = template[attention] if attention is not None else template.reshape(-1, 3)
+        if float(attended.astype(np.float32).std(axis=0).max()) < FLAT_STD:
+            raise ValueError("template painting: the attended template pixels are one flat colour, which "
+                             "matches every plain area of that colour; give an --attention that takes in some "
+                             "of the template's surroundings or edges")
+        res = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED, mask=mask)
+    elif method == "ccorr_normed":
         res = cv2.matchTemplate(image, template, cv2.TM_CCORR_NORMED, mask=mask)
     elif method == "sqdiff":
         raw = cv2.matchTemplate(image.astype(np.float32), template.astype(np.float32), cv2.TM_SQDIFF,
@@ -176,7 +193,7 @@ def match_template(image: np.ndarray, template: np.ndarray, attention: np.ndarra
         n = (int(attention.sum()) if attention is not None else h * w) * 3 * 255.0**2
         res = 1.0 - raw / n
     else:
-        raise ValueError(f"unknown template matching method {method!r} (ccorr_normed, sqdiff)")
+        raise ValueError(f"unknown template matching method {method!r} (ccoeff_normed, ccorr_normed, sqdiff)")
     res = np.nan_to_num(res.astype(np.float32), nan=-1.0, posinf=-1.0, neginf=-1.0)
     iou = _iou_map(w, h) > nms_iou
     out: list[Match] = []

@@ -101,6 +101,57 @@ def test_outcomes_from_keys(three_regions):
         assert st.outcome == outcome
 
 
+def test_leaving_with_unsaved_painting_asks_first(three_regions):
+    _, labels = three_regions
+    for key, outcome in (("q", "quit"), ("n", "next"), ("p", "previous")):
+        st = PaintState(labels)
+        assert not st.unsaved
+        st.mouse("down", "left", 5, 5)
+        assert st.unsaved
+        assert st.key(ord(key)) and st.outcome is None  # first press: only asks
+        assert st.confirming == outcome and f"{key} again" in st.message and "space saves" in st.message
+        assert st.key(ord(key)) and st.outcome == outcome  # the same key again leaves
+    st = PaintState(labels)
+    st.mouse("down", "left", 5, 5)
+    st.key(ord("q"))
+    st.mouse("down", "left", 40, 5)  # anything else cancels the question ...
+    assert st.confirming is None and st.message == ""
+    st.key(ord("q"))
+    assert st.outcome is None  # ... so q asks again
+    st.key(ord("z"))  # undo cancels too
+    st.key(ord("z"))  # back to nothing painted: leaving needs no question
+    assert not st.unsaved
+    st.key(ord("q"))
+    assert st.outcome == "quit"
+    st = PaintState(labels)
+    st.mouse("down", "left", 5, 5)
+    st.key(ord("q"))
+    st.key(ord(" "))  # saving never asks
+    assert st.outcome == "save_next"
+    # a mask handed over by GrabCut / SAM is unsaved work from the start
+    st = PaintState(labels, unsaved=True)
+    st.key(ord("q"))
+    assert st.outcome is None and st.confirming == "quit"
+
+
+def test_unsaved_counts_grouped_and_capped_undo(three_regions):
+    img, labels = three_regions
+    st = PaintState(labels)
+    st.MAX_UNDO = 3
+    for x in (5, 40, 70, 5, 40):  # fill / unfill alternating beyond the cap
+        st.mouse("down", "left" if st.segment_at(x, 5) and not st.seg_color[st.segment_at(x, 5)] else "right", x, 5)
+    assert len(st.undo_stack) == 3 and st.unsaved
+    while st.undo_stack:
+        st.undo()
+    assert st.unsaved  # two steps fell off the stack: still not what was loaded
+    spec = TemplateSpec(template=img[:8, 28:36], segment=img[:8, 28:36], threshold=0.99)
+    st2 = PaintState(labels)
+    template_paint(st2, img, spec, PALETTE)
+    assert st2.unsaved
+    st2.undo()  # one template paint is one step
+    assert not st2.unsaved
+
+
 # -- template painting ---------------------------------------------------------------------
 def _scene():
     rng = np.random.default_rng(1)
@@ -120,11 +171,34 @@ def test_match_template_finds_every_copy_with_nms():
     found = match_template(img, tpl, att, threshold=0.95, nms_iou=0.1)
     assert sorted((m.x0, m.y0) for m in found) == sorted(spots)
     assert all(m.x1 - m.x0 == 20 and m.y1 - m.y0 == 16 for m in found)
-    for method in ("sqdiff",):
+    for method in ("sqdiff", "ccorr_normed"):
         found = match_template(img, tpl, att, threshold=0.97, method=method)
         assert sorted((m.x0, m.y0) for m in found) == sorted(spots)
     with pytest.raises(ValueError):
         match_template(img[:10, :10], tpl)
+
+
+def test_default_template_threshold_ignores_plain_background_and_keeps_true_match():
+    """Issue 15 item 9: TM_CCORR_NORMED scored plain background ~0.9+ (a false match at the
+    default 0.9); the default (TM_CCOEFF_NORMED) scores it near 0 and still finds the real copy,
+    also one that is brighter than the template."""
+    rng = np.random.default_rng(5)
+    img = (np.full((160, 240, 3), 200, np.int16) + rng.integers(-3, 4, (160, 240, 3))).clip(0, 255).astype(np.uint8)
+    tpl = np.zeros((16, 20, 3), np.uint8)  # a pale shape on black (black = not attended)
+    tpl[3:13, 4:16] = (185, 200, 210)
+    tpl[6:10, 8:12] = (215, 190, 200)
+    att = derive_mask(tpl)
+    assert match_template(img, tpl, att, threshold=0.9, method="ccorr_normed")  # the old default: false matches
+    defaults = TemplateSpec(template=tpl, segment=tpl)
+    assert match_template(img, tpl, att, threshold=defaults.threshold, method=defaults.method) == []
+    img[40:56, 60:80][att] = tpl[att]
+    img[100:116, 150:170][att] = np.clip(tpl[att].astype(np.int16) + 25, 0, 255)  # brighter copy
+    found = match_template(img, tpl, att, threshold=defaults.threshold, method=defaults.method)
+    assert sorted((m.x0, m.y0) for m in found) == [(60, 40), (150, 100)]
+    flat = np.zeros((10, 10, 3), np.uint8)
+    flat[2:8, 2:8] = (200, 10, 10)
+    with pytest.raises(ValueError, match="one flat colour"):
+        match_template(img, flat, derive_mask(flat))
 
 
 def test_template_paint_carves_painted_segments():
@@ -236,16 +310,20 @@ def test_sam_prompts_predict_undo_reset():
     st.mouse("up", "middle", 70, 60)
     assert [p[0] for p in st.prompts] == ["point", "point", "box"]
     np.testing.assert_array_equal(st.labels, [1, 0])
-    assert st.key(ord(" "))
+    assert len(eng.calls) == 3 and not st.stale  # the mask follows every prompt (live)
     pts, labs, box = eng.calls[-1]
     assert pts == [[10.0, 10.0], [12.0, 10.0]] and labs == [1, 0] and box == [30.0, 20.0, 70.0, 60.0]
     assert st.mask[40, 50] and not st.mask[10, 12]
-    st.action("undo")  # removes the box
+    assert st.key(ord(" ")) and len(eng.calls) == 4  # space still predicts on request
+    st.action("undo")  # removes the box: predicted again without it
     assert [p[0] for p in st.prompts] == ["point", "point"]
-    st.action("predict")
-    assert eng.calls[-1][2] is None
-    st.action("predict")
-    assert eng.set_calls == 3  # the engine caches; set_image is cheap for the same image
+    assert eng.calls[-1][2] is None and not st.mask[40, 50]
+    st.action("undo")
+    st.action("undo")
+    assert st.prompts == [] and st.mask is None  # no prompt, no mask
+    st.mouse("down", "left", 10, 10)
+    st.mouse("down", "right", 12, 10)
+    assert eng.set_calls == len(eng.calls)  # the engine caches; set_image is cheap for the same image
     st.action("reset")
     assert st.prompts == [] and st.mask is None
     st.action("finish")
@@ -257,6 +335,27 @@ def test_sam_prompts_predict_undo_reset():
     assert st.prompts == [("point", (50, 40, 1))]
     st.action("finish")
     assert st.outcome == "finish" and st.full_mask((200, 160))[80, 100]
+
+
+def test_sam_live_mask_waits_for_a_busy_engine_then_follows():
+    import threading
+
+    img = _square_image()
+    eng = FakeEngine()
+    lock = threading.Lock()
+    st = SamState(img, eng, engine_lock=lock)
+    lock.acquire()  # the background embedding holds the engine
+    st.mouse("down", "left", 50, 40)
+    assert st.stale and st.mask is None and eng.calls == [] and "embedding" in st.message
+    assert not st.refresh()  # still busy: the window tries again later
+    lock.release()
+    assert st.refresh() and not st.stale and st.mask[40, 50]
+    assert not st.refresh()  # nothing changed since
+    off = SamState(img, FakeEngine(), live=False)
+    off.mouse("down", "left", 50, 40)
+    assert off.mask is None and off.stale
+    off.action("finish")  # finishing predicts what is pending
+    assert off.outcome == "finish" and off.mask[40, 50]
 
 
 # -- the window loop, with a fake highgui ----------------------------------------------------------
@@ -313,8 +412,9 @@ def test_idle_loop_draws_zero_frames(three_regions):
     gui = FakeGui(script)
     win = PaintWindow(st, img, gui=gui, max_window=(400, 300))
     assert win.run() == "quit"
-    assert gui.shown == [PaintWindow.SEG, PaintWindow.COL, PaintWindow.SEG]
-    assert win.frames == 3
+    # the last frame: q asks about the unsaved painting (the status line), the second q quits
+    assert gui.shown == [PaintWindow.SEG, PaintWindow.COL, PaintWindow.SEG, PaintWindow.SEG]
+    assert win.frames == 4
     assert st.seg_color[1] == 1
 
 
@@ -367,6 +467,23 @@ def test_save_and_restore_session(tmp_path):
     assert code == 0
     assert not read_label_map(out / "sq.png.labels.png").any()
     assert not list(out.glob("sq.png.mask-*.png"))
+
+
+def test_colour_carries_over_to_the_next_image(tmp_path):
+    from segdeck.core.imageio import read_label_map
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(src / name), _square_image()[:, :, ::-1])
+    seg = PaintWindow.SEG
+    click = _click(seg, "down", "left", 160, 120)
+    # a: colour 4, save; b: no colour key, save; c: skipped with n, nothing painted
+    gui = FakeGui([ord("4"), click, ord(" "), click, ord(" "), ord("n")])
+    code, _ = _run(sorted(src.glob("*.png")), src, tmp_path / "out", gui)
+    assert code == 0
+    assert set(np.unique(read_label_map(tmp_path / "out" / "a.png.labels.png"))) == {0, 4}
+    assert set(np.unique(read_label_map(tmp_path / "out" / "b.png.labels.png"))) == {0, 4}
 
 
 def test_every_sample_photo_including_odd_ones(tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,26 @@ def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.nda
 #: would be rejected anyway.
 RANSAC_ITERS = 100
 
+#: Lowe's ratio test of the verification: a match is kept when its best descriptor
+#: distance is below this fraction of the second best. Higher keeps more matches of
+#: heavily edited copies (JPEG, blur) at the price of more random matches on textures.
+LOWE_RATIO = 0.8
+
+#: Smallest share of the ratio-test matches that must be RANSAC inliers. Random matches
+#: between tiles of one photo fit a transform with few of their matches; a near-duplicate
+#: pair keeps most. Lower finds more heavily edited copies, admits more look-alikes.
+MIN_INLIER_FRACTION = 0.3
+
+#: RANSAC reprojection threshold (pixels, at ``orb_side``): matches within this distance
+#: of the fitted transform are inliers. Larger tolerates resampling and small
+#: perspective changes, and lets random matches fit more easily.
+REPROJ_PX = 3.0
+
+#: Edge distance of an accepted pair in the final average linkage: ``EDGE_SCALE * bits / 64``
+#: (so at most ``EDGE_SCALE``, well below ``max_distance``; missing pairs count 1). It
+#: only orders merges (closer hashes first); it never decides whether a pair is accepted.
+EDGE_SCALE = 0.2
+
 
 def orb_detector(n_features: int = 100, levels: int = 4):
     """The ``cv2.ORB`` detector :func:`orb_keys` uses (small patches for small images)."""
@@ -137,10 +158,10 @@ def orb_keys(
 def ransac_inliers(
     ka: tuple[np.ndarray, np.ndarray],
     kb: tuple[np.ndarray, np.ndarray],
-    ratio: float = 0.8,
+    ratio: float = LOWE_RATIO,
     max_rotation: float = 20.0,
     max_scale: float = 1.7,
-    min_inlier_fraction: float = 0.3,
+    min_inlier_fraction: float = MIN_INLIER_FRACTION,
 ) -> int:
     """Inliers of a plausible RANSAC similarity transform between two ORB keypoint sets.
 
@@ -161,7 +182,7 @@ def ransac_inliers(
     -------
     int
         Number of ratio-test matches consistent with one rotation + scale + translation
-        (3 px reprojection threshold); 0 when fewer than 6 matches survive or the
+        (:data:`REPROJ_PX` reprojection threshold); 0 when fewer than 6 matches survive or the
         transform is implausible (random matches on textures fit wild transforms:
         collapsed scales, large rotations).
     """
@@ -176,7 +197,7 @@ def ransac_inliers(
         return 0
     src = xa[[m.queryIdx for m in good]]
     dst = xb[[m.trainIdx for m in good]]
-    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=RANSAC_ITERS)
+    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJ_PX, maxIters=RANSAC_ITERS)
     if m is None or mask is None:
         return 0
     inliers = int(mask.sum())
@@ -220,14 +241,176 @@ def orient_pairs(a: np.ndarray, b: np.ndarray, mirrored: np.ndarray) -> list[tup
     return out
 
 
+@dataclass
+class PairDecisions:
+    """Candidate pairs of the ``dup`` pipeline and what became of them.
+
+    Attributes
+    ----------
+    i, j : ndarray of int64, shape (m,)
+        Candidate pairs (``i < j``), within ``radius`` bits.
+    d : ndarray of int64, shape (m,)
+        Flip-invariant Hamming distance of each pair (bits of 64).
+    mirrored : ndarray of bool, shape (m,)
+        The mirrored hash was the closer one.
+    stage : ndarray of str (object), shape (m,)
+        Why a pair was accepted: ``"sure"`` (within ``sure_radius``), ``"verified"``
+        (its own ORB + RANSAC check passed), ``"link"`` (between two groups whose
+        checked pairs mostly passed); ``""`` for a rejected pair.
+    checked : int
+        Pairs that went through the geometric verification.
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    d: np.ndarray
+    mirrored: np.ndarray
+    stage: np.ndarray
+    checked: int = 0
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """bool (m,): the pair is an edge of the clustering."""
+        return self.stage != ""
+
+
+def candidate_pairs(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1-2: pairs within ``radius`` bits of the flip-invariant hash distance.
+
+    Returns
+    -------
+    i, j : int64 (m,), d : int64 (m,) distance in bits, mirrored : bool (m,)
+    """
+    i, j, d = similarity.hamming_pairs(codes[:, 0], radius, codes_b=codes)
+    direct = similarity.popcount64(codes[i, 0] ^ codes[j, 0]).astype(np.int64)
+    return i, j, d, direct > d
+
+
+def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thumbs: np.ndarray | None,
+           gray: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3a: group the uncertain (``band``) pairs into *links* and keep the ones worth a check.
+
+    The sure pairs form groups (average linkage). A band pair inside one group is its own
+    link; band pairs between two groups form one link per group pair, decided together.
+    Pairs between groups whose thumbnails do not correlate (``min_ncc``) are dropped
+    unchecked.
+
+    Returns
+    -------
+    band : int64 (k,)
+        The band pairs still in play (indices into ``dec``), sorted by link then distance.
+    link : int64 (k,)
+        Each one's link id.
+    """
+    i, j, d = dec.i, dec.j, dec.d
+    sure = dec.stage == "sure"
+    sure_lab = graph.average_linkage(n, i[sure], j[sure], EDGE_SCALE * d[sure] / 64.0, max_distance=params.max_distance)
+    ga, gb = sure_lab[i[band]], sure_lab[j[band]]
+    inside = ga == gb
+    if params.min_ncc > -1.0:
+        if thumbs is None:
+            thumbs = features.thumbnails([gray(k) for k in range(n)])
+        r = thumb_ncc(thumbs, i[band], j[band], dec.mirrored[band])
+        keep = inside | (r >= params.min_ncc)
+        band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
+    link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
+    order = np.lexsort((d[band], link))
+    return band[order], link[order]
+
+
+def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Callable[[int], np.ndarray],
+            workers: int) -> np.ndarray:
+    """Step 3b: ORB + RANSAC inliers of each pair in ``todo`` (int64 (k,) -> int64 (k,)).
+
+    Keypoints are computed once per (image, mirrored) that some pair needs, in ``workers``
+    threads (OpenCV releases the GIL); one detector per thread.
+    """
+    keys: dict[tuple[int, bool], tuple] = {}
+    local = threading.local()
+
+    def compute(task):
+        k, flip = task
+        g = gray(k)
+        if flip:
+            g = np.ascontiguousarray(g[:, ::-1])
+        det = getattr(local, "orb", None)
+        if det is None:
+            det = local.orb = orb_detector(params.orb_features, params.orb_levels)
+        return task, orb_keys(g, params.orb_side, params.orb_features, params.orb_levels, detector=det)
+
+    ends = orient_pairs(dec.i[todo], dec.j[todo], dec.mirrored[todo])
+    tasks = sorted({t for pair in ends for t in pair})
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for task, kp in pool.map(compute, tasks, chunksize=16):
+            keys[task] = kp
+
+        def check(chunk):
+            return [ransac_inliers(keys[ends[t][0]], keys[ends[t][1]],
+                                   max_rotation=params.max_rotation, max_scale=params.max_scale) for t in chunk]
+
+        chunks = [range(s, min(s + 64, len(todo))) for s in range(0, len(todo), 64)]
+        if not chunks:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.asarray(r, np.int64) for r in pool.map(check, chunks)])
+
+
+def decide_pairs(
+    codes: np.ndarray,
+    params: DupParams,
+    gray: Callable[[int], np.ndarray] | None = None,
+    workers: int = 1,
+    thumbs: np.ndarray | None = None,
+) -> PairDecisions:
+    """Steps 1-3 of the pipeline: candidates, sure pairs, verified links.
+
+    Parameters are those of :func:`cluster_codes`.
+
+    Returns
+    -------
+    PairDecisions
+    """
+    codes = np.asarray(codes, np.uint64).reshape(len(codes), 2)
+    n = len(codes)
+    i, j, d, mirrored = candidate_pairs(codes, params.radius)
+    stage = np.where(d <= params.sure_radius, "sure", "").astype(object)
+    dec = PairDecisions(i, j, d, mirrored, stage)
+    band = np.nonzero(stage == "")[0]
+    if gray is None or not len(band):
+        return dec  # without images, uncertain candidates are dropped
+    band, link = _links(n, dec, band, params, thumbs, gray)
+    # verify the closest ``verify_per_link`` pairs of each link
+    first = np.ones(len(link), bool)
+    first[1:] = link[1:] != link[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(link)), 0))
+    sel = (np.arange(len(link)) - start) < params.verify_per_link
+    todo, todo_link = band[sel], link[sel]
+    ok = _verify(dec, todo, params, gray, workers) >= params.min_inliers
+    dec.checked = int(len(todo))
+    # a link whose checked pairs mostly pass accepts its unchecked pairs too
+    votes: dict[int, list[int]] = {}
+    for lk, good in zip(todo_link.tolist(), ok.tolist(), strict=True):
+        v = votes.setdefault(int(lk), [0, 0])
+        v[0] += int(good)
+        v[1] += 1
+    good_links = np.array([lk for lk, (a, b) in votes.items() if 2 * a > b], np.int64)
+    dec.stage[band[np.isin(link, good_links)]] = "link"
+    dec.stage[todo[ok]] = "verified"
+    return dec
+
+
 def cluster_codes(
     codes: np.ndarray,
     params: DupParams,
     gray: Callable[[int], np.ndarray] | None = None,
     workers: int = 1,
     thumbs: np.ndarray | None = None,
+    decisions: list | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster images from their hash pairs, verifying uncertain candidates.
+
+    Steps: :func:`candidate_pairs` (flip-invariant hash within ``radius``), pairs within
+    ``sure_radius`` accepted, the rest grouped into links and verified
+    (:func:`decide_pairs`), then average linkage on the accepted pairs.
 
     Parameters
     ----------
@@ -243,6 +426,8 @@ def cluster_codes(
         Thumbnails for the ``min_ncc`` pre-filter
         (:func:`segdeck.core.cluster.features.thumbnails`); made from ``gray`` when
         missing.
+    decisions : list, optional
+        When given, the :class:`PairDecisions` is appended to it (for the pair table).
 
     Returns
     -------
@@ -250,80 +435,15 @@ def cluster_codes(
     stats : dict
         ``candidates``, ``sure``, ``verified`` (checked), ``accepted`` pair counts.
     """
-    codes = np.asarray(codes, np.uint64).reshape(len(codes), 2)
     n = len(codes)
-    i, j, d = similarity.hamming_pairs(codes[:, 0], params.radius, codes_b=codes)
-    direct = similarity.popcount64(codes[i, 0] ^ codes[j, 0]).astype(np.int64)
-    mirrored = direct > d
-    sure = d <= params.sure_radius
-    accepted = sure.copy()
-    band = np.nonzero(~sure)[0]
-    checked = 0
-    if gray is not None and len(band):
-        # groups formed by the sure pairs; a band pair inside one group is accepted as is,
-        # band pairs between two groups are decided together by verifying the closest
-        # ``params.verify_per_link`` of them (the decision applies to all of them)
-        sure_lab = graph.average_linkage(n, i[sure], j[sure], 0.2 * d[sure] / 64.0, max_distance=params.max_distance)
-        ga, gb = sure_lab[i[band]], sure_lab[j[band]]
-        # a pair inside one group is its own link (verified on its own)
-        inside = ga == gb
-        if params.min_ncc > -1.0:
-            # cheap pre-filter of pairs between groups: thumbnails that do not correlate
-            # at all are not near-duplicates (and cost no ORB)
-            if thumbs is None:
-                thumbs = features.thumbnails([gray(k) for k in range(n)])
-            r = thumb_ncc(thumbs, i[band], j[band], mirrored[band])
-            keep = inside | (r >= params.min_ncc)
-            band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
-        link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
-        order = np.lexsort((d[band], link))
-        band, link = band[order], link[order]
-        first = np.ones(len(link), bool)
-        first[1:] = link[1:] != link[:-1]
-        start = np.maximum.accumulate(np.where(first, np.arange(len(link)), 0))
-        rank = np.arange(len(link)) - start
-        sel = rank < params.verify_per_link
-        todo, todo_link = band[sel], link[sel]
-        keys: dict[tuple[int, bool], tuple] = {}
-        local = threading.local()
-
-        def compute(task):
-            k, flip = task
-            g = gray(k)
-            if flip:
-                g = np.ascontiguousarray(g[:, ::-1])
-            det = getattr(local, "orb", None)
-            if det is None:
-                det = local.orb = orb_detector(params.orb_features, params.orb_levels)
-            return task, orb_keys(g, params.orb_side, params.orb_features, params.orb_levels, detector=det)
-
-        ends = orient_pairs(i[todo], j[todo], mirrored[todo])
-        tasks = sorted({t for pair in ends for t in pair})
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for task, kp in pool.map(compute, tasks, chunksize=16):
-                keys[task] = kp
-
-            def check(chunk):
-                return [ransac_inliers(keys[ends[t][0]], keys[ends[t][1]],
-                                       max_rotation=params.max_rotation, max_scale=params.max_scale) for t in chunk]
-
-            chunks = [range(s, min(s + 64, len(todo))) for s in range(0, len(todo), 64)]
-            inl = np.concatenate([np.asarray(r, np.int64) for r in pool.map(check, chunks)]) if chunks else np.zeros(0, np.int64)
-        checked = len(todo)
-        passed = todo[inl >= params.min_inliers]
-        accepted[passed] = True
-        # a link whose checked pairs mostly pass accepts its unchecked pairs too
-        ok_per_link: dict[int, tuple[int, int]] = {}
-        for lk, ok in zip(todo_link.tolist(), (inl >= params.min_inliers).tolist(), strict=False):
-            a, b = ok_per_link.get(int(lk), (0, 0))
-            ok_per_link[lk] = (a + int(ok), b + 1)
-        good_links = np.array([lk for lk, (a, b) in ok_per_link.items() if 2 * a > b], np.int64)
-        accepted[band[np.isin(link, good_links)]] = True
-    ai, aj, ad = i[accepted], j[accepted], d[accepted]
-    # accepted edges: distance in [0, 0.2] growing with the hash distance; missing pairs = 1
-    labels = graph.average_linkage(n, ai, aj, 0.2 * ad / 64.0, max_distance=params.max_distance)
-    stats = {"candidates": int(len(i)), "sure": int(sure.sum()), "verified": int(checked),
-             "accepted": int(accepted.sum())}
+    dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs)
+    if decisions is not None:
+        decisions.append(dec)
+    acc = dec.accepted
+    # accepted edges: distance in [0, EDGE_SCALE] growing with the hash distance; missing pairs = 1
+    labels = graph.average_linkage(n, dec.i[acc], dec.j[acc], EDGE_SCALE * dec.d[acc] / 64.0, max_distance=params.max_distance)
+    stats = {"candidates": int(len(dec.i)), "sure": int((dec.stage == "sure").sum()), "verified": dec.checked,
+             "accepted": int(acc.sum())}
     return labels, stats
 
 
@@ -352,9 +472,10 @@ def cluster_folder(folder: str | Path, params: DupParams | None = None, workers:
     return [p.relative_to(folder).as_posix() for p in paths], labels
 
 
-def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1):
+def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1,
+                decisions: list | None = None):
     """:func:`cluster_codes` on job features (each with ``h`` of shape (2,) and, from
     feature key ``dup:v2`` on, the thumbnail ``t``)."""
     codes = np.stack([f["h"] for f in feats]) if len(feats) else np.zeros((0, 2), np.uint64)
     thumbs = np.stack([f["t"] for f in feats]) if len(feats) and all("t" in f for f in feats) else None
-    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs)
+    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs, decisions=decisions)

@@ -22,11 +22,18 @@ Model selection
 ``k_min..k_max``), DBSCAN (eps from the k-distance quantiles) and HDBSCAN (a few
 minimum cluster sizes) on standardised (and PCA-reduced) features and scores each
 with the silhouette (higher is better), Davies-Bouldin (lower) and Calinski-Harabasz
-(higher) indices, computed on the non-noise points. **Ranking rule:** each valid
-candidate gets its rank under each index (1 = best); the lowest sum of the three
-ranks wins, ties broken by the higher silhouette. A candidate is invalid when it
-finds fewer than 2 clusters, puts every point in its own cluster, or leaves more than
-half of the points as noise. Every candidate's scores go into the report.
+(higher) indices, computed on the non-noise points and then **charged for the noise**:
+with ``c`` the share of points clustered (not noise), silhouette and
+Calinski-Harabasz are multiplied by ``c`` and Davies-Bouldin divided by it, so a
+DBSCAN run that sets aside the hard points cannot win on the easy ones alone.
+**Ranking rule** (``metric``): ``silhouette``, ``davies_bouldin`` or
+``calinski_harabasz`` pick the best candidate under that one index; ``combined``
+(default) gives each valid candidate its rank under each index (1 = best) and the
+lowest sum of the three ranks wins, ties broken by the higher silhouette. A candidate
+is invalid when it finds fewer than 2 clusters, puts every point in its own cluster,
+or leaves more than half of the points as noise; when no candidate is valid there is
+no clustering (every image is an outlier, and the report says why). Every
+candidate's scores go into the report.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ BACKBONES = {
 
 ALGORITHMS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan")
 
+#: Scoring rules of the model selection (see the module docstring).
+METRICS = ("combined", "silhouette", "davies_bouldin", "calinski_harabasz")
+
 
 class DeepParams(BaseModel):
     """Parameters of the deep pipeline (method ``deep``)."""
@@ -69,7 +79,9 @@ class DeepParams(BaseModel):
     batch: int = Field(32, ge=1, le=1024, description="training batch size")
     lr: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate")
     train_max: int = Field(5000, ge=1, le=1_000_000, description="train on at most this many images (random sample)")
-    algorithms: list[str] = Field(default_factory=lambda: list(ALGORITHMS), description="clustering candidates: kmeans, agglomerative, gmm, dbscan, hdbscan")
+    algorithms: list[str] = Field(default_factory=lambda: list(ALGORITHMS), description="clustering candidates, comma-separated: kmeans, agglomerative, gmm, dbscan, hdbscan")
+    metric: Literal["combined", "silhouette", "davies_bouldin", "calinski_harabasz"] = Field(
+        "combined", description="model selection score: the combined rank of the three indices, or one of them")
     k_min: int = Field(2, ge=2, le=1000, description="smallest number of clusters tried")
     k_max: int = Field(12, ge=2, le=1000, description="largest number of clusters tried")
     batch_size: int = Field(5000, ge=10, le=1_000_000, description="cluster in batches of this many images, merged through representatives")
@@ -79,6 +91,14 @@ class DeepParams(BaseModel):
     def _multiple_of_8(cls, v: int) -> int:
         if v % 8:
             raise ValueError("must be a multiple of 8")
+        return v
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, v):
+        # the CLI and the forms give a list option as text: "kmeans,gmm" or "kmeans"
+        if isinstance(v, str):
+            return [a.strip() for a in v.replace(";", ",").split(",") if a.strip()]
         return v
 
     @field_validator("algorithms")
@@ -355,7 +375,12 @@ def embed(model, images: Sequence[np.ndarray], size: int, kind: str = "autoencod
 # ------------------------------------------------------------------ model selection
 @dataclass
 class Candidate:
-    """One clustering candidate and its scores (None when invalid)."""
+    """One clustering candidate and its scores (None when invalid).
+
+    The three scores are already charged for noise (module docstring); ``rank_sum`` is
+    the candidate's rank under the selection metric (the sum of its three ranks for
+    ``combined``), 1 = best.
+    """
 
     algorithm: str
     setting: str
@@ -419,8 +444,9 @@ def select_model(
     k_min: int = 2,
     k_max: int = 12,
     seed: int = 0,
+    metric: str = "combined",
 ) -> tuple[np.ndarray, list[Candidate], Candidate | None]:
-    """Cluster with every candidate and keep the best by the combined ranking rule.
+    """Cluster with every candidate and keep the best by the ranking rule ``metric``.
 
     Parameters
     ----------
@@ -430,20 +456,24 @@ def select_model(
     k_min, k_max : int
         Cluster counts tried by the algorithms that take one.
     seed : int
+    metric : {"combined", "silhouette", "davies_bouldin", "calinski_harabasz"}
+        Ranking rule (module docstring); scores are charged for noise.
 
     Returns
     -------
     labels : ndarray of int64, shape (n,)
-        Labels of the winner (-1 = noise); all zeros when no candidate is valid.
+        Labels of the winner (-1 = noise); all -1 when no candidate is valid.
     candidates : list of Candidate
         Every candidate with its scores and rank sum.
     best : Candidate or None
     """
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     n = len(features)
     if n < 3:
-        return np.zeros(n, np.int64), [], None
+        return np.full(n, -1, np.int64), [], None
     x = _prepare(features, seed)
     cands: list[Candidate] = []
     labels_of: list[np.ndarray] = []
@@ -456,14 +486,15 @@ def select_model(
         sil = db = ch = None
         if valid:
             xs, ls = x[keep], lab[keep]
-            sil = float(silhouette_score(xs, ls, sample_size=min(len(xs), 2000), random_state=seed))
-            db = float(davies_bouldin_score(xs, ls))
-            ch = float(calinski_harabasz_score(xs, ls))
+            cover = len(xs) / n  # noise counts against the candidate
+            sil = cover * float(silhouette_score(xs, ls, sample_size=min(len(xs), 2000), random_state=seed))
+            db = float(davies_bouldin_score(xs, ls)) / cover
+            ch = cover * float(calinski_harabasz_score(xs, ls))
         cands.append(Candidate(alg, setting, k, noise, sil, db, ch, valid))
         labels_of.append(lab)
     valid = [c for c in cands if c.valid]
     if not valid:
-        return np.zeros(n, np.int64), cands, None
+        return np.full(n, -1, np.int64), cands, None
 
     def ranks(values, higher_better):
         v = np.array(values, np.float64)
@@ -472,8 +503,10 @@ def select_model(
         r[order] = np.arange(1, len(v) + 1)
         return r
 
-    r = (ranks([c.silhouette for c in valid], True) + ranks([c.davies_bouldin for c in valid], False)
-         + ranks([c.calinski_harabasz for c in valid], True))
+    per = {"silhouette": ranks([c.silhouette for c in valid], True),
+           "davies_bouldin": ranks([c.davies_bouldin for c in valid], False),
+           "calinski_harabasz": ranks([c.calinski_harabasz for c in valid], True)}
+    r = sum(per.values()) if metric == "combined" else per[metric]
     for c, s in zip(valid, r, strict=False):
         c.rank_sum = int(s)
     best = min(valid, key=lambda c: (c.rank_sum, -c.silhouette))

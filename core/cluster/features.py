@@ -82,12 +82,12 @@ def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
                     if min(w, h) // factor >= max_side // 2 and max(w, h) // factor >= max_side:
                         flag = f
                         break
-            bgr = cv2.imread(str(path), flag)
+            bgr = cv2.imread(str(path), flag) if fmt != "JPEG" or jpeg_complete(path) else None
             if bgr is not None and bgr.size:
-                return _shrink(np.ascontiguousarray(bgr[:, :, ::-1]), max_side)
+                return shrink(np.ascontiguousarray(bgr[:, :, ::-1]), max_side)
     except Exception:  # noqa: BLE001 - the careful loader below reports one line
         pass
-    return _shrink(imageio.load_rgb(path), max_side)
+    return shrink(imageio.load_rgb(path), max_side)
 
 
 def load_gray_small(path: str | Path, max_side: int = 256) -> np.ndarray:
@@ -110,14 +110,37 @@ def load_gray_small(path: str | Path, max_side: int = 256) -> np.ndarray:
             size = path.stat().st_size
         except OSError:
             size = -1
-        if 0 < size < 300_000:  # small files: no header peek, a reduced decode gains little
+        if 0 < size < 300_000 and jpeg_complete(path):  # small files: no header peek, a reduced decode gains little
             g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if g is not None and g.size:
-                return _shrink(g, max_side)
+                return shrink(g, max_side)
     return to_gray(load_small(path, max_side))
 
 
-def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+def jpeg_complete(path: str | Path) -> bool:
+    """Whether a JPEG file ends with its end-of-image marker (``FF D9``), trailing zero
+    or white-space padding allowed.
+
+    libjpeg (inside ``cv2.imread``) decodes a truncated file as far as it goes, fills the
+    rest grey and prints "Premature end of JPEG file" to stderr; such files go to the
+    careful loader instead (:func:`segdeck.core.imageio.load_rgb`, which reports them
+    as truncated, as the ``segment`` job does). A complete file with other data after
+    its marker also takes that path and loads normally.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 256))
+            tail = f.read()
+    except OSError:
+        return False
+    return tail.rstrip(b"\x00 \t\r\n").endswith(b"\xff\xd9")
+
+
+def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+    """``img`` resized (INTER_AREA) so its longer side is at most ``max_side`` pixels;
+    returned as is when already small enough. Any (H, W) or (H, W, C) uint8 array."""
     import cv2
 
     h, w = img.shape[:2]

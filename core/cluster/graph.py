@@ -9,8 +9,13 @@
   distances and ``max_distance = 0.5`` that is "more than half of the cross pairs are
   similar edges", so a chain A-B-C (A, C unrelated) stays apart. It runs per
   connected component, so the cost follows the component sizes, not n^2.
+* :func:`tiled_pairs` -- every pair of a quadratic similarity, computed tile by tile
+  (``batch_size`` items per tile, each tile against itself and every later tile), so a
+  batched run finds exactly the pairs of an unbatched one with bounded working memory.
 * :func:`cluster_in_batches` -- the seed's batch scheme: cluster each batch, take one
   representative per cluster (and every outlier), cluster the representatives, merge.
+  Approximate: a pair across batches is found only through representatives; the job
+  uses it only when the exact tiles would cost more than its pair budget, and says so.
 
 Labels are int64 arrays of length n, clusters numbered 0..k-1 by first appearance.
 """
@@ -236,10 +241,64 @@ def clusters_from_labels(labels: np.ndarray, min_size: int = 2) -> tuple[list[np
     return clusters, out.astype(np.int64)
 
 
+def tiled_pairs(
+    n: int,
+    batch_size: int,
+    pairs_fn: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every similar pair of ``0..n-1``, computed in tiles of ``batch_size`` items.
+
+    Tile ``a`` is compared with itself (``pairs_fn(a, None)``) and with every later tile
+    ``b`` (``pairs_fn(a, b)``), so each pair is looked at exactly once and the result is
+    the same for any ``batch_size`` (the cost is ``n (n - 1) / 2`` comparisons; the tile
+    bounds what one call holds in memory).
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    batch_size : int
+        Items per tile, >= 1.
+    pairs_fn : callable
+        ``pairs_fn(ia, ib)`` with int64 index arrays returns ``(i, j, sim)``: the similar
+        pairs among ``ia`` (``ib`` is None) or between ``ia`` and ``ib``, global indices.
+    progress : callable, optional
+        ``progress(done, total)`` after each tile, counted in tiles of the first index.
+    cancel : callable, optional
+        Returns True to stop early (the pairs found so far are returned).
+
+    Returns
+    -------
+    i, j : ndarray of int64, shape (m,)
+        Pairs with ``i < j``.
+    sim : ndarray of float64, shape (m,)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    idx = np.arange(n, dtype=np.int64)
+    tiles = [idx[s:s + batch_size] for s in range(0, n, batch_size)]
+    out_i, out_j, out_s = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    for a, ta in enumerate(tiles):
+        if cancel is not None and cancel():
+            break
+        for b in range(a, len(tiles)):
+            gi, gj, s = pairs_fn(ta, None if b == a else tiles[b])
+            out_i.append(np.asarray(gi, np.int64))
+            out_j.append(np.asarray(gj, np.int64))
+            out_s.append(np.asarray(s, np.float64))
+        if progress is not None:
+            progress(a + 1, len(tiles))
+    i, j, s = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s)
+    return np.minimum(i, j), np.maximum(i, j), s
+
+
 def cluster_in_batches(
     n: int,
     batch_size: int,
     cluster_fn: Callable[[np.ndarray], np.ndarray],
+    warn: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """The seed's two-step batch clustering.
 
@@ -258,6 +317,9 @@ def cluster_in_batches(
         Items per batch, >= 2; ``n <= batch_size`` runs one batch.
     cluster_fn : callable
         Maps an int64 index array (global indices) to labels of the same length.
+    warn : callable, optional
+        Receives one line whenever batch pairs are left uncompared (default: the
+        ``logging`` warning of this module). Never silent.
 
     Returns
     -------
@@ -270,8 +332,13 @@ def cluster_in_batches(
     image that land in different batches still meet in step 2. Step 2 recurses while
     it makes progress; when a round merges nothing, every pair of half-size batches is
     compared (each call still sees at most ``batch_size`` items) if that takes at most
-    :data:`MAX_BATCH_PAIRS` calls, else the labels so far are returned.
+    :data:`MAX_BATCH_PAIRS` calls, else the labels so far are returned and ``warn`` says
+    how many batch pairs were not compared. The result is approximate in general: two
+    similar items of different batches meet only if their representatives do. Use
+    :func:`tiled_pairs` where every pair must be found.
     """
+    if warn is None:
+        warn = _log_warning
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
     idx = np.arange(n, dtype=np.int64)
@@ -292,8 +359,8 @@ def cluster_in_batches(
     if len(reps_arr) >= n:
         # nothing merged inside any batch: another round would repeat the same batches,
         # so compare every pair of batches instead (when there are few enough)
-        return relabel(_pairs_of_batches(labels, batch_size, cluster_fn))
-    rep_clusters = cluster_in_batches(len(reps_arr), batch_size, lambda loc: cluster_fn(reps_arr[loc]))
+        return relabel(_pairs_of_batches(labels, batch_size, cluster_fn, warn))
+    rep_clusters = cluster_in_batches(len(reps_arr), batch_size, lambda loc: cluster_fn(reps_arr[loc]), warn)
     mapping = np.empty(offset, np.int64)
     mapping[np.array(rep_label, np.int64)] = rep_clusters
     return relabel(mapping[labels])
@@ -303,11 +370,21 @@ def cluster_in_batches(
 MAX_BATCH_PAIRS = 64
 
 
-def _pairs_of_batches(labels: np.ndarray, batch_size: int, cluster_fn) -> np.ndarray:
+def _log_warning(text: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning(text)
+
+
+def _pairs_of_batches(labels: np.ndarray, batch_size: int, cluster_fn, warn) -> np.ndarray:
     n = len(labels)
     half = max(1, batch_size // 2)
     starts = list(range(0, n, half))
-    if len(starts) * (len(starts) - 1) // 2 > MAX_BATCH_PAIRS:
+    needed = len(starts) * (len(starts) - 1) // 2
+    if needed > MAX_BATCH_PAIRS:
+        warn(f"batch merge approximate: {n} representatives did not merge and comparing all "
+             f"{needed} pairs of half-batches exceeds {MAX_BATCH_PAIRS}; similar images in "
+             "different batches may stay apart (raise the batch size or the exact pair budget)")
         return labels
     parent = np.arange(int(labels.max()) + 1)
 

@@ -61,10 +61,15 @@ class ClusterParams(JobParams):
         "components", description="seed methods: connected components (the seed's chains) or average linkage")
     sample_size: int = Field(200, ge=10, le=5000, description="images in the sample of the threshold curve")
     batch_size: int = Field(0, ge=0, le=1_000_000,
-                            description="images per batch, merged through representatives; 0 = auto (256 for ssim/orb/tm)")
+                            description="ssim/orb/tm: images per tile of the pair comparison; 0 = 256 "
+                                        "(phash, minhash, deep search all images with an index; dup ignores it)")
     min_cluster_size: int = Field(2, ge=2, le=1_000_000, description="smaller clusters go to the outliers folder")
     output: Literal["copy", "symlink", "hardlink", "move"] = Field("copy", description="how images are placed in the cluster folders")
     max_side: int = Field(256, ge=32, le=4096, description="images are decoded with their longer side at most this (pixels)")
+    exact_pairs: int = Field(
+        5_000_000, ge=0, le=10**12,
+        description="ssim/orb/tm: compare every pair (in tiles of --batch-size) up to this many pairs; "
+                    "above, batches are merged through representatives (approximate, logged)")
     workers: int = Field(2, ge=1, le=64, description="threads for verification and clustering")
     dup: DupParams = Field(default_factory=DupParams, description="near-duplicate method")
     deep: DeepParams = Field(default_factory=DeepParams, description="deep pipeline")
@@ -110,6 +115,8 @@ class ClusterJob(Job):
         self._cache_lock = threading.Lock()
         self._model = None
         self._model_digest = ""
+        #: matched pairs of the last clustering: (i, j, similarity, stage) arrays, or None
+        self._pairs = None
 
     @property
     def cache(self):
@@ -194,7 +201,7 @@ class ClusterJob(Job):
             gray = load_gray_small(path, decode_side(self.params))
             feat = self.compute_feature(gray)
             # the small grayscale image the ORB verification will need, cached beside the hash
-            feat["_gray"] = features._shrink(gray, self.params.dup.orb_side)
+            feat["_gray"] = features.shrink(gray, self.params.dup.orb_side)
             return ("computed", feat, stamp)
         return ("image", load_small(path, decode_side(self.params)), stamp)
 
@@ -242,23 +249,33 @@ class ClusterJob(Job):
         items = self.list_items()
         try:
             with Manifest(self.job_dir, readonly=True) as m:
-                done = m.done_items()
+                records = {r.item: r for r in m.records()}
         except FileNotFoundError:
-            done = set()
+            records = {}
+        done = {k for k, r in records.items() if r.state == "done"}
+        if self.params.method == "deep":
+            # every item may have been done before this run: the runner then skips setup,
+            # but the features are cached under the model's digest
+            self._deep_digest()
         key = feature_key(self.params, self._model_digest)
         self.cache.flush()
-        ok_items, feats, failed = [], [], []
+        ok_items, feats, failed = [], [], {}
         for item in items:
             feat = None
+            reason = (records[item].error or "failed") if item in records and records[item].state == "failed" else "not processed"
             if item in done:
                 feat = self.cache.get(self.item_path(item), key)
                 if feat is None:  # done earlier but not cached (cache deleted, file touched): recompute
                     try:
+                        if self.params.method == "deep" and self._model is None:
+                            self._setup_deep(emit)
+                            key = feature_key(self.params, self._model_digest)
                         feat = self.process(item, self.load(item))[0]
-                    except Exception:  # noqa: BLE001 - now unreadable
-                        feat = None
+                        feat.pop("_gray", None)
+                    except Exception as exc:  # noqa: BLE001 - now unreadable
+                        feat, reason = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if feat is None:
-                failed.append(item)
+                failed[item] = reason
                 continue
             ok_items.append(item)
             feats.append(feat)
@@ -267,6 +284,7 @@ class ClusterJob(Job):
             return []
         t0 = time.perf_counter()
         emit(Message(text=f"clustering {len(ok_items)} images with {self.params.method}"))
+        self._pairs = None
         labels, info, extra_outputs = self.cluster(ok_items, feats, emit)
         if self.cancel.is_set():
             emit(Message(text="cancelled: no clusters written", level="warning"))
@@ -278,10 +296,27 @@ class ClusterJob(Job):
             self.job_dir, self.input_path, ok_items, [c.tolist() for c in clusters], outliers.tolist(),
             mode=self.params.output, failed=failed, info=info,
         )
+        if self._pairs is not None:
+            i, j, sim, stage = self._pairs
+            outputs.append(output.write_pairs(self.job_dir, (
+                (ok_items[a], ok_items[b], self.params.method, v, st)
+                for a, b, v, st in zip(i.tolist(), j.tolist(), sim.tolist(), stage.tolist(), strict=True))))
         for line in errors[:20]:
             emit(Message(text=line, level="error"))
         emit(Message(text=f"{len(clusters)} clusters, {len(outliers)} outliers, {len(failed)} unreadable -> {self.job_dir}"))
         return outputs + extra_outputs
+
+    def _deep_digest(self) -> None:
+        """The model digest of the feature key, from the saved model (no loading)."""
+        if self._model_digest:
+            return
+        from segdeck.core.cluster import deep
+
+        d = self.params.deep
+        if d.features == "resnet18":
+            self._model_digest = f"resnet18-{d.weights}"
+        elif (self.job_dir / deep.AE_NAME).is_file():
+            self._model_digest = deep.file_digest(self.job_dir / deep.AE_NAME)
 
     def cluster(self, items: list[str], feats: list[dict], emit) -> tuple[np.ndarray, dict, list[str]]:
         """Cluster the features; returns labels, report fields and extra output files."""
@@ -304,9 +339,18 @@ class ClusterJob(Job):
             cached = self.cache.get(self.item_path(items[k]), self._gray_key())
             if cached is not None:
                 return cached["g"]
-            return features._shrink(features.load_gray_small(self.item_path(items[k]), self.params.max_side), side)
+            return features.shrink(features.load_gray_small(self.item_path(items[k]), self.params.max_side), side)
 
-        labels, stats = dedup.dup_cluster(feats, self.params.dup, gray=gray, workers=self.params.workers)
+        if self.params.batch_size:
+            emit(Message(text=f"dup searches all {len(feats)} images at once (multi-index hashing); "
+                              f"--batch-size {self.params.batch_size} is not used", level="warning"))
+        emit(Message(text=f"dup: hashing candidates and verifying them on {self.params.workers} threads"))
+        decisions: list = []
+        labels, stats = dedup.dup_cluster(feats, self.params.dup, gray=gray, workers=self.params.workers,
+                                          decisions=decisions)
+        dec = decisions[0]
+        acc = dec.accepted
+        self._pairs = (dec.i[acc], dec.j[acc], 1.0 - dec.d[acc] / 64.0, dec.stage[acc])
         emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "
                           f"{stats['verified']} verified, {stats['accepted']} accepted"))
         return labels, {"dup": stats}, []
@@ -327,24 +371,66 @@ class ClusterJob(Job):
         info["threshold"] = t
         info["linkage"] = p.linkage
 
-        def cluster_fn(idx: np.ndarray) -> np.ndarray:
-            gi, gj, sims = similarity.similar_pairs(p.method, feats, idx, t)
-            pos = {int(g): k for k, g in enumerate(idx)}
-            li = np.array([pos[int(a)] for a in gi], np.int64)
-            lj = np.array([pos[int(b)] for b in gj], np.int64)
+        warn = self._warner(emit)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def cluster_edges(n: int, gi: np.ndarray, gj: np.ndarray) -> np.ndarray:
             if p.linkage == "average":
-                return graph.average_linkage(len(idx), li, lj, np.zeros(len(li)), max_distance=0.5)
-            return graph.connected_components(len(idx), li, lj)[1]
+                return graph.average_linkage(n, gi, gj, np.zeros(len(gi)), max_distance=0.5)
+            return graph.connected_components(n, gi, gj)[1]
+
+        def cluster_fn(idx: np.ndarray) -> np.ndarray:  # one batch of the representative merge
+            gi, gj, sims = similarity.similar_pairs(p.method, feats, idx, t)
+            found.append((gi, gj, sims))
+            local = np.full(n, -1, np.int64)
+            local[idx] = np.arange(len(idx))
+            return cluster_edges(len(idx), local[gi], local[gj])
 
         n = len(feats)
-        batch = p.batch_size or (PAIRWISE_BATCH if p.method in similarity.PAIRWISE else 0)
-        if batch and n > batch:
-            emit(Message(text=f"{n} images in batches of {batch}, merged through representatives"))
-            labels = graph.cluster_in_batches(n, batch, cluster_fn)
+        all_pairs = n * (n - 1) // 2
+        if p.method not in similarity.PAIRWISE:
+            # an index search over every image at once finds the same pairs as any batching
+            if p.batch_size:
+                emit(Message(text=f"{p.method} searches all {n} images at once with its index; "
+                                  f"--batch-size {p.batch_size} is not needed and not used"))
+            reason = similarity.search_approximation(p.method, n, t)
+            if reason:
+                warn(reason)
+            gi, gj, sims = similarity.similar_pairs(p.method, feats, np.arange(n, dtype=np.int64), t)
+            found.append((gi, gj, sims))
+            labels = cluster_edges(n, gi, gj)
+        elif all_pairs <= p.exact_pairs or n <= (p.batch_size or PAIRWISE_BATCH):
+            batch = p.batch_size or PAIRWISE_BATCH
+            tiles = -(-n // batch)
+            if tiles > 1:
+                emit(Message(text=f"{n} images: every pair compared in {tiles} x {tiles} tiles of {batch} (exact)"))
+
+            def progress(done: int, total: int) -> None:
+                emit(Progress(what=f"{p.method} pairs", done=done, total=total))
+
+            gi, gj, sims = graph.tiled_pairs(
+                n, batch, lambda a, b: similarity.block_pairs(p.method, feats, a, b, t),
+                progress=progress if tiles > 1 else None, cancel=self.cancel.is_set)
+            found.append((gi, gj, sims))
+            labels = cluster_edges(n, gi, gj)
             info["batch_size"] = batch
+            info["batch_merge"] = "exact"
         else:
-            labels = cluster_fn(np.arange(n, dtype=np.int64))
+            batch = p.batch_size or PAIRWISE_BATCH
+            warn(f"{n} images need {all_pairs:,} comparisons, more than --exact-pairs {p.exact_pairs:,}: "
+                 f"batches of {batch} merged through representatives (approximate: similar images in "
+                 "different batches are found only when their representatives are similar)")
+            labels = graph.cluster_in_batches(n, batch, cluster_fn, warn=warn)
+            info["batch_size"] = batch
+            info["batch_merge"] = "representatives (approximate)"
+        self._pairs = _merge_pairs(found, "threshold")
         return labels, info, extra
+
+    @staticmethod
+    def _warner(emit):
+        def warn(text: str) -> None:
+            emit(Message(text=text, level="warning"))
+        return warn
 
     def _cluster_deep(self, feats, emit):
         from segdeck.core.cluster import deep, graph
@@ -356,7 +442,7 @@ class ClusterJob(Job):
         def cluster_fn(idx: np.ndarray) -> np.ndarray:
             if self.cancel.is_set():
                 return np.arange(len(idx))
-            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max)
+            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max, metric=d.metric)
             runs.append({
                 "images": int(len(idx)),
                 "best": None if best is None else f"{best.algorithm} {best.setting}",
@@ -367,17 +453,31 @@ class ClusterJob(Job):
             return labels
 
         n = len(x)
+        info: dict = {}
         if n > d.batch_size:
-            labels = graph.cluster_in_batches(n, d.batch_size, cluster_fn)
+            self._warner(emit)(
+                f"deep: {n} images in batches of {d.batch_size} (--deep.batch-size): each batch picks its own "
+                "clustering and batches are merged through representatives (approximate)")
+            labels = graph.cluster_in_batches(n, d.batch_size, cluster_fn, warn=self._warner(emit))
         else:
             labels = cluster_fn(np.arange(n, dtype=np.int64))
-        info = {
-            "deep": {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
-                     "ranking_rule": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
-                                     "Calinski-Harabasz (high); ties: higher silhouette",
-                     "selections": runs},
-        }
+            if runs and runs[-1]["best"] is None:
+                reason = (f"no valid clustering: none of {len(runs[-1]['candidates'])} candidates "
+                          f"({', '.join(d.algorithms)}, k {d.k_min}..{d.k_max}) found 2 or more clusters with at "
+                          "most half of the images as noise" if n >= 3 else
+                          f"no valid clustering: {n} images are too few to cluster")
+                emit(Message(text=f"{reason}; every image goes to outliers/", level="warning"))
+                info["outliers_reason"] = reason
+        rules = {"combined": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
+                             "Calinski-Harabasz (high); ties: higher silhouette",
+                 "silhouette": "highest silhouette", "davies_bouldin": "lowest Davies-Bouldin",
+                 "calinski_harabasz": "highest Calinski-Harabasz"}
+        info["deep"] = {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
+                        "metric": d.metric,
+                        "ranking_rule": rules[d.metric] + " (scores charged for noise: x or / the clustered share)",
+                        "selections": runs}
         extra = [deep.AE_NAME] if (self.job_dir / deep.AE_NAME).is_file() else []
+        self._pairs = None
         return labels, info, extra
 
     def teardown(self) -> None:
@@ -385,6 +485,22 @@ class ClusterJob(Job):
             self._cache.close()
             self._cache = None
         self._model = None
+
+
+def _merge_pairs(found, stage: str):
+    """One (i, j, similarity, stage) set from pair lists that may repeat pairs."""
+    if not found:
+        return None
+    i = np.concatenate([np.asarray(f[0], np.int64) for f in found])
+    j = np.concatenate([np.asarray(f[1], np.int64) for f in found])
+    s = np.concatenate([np.asarray(f[2], np.float64) for f in found])
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    order = np.lexsort((-s, b, a))
+    a, b, s = a[order], b[order], s[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    a, b, s = a[first], b[first], s[first]
+    return a, b, s, np.full(len(a), stage, object)
 
 
 def sample_curve(input_path: str | Path, params: ClusterParams, emit=None):

@@ -8,6 +8,16 @@ Layout inside the job folder::
     outliers/       images similar to no other image
     clusters.json   the report: every input file -> its cluster (or "outliers" /
                     "failed"), the method, the threshold and the method's statistics
+    clusters.csv    one row per input file: ``input`` (path relative to the input
+                    folder), ``cluster`` (folder name, ``outliers`` or ``failed``),
+                    ``output`` (the placed file relative to the job folder; empty
+                    for a failed file), ``reason`` (why it failed or is an outlier,
+                    when known)
+    pairs.csv       one row per matched pair: ``a``, ``b`` (input paths), ``method``,
+                    ``similarity`` (the method's score, larger = more alike; for
+                    ``dup`` the hash similarity ``1 - bits / 64``), ``stage`` (what
+                    accepted it: ``threshold`` for the seed methods; ``sure``,
+                    ``verified`` or ``link`` for ``dup``)
 
 Files are copied by default; ``symlink``, ``hardlink`` and ``move`` are options
 (``move`` takes the files out of the input folder; the report keeps their original
@@ -25,6 +35,8 @@ from pathlib import Path
 from segdeck.core.imageio import flat_item_name, write_text_atomic
 
 REPORT_NAME = "clusters.json"
+TABLE_NAME = "clusters.csv"
+PAIRS_NAME = "pairs.csv"
 OUTLIERS = "outliers"
 MODES = ("copy", "symlink", "hardlink", "move")
 _CLUSTER_DIR = re.compile(r"^cluster_\d{4,}$")
@@ -99,10 +111,10 @@ def write_clusters(
     outliers: list[int],
     *,
     mode: str = "copy",
-    failed: list[str] = (),
+    failed: list[str] | dict[str, str] = (),
     info: dict | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Write one folder per cluster, an outliers folder and ``clusters.json``.
+    """Write one folder per cluster, an outliers folder, ``clusters.json`` and ``clusters.csv``.
 
     Parameters
     ----------
@@ -117,10 +129,12 @@ def write_clusters(
     outliers : list of int
         Indices of the images in no cluster.
     mode : {"copy", "symlink", "hardlink", "move"}
-    failed : list of str
-        Items that could not be read (listed in the report, not placed).
+    failed : list of str, or dict of str to str
+        Items that could not be read (listed in the report, not placed); a dict maps
+        each to its one-line reason (written to ``clusters.csv``).
     info : dict, optional
-        Extra report fields (method, threshold, statistics, candidate scores...).
+        Extra report fields (method, threshold, statistics, candidate scores...);
+        ``outliers_reason`` also goes into the ``reason`` column of the outliers.
 
     Returns
     -------
@@ -140,6 +154,9 @@ def write_clusters(
     clear_previous(job_dir)
     errors: list[str] = []
     files: dict[str, str] = {}
+    placed: dict[str, str] = {}
+    reasons = dict(failed) if isinstance(failed, dict) else {}
+    failed = list(failed)
     report_clusters = []
     groups = [(cluster_dir_name(k), members) for k, members in enumerate(clusters)]
     groups.append((OUTLIERS, list(outliers)))
@@ -166,6 +183,7 @@ def write_clusters(
                 errors.append(f"{item}: {exc}")
                 continue
             files[item] = folder
+            placed[item] = f"{folder}/{flat}"
             names.append(item)
         if folder != OUTLIERS:
             report_clusters.append({"folder": folder, "size": len(names), "files": names})
@@ -184,8 +202,43 @@ def write_clusters(
         **(info or {}),
     }
     write_text_atomic(job_dir / REPORT_NAME, json.dumps(report, indent=1, ensure_ascii=False, default=_json_default))
-    outputs = [g for g, _ in groups] + [REPORT_NAME]
+    outlier_reason = (info or {}).get("outliers_reason", "")
+    rows = [(item, folder, placed.get(item, ""),
+             reasons.get(item, "") if folder == "failed" else (outlier_reason if folder == OUTLIERS else ""))
+            for item, folder in sorted(files.items())]
+    _write_csv(job_dir / TABLE_NAME, ("input", "cluster", "output", "reason"), rows)
+    outputs = [g for g, _ in groups] + [REPORT_NAME, TABLE_NAME]
     return outputs, errors
+
+
+def write_pairs(job_dir: str | Path, rows) -> str:
+    """Write ``pairs.csv``: the matched pairs of a clustering (see the module docstring).
+
+    Parameters
+    ----------
+    job_dir : path-like
+    rows : iterable of (str, str, str, float, str)
+        ``(a, b, method, similarity, stage)`` with ``a``, ``b`` input paths.
+
+    Returns
+    -------
+    str
+        The file name, relative to ``job_dir``.
+    """
+    _write_csv(Path(job_dir) / PAIRS_NAME, ("a", "b", "method", "similarity", "stage"),
+               [(a, b, m, f"{float(s):.6g}", st) for a, b, m, s, st in rows])
+    return PAIRS_NAME
+
+
+def _write_csv(path: Path, header, rows) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _json_default(obj):

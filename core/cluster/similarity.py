@@ -471,3 +471,72 @@ def similar_pairs(method: str, feats: Sequence[dict], idx: np.ndarray, threshold
     i, j, s = all_pairs(method, feats, idx)
     keep = s >= threshold
     return i[keep], j[keep], s[keep]
+
+
+def block_pairs(
+    method: str, feats: Sequence[dict], ia: np.ndarray, ib: np.ndarray | None, threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Similar pairs of a pairwise method among ``feats[ia]`` (``ib`` None) or between
+    ``feats[ia]`` and ``feats[ib]`` (one tile of :func:`segdeck.core.cluster.graph.tiled_pairs`).
+
+    Parameters
+    ----------
+    method : str
+        A method of :data:`PAIR_FUNCS` (or any method :func:`all_pairs` knows).
+    feats : sequence of dict
+        Features of every item.
+    ia, ib : ndarray of int64
+        Global item indices of the two tiles.
+    threshold : float
+        Pairs with ``similarity >= threshold`` are returned.
+
+    Returns
+    -------
+    i, j : ndarray of int64 (global indices), sim : ndarray of float64
+    """
+    ia = np.asarray(ia, np.int64)
+    if ib is None:
+        return similar_pairs(method, feats, ia, threshold)
+    ib = np.asarray(ib, np.int64)
+    fn = PAIR_FUNCS.get(method)
+    if fn is None:  # an indexed method: its own search over both tiles, cross pairs kept
+        both = np.concatenate([ia, ib])
+        i, j, s = similar_pairs(method, feats, both, threshold)
+        in_a = np.isin(i, ia)
+        cross = in_a != np.isin(j, ia)
+        return i[cross], j[cross], s[cross]
+    aa, bb = np.repeat(ia, len(ib)), np.tile(ib, len(ia))
+    sim = np.array([fn(feats[a], feats[b]) for a, b in zip(aa.tolist(), bb.tolist(), strict=True)], np.float64)
+    keep = sim >= threshold
+    return aa[keep], bb[keep], sim[keep]
+
+
+def search_approximation(method: str, n: int, threshold: float) -> str | None:
+    """Why the edge search of ``method`` over ``n`` items is approximate, or None when
+    it finds every pair at or above ``threshold`` (for a log warning).
+
+    Parameters
+    ----------
+    method : str
+    n : int
+        Items searched at once.
+    threshold : float
+
+    Returns
+    -------
+    str or None
+    """
+    if n <= BRUTE_LIMIT:
+        return None
+    if method == "minhash":
+        return (f"minhash: {n} images searched with MinHash LSH (banded for threshold {threshold:g}); "
+                "pairs close to the threshold can be missed")
+    if method == "deep":
+        return (f"deep: {n} embeddings searched with an HNSW index (30 neighbours each); an image "
+                "with more similar images keeps its nearest 30")
+    if method == "phash":
+        radius = int(np.floor((1.0 - threshold) * 64 + 1e-9))
+        if radius >= 0 and 4 * n * len(_masks(16, radius // 4)) * (n / 65536.0) > MIH_MAX_CANDIDATES:
+            return (f"phash: radius {radius} over {n} codes needs too many multi-index candidates; "
+                    f"approximate HNSW search ({ANN_K} neighbours per image)")
+    return None

@@ -52,6 +52,27 @@ NAMED_KEYS: dict[str, tuple[int, ...]] = {
 }
 
 
+#: How the key hints of a window's status bar write mouse buttons (``left-double`` -> ``2xL``).
+_BUTTON_SHORT = {"left": "L", "right": "R", "middle": "M"}
+
+
+def short_gesture(gesture: str) -> str:
+    """A mouse gesture as the status-bar hints write it: ``left`` -> ``L``,
+    ``left-double`` -> ``2xL``, ``middle-drag`` -> ``M-drag``, ``ctrl+right`` -> ``ctrl+R``,
+    ``wheel-up`` -> ``wheel``."""
+    ctrl = gesture.startswith("ctrl+")
+    base = gesture[5:] if ctrl else gesture
+    if base.startswith("wheel"):
+        return "wheel"
+    button, _, kind = base.partition("-")
+    text = _BUTTON_SHORT.get(button, button)
+    if kind == "double":
+        text = "2x" + text
+    elif kind == "drag":
+        text += "-drag"
+    return ("ctrl+" if ctrl else "") + text
+
+
 class KeymapError(ValueError):
     """A keymap file that cannot be read or names unknown keys / gestures."""
 
@@ -120,6 +141,45 @@ class Keymap:
     def keys_for(self, session: str, action: str) -> tuple[str, ...]:
         b = self.bindings.get(session, {}).get(action) or self.bindings.get(SHARED, {}).get(action)
         return (b.keys + b.mouse) if b else ()
+
+    def hint(self, session: str, action: str, limit: int = 2) -> str:
+        """The first ``limit`` keys / gestures of an action, short: ``"space"``, ``"q/L"``, ``"2xL"``.
+
+        Empty when the action is unbound (its hint is then left out).
+        """
+        b = self.bindings.get(session, {}).get(action) or self.bindings.get(SHARED, {}).get(action)
+        if b is None:
+            return ""
+        return "/".join((list(b.keys) + [short_gesture(g) for g in b.mouse])[:limit])
+
+    def hints(self, session: str, items) -> list[str]:
+        """Key hints for a window's status bar, read from the bindings so they cannot drift.
+
+        Parameters
+        ----------
+        session : str
+        items : sequence of (action or tuple of actions, label)
+            In the order to show them (the window drops the tail that does not fit).
+            A tuple names a family such as ``colour_1`` .. ``colour_9``: its first keys,
+            written ``1-9`` when they are consecutive characters.
+
+        Returns
+        -------
+        list of str
+            ``"KEYS label"`` per bound item, e.g. ``["L fill", "1-9 colour", "space save+next"]``.
+        """
+        out = []
+        for actions, label in items:
+            if isinstance(actions, str):
+                keys = self.hint(session, actions)
+            else:
+                first = [k for k in (self.hint(session, a, 1) for a in actions) if k]
+                run = len(first) > 2 and all(len(k) == 1 for k in first) and all(
+                    ord(b) - ord(a) == 1 for a, b in zip(first, first[1:], strict=False))
+                keys = f"{first[0]}-{first[-1]}" if run else "/".join(first)
+            if keys:
+                out.append(f"{keys} {label}")
+        return out
 
     def conflicts(self) -> list[str]:
         """One line per key or gesture bound to more than one action of one session."""

@@ -538,6 +538,31 @@ def test_sam_without_model_exits_2(tmp_path, monkeypatch):
     assert "no-such-model" in r.stderr
 
 
+def test_sam_offline_says_why_and_what_to_run_and_help_has_no_paint_example(tmp_path):
+    """Issue 15 item 8: offline, ``annotate sam`` said "(downloads disabled)"; now it tries the
+    download like ``run automask`` and says why it failed, the URL and the import command."""
+    from segdeck.core.models import get_spec
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((20, 20, 3), np.uint8))
+    dead = "http://127.0.0.1:9"  # nothing listens there: the download fails at once, also with a network
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CACHE_HOME=str(tmp_path / "cache"),
+               SEGDECK_CACHE=str(tmp_path / "cache"), HTTPS_PROXY=dead, HTTP_PROXY=dead, https_proxy=dead,
+               http_proxy=dead)
+    for key in ("NO_PROXY", "no_proxy"):
+        env.pop(key, None)
+    r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "sam", str(img)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = " ".join(r.stderr.split())
+    assert "downloads disabled" not in err and "(no connection)" in err
+    assert get_spec("sam2.1-tiny").url in err and "segdeck models import sam2.1-tiny FILE" in err
+    for mode in ("sam", "grabcut"):
+        r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", mode, "--help"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and "region_size" not in r.stdout and "--set" not in r.stdout
+
+
 def test_wheel_zoom_pan_keys_and_click_mapping(three_regions):
     img, labels = three_regions
     st = PaintState(labels)

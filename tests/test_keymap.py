@@ -132,3 +132,20 @@ def test_readme_keymap_section_is_generated_from_default_toml():
     expected = "\n" + load_keymap("default", user_file=False).markdown()
     assert section == expected, "README keymap section is stale: run `segdeck keys --update-readme README.md`"
     assert (KEYMAPS_DIR / "default.toml").is_file()
+
+
+def test_status_bar_hints_come_from_the_bindings(tmp_path):
+    from segdeck.annotate.keymap import short_gesture
+
+    assert [short_gesture(g) for g in ("left", "right-double", "middle-drag", "ctrl+left-drag", "wheel-up")] == [
+        "L", "2xR", "M-drag", "ctrl+L-drag", "wheel"]
+    colours = tuple(f"colour_{k}" for k in range(1, 10))
+    items = [("fill", "fill"), (colours, "colour"), ("save_next", "save+next"), (("zoom_in", "zoom_out"), "zoom"),
+             ("no_such_action", "never shown")]
+    km = load_keymap("default", user_file=False)
+    assert km.hints("paint", items) == ["L fill", "1-9 colour", "space save+next", "+/- zoom"]
+    user = tmp_path / "keymap.toml"
+    user.write_text('[paint.save_next]\nkeys = ["s"]\n[paint.colour_2]\nkeys = ["w"]\n', encoding="utf-8")
+    km = load_keymap("default", user_file=user)  # a rebinding shows up in the hints at once
+    assert km.hints("paint", items)[1:3] == ["1/w/3/4/5/6/7/8/9 colour", "s save+next"]
+    assert load_keymap("xanylabeling", user_file=False).hints("sam", [("positive", "+point")]) == ["q/L +point"]

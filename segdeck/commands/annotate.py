@@ -32,8 +32,10 @@ def add_parser(sub) -> None:
                             help="segment source: an over-segmentation method (see `segdeck annotate paint "
                                  "--list-methods`), or grabcut, sam (interactive) or sam-auto (default: slic)")
             mp.add_argument("--list-methods", action="store_true", help="list the segment sources and exit")
-        mp.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
-                        help="a parameter of the method (repeatable), e.g. --set region_size=30")
+            # grabcut and sam take no parameters: only paint's segment methods have --set
+            mp.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                            help="a parameter of the segment method (repeatable), e.g. --set region_size=30 "
+                                 "for slic; `segdeck run segment --help` lists every method's parameters")
         if mode in ("paint", "sam"):
             mp.add_argument("--model", default=None, metavar="NAME",
                             help="SAM model for sam / sam-auto (see `segdeck models`; default sam2.1-tiny)")
@@ -54,7 +56,8 @@ def add_parser(sub) -> None:
             g.add_argument("--template-mask", metavar="FILE", help="which segment pixels to paint (white); "
                            "default: the segment's alpha, else its non-black pixels")
             g.add_argument("--threshold", type=float, default=0.9, metavar="F",
-                           help="minimum match score 0..1 (default 0.9)")
+                           help="minimum match score 0..1, normalised correlation coefficient (TM_CCOEFF_NORMED: "
+                                "plain background scores about 0; default 0.9)")
         mp.add_argument("--frames-log", metavar="FILE", help=argparse.SUPPRESS)
         mp.set_defaults(func=run)
 
@@ -107,7 +110,7 @@ def run(args) -> int:
     if method not in sources:
         return fail(f"unknown segment source {method!r}; known: {', '.join(sources)}")
     try:
-        params = _params(method, args.sets)
+        params = _params(method, getattr(args, "sets", []))
         max_window = parse_size(args.max_window)
     except (SegdeckError, ValueError) as exc:
         return fail(str(exc))
@@ -155,16 +158,29 @@ def run(args) -> int:
 
 
 def _open_engine(model: str | None):
-    """The SAM engine, or an exit code after one clear line."""
+    """The SAM engine, or an exit code after one clear line.
+
+    A model that is not cached is downloaded first (progress on stderr), as ``segdeck run
+    automask`` does; offline the line says why (no connection, HTTP status) and names the
+    URL and the ``segdeck models import`` command.
+    """
     name = model or "sam2.1-tiny"
     try:
         from segdeck.core.sam import open_engine
     except ImportError as exc:
         return fail(f"the SAM engine is not available ({exc}); install segdeck[sam]")
+    from segdeck.commands.models import _progress_sink
     from segdeck.core.errors import SegdeckError
+    from segdeck.core.models import model_path
 
     try:
-        return open_engine(name, download=False)
+        if model_path(name) is None:
+            err_console.print(f"model {name} is not cached: downloading", highlight=False)
+        sink, stop = _progress_sink()
+        try:
+            return open_engine(name, emit=sink)
+        finally:
+            stop()
     except SegdeckError as exc:
         return fail(f"{exc} (or pick another model with --model)")
     except (ImportError, ValueError, KeyError) as exc:

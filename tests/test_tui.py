@@ -444,3 +444,108 @@ async def test_fast_typing_keeps_key_order_and_escape_leaves_field(photos, dummy
         await _send_keys_at_once(app, pilot, ["escape", "j"])
         assert delay.value == "197"
         assert isinstance(app.focused, JobList)
+
+
+# ---- issue 15: small things (labels, floats, annotate default, log once) ----------
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_long_labels_unbroken_and_floats_short(photos, dummy_job):
+    from textual.widgets import Input, Label
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.param_form import format_float
+
+    assert format_float(0.3413333333333333) == "0.341333"
+    assert [format_float(v) for v in (0.5, 1e-05, 1234567.0, 2.0)] == ["0.5", "1e-05", "1234567.0", "2.0"]
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot)
+        field = screen.query_one("#p-stability_score_thresh", Input)
+        assert field.value == "0.341333" and form.params.stability_score_thresh == pytest.approx(0.341333)
+        row = screen.query_one("#row-p-stability_score_thresh")
+        form.scroll_to_widget(row, animate=False)
+        await pilot.pause()
+        labels = [w for w in row.query(Label) if str(w.content)]
+        assert [str(w.content) for w in labels] == ["stability_score_thresh"]
+        assert labels[0].size.height == 1 and labels[0].size.width >= len("stability_score_thresh")
+        # every label of the form is one line
+        for label in form.query(Label):
+            if label.display and str(label.content):
+                assert label.size.height == 1, str(label.content)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_annotate_uses_annotates_default_method(photos, monkeypatch):
+    """The segment form's default method (slico) is not annotate's (slic): ``a`` passes
+    no method then, so the sessions of ``segdeck annotate paint DIR`` carry over; a
+    method the user picked is passed."""
+    if "segment" not in registry.job_names():
+        pytest.skip("the segment job is not importable in this install")
+    from textual.widgets import Select
+
+    from segdeck.tui import launch
+    from segdeck.tui.app import SegdeckApp
+
+    monkeypatch.setattr(launch, "annotate_available", lambda: True)
+    asked = []
+    monkeypatch.setattr(launch, "annotate_command",
+                        lambda mode, path, method=None: asked.append(method) or [sys.executable, "-c", "pass"])
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot, job="segment")
+        assert form.params.method == "slico"
+        screen.query_one("#folders").focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: len(asked) == 1, what="annotate started")
+        screen.query_one("#p-method", Select).value = "felzenszwalb"
+        await wait_for(pilot, lambda: form.params is not None and form.params.method == "felzenszwalb", what="method")
+        screen.query_one("#folders").focus()
+        await pilot.press("a")
+        await wait_for(pilot, lambda: len(asked) == 2, what="annotate started again")
+        assert asked == [None, "felzenszwalb"]
+
+
+def test_log_pane_shows_each_event_line_once(tmp_path):
+    """The lines a job is shown with (``JobWatcher.lines``) may include the ones of a
+    poll whose message is still queued; appending that poll's lines showed them twice."""
+    import asyncio
+
+    from textual.app import App
+
+    from segdeck.core.jobs.events import ItemDone, JobStarted, JsonlSink
+    from segdeck.tui.jobwatch import JobWatcher
+    from segdeck.tui.widgets.job_log import JobLog
+
+    job_dir = tmp_path / "in.segdeck" / "j1"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.toml").write_text('job = "x"\ninput = "/in"\n')
+    sink = JsonlSink(job_dir)
+    sink(JobStarted(job="x", total=3, todo=3, pid=os.getpid()))
+    sink(ItemDone(item="a", seconds=0.1, outputs=[]))
+    w = JobWatcher([tmp_path / "in"])
+    _, new = w.poll(force_scan=True)
+    key = job_dir.resolve()
+
+    class LogApp(App):
+        def compose(self):
+            yield JobLog(id="log")
+
+    async def run():
+        app = LogApp()
+        async with app.run_test(size=(80, 20)) as pilot:
+            log = app.query_one(JobLog)
+            log.show(key, w.lines(key))  # the job is selected: its lines so far
+            log.append(key, new[key])  # then the poll's message with the same lines
+            sink(ItemDone(item="b", seconds=0.1, outputs=[]))
+            _, new2 = w.poll()
+            log.append(key, new2[key])
+            await pilot.pause()
+            return [str(strip.text) for strip in log.lines]
+
+    texts = asyncio.run(run())
+    sink.close()
+    assert sum("done a" in t for t in texts) == 1 and sum("done b" in t for t in texts) == 1
+    assert sum("started x" in t for t in texts) == 1

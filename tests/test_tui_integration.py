@@ -122,8 +122,8 @@ async def test_cluster_threshold_picker_and_run(near_dups):
         await pilot.press("enter")
         await wait_for(pilot, lambda: form.params is not None and form.params.threshold is not None, what="threshold set")
         assert not isinstance(app.screen, ThresholdScreen)
-        assert form.params.threshold == pytest.approx(chosen, abs=1e-9)
-        assert form.launch_values()["threshold"] == pytest.approx(chosen, abs=1e-9)
+        assert form.params.threshold == pytest.approx(chosen, rel=1e-5)
+        assert form.launch_values()["threshold"] == pytest.approx(chosen, rel=1e-5)
         # Escape leaves the form alone
         screen.query_one("#folders").focus()
         await pilot.press("ctrl+t")
@@ -131,14 +131,14 @@ async def test_cluster_threshold_picker_and_run(near_dups):
         assert app.screen.threshold == pytest.approx(chosen)  # opens at the form's value
         await pilot.press("down", "escape")
         await pilot.pause()
-        assert form.params.threshold == pytest.approx(chosen, abs=1e-9)
+        assert form.params.threshold == pytest.approx(chosen, rel=1e-5)
         # pick the automatic choice for the run (a sensible cut on this set), then run
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(app.screen, ThresholdScreen), timeout=60, what="picker a third time")
         await pilot.press("a")
         auto = app.screen.threshold
         await pilot.press("enter")
-        await wait_for(pilot, lambda: form.params.threshold == pytest.approx(auto, abs=1e-9), what="auto threshold")
+        await wait_for(pilot, lambda: form.params.threshold == pytest.approx(auto, rel=1e-5), what="auto threshold")
         await pilot.press("ctrl+r")
         jobs = screen.query_one(JobList)
         await wait_for(pilot, lambda: jobs.selected_snapshot is not None, what="job row")
@@ -180,7 +180,7 @@ async def test_cluster_threshold_picker_and_run(near_dups):
         picked = saved.threshold
         await pilot.press("enter")
         await wait_for(pilot, lambda: form.params is not None and form.params.method == "minhash"
-                       and form.params.threshold == pytest.approx(picked, abs=1e-9), what="saved pick applied")
+                       and form.params.threshold == pytest.approx(picked, rel=1e-5), what="saved pick applied")
 
 
 def slow_curve(input_path, params, emit=None):

@@ -34,6 +34,9 @@ class DummyParams(JobParams):
     slow: SlowSection = Field(default_factory=SlowSection)
     tag: str = Field("t", description="a label written into each output")
     loud: bool = Field(False, description="a switch")
+    stability_score_thresh: float = Field(0.3413333333333333, ge=0.0, le=1.0,
+                                          description="a long name and a float with many digits")
+    overlays: bool = Field(False, description="also write an overlay PNG per image (the preview pane's input)")
 
 
 class DummyJob(Job):
@@ -49,7 +52,19 @@ class DummyJob(Job):
     def write(self, item, result):
         out = f"{self.output_stem(item)}.txt"
         imageio.write_text_atomic(self.job_dir / out, f"{self.params.tag} " + " ".join(f"{v:.2f}" for v in result))
-        return [out]
+        if not self.params.overlays:
+            return [out]
+        import numpy as np
+
+        # a 32x48 overlay: the image's mean colour with a red bar whose height counts
+        # the overlays written so far (each new output looks different)
+        img = np.empty((32, 48, 3), np.uint8)
+        img[:] = np.asarray(result, np.float64).clip(0, 255).astype(np.uint8)
+        n = len(list(self.job_dir.glob("*_overlay.png")))
+        img[: min(32, 4 * (n + 1)), :8] = (255, 0, 0)
+        png = f"{self.output_stem(item)}_overlay.png"
+        imageio.write_image(self.job_dir / png, img)
+        return [out, png]
 
 
 def tool_screen(job_dir):

@@ -7,6 +7,7 @@ worker and posts the returned snapshots to the UI thread.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -51,11 +52,19 @@ LOG_LINES = 500
 
 @dataclass(frozen=True)
 class LogLine:
-    """One line of a job's log: ``level`` is info, done, warning, error or title."""
+    """One line of a job's log: ``level`` is info, done, warning, error or title.
+
+    ``seq`` numbers a job's event lines in the order they were read (1, 2, …; never
+    reused for that job, also not after ``events.jsonl`` was replaced); -1 for lines
+    that do not come from a job's events. The log pane uses it to show each line once
+    when the same lines reach it twice (a job shown from :meth:`JobWatcher.lines`
+    while the poll that read them is still on its way).
+    """
 
     t: float
     text: str
     level: str = "info"
+    seq: int = -1
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class _Tracked:
     counts: Counts = field(default_factory=Counts)
     mean: float | None = None
     lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    seq: int = 0  # number of event lines read so far (LogLine.seq of the last one)
     launched_pid: int | None = None
     launched_at: float | None = None
     cancel_requested: bool = False
@@ -249,6 +259,8 @@ class JobWatcher:
                         tracked.last_finish = ev
                     line = event_line(ev)
                     if line is not None:
+                        tracked.seq += 1
+                        line = dataclasses.replace(line, seq=tracked.seq)
                         tracked.lines.append(line)
                         added.append(line)
         try:

@@ -680,7 +680,12 @@ class MainScreen(Screen):
 
         form = self.query_one(ParamForm)
         method = form.value("method")
-        if str(method) not in METHODS:  # the cluster form's "dup" is no segment source: annotate's default
+        spec = form.spec("method")
+        # annotate's own default unless the user picked another method: the cluster
+        # form's "dup" is no segment source, and the segment job's default (slico) is
+        # not annotate's (slic), whose sessions and annotate-<method>/ folder the CLI
+        # uses; passing it would start a second set of sessions beside the CLI's
+        if str(method) not in METHODS or (spec is not None and method == spec.default):
             method = None
         cmd = launch.annotate_command(ANNOTATE_MODE, self.input_path, str(method) if method else None)
         try:

@@ -19,31 +19,44 @@ def format_line(line: LogLine) -> Text:
 
 
 class JobLog(RichLog):
-    """Rich log showing one source at a time (``source`` names it)."""
+    """Rich log showing one source at a time (``source`` names it).
+
+    Lines with a sequence number (``LogLine.seq`` >= 0: a job's events) are shown once:
+    a line whose number is not above the last one shown is skipped.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(wrap=True, markup=False, highlight=False, max_lines=2000, **kwargs)
         self.source: object = None
+        self.shown_seq = -1
 
     def show(self, source: object, lines: list[LogLine], title: str = "") -> None:
         """Replace the content with ``lines`` from ``source``."""
         self.source = source
         self.clear()
+        self.shown_seq = -1
         self.border_title = title
-        for line in lines:
-            self.write(format_line(line))
+        self._write_lines(lines)
 
     def append(self, source: object, lines: list[LogLine]) -> None:
-        """Add lines if ``source`` is the one shown."""
+        """Add lines if ``source`` is the one shown (lines shown already are skipped)."""
         if source != self.source:
             return
+        self._write_lines(lines)
+
+    def _write_lines(self, lines: list[LogLine]) -> None:
         for line in lines:
+            if line.seq >= 0:
+                if line.seq <= self.shown_seq:
+                    continue
+                self.shown_seq = line.seq
             self.write(format_line(line))
 
     def show_text(self, source: object, lines: list[str], title: str = "") -> None:
         """Show plain text lines (a ``job.log`` tail); ERROR / WARNING lines coloured."""
         self.source = source
         self.clear()
+        self.shown_seq = -1
         self.border_title = title
         for raw in lines:
             style = "bold red" if " ERROR " in raw or raw.startswith("Traceback") else (

@@ -36,6 +36,21 @@ if TYPE_CHECKING:  # pydantic and core.params load with the first form, not at s
 METHOD_FIELD = "method"
 
 
+#: Width of the label column in cells (the .tcss ``.field-name`` width); a longer
+#: name gets a line of its own above its input instead of being wrapped mid-word.
+LABEL_WIDTH = 18
+
+
+def format_float(value: float) -> str:
+    """Text for a float in a form field: short and exact where it can be.
+
+    ``repr`` when it is at most 10 characters (``0.5``, ``1e-05``, ``1234567.0``),
+    else 6 significant digits: ``0.3413333333333333`` -> ``0.341333``.
+    """
+    text = repr(float(value))
+    return text if len(text) <= 10 else f"{value:.6g}"
+
+
 def field_id(name: str) -> str:
     """Widget id of a parameter's input (dots are not allowed in ids)."""
     return "p-" + name.replace(".", "--")
@@ -204,8 +219,13 @@ class ParamForm(VerticalScroll):
         note.set_class(bool(note_text), "shown")
         note.set_class(note_bad, "bad")
         self._notes[spec.name] = note
+        if len(leaf) < LABEL_WIDTH:
+            lines = [Horizontal(Label(leaf, classes="field-name"), widget, classes="field-line")]
+        else:  # too long for the column: its own line, never wrapped mid-word
+            lines = [Label(leaf, classes="field-name-long"),
+                     Horizontal(Label("", classes="field-name"), widget, classes="field-line")]
         row = Vertical(
-            Horizontal(Label(leaf, classes="field-name"), widget, classes="field-line"),
+            *lines,
             Static(hint, classes="hint", markup=False),
             note,
             err,
@@ -219,6 +239,8 @@ class ParamForm(VerticalScroll):
     def _text(spec: FieldSpec, value: Any) -> str:
         if value is None:
             return ""
+        if isinstance(value, float):
+            return format_float(value)
         if spec.kind in ("int", "float", "str"):
             return str(value)
         try:

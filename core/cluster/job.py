@@ -48,6 +48,10 @@ _DECODE_SIDE = {"ssim": 128, "tm": 128, "minhash": 160, "orb": 256}
 #: Default batch size of the pairwise methods (ssim, orb, tm) when ``batch_size`` is 0.
 PAIRWISE_BATCH = 256
 
+#: Smallest tile of the exact pair search: every pair is compared once whatever the
+#: tile, so a smaller ``batch_size`` would only multiply the per-tile call overhead.
+MIN_TILE = 64
+
 
 class ClusterParams(JobParams):
     """Parameters of the cluster job."""
@@ -401,15 +405,16 @@ class ClusterJob(Job):
             labels = cluster_edges(n, gi, gj)
         elif all_pairs <= p.exact_pairs or n <= (p.batch_size or PAIRWISE_BATCH):
             batch = p.batch_size or PAIRWISE_BATCH
-            tiles = -(-n // batch)
+            tile = max(batch, MIN_TILE)  # same pairs for any tile; tiny tiles only add call overhead
+            tiles = -(-n // tile)
             if tiles > 1:
-                emit(Message(text=f"{n} images: every pair compared in {tiles} x {tiles} tiles of {batch} (exact)"))
+                emit(Message(text=f"{n} images: every pair compared in {tiles} x {tiles} tiles of {tile} (exact)"))
 
             def progress(done: int, total: int) -> None:
                 emit(Progress(what=f"{p.method} pairs", done=done, total=total))
 
             gi, gj, sims = graph.tiled_pairs(
-                n, batch, lambda a, b: similarity.block_pairs(p.method, feats, a, b, t),
+                n, tile, lambda a, b: similarity.block_pairs(p.method, feats, a, b, t),
                 progress=progress if tiles > 1 else None, cancel=self.cancel.is_set)
             found.append((gi, gj, sims))
             labels = cluster_edges(n, gi, gj)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -699,3 +701,30 @@ def test_unreadable_image_is_reported_and_skipped(tmp_path):
     assert len(errors) == 1 and errors[0]["image"].endswith("a_bad.jpg") and "a_bad.jpg" in errors[0]["error"]
     assert any(r.get("kind") == "labels" and r["image"].endswith("b_good.png") for r in reports)
     assert reports[-1] == {"event": "done", "images": 2, "saved_images": 1, "failed": 1, "out_dir": str(tmp_path / "out")}
+
+
+@pytest.mark.slow
+def test_sam_launch_prints_no_torch_warnings(tmp_path):
+    """Issue 15 item 9: every SAM launch printed torch's `torch.jit.script` FutureWarning and
+    torchvision's "NumPy array is not writable" warning (a read-only image, as PIL decodes it)."""
+    pytest.importorskip("sam2")
+    script = tmp_path / "launch.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, warnings
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        os.environ["SEGDECK_MODEL_DIR"] = {str(tmp_path / "models")!r}
+        from test_sam import install_random_model, test_image
+        install_random_model("sam2.1-tiny", {str(tmp_path / "models")!r})
+        warnings.simplefilter("default")
+        from segdeck.core.sam import open_engine
+        eng = open_engine("sam2.1-tiny", "cpu")
+        img = test_image(64, 80)
+        img.flags.writeable = False
+        eng.set_image(img)
+        print("ok")
+        """), encoding="utf-8")
+    env = dict(os.environ, SEGDECK_CACHE=str(tmp_path / "cache"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-W", "default", str(script)], env=env, capture_output=True, text=True,
+                       timeout=240)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    assert "torch.jit.script" not in r.stderr and "not writable" not in r.stderr, r.stderr[-2000:]

@@ -608,9 +608,15 @@ class Sam2Engine(SamEngine):
 
     def __init__(self, spec, model, device):
         super().__init__(spec, model, device)
+        import warnings
+
         from sam2.utils.transforms import SAM2Transforms
 
-        self._transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
+        with warnings.catch_warnings():
+            # sam2 scripts its resize + normalise with torch.jit.script, which torch now
+            # deprecates; nothing of ours to fix, so only this one warning is hidden
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            self._transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
         from segdeck.core.sam.fast import PointEmbedder, stack_mlps, upscale_weights
 
         with self._torch.inference_mode():
@@ -622,7 +628,9 @@ class Sam2Engine(SamEngine):
     def _encode(self, image):
         torch = self._torch
         with torch.inference_mode(), self._autocast():
-            x = self._transforms(image)[None].to(self.device)
+            # torchvision's ToTensor wraps the array without copying and warns when it is
+            # read-only (images decoded through PIL are): hand it a writable one
+            x = self._transforms(np.require(image, requirements="W"))[None].to(self.device)
             backbone_out = self.model.forward_image(x)
             _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
             if self.model.directly_add_no_mem_embed:

@@ -27,7 +27,7 @@ import json
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from segdeck.core import outputs
 from segdeck.core.jobs.base import Job
@@ -35,7 +35,7 @@ from segdeck.core.jobs.events import Message, Sink
 from segdeck.core.models import SAM_MODELS
 from segdeck.core.params import JobParams
 from segdeck.core.regions import RegionFilterParams
-from segdeck.core.sam.params import GeneratorParams
+from segdeck.core.sam.params import GeneratorParams, check_point_grids
 
 ModelName = Literal[SAM_MODELS]  # type: ignore[valid-type]
 MASKS_DIR = "masks"
@@ -58,9 +58,11 @@ AutomaskParams = create_model(  # type: ignore[call-overload]
     "AutomaskParams",
     __base__=_AutomaskHead,
     __doc__="Automatic SAM masks for every image, region filters, label maps, overlays, CSV and COCO.",
+    __validators__={"_check_point_grids": model_validator(mode="after")(check_point_grids)},
     **_GEN_FIELDS,
     filters=(AutomaskFilterParams, Field(default_factory=AutomaskFilterParams, description="region filters")),
     overlay=(outputs.OverlayParams, Field(default_factory=outputs.OverlayParams, description="overlay drawing")),
+    export=(outputs.ExportParams, Field(default_factory=outputs.ExportParams, description="exports for other tools")),
 )
 
 
@@ -80,8 +82,20 @@ class AutomaskJob(Job):
     )
 
     @classmethod
+    def run_name(cls, params) -> str:
+        """``automask-<model>-pps<n>-...-<digest>``; the digest leaves out ``export`` (exports
+        are rewritten from the outputs after every run, so changing them reuses the folder)."""
+        import hashlib
+
+        from segdeck.core.jobs.base import slug
+
+        blob = json.dumps(params.model_dump(mode="json", exclude={"export"}), sort_keys=True).encode()
+        digest = hashlib.sha256(blob).hexdigest()[:8]
+        return slug("-".join([cls.name, *cls.name_parts(params), digest]))
+
+    @classmethod
     def name_parts(cls, params) -> list[str]:
-        parts = [params.model, f"pps{params.points_per_side}"]
+        parts = [params.model, f"pps{params.points_per_side}" if params.point_grids is None else "grid"]
         if params.crop_n_layers:
             parts.append(f"crops{params.crop_n_layers}")
         if params.filters.enabled:
@@ -160,8 +174,9 @@ class AutomaskJob(Job):
 
     def finalize(self, emit: Sink) -> list[str]:
         stems = [self.output_stem(i) for i in self.list_items()]
-        name = outputs.write_coco(self.job_dir, stems=stems, description=f"segdeck automask ({self.params.model})")
-        return [name] if name else []
+        return outputs.finalize_job(
+            self.job_dir, stems=stems, description=f"segdeck automask ({self.params.model})", export=self.params.export
+        )
 
     def teardown(self) -> None:
         self.engine = None

@@ -2,13 +2,25 @@
 
 Per image (all written atomically, the COCO sidecar last):
 
-* ``<stem>.labels.png``: label map, uint8 (uint16 above 255 labels), 0 = background;
+* ``<stem>.labels.png``: label map, uint8 (uint16 above 255 labels), 0 = background
+  (read it with ``cv2.imread(path, cv2.IMREAD_UNCHANGED)``: default flags turn a
+  16-bit map into 8-bit BGR; the ``masks`` export writes uniform uint16 maps);
 * ``<stem>.overlay.jpg`` (or ``.png``): contours, fills and per-region text labels;
 * ``<stem>.regions.csv``: one row per region: label, area, intensity, ratio, bbox
   ``x0, y0, x1, y1`` (XYXY, ``x1``/``y1`` exclusive), centroid ``cx, cy``, then any
   score columns;
 * ``parts/<stem>.coco.json``: the image's COCO record (RLE annotations), the sidecar
   from which :func:`write_coco` assembles the job's ``coco.json``.
+
+Per job (:func:`finalize_job`, after every run): ``coco.json``, ``regions.csv`` (every
+image's rows with ``image`` and ``annotation_id`` columns first, the ids of
+``coco.json``) and the exports chosen in :class:`ExportParams`
+(:mod:`segdeck.core.export`), each in ``export/<format>/``.
+
+Units everywhere: full-resolution pixels (the image after EXIF orientation); points
+and centroids are ``(x, y)`` = (column, row); ``intensity`` is the sum over the
+region's pixels of the darkness ``100 - gray / 255 * 100`` (0 white .. 100 black,
+gray = BT.601 luma), ``ratio`` its mean (0..100).
 
 Because each image's sidecar is written with its other files, a resumed or partial
 run assembles a COCO file that holds exactly the images that are done.
@@ -24,7 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from segdeck.core import imageio
 from segdeck.core.params import JobParams
@@ -32,6 +44,8 @@ from segdeck.core.regions import RegionStats
 
 PARTS_DIR = "parts"
 COCO_NAME = "coco.json"
+REGIONS_NAME = "regions.csv"
+EXPORT_DIR = "export"
 DEFAULT_CATEGORIES = [{"id": 1, "name": "region", "supercategory": "region"}]
 CSV_FIELDS = ["label", "area", "intensity", "ratio", "x0", "y0", "x1", "y1", "cx", "cy"]
 
@@ -45,6 +59,34 @@ class OverlayParams(JobParams):
     contour_thickness: int = Field(0, ge=0, le=50, description="contour width in pixels (0: about 1 px per 1000 px of image side)")
     text: bool = Field(True, description="draw area / intensity / ratio text on each region")
     max_text_labels: int = Field(300, ge=0, le=100_000, description="text labels on at most this many regions (largest first)")
+
+
+ExportFormat = Literal["coco", "datumaro-coco", "labelme", "yolo-seg", "masks"]
+
+
+class ExportParams(JobParams):
+    """Exports written after the run into ``export/<format>/`` (see ``segdeck export``)."""
+
+    formats: list[ExportFormat] = Field(
+        default_factory=list,
+        description="export formats to write after the run: coco, datumaro-coco, labelme, yolo-seg, masks (comma-separated; empty: none)",
+    )
+    segmentation: Literal["rle", "polygons"] = Field(
+        "rle", description="coco / datumaro-coco: masks as RLE (exact) or polygons (pixel-edge outlines, holes joined by a cut)"
+    )
+    mask_dtype: Literal["uint16", "uint8"] = Field("uint16", description="masks: label map PNG depth (uint8 fails above 255 labels)")
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            return [v for v in value.replace(",", " ").split() if v]
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, value):
+        return list(dict.fromkeys(value))
 
 
 def output_names(stem: str, overlay_format: str = "jpg") -> dict[str, str]:
@@ -156,6 +198,9 @@ def label_map_rles(labels: np.ndarray, label_ids: Sequence[int] | None = None) -
     return _finish_rles(list(mask_utils.frPyObjects(objs, h, w)))
 
 
+_COCO_OWN = ("category_id", "segmentation", "area", "bbox", "iscrowd", "score")
+
+
 def coco_annotations(rles: list[dict], stats: Sequence[RegionStats], category_id: int = 1) -> list[dict]:
     """COCO annotation dicts (without ids) for regions: RLE, area, XYWH bbox, stats, scores."""
     from pycocotools import mask as mask_utils
@@ -168,7 +213,7 @@ def coco_annotations(rles: list[dict], stats: Sequence[RegionStats], category_id
     boxes = [mask_utils.toBbox(e) for e in enc]
     anns = []
     for rle, area, box, stat in zip(rles, areas, boxes, stats, strict=True):
-        ann = {
+        ann: dict = {
             "category_id": category_id,
             "segmentation": rle,
             "area": int(area),
@@ -182,6 +227,8 @@ def coco_annotations(rles: list[dict], stats: Sequence[RegionStats], category_id
             ann[key] = float(value)
         if "score" not in ann and "predicted_iou" in stat.scores:
             ann["score"] = float(stat.scores["predicted_iou"])
+        # CVAT and Datumaro keep only ``attributes`` (and ``score``) of an annotation
+        ann["attributes"] = {k: v for k, v in ann.items() if k not in _COCO_OWN}
         anns.append(ann)
     return anns
 
@@ -267,6 +314,104 @@ def write_image_outputs(
     return written
 
 
+def _sidecars(job_dir: Path, stems: Sequence[str] | None) -> list[Path]:
+    parts = job_dir / PARTS_DIR
+    if stems is not None:
+        files = [parts / f"{s}.coco.json" for s in stems]
+        return [f for f in files if f.is_file()]
+    return sorted(p for p in parts.glob("*.coco.json") if not p.name.startswith("."))
+
+
+def assemble_coco(
+    job_dir: str | Path,
+    *,
+    stems: Sequence[str] | None = None,
+    categories: list[dict] | None = None,
+    description: str = "segdeck",
+) -> dict | None:
+    """The job's COCO document from the per-image sidecars (see :func:`write_coco`).
+
+    Images get ids 1.. in sidecar order, annotations ids 1.. in image order.
+
+    Returns
+    -------
+    dict or None
+        None when there is no sidecar yet.
+    """
+    job_dir = Path(job_dir)
+    files = _sidecars(job_dir, stems)
+    if not files:
+        return None
+    images, annotations = [], []
+    ann_id = 1
+    for path in files:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": rec["file_name"], "width": rec["width"], "height": rec["height"]})
+        for ann in rec["annotations"]:
+            annotations.append({"id": ann_id, "image_id": image_id, **ann})
+            ann_id += 1
+    return {
+        "info": {"description": description, "version": "1.0"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories or DEFAULT_CATEGORIES,
+    }
+
+
+def write_regions_table(job_dir: str | Path, doc: dict, dest_name: str = REGIONS_NAME) -> str | None:
+    """Write the job-level ``regions.csv``: every image's ``<stem>.regions.csv`` rows.
+
+    Columns: ``image`` (the COCO ``file_name``, relative to the input folder),
+    ``annotation_id`` (the ``id`` in ``coco.json``), then the per-image columns
+    (label, area, intensity, ratio, x0, y0, x1, y1, cx, cy, scores); see the module
+    docstring for units.
+
+    Parameters
+    ----------
+    job_dir : path-like
+    doc : dict
+        The COCO document of :func:`assemble_coco`; an image's CSV is found by the flat
+        name of its ``file_name`` (:func:`segdeck.core.imageio.flat_item_name`).
+
+    Returns
+    -------
+    str or None
+        ``dest_name`` when written; None when no image has a regions CSV.
+    """
+    job_dir = Path(job_dir)
+    ids: dict[tuple[int, int], int] = {}
+    for ann in doc["annotations"]:
+        ids[(ann["image_id"], int(ann["label"]))] = ann["id"]
+    rows: list[dict] = []
+    fields = ["image", "annotation_id", *CSV_FIELDS]
+    for img in doc["images"]:
+        path = job_dir / output_names(imageio.flat_item_name(img["file_name"]))["csv"]
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                for key in reader.fieldnames or []:
+                    if key not in fields:
+                        fields.append(key)
+                for row in reader:
+                    ann_id = ids.get((img["id"], int(row["label"])), "")
+                    rows.append({"image": img["file_name"], "annotation_id": ann_id, **row})
+        except (OSError, ValueError):
+            continue
+    if not rows and not doc["images"]:
+        return None
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    imageio.write_text_atomic(job_dir / dest_name, buf.getvalue())
+    return dest_name
+
+
 def write_coco(
     job_dir: str | Path,
     *,
@@ -295,33 +440,46 @@ def write_coco(
     str or None
         ``dest_name`` when written; None when there is no sidecar yet.
     """
-    job_dir = Path(job_dir)
-    parts = job_dir / PARTS_DIR
-    if stems is not None:
-        files = [parts / f"{s}.coco.json" for s in stems]
-        files = [f for f in files if f.is_file()]
-    else:
-        files = sorted(p for p in parts.glob("*.coco.json") if not p.name.startswith("."))
-    if not files:
+    doc = assemble_coco(job_dir, stems=stems, categories=categories, description=description)
+    if doc is None:
         return None
-    images, annotations = [], []
-    ann_id = 1
-    for path in files:
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": rec["file_name"], "width": rec["width"], "height": rec["height"]})
-        for ann in rec["annotations"]:
-            annotations.append({"id": ann_id, "image_id": image_id, **ann})
-            ann_id += 1
-    doc = {
-        "info": {"description": description, "version": "1.0"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories or DEFAULT_CATEGORIES,
-    }
-    imageio.write_text_atomic(job_dir / dest_name, json.dumps(doc, ensure_ascii=False))
+    imageio.write_text_atomic(Path(job_dir) / dest_name, json.dumps(doc, ensure_ascii=False))
     return dest_name
+
+
+def finalize_job(
+    job_dir: str | Path,
+    *,
+    stems: Sequence[str] | None = None,
+    description: str = "segdeck",
+    export: ExportParams | None = None,
+) -> list[str]:
+    """The per-job outputs: ``coco.json``, ``regions.csv`` and the chosen exports.
+
+    Returns
+    -------
+    list of str
+        Paths written, relative to ``job_dir`` (an export counts as its folder).
+
+    Raises
+    ------
+    ExportError
+        If an export cannot be written (e.g. ``mask_dtype = "uint8"`` with more than
+        255 labels in an image).
+    """
+    job_dir = Path(job_dir)
+    doc = assemble_coco(job_dir, stems=stems, description=description)
+    if doc is None:
+        return []
+    imageio.write_text_atomic(job_dir / COCO_NAME, json.dumps(doc, ensure_ascii=False))
+    written = [COCO_NAME]
+    table = write_regions_table(job_dir, doc)
+    if table:
+        written.append(table)
+    if export is not None and export.formats:
+        from segdeck.core.export import export_job
+
+        for fmt in export.formats:
+            export_job(fmt, job_dir, segmentation=export.segmentation, mask_dtype=export.mask_dtype)
+            written.append(f"{EXPORT_DIR}/{fmt}")
+    return written

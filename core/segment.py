@@ -69,13 +69,15 @@ class SegmentParams(JobParams):
     graph: GraphParams = Field(default_factory=GraphParams, description="OpenCV graph segmentation parameters")
     filters: SegmentFilterParams = Field(default_factory=SegmentFilterParams, description="region filters")
     overlay: outputs.OverlayParams = Field(default_factory=outputs.OverlayParams, description="overlay drawing")
+    export: outputs.ExportParams = Field(default_factory=outputs.ExportParams, description="exports for other tools")
 
     def method_params(self):
         """The parameter section of the chosen method."""
         return getattr(self, self.method)
 
     def effective(self) -> dict[str, Any]:
-        """The values that change the outputs (the chosen method's section only)."""
+        """The values that change the per-image outputs (the chosen method's section only;
+        ``export`` is not here: exports are rewritten from the outputs after every run)."""
         return {
             "method": self.method,
             "max_side": self.max_side,
@@ -144,6 +146,7 @@ class SegmentJob(Job):
 
     def finalize(self, emit: Sink) -> list[str]:
         stems = [self.output_stem(i) for i in self.list_items()]
-        name = outputs.write_coco(self.job_dir, stems=stems, description=f"segdeck segment ({self.params.method})")
-        return [name] if name else []
+        return outputs.finalize_job(
+            self.job_dir, stems=stems, description=f"segdeck segment ({self.params.method})", export=self.params.export
+        )
 

@@ -196,7 +196,8 @@ def generate(eng, image: np.ndarray, p: GeneratorParams):
     from segdeck.core.sam.engine import GenerateResult
 
     H, W = image.shape[:2]
-    grids = build_all_layer_point_grids(p.points_per_side, p.crop_n_layers, p.crop_n_points_downscale_factor)
+    p = p.for_family(eng.family)  # family defaults (SAM 2 pred_iou_thresh 0.8, SAM-HQ 0.88)
+    grids = p.grids() or build_all_layer_point_grids(p.points_per_side, p.crop_n_layers, p.crop_n_points_downscale_factor)
     crop_boxes, layer_idxs = generate_crop_boxes((H, W), p.crop_n_layers, p.crop_overlap_ratio)
     out = {k: [] for k in ("boxes", "ious", "stab", "points", "crop_boxes", "packed", "crop_index", "crops")}
     for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):

@@ -6,11 +6,14 @@
 2. Click to updated frame at a 1080p window (state update + incremental recolour +
    status line + imshow); reference: a bare imshow of a 1080p frame. Goal: <= 10 ms.
 3. Saving the painting at full resolution (background thread; not on the click path).
+4. ``--idle``: wakeups of an idle paint window (``segdeck annotate paint`` in its own
+   process): context switches of all its threads per second and CPU share over 5 s,
+   read from ``/proc/PID/task/*/status`` and ``/proc/PID/stat`` (Linux).
 
 Runs under the current DISPLAY, or starts Xvfb when there is none (imshow timings then
 measure Xvfb). ``--quick`` skips the slow full-resolution SLIC reference.
 
-    .venv/bin/python benchmarks/annotate.py [--quick]
+    .venv/bin/python benchmarks/annotate.py [--quick] [--idle]
 """
 
 from __future__ import annotations
@@ -60,6 +63,52 @@ def make_photo(path: Path, size=(4624, 2600), seed=0) -> None:
     cv2.imwrite(str(path), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
+def _switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` so far."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                for line in fh:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return total
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_wakeups(settle: float = 6.0, seconds: float = 5.0) -> tuple[float, float]:
+    """(context switches per second, % of a core) of an idle ``segdeck annotate paint`` window,
+    measured ``settle`` s after its windows were drawn, over ``seconds`` s."""
+    tmp = Path(tempfile.mkdtemp(prefix="segdeck-idle-"))
+    img = tmp / "a.png"
+    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (240, 360, 3)).astype(np.uint8))
+    frames = tmp / "frames.log"
+    proc = subprocess.Popen([sys.executable, "-m", "segdeck", "annotate", "paint", str(img), "--out", str(tmp / "out"),
+                             "--frames-log", str(frames)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (frames.exists() and "colours" in frames.read_text()):
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("the paint window did not open")
+            time.sleep(0.2)
+        time.sleep(settle)
+        c0, t0, w0 = _switches(proc.pid), _cpu_seconds(proc.pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, t1, w1 = _switches(proc.pid), _cpu_seconds(proc.pid), time.perf_counter()
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return (c1 - c0) / (w1 - w0), 100 * (t1 - t0) / (w1 - w0)
+
+
 def median_ms(times) -> float:
     return statistics.median(times) * 1000
 
@@ -68,9 +117,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip the full-resolution SLIC reference")
     ap.add_argument("--clicks", type=int, default=60)
+    ap.add_argument("--idle", action="store_true", help="only measure the wakeups of an idle paint window")
     args = ap.parse_args()
 
     xvfb = ensure_display()
+    if args.idle:
+        rate, cpu = idle_wakeups()
+        print(f"idle paint window: {rate:.0f} context switches/s (all threads), {cpu:.1f} % of a core")
+        if xvfb:
+            xvfb.terminate()
+        return 0
     from segdeck.annotate.app import Options, Saver, make_preparer, run_annotate, save_painting
     from segdeck.annotate.gui import Gui, check_display
     from segdeck.annotate.paint import PaintWindow

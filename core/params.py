@@ -210,15 +210,94 @@ def load_presets(job_name: str) -> dict[str, dict]:
     return presets
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per bad field: ``name: message (got value)``."""
-    lines = []
+def _dotted_leaves(value: Any, prefix: str) -> list[str]:
+    """``{"a": {"b": 1}, "c": 2}`` under ``prefix`` -> ``["prefix.a.b", "prefix.c"]``."""
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _dotted_leaves(v, f"{prefix}.{k}")]
+    return [prefix]
+
+
+def close_names(model_cls: type[BaseModel], key: str, n: int = 3) -> list[str]:
+    """The parameter names of ``model_cls`` closest to a misspelt dotted ``key``
+    (:func:`difflib.get_close_matches`): within the key's section when that section
+    exists (``slic.rular`` -> ``slic.ruler``), else among all names (``max-side`` ->
+    ``max_side``), else by the last part alone (``region_size`` -> ``slic.region_size``:
+    the section forgotten). Empty when nothing is close."""
+    import difflib
+
+    leaves = [s.name for s in field_specs(model_cls)]
+    sections = sorted({leaf.rpartition(".")[0] for leaf in leaves if "." in leaf})
+    key = key.replace("-", "_")
+    section = key.rpartition(".")[0]
+    if section in sections:  # compare the last parts: the shared prefix would make anything look close
+        tails = [x.rpartition(".")[2] for x in leaves if x.rpartition(".")[0] == section]
+        return [f"{section}.{t}" for t in difflib.get_close_matches(key.rpartition(".")[2], tails, n=n, cutoff=0.6)]
+    found = difflib.get_close_matches(key, leaves + sections, n=n, cutoff=0.6)
+    if not found:
+        by_tail: dict[str, list[str]] = {}
+        for name in leaves:
+            by_tail.setdefault(name.rpartition(".")[2], []).append(name)
+        for tail in difflib.get_close_matches(key.rpartition(".")[2], list(by_tail), n=n, cutoff=0.75):
+            found.extend(by_tail[tail])
+    return found[:n]
+
+
+def _known_here(model_cls: type[BaseModel], key: str, most: int = 20) -> str:
+    """The names a user could have meant at ``key``'s level: ``a, b, c`` (sections with
+    a trailing dot), or the nearest existing section's."""
+    leaves = [s.name for s in field_specs(model_cls)]
+    section = key.replace("-", "_").rpartition(".")[0]
+    sections = {leaf.rpartition(".")[0] for leaf in leaves if "." in leaf}
+    while section and section not in sections:
+        section = section.rpartition(".")[0]
+    here = [x for x in leaves if x.rpartition(".")[0] == section]
+    here += sorted({x[len(section) + 1 if section else 0:].split(".")[0] + "." for x in leaves
+                    if x.startswith(f"{section}." if section else "") and x.count(".") > section.count(".") + bool(section)})
+    text = ", ".join(here[:most]) + (f", ... ({len(here) - most} more)" if len(here) > most else "")
+    return f"known{' in ' + section if section else ''}: {text}"
+
+
+def _or_list(names: list[str]) -> str:
+    quoted = [repr(x) for x in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _error_line(err: dict, model_cls: type[BaseModel] | None) -> list[str]:
+    loc = ".".join(str(p) for p in err["loc"]) or "(params)"
+    got = err.get("input")
+    if err.get("type") == "extra_forbidden":
+        lines = []
+        for name in _dotted_leaves(got, loc):
+            hint = ""
+            if model_cls is not None:
+                close = close_names(model_cls, name)
+                hint = f"; did you mean {_or_list(close)}?" if close else f"; {_known_here(model_cls, name)}"
+            lines.append(f"{name}: unknown parameter{hint}")
+        return lines
+    got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+    hint = ""
+    if err.get("type") == "literal_error" and isinstance(got, str) and model_cls is not None:
+        import difflib
+
+        spec = next((s for s in field_specs(model_cls) if s.name == loc), None)
+        close = difflib.get_close_matches(got, [str(c) for c in spec.choices], n=1) if spec else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    return [f"{loc}: {err['msg']}{got_txt}{hint}"]
+
+
+def format_validation_error(exc: ValidationError, model_cls: type[BaseModel] | None = None) -> str:
+    """One line per bad field: ``name: message (got value)``, lines joined by newlines.
+
+    An unknown key says which (``slic.rular: unknown parameter; did you mean
+    'slic.ruler'?``, a nested table spelt out leaf by leaf) when ``model_cls`` (the model
+    validated) is given; a bad choice suggests the closest allowed value.
+    """
+    lines: list[str] = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(params)"
-        got = err.get("input")
-        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{loc}: {err['msg']}{got_txt}")
-    return "; ".join(lines)
+        for line in _error_line(err, model_cls):
+            if line not in lines:
+                lines.append(line)
+    return "\n".join(lines)
 
 
 def validate(model_cls: type[BaseModel], data: dict) -> BaseModel:
@@ -227,12 +306,12 @@ def validate(model_cls: type[BaseModel], data: dict) -> BaseModel:
     Raises
     ------
     ParamsError
-        With every bad field, its message and the offending value.
+        With every bad field, its message and the offending value, one line each.
     """
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(format_validation_error(exc)) from None
+        raise ParamsError(format_validation_error(exc, model_cls)) from None
 
 
 def resolve(

@@ -77,7 +77,9 @@ class Progress(Event):
 @dataclass(frozen=True)
 class JobFinished(Event):
     """The run ended. ``status``: ``done`` (all items ok), ``failed`` (some items
-    failed), ``cancelled`` or ``error`` (the job could not run; see ``error``)."""
+    failed), ``cancelled`` or ``error`` (the job could not run; see ``error``).
+    ``skipped``: items done by an earlier run; ``skipped_failed``: items that failed in
+    an earlier run and were not retried (``--skip-failed``)."""
 
     status: str
     done: int
@@ -85,6 +87,7 @@ class JobFinished(Event):
     skipped: int
     seconds: float
     error: str | None = None
+    skipped_failed: int = 0
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -261,3 +261,21 @@ class Manifest:
             self._apply_queue()
             row = self._db.execute("SELECT AVG(duration) FROM items WHERE state='done'").fetchone()
             return row[0]
+
+    def last_failure(self) -> str | None:
+        """The most recently started failed item as ``"<item>: <error>"`` (just the error
+        when it already names the item), or None when no item failed."""
+        with self._lock:
+            self._apply_queue()
+            row = self._db.execute(
+                "SELECT item, error FROM items WHERE state='failed' ORDER BY started DESC, item LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        item, error = row[0], row[1] or "failed"
+        at = error.find(item)
+        if at < 0:
+            return f"{item}: {error}"
+        if at > 0 and error[at - 1] in "/\\" and ": " not in error[:at]:
+            error = error[at:]  # "/long/input/path/a/b.png: ..." -> "a/b.png: ..."
+        return error

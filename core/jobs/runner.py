@@ -62,7 +62,24 @@ class JobBusyError(SetupError):
 
 @dataclass(frozen=True)
 class JobSummary:
-    """What a run did. ``status`` is one of done, failed, cancelled, error."""
+    """What a run did.
+
+    Attributes
+    ----------
+    status : {"done", "failed", "cancelled", "error"}
+    total : int
+        Items in the input.
+    done, failed : int
+        Items processed by this run, and how they ended.
+    skipped : int
+        Items not processed because an earlier run did them (done).
+    seconds : float
+        Wall time of the run.
+    error : str or None
+        Why the run ended in ``error``.
+    skipped_failed : int
+        Items not retried because they failed in an earlier run (``retry_failed=False``).
+    """
 
     job_dir: Path
     status: str
@@ -72,6 +89,7 @@ class JobSummary:
     skipped: int
     seconds: float
     error: str | None = None
+    skipped_failed: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -198,7 +216,7 @@ def run_job(
     manifest = Manifest(job.job_dir)
     db_lock = threading.Lock()
     t0 = time.time()
-    done = failed = skipped = total = 0
+    done = failed = skipped = skipped_failed = total = 0
     try:
         write_job_toml(job)
         remember(job.job_dir)  # listed by `segdeck jobs` and the TUI wherever --out put it
@@ -210,19 +228,25 @@ def run_job(
             manifest.retain(items)
             manifest.reset_running()
             finished = manifest.done_items()
-            if not retry_failed:
-                finished |= {r.item for r in manifest.records() if r.state == "failed"}
-        todo = [i for i in items if i not in finished]
-        skipped = total - len(todo)
+            failed_before = set() if retry_failed else {r.item for r in manifest.records() if r.state == "failed"}
+        todo = [i for i in items if i not in finished and i not in failed_before]
+        skipped_failed = len(failed_before)
+        skipped = total - len(todo) - skipped_failed
         emit(JobStarted(job=job.name, total=total, todo=len(todo), pid=os.getpid()))
-        if skipped:
-            emit(Message(text=f"resuming: {skipped} of {total} items already done"))
+        if skipped or skipped_failed:
+            extra = f", {skipped_failed} failed before (not retried)" if skipped_failed else ""
+            emit(Message(text=f"resuming: {skipped} of {total} items already done{extra}"))
         try:
             if todo:
                 job.setup(emit)
-        except SegdeckError as exc:
-            emit(JobFinished(status="error", done=0, failed=0, skipped=skipped, seconds=time.time() - t0, error=str(exc)))
-            return JobSummary(job.job_dir, "error", total, 0, 0, skipped, time.time() - t0, str(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded as the job's error, shown by `segdeck jobs`
+            if not isinstance(exc, SegdeckError):
+                logger.error("setup failed:\n%s", "".join(traceback.format_exception(exc)))
+            line = str(exc) if isinstance(exc, SegdeckError) else _one_line(exc)
+            seconds = time.time() - t0
+            emit(JobFinished(status="error", done=0, failed=0, skipped=skipped, seconds=seconds, error=line,
+                             skipped_failed=skipped_failed))
+            return JobSummary(job.job_dir, "error", total, 0, 0, skipped, seconds, line, skipped_failed)
 
         counts = {"done": 0, "failed": 0}
         counts_lock = threading.Lock()
@@ -307,8 +331,9 @@ def run_job(
             still_failed = {r.item for r in manifest.records() if r.state == "failed"} & set(items)
         status = "cancelled" if cancelled else ("error" if finalize_error else ("failed" if still_failed else "done"))
         seconds = time.time() - t0
-        emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds, error=finalize_error))
-        return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds, finalize_error)
+        emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds,
+                         error=finalize_error, skipped_failed=skipped_failed))
+        return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds, finalize_error, skipped_failed)
     finally:
         try:
             job.teardown()
@@ -334,8 +359,8 @@ def _log_sink(logger: logging.Logger) -> Sink:
             logger.info("started %s: %d items, %d to do (pid %d)", event.job, event.total, event.todo, event.pid)
         elif isinstance(event, JobFinished):
             logger.info(
-                "finished: %s, %d done, %d failed, %d skipped, %.1f s%s",
-                event.status, event.done, event.failed, event.skipped, event.seconds,
+                "finished: %s, %d done, %d failed, %d already done, %d failed before (not retried), %.1f s%s",
+                event.status, event.done, event.failed, event.skipped, event.skipped_failed, event.seconds,
                 f" ({event.error})" if event.error else "",
             )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdeck.core.jobs.base import JOB_TOML, default_output_root
-from segdeck.core.jobs.events import JobFinished, JobStarted, read_events
+from segdeck.core.jobs.events import EVENTS_NAME, JobFinished, JobStarted, read_events
 from segdeck.core.jobs.manifest import Counts, Manifest
 
 
@@ -27,6 +27,11 @@ class JobInfo:
         ``interrupted``: the last run stopped without finishing (killed).
     eta_s : float or None
         Seconds left, from the mean item time, while running.
+    error : str or None
+        Why the last run ended in ``error`` (one line), or None.
+    last_failure : str or None
+        The most recent failed item's one-line error (``"<item>: <error>"`` unless the
+        error names the item), or None when no item is ``failed``.
     """
 
     job_dir: Path
@@ -39,6 +44,21 @@ class JobInfo:
     started: float | None
     eta_s: float | None
     error: str | None
+    last_failure: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job is not ``done``/``running``, in one line (None when nothing to say):
+        the job-level error, else the last item failure, else a note for a killed run."""
+        if self.state in ("error", "failed", "cancelled", "interrupted"):
+            why = self.error or self.last_failure
+            if self.state == "failed" and self.last_failure and self.counts.failed:
+                why = f"{self.counts.failed} failed, last: {self.last_failure}"
+            if why:
+                return why
+        if self.state == "interrupted":
+            return "the process stopped without finishing (killed?); run it again to resume"
+        return None
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -67,9 +87,12 @@ def read_job(job_dir: str | Path) -> JobInfo:
     """
     job_dir = Path(job_dir)
     doc = tomllib.loads((job_dir / JOB_TOML).read_text(encoding="utf-8"))
+    last_failure = None
     try:
         with Manifest(job_dir, readonly=True) as m:
             counts, mean = m.counts(), m.mean_duration()
+            if counts.failed:
+                last_failure = m.last_failure()
     except (FileNotFoundError, Exception):  # noqa: BLE001 - a manifest being created
         counts, mean = Counts(), None
     events, _ = read_events(job_dir)
@@ -96,6 +119,7 @@ def read_job(job_dir: str | Path) -> JobInfo:
         started=last_start.t if last_start else None,
         eta_s=eta,
         error=error,
+        last_failure=last_failure,
     )
 
 
@@ -124,6 +148,64 @@ def find_job_dirs(*roots: str | Path, max_depth: int = 3) -> list[Path]:
     return sorted(found, key=lambda p: (p / JOB_TOML).stat().st_mtime, reverse=True)
 
 
+def _last_activity(job_dir: Path) -> float:
+    """Unix time of a job folder's last write (events, else job.toml); 0 if unreadable."""
+    for name in (EVENTS_NAME, JOB_TOML):
+        try:
+            return (job_dir / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def list_job_dirs(
+    *roots: str | Path, include_recent: bool = True, all_recent: bool = False, limit: int = 200
+) -> list[Path]:
+    """The job folders to show for ``roots``: those :func:`find_job_dirs` finds, plus the
+    recently run ones (:func:`segdeck.core.jobs.registry.recent`, jobs written anywhere
+    with ``--out``) whose input or folder lies in one of the roots (every recent job
+    with ``all_recent`` or without roots). Most recently active first (``events.jsonl``
+    modification time).
+
+    Parameters
+    ----------
+    roots : path-like
+        Input folders (or images) to list the jobs of.
+    include_recent : bool
+        Add the recent-jobs registry's folders (default).
+    all_recent : bool
+        Add every recent job, whatever its input.
+    limit : int
+        At most this many recent folders are considered.
+
+    Returns
+    -------
+    list of Path
+        Resolved job folders, without duplicates.
+    """
+    from segdeck.core.jobs.registry import recent
+
+    found = {p.resolve() for p in find_job_dirs(*roots)} if roots else set()
+    if include_recent:
+        wanted = [] if all_recent else [Path(r).resolve() for r in roots]
+        for job_dir in recent(limit):
+            if not wanted:
+                found.add(job_dir)
+                continue
+            try:
+                doc = tomllib.loads((job_dir / JOB_TOML).read_text(encoding="utf-8"))
+                source = Path(str(doc.get("input", ""))).resolve() if doc.get("input") else None
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                source = None
+            if any(_is_under(job_dir, w) or (source is not None and _is_under(source, w)) for w in wanted):
+                found.add(job_dir)
+    return sorted(found, key=_last_activity, reverse=True)
+
+
 def format_eta(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -133,4 +215,4 @@ def format_eta(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-__all__ = ["JobInfo", "find_job_dirs", "format_eta", "pid_alive", "read_job", "time"]
+__all__ = ["JobInfo", "find_job_dirs", "format_eta", "list_job_dirs", "pid_alive", "read_job", "time"]

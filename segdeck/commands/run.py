@@ -1,13 +1,19 @@
 """``segdeck run JOB INPUT [--out DIR] [--preset NAME] [--config FILE] [--set k=v] [--<param> v]``
 
 Every job's options are generated from its params model (dotted names for nested
-sections). Progress is a rich progress bar (or JSON lines with ``--events``);
-Ctrl+C (or SIGTERM, which the TUI sends) stops after the current item.
+sections). Progress is a rich progress bar on stderr (or JSON lines on stdout with
+``--events``); Ctrl+C (or SIGTERM, which the TUI sends) stops after the current item.
+
+The last stdout line is for scripts and never wrapped: the job folder
+(``dir=$(segdeck run segment photos | tail -1)``), or with ``--json`` a summary object
+(``job_dir``, ``status``, ``exit_code``, counts). With ``--events`` alone stdout holds
+only the JSON event lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -37,6 +43,8 @@ def add_parser(sub) -> None:
         jp.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
                         help="set a parameter by dotted name (repeatable)")
         jp.add_argument("--events", action="store_true", help="print events as JSON lines instead of a progress bar")
+        jp.add_argument("--json", action="store_true",
+                        help="end stdout with a JSON summary object (job_dir, status, counts) instead of the job folder")
         jp.add_argument("--skip-failed", action="store_true", help="do not retry items that failed in an earlier run")
         group = jp.add_argument_group("parameters")
         for spec in field_specs(cls.Params):
@@ -61,8 +69,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markup import escape
-
     from segdeck.core.errors import SegdeckError
     from segdeck.core.jobs.registry import get_job_class
     from segdeck.core.jobs.runner import job_dir_for, run_job
@@ -84,7 +90,7 @@ def run(args) -> int:
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:
-        return fail(f"bad parameters: {exc}")
+        return _fail_lines("bad parameters", str(exc))
     job_dir = job_dir_for(cls, params, input_path, args.out)
     job = cls(params, input_path, job_dir)
     cancel = threading.Event()
@@ -108,13 +114,59 @@ def run(args) -> int:
         return fail(f"cannot write the job folder {job_dir}: {exc.strerror or exc}")
     close()
     if summary.status == "error":
-        return fail(summary.error or "the job could not start")
-    colour = {"done": "green", "failed": "yellow", "cancelled": "yellow"}.get(summary.status, "red")
-    err_console.print(
-        f"[{colour}]{summary.status}[/]: {summary.done} done, {summary.failed} failed, "
-        f"{summary.skipped} already done, {summary.seconds:.1f} s -> {escape(str(summary.job_dir))}"
-    )
+        code = fail(summary.error or "the job could not start")
+        if args.json:
+            _print_last_line(json.dumps(_summary_dict(summary)))
+        return code
+    err_console.print(summary_line(summary), soft_wrap=True)
+    # the last stdout line is machine-readable, never wrapped: $(segdeck run ... | tail -1)
+    if args.json:
+        _print_last_line(json.dumps(_summary_dict(summary)))
+    elif not args.events:  # with --events stdout stays pure JSON lines
+        _print_last_line(str(summary.job_dir))
     return summary.exit_code
+
+
+def summary_line(summary) -> str:
+    """The run's one-line outcome (rich markup): ``done: 3 done, 1 failed, 2 already
+    done, ...``, or ``nothing to do: 4 done, 1 failed`` for a finished re-run."""
+    from rich.markup import escape
+
+    colour = {"done": "green", "failed": "yellow", "cancelled": "yellow"}.get(summary.status, "red")
+    folder = escape(str(summary.job_dir))
+    if summary.done + summary.failed == 0 and summary.status in ("done", "failed"):
+        failed = f", {summary.skipped_failed} failed (not retried: --skip-failed)" if summary.skipped_failed else ""
+        return f"[{colour}]nothing to do[/]: {summary.skipped} done{failed} -> {folder}"
+    parts = [f"{summary.done} done", f"{summary.failed} failed", f"{summary.skipped} already done"]
+    if summary.skipped_failed:
+        parts.append(f"{summary.skipped_failed} failed before (not retried)")
+    return f"[{colour}]{summary.status}[/]: {', '.join(parts)}, {summary.seconds:.1f} s -> {folder}"
+
+
+def _summary_dict(summary) -> dict:
+    return {
+        "job_dir": str(summary.job_dir), "status": summary.status, "exit_code": summary.exit_code,
+        "total": summary.total, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
+        "skipped_failed": summary.skipped_failed, "seconds": round(summary.seconds, 3), "error": summary.error,
+    }
+
+
+def _print_last_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _fail_lines(what: str, message: str) -> int:
+    """``error: what: message`` on one line, or one line per problem when there are several."""
+    lines = [ln for ln in message.splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return fail(f"{what}: {message.strip()}")
+    from rich.markup import escape
+
+    code = fail(f"{what} ({len(lines)} problems):")
+    for ln in lines:
+        err_console.print(f"  {escape(ln)}", soft_wrap=True)
+    return code
 
 
 def _json_sink():
@@ -146,12 +198,18 @@ def _rich_sink(job_name: str):
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
         console=err_console, transient=False,
     )
-    progress.start()
-    state: dict = {"task": None, "sub": {}}
+    state: dict = {"task": None, "sub": {}, "started": False}
+
+    def start() -> None:
+        if not state["started"]:
+            state["started"] = True
+            progress.start()
 
     def sink(event):
         if isinstance(event, JobStarted):
-            state["task"] = progress.add_task(job_name, total=event.todo, note="")
+            if event.todo:  # a finished re-run gets one "nothing to do" line, not an empty 0/0 bar
+                start()
+                state["task"] = progress.add_task(job_name, total=event.todo, note="")
         elif isinstance(event, ItemDone) and state["task"] is not None:
             progress.update(state["task"], advance=1, note=escape(event.item[-40:]))
         elif isinstance(event, ItemFailed):
@@ -163,9 +221,14 @@ def _rich_sink(job_name: str):
             style = {"warning": "yellow", "error": "red"}.get(event.level, "dim")
             progress.console.print(f"[{style}]{escape(event.text)}[/]", soft_wrap=True)
         elif isinstance(event, ProgressEvent):
+            start()
             tid = state["sub"].get(event.what)
             if tid is None:
                 tid = state["sub"][event.what] = progress.add_task(event.what, total=event.total, note="")
             progress.update(tid, completed=event.done, total=event.total)
 
-    return sink, progress.stop
+    def close() -> None:
+        if state["started"]:
+            progress.stop()
+
+    return sink, close

@@ -161,12 +161,7 @@ def _fail_lines(what: str, message: str) -> int:
     lines = [ln for ln in message.splitlines() if ln.strip()]
     if len(lines) <= 1:
         return fail(f"{what}: {message.strip()}")
-    from rich.markup import escape
-
-    code = fail(f"{what} ({len(lines)} problems):")
-    for ln in lines:
-        err_console.print(f"  {escape(ln)}", soft_wrap=True)
-    return code
+    return fail("\n".join([f"{what} ({len(lines)} problems):", *lines]))
 
 
 def _json_sink():

@@ -126,6 +126,8 @@ def export_job(
     ExportError
         Not an exportable folder, unknown format / option, or data the format cannot hold.
     """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     src = load_source(job_dir)
     dest = Path(out) if out else default_out(job_dir, fmt)
     export_source(fmt, src, dest, ExportOptions(segmentation, mask_dtype, images))

@@ -3,7 +3,8 @@
 ::
 
     annotations/instances_default.json   COCO instances (``coco`` export, subset "default")
-    images/default/<file_name>           the images (only with the ``images`` option)
+    images/default/<file_name>           the images (only with the ``images`` option;
+                                         the folder is always there: Datumaro needs it)
     coco-1.0.zip                         the two above, for CVAT's "Upload annotations"
                                          / "Import dataset" with format "COCO 1.0"
 
@@ -32,6 +33,10 @@ def write(src: ExportSource, out: Path, options) -> list[Path]:
     """Write the layout and the zip into ``out``."""
     written = [write_json(out / ANNOTATIONS, coco_document(src, options.segmentation))]
     members = [(written[0], ANNOTATIONS)]
+    try:
+        (out / IMAGES).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {out / IMAGES}: {exc.strerror or exc}") from None
     if options.images:
         for img in src.images:
             if img.path is None or not img.path.is_file():
@@ -48,6 +53,8 @@ def write(src: ExportSource, out: Path, options) -> list[Path]:
     tmp = zpath.with_name(f".{ZIP_NAME}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("images/", b"")
+            zf.writestr(f"{IMAGES}/", b"")
             for path, arcname in members:
                 zf.write(path, arcname)
         tmp.replace(zpath)

@@ -107,6 +107,10 @@ def test_run_last_stdout_line_is_the_whole_job_folder_when_piped(tmp_path, dummy
     assert (doc["total"], doc["skipped"], doc["failed"], doc["skipped_failed"]) == (4, 3, 1, 0)
     res = _segdeck("run", "tuidummy", src, "--out", out, "--delay", "0", "--events")
     assert all(json.loads(ln)["kind"] for ln in res.stdout.splitlines())  # stdout stays JSON lines
+    res = _segdeck("run", "tuidummy", src, "--set", "dealy=1", "--json")  # never started: still an object
+    doc = json.loads(res.stdout.splitlines()[-1])
+    assert res.returncode == doc["exit_code"] == 2 and doc["status"] == "error" and doc["job_dir"] is None
+    assert "dealy: unknown parameter" in doc["error"]
 
 
 def test_skip_failed_and_finished_rerun_say_what_was_skipped(tmp_path, dummy_env, capsys):

@@ -75,22 +75,33 @@ def run(args) -> int:
     from segdeck.core.params import parse_scalar, resolve
 
     cls = get_job_class(args.job_name)
+    job_dir = None
+
+    def bail(message: str, what: str | None = None) -> int:
+        """One error (line per problem) on stderr; with --json also the last stdout line,
+        even when the run never started."""
+        code = _fail_lines(what, message) if what else fail(message)
+        if args.json:
+            _print_last_line(json.dumps({"job_dir": job_dir and str(job_dir), "status": "error",
+                                         "exit_code": code, "error": message}))
+        return code
+
     overrides = {}
     for key, value in vars(args).items():
         if key.startswith("param:") and value is not _SKIP:
             overrides[key[len("param:"):]] = parse_scalar(value) if isinstance(value, str) else value
     input_path = Path(args.input)
     if not input_path.exists():
-        return fail(f"input {input_path} does not exist")
+        return bail(f"input {input_path} does not exist")
     if input_path.is_dir():
         from segdeck.core.imageio import discover
 
         if not discover(input_path):  # a typo'd folder must not end as "done: 0 done"
-            return fail(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")
+            return bail(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:
-        return _fail_lines("bad parameters", str(exc))
+        return bail(str(exc), what="bad parameters")
     job_dir = job_dir_for(cls, params, input_path, args.out)
     job = cls(params, input_path, job_dir)
     cancel = threading.Event()
@@ -108,10 +119,10 @@ def run(args) -> int:
         summary = run_job(job, sink=sink, cancel=cancel, retry_failed=not args.skip_failed)
     except SegdeckError as exc:
         close()
-        return fail(str(exc))
+        return bail(str(exc))
     except OSError as exc:  # the job folder cannot be created or written (--out on a read-only disk)
         close()
-        return fail(f"cannot write the job folder {job_dir}: {exc.strerror or exc}")
+        return bail(f"cannot write the job folder {job_dir}: {exc.strerror or exc}")
     close()
     if summary.status == "error":
         code = fail(summary.error or "the job could not start")

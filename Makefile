@@ -7,7 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segdeck-installed
 SAMPLES ?= samples
 
-.PHONY: run test venv bench lint keys-readme clean
+# Consumers (Datumaro, labelme) that the export round-trip tests drive live in their own venv:
+# labelme pulls PyQt5 and opencv-python-headless, which would shadow our cv2. Created once;
+# if it cannot be (offline), `make test` goes on and those tests skip, saying why.
+CONSUMERS       := .venv-consumers
+CONSUMERS_STAMP := $(CONSUMERS)/.installed
+CONSUMERS_PKGS  := "datumaro>=1.13,<2" "labelme>=5.5"
+
+.PHONY: run test venv consumers bench lint keys-readme clean
 
 venv: $(STAMP)
 
@@ -23,8 +30,15 @@ run: $(STAMP)
 	$(BIN)/segdeck samples $(SAMPLES)
 	$(BIN)/segdeck tui $(SAMPLES)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP) consumers
+	SEGDECK_CONSUMERS_PYTHON=$(CURDIR)/$(CONSUMERS)/bin/python $(BIN)/python -m pytest -q tests
+
+consumers:
+	@test -f $(CONSUMERS_STAMP) || { \
+	  ( test -x $(CONSUMERS)/bin/python || $(PYTHON) -m venv $(CONSUMERS) ) \
+	  && $(CONSUMERS)/bin/pip install -q --disable-pip-version-check $(CONSUMERS_PKGS) > $(CONSUMERS)/install.log 2>&1 \
+	  && touch $(CONSUMERS_STAMP) \
+	  || echo "note: $(CONSUMERS) could not be created (see $(CONSUMERS)/install.log); export consumer tests will skip"; }
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
@@ -36,4 +50,4 @@ keys-readme: $(STAMP)
 	$(BIN)/segdeck keys --update-readme README.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CONSUMERS) .pytest_cache

@@ -32,6 +32,46 @@ NO_DISPLAY_MESSAGE = (
 )
 
 
+#: Environment for Qt's xcb backend, set before the first highgui window opens
+#: (Qt reads it when it creates its application object). MIT-SHM makes the X server
+#: read frames from shared memory; a forwarded display (``ssh -X``: a TCP connection,
+#: ``DISPLAY=localhost:10.0``) and a container with its own IPC namespace share no
+#: memory and pass no file descriptors, and OpenCV's Qt backend then blocks forever
+#: after creating its window. Frames are small (bounded by ``--max-window``) and drawn
+#: only when something changed, so sending them over the socket costs nothing visible.
+QT_X11_ENV = {"QT_XCB_NO_MITSHM": "1", "QT_X11_NO_MITSHM": "1"}
+
+
+def prepare_qt_environment(environ: dict | None = None) -> dict[str, str]:
+    """Set what Qt's X11 backend needs to work over SSH X forwarding, before highgui loads.
+
+    Shared-memory image transfer (MIT-SHM) is switched off (Qt only tests whether the
+    variables are set). Variables the user set already are kept; ``SEGDECK_MITSHM=1``
+    leaves MIT-SHM on (a local display, where it saves a copy per frame). Must run
+    before the first ``cv2.namedWindow`` of the process; later calls change nothing Qt
+    already read.
+
+    Parameters
+    ----------
+    environ : dict, optional
+        The environment to update (default ``os.environ``).
+
+    Returns
+    -------
+    dict
+        The variables this call set (empty when the user had set them).
+    """
+    env = os.environ if environ is None else environ
+    changed: dict[str, str] = {}
+    if env.get("SEGDECK_MITSHM") == "1":
+        return changed
+    for key, value in QT_X11_ENV.items():
+        if key not in env:
+            env[key] = value
+            changed[key] = value
+    return changed
+
+
 def check_display() -> None:
     """Make sure a window can open, BEFORE anything touches highgui (Qt aborts otherwise).
 
@@ -39,11 +79,14 @@ def check_display() -> None:
     via ctypes, or ``xdpyinfo`` when libX11 cannot be loaded). macOS and Windows
     always have a display.
 
+    Also sets the Qt environment for forwarded displays (:func:`prepare_qt_environment`).
+
     Raises
     ------
     SetupError
         With :data:`NO_DISPLAY_MESSAGE` (plus the DISPLAY value that failed).
     """
+    prepare_qt_environment()
     if sys.platform in ("darwin", "win32"):
         return
     if os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
@@ -230,6 +273,7 @@ class Gui:
     """The highgui calls the loops use; replaced by a fake in tests."""
 
     def __init__(self):
+        prepare_qt_environment()  # before Qt starts: the first window creates its application
         import cv2
 
         self.cv2 = cv2

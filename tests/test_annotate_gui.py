@@ -19,29 +19,52 @@ import pytest
 
 from segdeck.annotate.state import PALETTE, colour_hex
 
+from xrelay import XTcpRelay
+
 pytestmark = [
     pytest.mark.gui,
     pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool"),
 ]
 
 
-@pytest.fixture(scope="module")
-def xdisplay():
-    """A private Xvfb display; yields the environment for processes that use it."""
-    for num in range(91, 140):
-        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
-            break
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@pytest.fixture(scope="module", params=["direct", "tcp-relay"])
+def xdisplay(request):
+    """A private Xvfb display; yields the environment for processes that use it.
+
+    ``direct``: the Unix socket ``:N``. ``tcp-relay``: ``DISPLAY=127.0.0.1:M`` through a
+    byte relay (:mod:`xrelay`), as over ``ssh -X`` — no shared memory, no file descriptors.
+    The environment leaves the Qt MIT-SHM switches unset: segdeck must set them itself.
+    """
+    # -displayfd: Xvfb picks a free display number itself and writes it to the pipe, so
+    # test runs in parallel never share (and then kill) each other's server
+    rfd, wfd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(wfd,))
+    os.close(wfd)
+    with os.fdopen(rfd) as pipe:
+        num_text = pipe.readline().strip()  # EOF (empty) when Xvfb failed to start
+    if not num_text.isdigit():
+        proc.kill()
+        pytest.skip("Xvfb did not start")
+    num = int(num_text)
     deadline = time.time() + 15
     while not os.path.exists(f"/tmp/.X11-unix/X{num}"):
         if time.time() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.skip("Xvfb did not start")
         time.sleep(0.1)
-    env = dict(os.environ, DISPLAY=f":{num}", QT_QPA_PLATFORM="xcb")
-    env.pop("WAYLAND_DISPLAY", None)
+    relay = None
+    display = f":{num}"
+    if request.param == "tcp-relay":
+        relay = XTcpRelay(num)
+        display = relay.display
+    env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    for key in ("WAYLAND_DISPLAY", "QT_XCB_NO_MITSHM", "QT_X11_NO_MITSHM"):
+        env.pop(key, None)
     yield env
+    if relay is not None:
+        assert relay.connections > 0, "nothing went through the TCP relay"
+        relay.close()
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -64,11 +87,11 @@ class Driver:
     def window(self, name: str, timeout: float = 40.0) -> str:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            found = self.xdo("search", "--name", f"^{name}$")
+            found = self.xdo("search", "--onlyvisible", "--name", f"^{name}$")
             drawn = self.frames.exists() and any(
                 line.split(" ", 1)[-1] == name for line in self.frames.read_text().splitlines())
             if found and drawn:
-                time.sleep(0.3)
+                time.sleep(0.5)  # mapped and drawn; give the window manager-less Xvfb a moment (slow relays)
                 return found.splitlines()[0]
             if self.proc.poll() is not None:
                 break
@@ -122,7 +145,10 @@ class Driver:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError(f"annotator did not exit: {self.stderr()}") from None
+            self.out.seek(0)
+            frames = self.frames.read_text().splitlines()[-5:] if self.frames.exists() else []
+            raise AssertionError(f"annotator did not exit: {self.stderr()}\nstdout: {self.out.read()[-1000:]}"
+                                 f"\nlast frames: {frames}") from None
         self.out.seek(0)
         lines = [json.loads(line) for line in self.out.read().splitlines() if line.startswith("{")]
         return code, lines

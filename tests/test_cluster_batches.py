@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segdeck.core.cluster import graph, similarity
+from segdeck.core.cluster import graph
 from segdeck.core.cluster.job import ClusterJob, ClusterParams
+from segdeck.core.cluster.methods import PairwiseMethod, get_method
 from segdeck.core.jobs.events import Message, Progress
 
 N = 1000
@@ -62,8 +63,9 @@ def _partition(labels: np.ndarray) -> set[frozenset[int]]:
 
 @pytest.mark.parametrize("method", ["phash", "minhash", "deep", "ssim", "orb", "tm"])
 def test_batched_equals_unbatched_with_far_apart_duplicates(method, tmp_path, monkeypatch):
-    if method in similarity.PAIRWISE:
-        monkeypatch.setitem(similarity.PAIR_FUNCS, method, _cheap_pair)
+    pairwise = isinstance(get_method(method), PairwiseMethod)
+    if pairwise:
+        monkeypatch.setattr(get_method(method), "pair", _cheap_pair)
     feats = _features(method, np.random.default_rng(7))
     items = [f"img{k:04d}.jpg" for k in range(N)]
     expected = {frozenset(g) for g in _groups()}
@@ -80,7 +82,7 @@ def test_batched_equals_unbatched_with_far_apart_duplicates(method, tmp_path, mo
     for batch in (2, 5, 256):
         found, info, events = run(batch)
         assert found == unbatched, (method, batch)
-        if method in similarity.PAIRWISE:
+        if pairwise:
             assert info["batch_merge"] == "exact"
             bars = [(e.done, e.total) for e in events if isinstance(e, Progress)]
             assert bars and bars[-1][0] == bars[-1][1] > 1  # progress per tile, ending at n/n
@@ -106,7 +108,7 @@ def test_tiled_pairs_sees_every_pair_once():
 def test_representative_merge_warns_when_it_approximates(tmp_path, monkeypatch):
     """Above the exact pair budget the seed's representative merge runs, and says so;
     the half-batch fallback that gives up warns instead of returning silently."""
-    monkeypatch.setitem(similarity.PAIR_FUNCS, "ssim", _cheap_pair)
+    monkeypatch.setattr(get_method("ssim"), "pair", _cheap_pair)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 8))
     x /= np.linalg.norm(x, axis=1, keepdims=True)

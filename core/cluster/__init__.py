@@ -17,6 +17,9 @@ deep       convolutional autoencoder / pretrained CNN features and clustering mo
              selection (KMeans, Agglomerative, DBSCAN, GaussianMixture, HDBSCAN)
 cache      per-file feature cache (SQLite keyed by path, size, mtime)
 output     cluster folders (copy, symlink, hardlink, move) and the JSON report
+methods    one module per method (dup, phash, ssim, minhash, orb, tm, deep) implementing
+             one protocol (feature key, decode size, load, extract, cluster) and the
+             registry the params, the CLI and the TUI are built from
 job        :class:`~segdeck.core.cluster.job.ClusterJob`, ``segdeck run cluster``
 
 Nothing here imports torch at module level.
@@ -24,7 +27,6 @@ Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-#: Method names accepted by the ``cluster`` job, in display order.
-METHODS = ("dup", "phash", "ssim", "minhash", "orb", "tm", "deep")
+from segdeck.core.cluster.methods import METHOD_NAMES as METHODS  # noqa: E402 - the registry's names, display order
 
 __all__ = ["METHODS"]

@@ -366,25 +366,25 @@ def dup_feature(img: np.ndarray) -> dict:
     return {"h": phash_codes_fast([g])[0], "t": thumbnails([g])[0]}
 
 
-def extract(method: str, img: np.ndarray, **options) -> dict:
-    """Dispatch to the extractor of ``method`` (one of ssim, minhash, phash, orb, tm, dup).
+def extract(method: str, img: np.ndarray) -> dict:
+    """The hand-made feature of ``method`` (ssim, minhash, phash, orb, tm, dup): the
+    registered method's ``extract`` with its default options.
 
     Raises
     ------
     ValueError
-        Unknown method.
+        Unknown method, or one whose feature needs a model (``deep``).
     """
-    fn = {
-        "ssim": ssim_feature,
-        "minhash": minhash_feature,
-        "phash": phash_feature,
-        "orb": orb_feature,
-        "tm": tm_feature,
-        "dup": dup_feature,
-    }.get(method)
-    if fn is None:
+    m = _registry().get(method)
+    if m is None or m.needs_model:
         raise ValueError(f"no hand-made feature for method {method!r}")
-    return fn(img, **options)
+    return m.extract(img)
+
+
+def _registry():
+    from segdeck.core.cluster.methods import REGISTRY
+
+    return REGISTRY
 
 
 # ------------------------------------------------------------------ serialisation

@@ -19,8 +19,10 @@ deep       cosine similarity of embeddings                                 [-1, 
 Search cost: phash uses multi-index hashing (Norouzi et al., "Fast search in Hamming
 space with multi-index hashing", CVPR 2012), minhash uses datasketch's MinHash LSH,
 embeddings use an HNSW index (hnswlib; Malkov & Yashunin, TPAMI 2018); SSIM, ORB and
-template matching compare every pair and are meant to run in batches
-(:func:`segdeck.core.cluster.graph.cluster_in_batches`).
+template matching compare every pair (in tiles,
+:func:`segdeck.core.cluster.graph.tiled_pairs`). Which search a method uses is part of
+its object in :mod:`segdeck.core.cluster.methods`; the functions taking a method name
+here look it up in that registry.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-#: Methods whose similarity is computed for every pair (quadratic; run in batches).
-PAIRWISE = frozenset({"ssim", "orb", "tm"})
 
 #: Below this many items exact brute-force search is used instead of an index.
 BRUTE_LIMIT = 3000
@@ -119,11 +118,16 @@ def hamming_pairs(
         return empty
     if n <= BRUTE_LIMIT:
         return _hamming_brute(codes, codes_b, radius, block)
-    k = codes_b.shape[1]
-    expected = 4 * n * len(_masks(16, radius // 4)) * (n * k / 65536.0)
-    if expected > MIH_MAX_CANDIDATES:
+    if mih_is_approximate(n, codes_b.shape[1], radius):
         return _hamming_ann(codes, codes_b, radius)
     return _hamming_mih(codes, codes_b, radius, block)
+
+
+def mih_is_approximate(n: int, k: int, radius: int) -> bool:
+    """Whether :func:`hamming_pairs` over ``n`` codes (``k`` alternatives each) within
+    ``radius`` bits switches to the approximate HNSW search: the expected multi-index
+    candidate count for uniform codes exceeds :data:`MIH_MAX_CANDIDATES`."""
+    return 4 * n * len(_masks(16, radius // 4)) * (n * k / 65536.0) > MIH_MAX_CANDIDATES
 
 
 def _finish(i, j, d):
@@ -403,18 +407,25 @@ def minhash_similarity(fa: dict, fb: dict) -> float:
     return float(minhash_from_values(fa["mh"]).jaccard(minhash_from_values(fb["mh"])))
 
 
+def cosine_similarity(fa: dict, fb: dict) -> float:
+    """Cosine similarity of two embeddings (``"emb"``)."""
+    a, b = fa["emb"].astype(np.float64), fb["emb"].astype(np.float64)
+    return float(a @ b / max(1e-12, np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# ------------------------------------------------------------------ per method (registry)
+def _threshold_method(method: str):
+    from segdeck.core.cluster.methods import get_method
+
+    m = get_method(method)
+    if not hasattr(m, "search"):
+        raise ValueError(f"method {method!r} has no pair similarity")
+    return m
+
+
 def similarity(method: str, fa: dict, fb: dict) -> float:
     """Similarity of two features of ``method`` (see the module table)."""
-    if method in PAIR_FUNCS:
-        return PAIR_FUNCS[method](fa, fb)
-    if method == "phash":
-        return phash_similarity(fa, fb)
-    if method == "minhash":
-        return minhash_similarity(fa, fb)
-    if method == "deep":
-        a, b = fa["emb"].astype(np.float64), fb["emb"].astype(np.float64)
-        return float(a @ b / max(1e-12, np.linalg.norm(a) * np.linalg.norm(b)))
-    raise ValueError(f"unknown method {method!r}")
+    return _threshold_method(method).pair(fa, fb)
 
 
 def all_pairs(method: str, feats: Sequence[dict], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -426,23 +437,8 @@ def all_pairs(method: str, feats: Sequence[dict], idx: np.ndarray) -> tuple[np.n
         Global indices (from ``idx``), ``i < j`` in ``idx`` order.
     sim : ndarray of float64
     """
-    idx = np.asarray(idx, np.int64)
-    m = len(idx)
-    ii, jj = np.triu_indices(m, 1)
-    if method == "phash":
-        h = np.array([feats[t]["h"][0] for t in idx], np.uint64)
-        sim = 1.0 - popcount64(h[ii] ^ h[jj]).astype(np.float64) / 64.0
-    elif method == "minhash":
-        sig = np.stack([feats[t]["mh"] for t in idx]) if m else np.zeros((0, 1), np.uint64)
-        sim = np.concatenate([(sig[ii[s:s + 100000]] == sig[jj[s:s + 100000]]).mean(1) for s in range(0, len(ii), 100000)]) if len(ii) else np.zeros(0)
-    elif method == "deep":
-        x = np.stack([feats[t]["emb"] for t in idx]).astype(np.float64) if m else np.zeros((0, 1))
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        sim = (x @ x.T)[ii, jj] if m else np.zeros(0)
-    else:
-        fn = PAIR_FUNCS[method]
-        sim = np.array([fn(feats[idx[a]], feats[idx[b]]) for a, b in zip(ii, jj, strict=False)], np.float64)
-    return idx[ii], idx[jj], np.asarray(sim, np.float64)
+    i, j, s = _threshold_method(method).all_pairs(feats, np.asarray(idx, np.int64))
+    return i, j, np.asarray(s, np.float64)
 
 
 def similar_pairs(method: str, feats: Sequence[dict], idx: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -453,90 +449,25 @@ def similar_pairs(method: str, feats: Sequence[dict], idx: np.ndarray, threshold
     -------
     i, j : ndarray of int64 (global indices), sim : ndarray of float64
     """
-    idx = np.asarray(idx, np.int64)
-    if method == "phash":
-        h = np.array([feats[t]["h"][0] for t in idx], np.uint64)
-        radius = int(np.floor((1.0 - threshold) * 64 + 1e-9))
-        if radius < 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        a, b, d = hamming_pairs(h, min(64, radius))
-        return idx[a], idx[b], 1.0 - d / 64.0
-    if method == "minhash":
-        sig = np.stack([feats[t]["mh"] for t in idx])
-        a, b, s = jaccard_pairs(sig, threshold)
-        return idx[a], idx[b], s
-    if method == "deep":
-        a, b, s = cosine_pairs(np.stack([feats[t]["emb"] for t in idx]), threshold)
-        return idx[a], idx[b], s
-    i, j, s = all_pairs(method, feats, idx)
-    keep = s >= threshold
-    return i[keep], j[keep], s[keep]
+    return _threshold_method(method).search(feats, np.asarray(idx, np.int64), threshold)
 
 
 def block_pairs(
     method: str, feats: Sequence[dict], ia: np.ndarray, ib: np.ndarray | None, threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Similar pairs of a pairwise method among ``feats[ia]`` (``ib`` None) or between
-    ``feats[ia]`` and ``feats[ib]`` (one tile of :func:`segdeck.core.cluster.graph.tiled_pairs`).
-
-    Parameters
-    ----------
-    method : str
-        A method of :data:`PAIR_FUNCS` (or any method :func:`all_pairs` knows).
-    feats : sequence of dict
-        Features of every item.
-    ia, ib : ndarray of int64
-        Global item indices of the two tiles.
-    threshold : float
-        Pairs with ``similarity >= threshold`` are returned.
+    """Similar pairs among ``feats[ia]`` (``ib`` None) or between ``feats[ia]`` and
+    ``feats[ib]`` (one tile of :func:`segdeck.core.cluster.graph.tiled_pairs`).
 
     Returns
     -------
     i, j : ndarray of int64 (global indices), sim : ndarray of float64
     """
+    m = _threshold_method(method)
     ia = np.asarray(ia, np.int64)
-    if ib is None:
-        return similar_pairs(method, feats, ia, threshold)
-    ib = np.asarray(ib, np.int64)
-    fn = PAIR_FUNCS.get(method)
-    if fn is None:  # an indexed method: its own search over both tiles, cross pairs kept
-        both = np.concatenate([ia, ib])
-        i, j, s = similar_pairs(method, feats, both, threshold)
-        in_a = np.isin(i, ia)
-        cross = in_a != np.isin(j, ia)
-        return i[cross], j[cross], s[cross]
-    aa, bb = np.repeat(ia, len(ib)), np.tile(ib, len(ia))
-    sim = np.array([fn(feats[a], feats[b]) for a, b in zip(aa.tolist(), bb.tolist(), strict=True)], np.float64)
-    keep = sim >= threshold
-    return aa[keep], bb[keep], sim[keep]
+    return m.search(feats, ia, threshold) if ib is None else m.cross(feats, ia, np.asarray(ib, np.int64), threshold)
 
 
 def search_approximation(method: str, n: int, threshold: float) -> str | None:
     """Why the edge search of ``method`` over ``n`` items is approximate, or None when
-    it finds every pair at or above ``threshold`` (for a log warning).
-
-    Parameters
-    ----------
-    method : str
-    n : int
-        Items searched at once.
-    threshold : float
-
-    Returns
-    -------
-    str or None
-    """
-    if n <= BRUTE_LIMIT:
-        return None
-    if method == "minhash":
-        return (f"minhash: {n} images searched with MinHash LSH (banded for threshold {threshold:g}); "
-                "pairs close to the threshold can be missed")
-    if method == "deep":
-        return (f"deep: {n} embeddings searched with an HNSW index (30 neighbours each); an image "
-                "with more similar images keeps its nearest 30")
-    if method == "phash":
-        radius = int(np.floor((1.0 - threshold) * 64 + 1e-9))
-        if radius >= 0 and 4 * n * len(_masks(16, radius // 4)) * (n / 65536.0) > MIH_MAX_CANDIDATES:
-            return (f"phash: radius {radius} over {n} codes needs too many multi-index candidates; "
-                    f"approximate HNSW search ({ANN_K} neighbours per image)")
-    return None
+    it finds every pair at or above ``threshold`` (for a log warning)."""
+    return _threshold_method(method).approximation(n, threshold)

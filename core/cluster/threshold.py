@@ -27,16 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from segdeck.core.cluster import graph, similarity
+from segdeck.core.cluster.methods import REGISTRY, ThresholdMethod
 
-#: Calibrated default thresholds per method (similarity scale of each method).
-DEFAULTS: dict[str, float] = {
-    "phash": 1.0 - 10 / 64,  # imagededup's usual 10 bits
-    "ssim": 0.65,
-    "minhash": 0.5,
-    "orb": 0.3,
-    "tm": 0.9,
-    "deep": 0.9,
-}
+#: Calibrated default thresholds per method (similarity scale of each method), from
+#: each method's ``default_threshold``.
+DEFAULTS: dict[str, float] = {m.name: m.default_threshold for m in REGISTRY.values() if isinstance(m, ThresholdMethod)}
 
 #: The automatic rule refuses thresholds where one component holds more than this
 #: fraction of the sample.
@@ -102,15 +97,11 @@ class ThresholdCurve:
 
 
 def grid_for(method: str, sims: np.ndarray, steps: int = 40) -> np.ndarray:
-    """Threshold grid: from the median sample similarity to the maximum (phash: whole bits)."""
-    if method == "phash":
-        return np.array([1.0 - k / 64 for k in range(32, -1, -1)])
-    if len(sims) == 0:
-        return np.array([DEFAULTS.get(method, 0.5)])
-    lo, hi = float(np.quantile(sims, 0.5)), float(sims.max())
-    if hi - lo < 1e-6:
-        return np.array([round(hi, 4)])
-    return np.unique(np.round(np.linspace(lo, hi, steps), 4))
+    """Threshold grid of ``method``'s curve (its ``threshold_grid``: from the median sample
+    similarity to the maximum; phash: whole bits)."""
+    from segdeck.core.cluster.methods import get_method
+
+    return get_method(method).threshold_grid(np.asarray(sims), steps)
 
 
 def curve_from_pairs(

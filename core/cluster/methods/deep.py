@@ -1,0 +1,184 @@
+"""``deep``: embeddings of an autoencoder trained on the folder or of a pretrained
+ResNet-18 (:mod:`segdeck.core.cluster.deep`), clustered by model selection over five
+algorithms; with ``--threshold``, images whose embeddings' cosine similarity reaches
+the threshold are linked instead (HNSW search above a few thousand images)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdeck.core.cluster.methods.base import Clustering, IndexedMethod, register
+
+
+class Deep(IndexedMethod):
+    name = "deep"
+    description = "deep embeddings (autoencoder or ResNet-18) and clustering model selection"
+    has_curve = False
+    needs_model = True
+    default_threshold = 0.9
+
+    def name_part(self, params) -> str:
+        return ""
+
+    def feature_key(self, params, model_digest: str = "") -> str:
+        d = params.deep
+        return f"deep:v1:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
+
+    def decode_side(self, params) -> int:
+        return max(2 * params.deep.image_size, 128)
+
+    # ---- model ---------------------------------------------------------------------
+    def ready_digest(self, job) -> str:
+        from segdeck.core.cluster import deep
+
+        d = job.params.deep
+        if d.features == "resnet18":
+            return f"resnet18-{d.weights}"
+        path = job.job_dir / deep.AE_NAME
+        return deep.file_digest(path) if path.is_file() else ""
+
+    def setup(self, job, emit) -> None:
+        """Load the backbone, or load / train the autoencoder (saved in the job folder);
+        sets ``job.model`` and ``job.model_digest``."""
+        from segdeck.core.cluster import deep
+        from segdeck.core.errors import SetupError
+        from segdeck.core.jobs.events import Message, Progress
+
+        d = job.params.deep
+        if d.features == "resnet18":
+            job.model = deep.build_backbone("resnet18", d.weights, emit)
+            job.model_digest = f"resnet18-{d.weights}"
+            return
+        path = job.job_dir / deep.AE_NAME
+        config = deep.model_config(d)
+        model = deep.load_model(path, config)
+        if model is not None:
+            emit(Message(text=f"reusing the trained autoencoder {path.name}"))
+        else:
+            # the backbone first: a missing download fails before any slow step
+            backbone = deep.build_backbone(d.backbone, d.weights, emit) if d.loss == "perceptual" else None
+            items = job.list_items()
+            rng = np.random.default_rng(0)
+            if len(items) > d.train_max:
+                items = [items[k] for k in sorted(rng.choice(len(items), d.train_max, replace=False))]
+            images, used = [], []
+            for k, item in enumerate(items):
+                if job.cancel.is_set():
+                    raise SetupError("cancelled while loading the training images")
+                try:
+                    images.append(self.load(job.item_path(item), job.params))
+                    used.append(item)
+                except Exception:  # noqa: BLE001 - unreadable files fail later, per item
+                    continue
+                if k % 50 == 0 or k == len(items) - 1:  # the bar ends at n/n
+                    emit(Progress(what="load training images", done=k + 1, total=len(items)))
+            if not images:
+                raise SetupError("no readable image to train the autoencoder on")
+            emit(Message(text=f"training the autoencoder on {len(images)} images ({d.epochs} epochs, {d.loss} loss)"))
+            try:
+                model, _ = deep.train_autoencoder(images, d, emit=emit, cancel=job.cancel, backbone=backbone)
+            except deep.Cancelled:
+                raise SetupError("autoencoder training cancelled; nothing was clustered") from None
+            deep.save_model(model, path, config, used)
+        job.model = model
+        job.model_digest = deep.file_digest(path)
+
+    def extract(self, image, params=None, job=None) -> dict:
+        from segdeck.core.cluster import deep
+
+        d = params.deep
+        kind = "autoencoder" if d.features == "autoencoder" else "backbone"
+        size = d.image_size if kind == "autoencoder" else 128
+        return {"emb": deep.embed(job.model, [image], size, kind)[0]}
+
+    # ---- similarity (with --threshold) -----------------------------------------------
+    def pair(self, fa, fb) -> float:
+        from segdeck.core.cluster.similarity import cosine_similarity
+
+        return cosine_similarity(fa, fb)
+
+    def all_pairs(self, feats, idx):
+        idx = np.asarray(idx, np.int64)
+        ii, jj = np.triu_indices(len(idx), 1)
+        if not len(ii):
+            return idx[ii], idx[jj], np.zeros(0)
+        x = np.stack([feats[t]["emb"] for t in idx]).astype(np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return idx[ii], idx[jj], (x @ x.T)[ii, jj]
+
+    def search(self, feats, idx, threshold):
+        from segdeck.core.cluster.similarity import cosine_pairs
+
+        idx = np.asarray(idx, np.int64)
+        if len(idx) < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        a, b, s = cosine_pairs(np.stack([feats[t]["emb"] for t in idx]), threshold)
+        return idx[a], idx[b], s
+
+    def approximation(self, n, threshold):
+        from segdeck.core.cluster.similarity import BRUTE_LIMIT
+
+        if n > BRUTE_LIMIT:
+            return (f"deep: {n} embeddings searched with an HNSW index (30 neighbours each); an image "
+                    "with more similar images keeps its nearest 30")
+        return None
+
+    # ---- clustering ------------------------------------------------------------------
+    def cluster(self, job, items, feats, emit) -> Clustering:
+        if job.params.threshold is not None:
+            return super().cluster(job, items, feats, emit)
+        return self._select(job, feats, emit)
+
+    def _select(self, job, feats, emit) -> Clustering:
+        from segdeck.core.cluster import deep, graph
+        from segdeck.core.cluster.methods.base import warner
+        from segdeck.core.jobs.events import Message
+
+        d = job.params.deep
+        x = np.stack([f["emb"] for f in feats]).astype(np.float64)
+        runs: list[dict] = []
+
+        def cluster_fn(idx: np.ndarray) -> np.ndarray:
+            if job.cancel.is_set():
+                return np.arange(len(idx))
+            emit(Message(text=f"model selection on {len(idx)} images ({', '.join(d.algorithms)}, "
+                              f"k {d.k_min}..{d.k_max}, metric {d.metric})"))
+            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max, metric=d.metric)
+            runs.append({
+                "images": int(len(idx)),
+                "best": None if best is None else f"{best.algorithm} {best.setting}",
+                "candidates": deep.candidates_to_dicts(cands),
+            })
+            emit(Message(text=f"model selection on {len(idx)} images: "
+                              f"{'no valid candidate' if best is None else f'{best.algorithm} {best.setting}, {best.n_clusters} clusters'}"))
+            return labels
+
+        n = len(x)
+        info: dict = {}
+        if n > d.batch_size:
+            warn = warner(emit)
+            warn(f"deep: {n} images in batches of {d.batch_size} (--deep.batch-size): each batch picks its own "
+                 "clustering and batches are merged through representatives (approximate)")
+            labels = graph.cluster_in_batches(n, d.batch_size, cluster_fn, warn=warn)
+        else:
+            labels = cluster_fn(np.arange(n, dtype=np.int64))
+            if runs and runs[-1]["best"] is None:
+                reason = (f"no valid clustering: none of {len(runs[-1]['candidates'])} candidates "
+                          f"({', '.join(d.algorithms)}, k {d.k_min}..{d.k_max}) found 2 or more clusters with at "
+                          "most half of the images as noise" if n >= 3 else
+                          f"no valid clustering: {n} images are too few to cluster")
+                emit(Message(text=f"{reason}; every image goes to outliers/", level="warning"))
+                info["outliers_reason"] = reason
+        rules = {"combined": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
+                             "Calinski-Harabasz (high); ties: higher silhouette",
+                 "silhouette": "highest silhouette", "davies_bouldin": "lowest Davies-Bouldin",
+                 "calinski_harabasz": "highest Calinski-Harabasz"}
+        info["deep"] = {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
+                        "metric": d.metric,
+                        "ranking_rule": rules[d.metric] + " (scores charged for noise: x or / the clustered share)",
+                        "selections": runs}
+        extra = [deep.AE_NAME] if (job.job_dir / deep.AE_NAME).is_file() else []
+        return Clustering(labels, info, extra, None)
+
+
+register(Deep())

@@ -1,0 +1,69 @@
+"""``dup`` (default): the verified near-duplicate pipeline of :mod:`segdeck.core.cluster.dedup`
+(flip-invariant hashes, ORB + RANSAC verification of uncertain pairs, non-chaining
+average linkage). No threshold: pairs are verified geometrically."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdeck.core.cluster.methods.base import Clustering, ClusterMethod, register
+
+
+class Dup(ClusterMethod):
+    name = "dup"
+    description = "near-duplicates, verified (flips, crops, small rotations, edits; default)"
+    version = "v2"  # v2: with the thumbnail
+
+    def name_part(self, params) -> str:
+        return ""
+
+    def load(self, path, params) -> np.ndarray:
+        """(H, W) uint8 grayscale at ``max_side`` (JPEG: luma only)."""
+        from segdeck.core.cluster.features import load_gray_small
+
+        return load_gray_small(path, self.decode_side(params))
+
+    def extract(self, image, params=None, job=None) -> dict:
+        from segdeck.core.cluster.features import dup_feature
+
+        return dup_feature(image)
+
+    def extra_key(self, params) -> str:
+        return f"gray:v1:side{params.max_side}:orb{params.dup.orb_side}"
+
+    def cache_extra(self, image, params) -> dict:
+        """The small grayscale image the ORB verification needs, cached beside the hash."""
+        from segdeck.core.cluster.features import shrink
+
+        return {"g": shrink(image, params.dup.orb_side)}
+
+    def cluster(self, job, items, feats, emit) -> Clustering:
+        from segdeck.core.cluster import dedup
+        from segdeck.core.jobs.events import Message
+
+        p = job.params
+        if p.threshold is not None:
+            emit(Message(text="dup ignores --threshold (pairs are verified geometrically); "
+                              "tune --dup.radius / --dup.min-inliers instead", level="warning"))
+        if p.batch_size:
+            emit(Message(text=f"dup searches all {len(feats)} images at once (multi-index hashing); "
+                              f"--batch-size {p.batch_size} is not used", level="warning"))
+        key = self.extra_key(p)
+
+        def gray(k: int) -> np.ndarray:
+            cached = job.cache.get(job.item_path(items[k]), key)
+            if cached is not None:
+                return cached["g"]
+            return self.cache_extra(self.load(job.item_path(items[k]), p), p)["g"]
+
+        emit(Message(text=f"dup: hashing candidates and verifying them on {p.workers} threads"))
+        decisions: list = []
+        labels, stats = dedup.dup_cluster(feats, p.dup, gray=gray, workers=p.workers, decisions=decisions)
+        dec = decisions[0]
+        acc = dec.accepted
+        emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "
+                          f"{stats['verified']} verified, {stats['accepted']} accepted"))
+        return Clustering(labels, {"dup": stats}, [], (dec.i[acc], dec.j[acc], 1.0 - dec.d[acc] / 64.0, dec.stage[acc]))
+
+
+register(Dup())

@@ -23,9 +23,18 @@ shifted copies) with the ``phash`` method (multi-index-hashing search + connecte
 components) and the ``dup`` candidate stage (flip-invariant codes + non-chaining
 linkage), and reports peak memory (ru_maxrss).
 
+Mode ``--held-out`` builds a second set with its own generator and a fixed seed
+(:data:`HELD_OUT_SEED`, never tuned on): tiles on another grid, each an original plus
+0-6 edits from other families and ranges (rotation +-1..10 degrees with black or
+replicated borders, crops of 3-15 % per side, perspective, blur, text overlay, colour
+shifts, other sizes and aspects, and combinations of 2-3), JPEG quality 60-95. It runs
+``segdeck run cluster`` and the PHash baseline each as a whole process and prints pair
+P/R/F1, ARI and per-transform recall for both.
+
 Run::
 
     .venv/bin/python benchmarks/cluster.py            # near-duplicate set
+    .venv/bin/python benchmarks/cluster.py --held-out # held-out set, whole processes
     .venv/bin/python benchmarks/cluster.py scale      # 100,000 synthetic hashes
 """
 
@@ -154,6 +163,172 @@ def build_set(folder: Path, seed: int = 0, target: int = 2000) -> dict[str, tupl
         Image.fromarray(img).save(folder / name, quality=q)
         truth[name] = (g, kind)
     return truth
+
+
+# ---------------------------------------------------------------------- held-out set
+#: Seed of the held-out set. Fixed once, never tuned on: report what it gives.
+HELD_OUT_SEED = 90413
+
+#: Transform families of the held-out set (none of them with the ranges of ``TRANSFORMS``).
+HELD_OUT_TRANSFORMS = ("rotate_black", "rotate_replicate", "crop", "perspective", "blur", "text",
+                       "colour", "size", "combo")
+
+
+def _held_out_transform(kind: str, img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """One edit of the held-out generator (parameter ranges differ from :func:`_transform`)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if kind in ("rotate_black", "rotate_replicate"):  # +-1..10 degrees, same canvas
+        a = rng.uniform(1, 10) * rng.choice([-1, 1])
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), a, 1.0)
+        border = cv2.BORDER_CONSTANT if kind == "rotate_black" else cv2.BORDER_REPLICATE
+        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0))
+    if kind == "crop":  # 3..15 % off each side, independently
+        left, right, top, bottom = (rng.uniform(0.03, 0.15) for _ in range(4))
+        return img[round(h * top):h - round(h * bottom), round(w * left):w - round(w * right)]
+    if kind == "perspective":  # corners moved by up to 6 % of the side
+        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        dst = src + np.float32([[rng.uniform(-0.06, 0.06) * w, rng.uniform(-0.06, 0.06) * h] for _ in range(4)])
+        m = cv2.getPerspectiveTransform(src, dst)
+        return cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    if kind == "blur":
+        return cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 2.0))
+    if kind == "text":  # a caption or watermark over part of the image
+        out = img.copy()
+        words = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ0123456789 ") for _ in range(rng.randint(6, 14)))
+        scale = rng.uniform(0.4, 0.8) * w / 160
+        colour = tuple(rng.choice([0, 255]) for _ in range(3))
+        cv2.putText(out, words, (rng.randint(0, w // 4), rng.randint(h // 4, h - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, colour, max(1, round(2 * scale)), cv2.LINE_AA)
+        return out
+    if kind == "colour":  # per-channel gains, gamma, saturation
+        x = img.astype(np.float32) / 255.0
+        x = x ** rng.uniform(0.7, 1.4)
+        x = x * np.float32([rng.uniform(0.8, 1.2) for _ in range(3)])
+        grey = x.mean(2, keepdims=True)
+        x = grey + (x - grey) * rng.uniform(0.5, 1.5)
+        return np.clip(x * 255, 0, 255).astype(np.uint8)
+    if kind == "size":  # a different size and a slightly different aspect
+        sx, sy = rng.uniform(0.4, 2.5), 1.0
+        sy = sx * rng.uniform(0.95, 1.05)
+        return cv2.resize(img, (max(16, round(w * sx)), max(16, round(h * sy))),
+                          interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC)
+    if kind == "combo":  # two or three of the others
+        out = img
+        for k in rng.sample(["rotate_black", "rotate_replicate", "crop", "perspective", "blur", "text", "colour", "size"],
+                            rng.randint(2, 3)):
+            out = _held_out_transform(k, out, rng)
+        return out
+    raise ValueError(kind)
+
+
+def _held_out_tiles(photos, tile: int = 112):
+    """Tiles on a grid offset by half a tile (not the benchmark's grid), same texture rule."""
+    import cv2
+
+    tiles = []
+    for name, img in photos:
+        h, w = img.shape[:2]
+        off = tile // 2
+        for r in range((h - off) // tile):
+            for c in range((w - off) // tile):
+                t = img[off + r * tile:off + (r + 1) * tile, off + c * tile:off + (c + 1) * tile]
+                g = cv2.cvtColor(t, cv2.COLOR_RGB2GRAY).astype(np.float32)
+                lap = np.abs(cv2.Laplacian(g, cv2.CV_32F))
+                if g.std() < 18 or np.mean(lap < 1.0) > 0.5:
+                    continue
+                tiles.append((f"{name}_r{r}c{c}", name, t))
+    return tiles
+
+
+def build_held_out(folder: Path, seed: int = HELD_OUT_SEED, target: int = 2000) -> dict[str, tuple[int, str]]:
+    """Write the held-out set: each tile an original plus 0..6 edits drawn from
+    :data:`HELD_OUT_TRANSFORMS`, JPEG quality 60..95, shuffled, meaningless names.
+    Returns file name -> (group, transform)."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    tiles = _held_out_tiles(_photos())
+    rng.shuffle(tiles)
+    entries = []
+    for g, (_name, _photo, tile) in enumerate(tiles):
+        if len(entries) >= target:
+            break
+        entries.append((g, "original", tile, rng.randint(80, 95)))
+        for kind in rng.sample(HELD_OUT_TRANSFORMS, rng.randint(0, 6)):
+            entries.append((g, kind, np.ascontiguousarray(_held_out_transform(kind, tile, rng)), rng.randint(60, 95)))
+    order = list(range(len(entries)))
+    rng.shuffle(order)
+    truth: dict[str, tuple[int, str]] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for idx, e in enumerate(order):
+        g, kind, img, q = entries[e]
+        name = f"p{idx:05d}.jpg"
+        Image.fromarray(img).save(folder / name, quality=q)
+        truth[name] = (g, kind)
+    return truth
+
+
+def _timed_process(cmd: list[str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    return dt
+
+
+def main_held_out(args) -> int:
+    """Held-out set; segdeck (``segdeck run cluster``) and the PHash baseline, each timed
+    as a whole process (start-up and imports included)."""
+    import json as _json
+
+    tmp = Path(tempfile.mkdtemp(prefix="segdeck-heldout-"))
+    try:
+        folder = tmp / "set"
+        truth = build_held_out(folder, seed=args.seed if args.seed != 0 else HELD_OUT_SEED, target=args.n)
+        groups = len({g for g, _ in truth.values()})
+        kinds = {}
+        for _g, k in truth.values():
+            kinds[k] = kinds.get(k, 0) + 1
+        print(f"held-out set: {len(truth)} images, {groups} groups (seed {args.seed or HELD_OUT_SEED}); "
+              + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+        for p in folder.iterdir():
+            p.read_bytes()
+        ref_json, ref_times, our_times = tmp / "ref.json", [], []
+        for rep in range(args.repeat):
+            ref_times.append(_timed_process([sys.executable, __file__, "phash-only", str(folder), str(ref_json)]))
+            out = tmp / f"out{rep}"
+            our_times.append(_timed_process([sys.executable, "-m", "segdeck", "run", "cluster", str(folder),
+                                             "--out", str(out), "--output", "symlink", "--events"]))
+        ref = _json.loads(ref_json.read_text())
+        (job_dir,) = [p for p in (tmp / f"out{args.repeat - 1}").iterdir() if p.is_dir()]
+        files = _json.loads((job_dir / "clusters.json").read_text())["files"]
+        ours = {}
+        for k, n in enumerate(sorted(files)):
+            ours[n] = files[n] if files[n] not in ("outliers", "failed") else f"single{k}"
+        ids = {v: i for i, v in enumerate(sorted(set(ours.values())))}
+        ours = {n: ids[v] for n, v in ours.items()}
+        print(f"reference: {ref['how']}; wall times are whole processes, median of {args.repeat} "
+              f"(reference {', '.join(f'{t:.2f}' for t in ref_times)} s; segdeck {', '.join(f'{t:.2f}' for t in our_times)} s)")
+        r = _report("imagededup PHash        ", ref["pred"], float(np.median(ref_times)), truth)
+        o = _report("segdeck run cluster (dup)", ours, float(np.median(our_times)), truth)
+        print(f"segdeck / reference wall time: {o[0] / r[0]:.2f}  (goals: F1, ARI >= 0.97, every transform >= 0.90, "
+              "time <= reference)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def main_phash_only(args) -> int:
+    import json as _json
+
+    pred, _dt, how = run_imagededup(Path(args.folder))
+    Path(args.out_json).write_text(_json.dumps({"pred": pred, "how": how}))
+    return 0
 
 
 # ---------------------------------------------------------------------- scoring
@@ -370,7 +545,11 @@ def main_scale(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", choices=["dup", "scale"], default="dup")
+    ap.add_argument("mode", nargs="?", choices=["dup", "scale", "phash-only"], default="dup")
+    ap.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
+    ap.add_argument("out_json", nargs="?", help=argparse.SUPPRESS)
+    ap.add_argument("--held-out", action="store_true",
+                    help=f"the held-out set (other tiles, other edits, seed {HELD_OUT_SEED}); whole-process timings")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="target size of the near-duplicate set")
     ap.add_argument("--n-scale", type=int, default=100_000, help="images in the scale mode")
@@ -379,6 +558,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="interleaved timing runs (medians reported)")
     ap.add_argument("--job", action="store_true", help="also time the whole cluster job (runner overhead)")
     args = ap.parse_args(argv)
+    if args.mode == "phash-only":
+        return main_phash_only(args)
+    if args.held_out:
+        return main_held_out(args)
     return main_dup(args) if args.mode == "dup" else main_scale(args)
 
 

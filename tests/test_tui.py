@@ -27,6 +27,13 @@ DUMMY = "tuidummy=tui_dummy_job:DummyJob"
 SIZE = (100, 30)
 
 
+@pytest.fixture(autouse=True)
+def own_recent_jobs(tmp_path, monkeypatch):
+    """Each test its own recent-jobs registry: the TUI lists the jobs recorded there
+    (jobs of other tests would show up in its list otherwise)."""
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def photos(tmp_path):
     root = tmp_path / "photos"

@@ -46,6 +46,13 @@ def notes(app) -> list[str]:
     return [str(n.message) for n in app._notifications]
 
 
+@pytest.fixture(autouse=True)
+def own_recent_jobs(tmp_path, monkeypatch):
+    """Each test its own recent-jobs registry: the TUI lists the jobs recorded there
+    (jobs of other tests would show up in its list otherwise)."""
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def near_dups(tmp_path):
     """3 smooth random textures x 3 near-duplicates each (noise, brightness, small

@@ -53,7 +53,9 @@ from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, LogLine, cancel_job, t
 from segdeck.tui.widgets.folder_tree import FolderTree
 from segdeck.tui.widgets.job_list import JobList
 from segdeck.tui.widgets.job_log import JobLog
+from segdeck.tui.widgets.job_summary import JobSummary
 from segdeck.tui.widgets.param_form import ParamForm
+from segdeck.tui.widgets.preview import PreviewPane
 
 #: Threshold curves offered with Ctrl+T on a job's form (see the module docstring).
 CURVE_JOBS: dict[str, str] = {
@@ -64,6 +66,23 @@ JOB_SCREENS: dict[str, str] = {
     "cluster": "segdeck.tui.screens.threshold:JobThresholdScreen",
 }
 MODEL_FIELD = "model"
+#: Other form fields that hold a registered model, by job: dotted field -> (module that
+#: registers the models or "", {model name: field value}). ``m`` offers those models
+#: while the field is shown (cluster: the deep method's backbone network).
+EXTRA_MODEL_FIELDS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
+    "cluster": {
+        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
+                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
+    },
+}
+#: Methods of a ``CURVE_JOBS`` job that have no threshold curve, with the reason
+#: (said at once on Ctrl+T, before anything is computed).
+NO_CURVE_METHODS: dict[str, dict[str, str]] = {
+    "cluster": {
+        "dup": "dup groups near-duplicates it verifies by matching features; it has no similarity threshold",
+        "deep": "deep picks its clusters by model selection (see the deep section)",
+    },
+}
 THRESHOLD_FIELD = "threshold"
 ANNOTATE_MODE = "paint"
 ANNOTATE_SOURCE = "annotate"
@@ -84,6 +103,14 @@ class JobsPolled(Message):
 
     snapshots: list
     new_lines: dict
+
+
+@dataclass
+class ImagesListed(Message):
+    """The images of a folder (for the preview pane), listed in the background."""
+
+    folder: Path
+    images: list
 
 
 @dataclass
@@ -128,6 +155,12 @@ class MainScreen(Screen):
         Binding("m", "models", "Models"),
         Binding("escape", "escape", "Leave the field / stop the threshold curve", show=False, priority=True),
         Binding("f5", "rescan", "Rescan folders and jobs", show=False),
+        Binding("f2", "toggle_pane('folders')", "Show/hide folders", show=False),
+        Binding("f3", "toggle_pane('preview')", "Show/hide preview", show=False),
+        Binding("f4", "toggle_pane('info')", "Show/hide log", show=False),
+        Binding("v", "preview_view", "Preview: image/overlay/labels", show=False),
+        Binding("left_square_bracket", "preview_step(-1)", "Preview: previous", show=False, key_display="["),
+        Binding("right_square_bracket", "preview_step(1)", "Preview: next", show=False, key_display="]"),
         Binding("f", "focus('folders')", "Focus folders", show=False),
         Binding("p", "focus('form')", "Focus parameters", show=False),
         Binding("j", "focus('jobs')", "Focus jobs", show=False),
@@ -164,8 +197,11 @@ class MainScreen(Screen):
                 with Horizontal(id="run-bar"):
                     yield Button("Run ^r", id="run", variant="success", disabled=True, compact=True)
                     yield Static("", id="form-status", markup=False)
+            yield PreviewPane(id="preview")
         yield JobList(id="jobs")
-        yield JobLog(id="log")
+        with Horizontal(id="info"):
+            yield JobLog(id="log")
+            yield JobSummary(id="summary")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -173,6 +209,9 @@ class MainScreen(Screen):
         self.query_one("#job-pane").border_title = "Job"
         self.query_one("#jobs").border_title = "Jobs"
         self.query_one("#log").border_title = "Log"
+        self.query_one("#preview").border_title = "Preview"
+        self.query_one("#summary").border_title = "Job"
+        self._apply_size(self.app.size.width, self.app.size.height)
         self._update_input_line()
         self.query_one("#folders").focus()
         # background work starts after the first frame is on screen
@@ -311,6 +350,36 @@ class MainScreen(Screen):
         self.input_path, self.input_count = message.path, message.count
         self._update_input_line()
         self._update_run_state()
+        if self.query_one(FolderTree).has_focus:
+            self._preview_folder(message.path)
+
+    def on_descendant_focus(self, event) -> None:
+        # back in the folder tree: the preview shows the chosen folder's images again
+        if isinstance(event.widget, FolderTree) and self.query_one(PreviewPane).following is not None:
+            self._preview_folder(self.input_path)
+
+    def _preview_folder(self, folder: Path) -> None:
+        if self.query_one(PreviewPane).display:
+            self._list_images(folder)
+
+    @work(thread=True, exclusive=True, group="preview-list")
+    def _list_images(self, folder: Path) -> None:
+        from segdeck.core.imageio import discover
+
+        try:
+            images = discover(folder, recursive=False) or discover(folder)[:500]
+        except (OSError, ValueError):
+            images = []
+        self.post_message(ImagesListed(folder, images))
+
+    def on_images_listed(self, message: ImagesListed) -> None:
+        if message.folder != self.input_path:
+            return
+        snap = self.query_one(JobList).selected_snapshot
+        job_dir = root = None
+        if snap is not None and snap.input and message.folder.is_relative_to(Path(snap.input)):
+            job_dir, root = snap.job_dir, Path(snap.input)
+        self.query_one(PreviewPane).show_folder(message.folder, message.images, job_dir, root)
 
     def _update_input_line(self) -> None:
         n = "counting…" if self.input_count is None else f"{self.input_count} images"
@@ -351,11 +420,23 @@ class MainScreen(Screen):
             jobs.select_job(self._select_next)
             self._select_next = None
             self._show_job_log(jobs.selected_job)
+            preview = self.query_one(PreviewPane)
+            if preview.display:  # a job launched here: watch its outputs come
+                preview.follow_job(jobs.selected_job)
         elif had_none and jobs.selected_job is not None:
             self._show_job_log(jobs.selected_job)
         log = self.query_one(JobLog)
         for job_dir, lines in message.new_lines.items():
             log.append(job_dir, lines)
+        snap = jobs.selected_snapshot
+        if snap is not None:
+            summary = self.query_one(JobSummary)
+            if summary.job_dir != snap.job_dir or snap != summary.snapshot:
+                summary.show(snap)
+            preview = self.query_one(PreviewPane)
+            if preview.display and preview.following == snap.job_dir and (
+                    snap.state in ("running", "starting") or snap.job_dir in message.new_lines):
+                preview.follow_job(snap.job_dir)
 
     def _announce_finished(self, before: dict, snapshots: list) -> None:
         """A toast when a job seen running (or starting) here has ended."""
@@ -371,6 +452,57 @@ class MainScreen(Screen):
 
     def on_job_list_chosen(self, message: JobList.Chosen) -> None:
         self._show_job_log(message.job_dir)
+        jobs = self.query_one(JobList)
+        snap = jobs.snapshots.get(message.job_dir)
+        if snap is not None:
+            self.query_one(JobSummary).show(snap)
+        preview = self.query_one(PreviewPane)
+        if snap is not None and snap.input and self.input_path.is_relative_to(Path(snap.input)):
+            preview.set_job_dir(message.job_dir, Path(snap.input))
+        if preview.display and (jobs.has_focus or preview.following is not None or not preview.images):
+            preview.follow_job(message.job_dir)
+
+    # ---- layout ----------------------------------------------------------------------
+    #: Below these terminal sizes the screen gets the ``narrow`` / ``short`` classes
+    #: (app.tcss: the preview pane hides, the form loses its hint lines).
+    NARROW = 110
+    SHORT = 32
+
+    def on_resize(self, event) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        self.set_class(width < self.NARROW, "narrow")
+        self.set_class(height < self.SHORT, "short")
+
+    def action_toggle_pane(self, pane: str) -> None:
+        """Show or hide a pane (F2 folders, F3 preview, F4 log + job summary); the
+        others take its room. A pane hidden by a small terminal is shown on request."""
+        widget = self.query_one(f"#{pane}")
+        hidden_by_size = pane == "preview" and self.has_class("narrow") and not widget.has_class("shown")
+        if hidden_by_size or widget.has_class("hidden"):
+            widget.remove_class("hidden")
+            widget.add_class("shown")
+        else:
+            widget.add_class("hidden")
+            widget.remove_class("shown")
+        if pane == "preview" and widget.display:
+            snap = self.query_one(JobList).selected_snapshot
+            if snap is not None:
+                widget.follow_job(snap.job_dir)
+            else:
+                self._preview_folder(self.input_path)
+
+    def action_preview_view(self) -> None:
+        """Cycle the preview between the image, its overlay and its label map."""
+        preview = self.query_one(PreviewPane)
+        if preview.following is not None:  # from a job's outputs back to the folder's images
+            self._preview_folder(self.input_path)
+            return
+        preview.cycle_view()
+
+    def action_preview_step(self, delta: int) -> None:
+        self.query_one(PreviewPane).step(int(delta))
 
     def _show_job_log(self, job_dir: Path | None) -> None:
         if job_dir is None:
@@ -542,6 +674,12 @@ class MainScreen(Screen):
         if name not in CURVE_JOBS:
             self.notify(f"{name or 'this job'} has no threshold picker", severity="warning")
             return
+        method = form.raw_value("method")
+        why = NO_CURVE_METHODS.get(name, {}).get(str(method))
+        if why:
+            self.notify(f"no threshold curve: method {method} does not use a similarity threshold ({why})",
+                        severity="warning", timeout=8)
+            return
         if form.params is None:
             self.notify("fix the parameters first: " + (self.query_one("#form-status", Static).content or ""),
                         severity="warning")
@@ -645,29 +783,58 @@ class MainScreen(Screen):
         self.app.push_screen(screen, picked)
 
     # ---- models --------------------------------------------------------------------
+    def model_field(self) -> tuple[str, dict[str, str] | None] | None:
+        """The form's field that holds a registered model, shown now: ``(field, names)``
+        with ``names`` mapping model names to the field's values (None: the value is
+        the model's name), or None when the job (or its chosen method) has none."""
+        form = self.query_one(ParamForm)
+        visible = {s.name for s in form.visible_specs()}
+        if form.spec(MODEL_FIELD) is not None and MODEL_FIELD in visible:
+            return MODEL_FIELD, None
+        for field, (register, names) in EXTRA_MODEL_FIELDS.get(self.job_name or "", {}).items():
+            if field in visible:
+                if register:
+                    module, _, attr = register.partition(":")
+                    try:
+                        getattr(importlib.import_module(module), attr)()
+                    except Exception:  # noqa: BLE001 - not installed here: no models to offer
+                        continue
+                return field, names
+        return None
+
     def action_models(self) -> None:
         """The model cache: state, downloads; Enter puts the model into the form's
-        ``model`` field (when the job has one)."""
+        model field. Only offered where the job (with its chosen method) has one."""
         from segdeck.tui.screens.models import ModelScreen
 
         form = self.query_one(ParamForm)
-        spec = form.spec(MODEL_FIELD)
-        choices = [str(c) for c in spec.choices] if spec is not None and spec.kind == "choice" else None
-        current = form.raw_value(MODEL_FIELD) if spec is not None else None
         job = self.job_name
+        found = self.model_field()
+        if found is None:
+            method = form.raw_value("method")
+            what = f"{job} with method {method}" if job and method is not None else (job or "this job")
+            self.notify(f"{what} uses no model: m lists models for jobs with a model field "
+                        "(automask, segment with a SAM method, cluster with method deep)", severity="warning")
+            return
+        field, names = found
+        spec = form.spec(field)
+        if names is not None:
+            choices = list(names)
+            value = form.raw_value(field)
+            current = next((n for n, v in names.items() if v == value), None)
+        else:
+            choices = [str(c) for c in spec.choices] if spec.kind == "choice" else None
+            current = form.raw_value(field)
 
         def picked(name) -> None:
             self._update_model_note()
             if name is None or self.job_name != job:
                 return
-            if spec is None:
-                self.notify(f"{job or 'this job'} has no {MODEL_FIELD} field", severity="warning")
-                return
             if choices is not None and name not in choices:
-                self.notify(f"{job} cannot use {name}", severity="warning")
+                self.notify(f"{job} cannot use {name} for {field}", severity="warning")
                 return
-            form.apply_values({MODEL_FIELD: name})
-            self.notify(f"model {name} selected")
+            form.apply_values(_nested(field, names[name] if names is not None else name))
+            self.notify(f"{field} = {names[name] if names is not None else name}")
 
         self.app.push_screen(ModelScreen(choices, None if current is None else str(current)), picked)
 
@@ -718,6 +885,17 @@ class MainScreen(Screen):
         for line in message.lines:
             if line.level == "error":
                 self.notify(line.text, severity="error")
+
+
+def _nested(dotted: str, value) -> dict:
+    """``"a.b", 1`` -> ``{"a": {"b": 1}}`` (for :meth:`ParamForm.apply_values`)."""
+    out: dict = {}
+    node = out
+    *head, last = dotted.split(".")
+    for part in head:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
 
 
 def _now() -> float:

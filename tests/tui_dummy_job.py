@@ -60,9 +60,9 @@ class DummyJob(Job):
         # the overlays written so far (each new output looks different)
         img = np.empty((32, 48, 3), np.uint8)
         img[:] = np.asarray(result, np.float64).clip(0, 255).astype(np.uint8)
-        n = len(list(self.job_dir.glob("*_overlay.png")))
+        n = len(list(self.job_dir.glob("*.overlay.png")))
         img[: min(32, 4 * (n + 1)), :8] = (255, 0, 0)
-        png = f"{self.output_stem(item)}_overlay.png"
+        png = f"{self.output_stem(item)}.overlay.png"
         imageio.write_image(self.job_dir / png, img)
         return [out, png]
 

@@ -41,6 +41,19 @@ def find_job_dirs(*roots):
     return find(*roots)
 
 
+def recent_job_dirs(limit: int) -> list[Path]:
+    """The ``limit`` most recently used job folders of the recent-jobs registry
+    (resolved; empty when ``limit`` is 0 or the registry cannot be read)."""
+    if limit <= 0:
+        return []
+    from segdeck.core.jobs.registry import recent
+
+    try:
+        return [Path(p).resolve() for p in recent(limit)]
+    except Exception:  # noqa: BLE001 - the registry is a convenience: never stop the polling
+        return []
+
+
 def pid_alive(pid: int | None) -> bool:
     from segdeck.core.jobs.status import pid_alive as alive
 
@@ -154,11 +167,16 @@ class JobWatcher:
         Folders to scan with :func:`~segdeck.core.jobs.status.find_job_dirs`.
     rescan_s : float
         Seconds between folder scans (the cheap per-job reads happen every poll).
+    recent : int
+        Also follow this many of the most recently used job folders of the recent-jobs
+        registry (:func:`segdeck.core.jobs.registry.recent`): jobs run with ``--out``
+        anywhere else, from any terminal. 0: only the roots.
     """
 
-    def __init__(self, roots: list[str | Path], rescan_s: float = 3.0):
+    def __init__(self, roots: list[str | Path], rescan_s: float = 3.0, recent: int = 200):
         self.roots = [Path(r) for r in roots]
         self.rescan_s = rescan_s
+        self.recent = recent
         self._jobs: dict[Path, _Tracked] = {}
         self._last_scan = 0.0
         self._rescan_every = rescan_s
@@ -204,9 +222,10 @@ class JobWatcher:
         if force_scan or now - self._last_scan >= self._rescan_every:
             self._last_scan = now
             try:
-                found = find_job_dirs(*self.roots)
+                found = list(find_job_dirs(*self.roots))
             except OSError:
                 found = []
+            found += recent_job_dirs(self.recent)
             # a slow scan (huge folder trees, network disks) is repeated less often
             self._rescan_every = max(self.rescan_s, 20 * (time.time() - now))
             with self._lock:

@@ -9,6 +9,14 @@ needed :meth:`Job.setup` (load a model once), :meth:`Job.load` (I/O that the run
 overlaps with compute), :meth:`Job.finalize` (per-job outputs such as a COCO file)
 and :meth:`Job.run_name`. Register it in :mod:`.registry` by dotted path.
 
+Items need not be images: :meth:`Job.list_items` may return
+:class:`~.items.Item` objects (a stable id plus paths and/or a CSV row, see
+:func:`~.items.csv_items`), and :meth:`Job.check_input` says which inputs the job
+takes (default: a folder with images, or one image). A long ``process`` reports
+sub-steps with :meth:`Job.step` ("region 12/40"); the runner turns them into
+:class:`~.events.ItemProgress` events, the ETA uses them, and a cancel request is
+seen at each step.
+
 The module that defines ``Params`` must import nothing heavy (torch, sam2): the CLI
 and the TUI import it to build forms at start-up. Import heavy things inside
 ``setup`` / ``process``.
@@ -18,13 +26,15 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
 from segdeck.core import imageio
-from segdeck.core.jobs.events import Sink
+from segdeck.core.jobs.events import ItemProgress, Sink
+from segdeck.core.jobs.items import Item
 from segdeck.core.params import JobParams, params_digest
 
 JOB_TOML = "job.toml"
@@ -39,6 +49,16 @@ def default_output_root(input_path: str | Path) -> Path:
     p = Path(input_path).resolve()
     name = p.name if p.is_dir() else p.stem
     return p.parent / f"{name}{imageio.OUTPUT_ROOT_SUFFIX}"
+
+
+#: Sub-step events of one item are sent at most this often (seconds); the first and
+#: the last step of an item always go out.
+STEP_EVENT_INTERVAL = 0.2
+
+
+class ItemCancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by :meth:`Job.step` when a cancel was requested: the runner leaves the
+    item pending (it is redone by the next run) and ends the run as cancelled."""
 
 
 def slug(text: str) -> str:
@@ -62,6 +82,8 @@ class Job(ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[JobParams]] = JobParams
     description: ClassVar[str] = ""
+    #: What INPUT is, for ``segdeck run JOB --help`` (empty: a folder of images or one image).
+    input_help: ClassVar[str] = ""
 
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):
@@ -72,6 +94,9 @@ class Job(ABC):
         #: Set by the runner to its cancel event, so long steps inside ``setup`` or
         #: ``finalize`` (model training, clustering) can stop early.
         self.cancel = threading.Event()
+        #: Set by the runner while an item is computed: ``(item, sink)`` for :meth:`step`.
+        self._step_target: tuple[str, Sink] | None = None
+        self._step_last = 0.0
 
     # ---- naming -------------------------------------------------------------------
     @classmethod
@@ -90,8 +115,31 @@ class Job(ABC):
         return []
 
     # ---- items --------------------------------------------------------------------
+    @classmethod
+    def check_input(cls, input_path: Path) -> None:
+        """Check, before anything is created, that ``input_path`` is an input this job
+        takes (``segdeck run`` calls it). Default: an existing image file, or a folder
+        with images somewhere below it. Jobs on other inputs (a CSV, a spec file)
+        override it.
+
+        Raises
+        ------
+        ValueError
+            One line saying what is wrong with the input.
+        """
+        if not input_path.exists():
+            raise ValueError(f"input {input_path} does not exist")
+        if input_path.is_dir() and not imageio.discover(input_path):
+            # a typo'd folder must not end as "done: 0 done"
+            raise ValueError(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")
+
     def list_items(self) -> list[str]:
-        """Work items: image paths relative to the input folder, POSIX style, sorted."""
+        """Work items: image paths relative to the input folder, POSIX style, sorted.
+
+        Override to return :class:`~.items.Item` objects (stable id + what :meth:`load`
+        needs). Ids must be unique; the manifest stores them and outputs are named
+        after them (:meth:`output_stem`).
+        """
         root = self.input_path
         if root.is_file():
             return [root.name]
@@ -103,8 +151,23 @@ class Job(ABC):
         return self.input_path.is_file()
 
     def item_path(self, item: str) -> Path:
-        """Absolute path of an item's input file."""
+        """Absolute path of an item's input file (an :class:`~.items.Item` with paths:
+        its first path, relative ones under the input folder)."""
+        if isinstance(item, Item) and item.paths:
+            first = item.paths[0]
+            if first.is_absolute():
+                return first
+            return (self.input_path.parent if self._input_is_file else self.input_path) / first
         return self.input_path if self._input_is_file else self.input_path / item
+
+    def expected_outputs(self, item: str) -> list[str] | None:
+        """The outputs (relative to ``job_dir``) a done ``item`` has, or None when the
+        job cannot tell without running it (default).
+
+        Used only to rebuild a damaged manifest when ``events.jsonl`` does not record
+        the item's outputs either.
+        """
+        return None
 
     def output_stem(self, item: str) -> str:
         """Collision-free flat name for an item's outputs (see :func:`imageio.flatten_name`)."""
@@ -123,7 +186,36 @@ class Job(ABC):
 
     @abstractmethod
     def process(self, item: str, data: Any) -> Any:
-        """Compute the result for one item from what :meth:`load` returned. No file I/O."""
+        """Compute the result for one item from what :meth:`load` returned. No file I/O.
+
+        A long computation calls :meth:`step` between its sub-steps.
+        """
+
+    def step(self, done: int, total: int | None = None, what: str = "") -> None:
+        """Report progress inside the item being processed: sub-step ``done`` of
+        ``total`` (e.g. ``self.step(12, 40, "region")``), and give a cancel request a
+        chance to stop the item.
+
+        Call it from :meth:`process` (any thread). Events go out at most every
+        ``STEP_EVENT_INTERVAL`` seconds (always for the first and the last step).
+
+        Raises
+        ------
+        ItemCancelled
+            When the run was asked to stop; let it propagate out of ``process`` (the
+            item stays pending and no output is written).
+        """
+        if self.cancel.is_set():
+            raise ItemCancelled(what or "cancelled")
+        target = self._step_target
+        if target is None:
+            return
+        item, sink = target
+        now = time.monotonic()
+        last = total is not None and done >= total
+        if done <= 1 or last or now - self._step_last >= STEP_EVENT_INTERVAL:
+            self._step_last = now
+            sink(ItemProgress(item=str.__str__(item), done=int(done), total=total, what=what))
 
     @abstractmethod
     def write(self, item: str, result: Any) -> list[str]:

@@ -75,6 +75,25 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
+class ItemProgress(Event):
+    """Progress inside one item (``Job.step``): sub-step ``done`` of ``total`` (None
+    when unknown), e.g. ``what="region"``, 12 of 40. Sent at most every
+    ``STEP_EVENT_INTERVAL`` seconds per item, plus the first and the last step."""
+
+    item: str
+    done: int
+    total: int | None = None
+    what: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` clipped to [0, 1], or None when the total is unknown."""
+        if not self.total:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+
+@dataclass(frozen=True)
 class JobFinished(Event):
     """The run ended. ``status``: ``done`` (all items ok), ``failed`` (some items
     failed), ``cancelled`` or ``error`` (the job could not run; see ``error``).
@@ -91,7 +110,7 @@ class JobFinished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in (JobStarted, ItemDone, ItemFailed, Message, Progress, JobFinished)
+    cls.__name__: cls for cls in (JobStarted, ItemDone, ItemFailed, ItemProgress, Message, Progress, JobFinished)
 }
 
 Sink = Callable[[Event], None]

@@ -103,10 +103,30 @@ class Manifest:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                self._db.commit()
+            except sqlite3.Error:  # a damaged file: let the caller move it aside
+                self._db.close()
+                raise
+
+    def check(self) -> None:
+        """Check that the file is a sound manifest (SQLite ``quick_check`` plus a read of
+        the items table); cheap (milliseconds for tens of thousands of items).
+
+        Raises
+        ------
+        sqlite3.DatabaseError
+            The file is damaged (truncated, overwritten, not a database).
+        """
+        with self._lock:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                first = rows[0][0] if rows else "no answer"
+                raise sqlite3.DatabaseError(f"integrity check failed: {first}")
+            self._db.execute("SELECT item, state, started, duration, error, outputs FROM items").fetchall()
 
     def close(self) -> None:
         """Commit what is queued, stop the flusher thread, close the connection."""
@@ -214,7 +234,11 @@ class Manifest:
     def mark_running(self, item: str) -> None:
         self._update("UPDATE items SET state='running', started=?, error=NULL WHERE item=?", (time.time(), item))
 
-    def mark_done(self, item: str, duration: float, outputs: list[str]) -> None:
+    def mark_pending(self, item: str) -> None:
+        """Put an item back to ``pending`` (computed but not written when a run stopped)."""
+        self._update("UPDATE items SET state='pending', started=NULL WHERE item=?", (item,))
+
+    def mark_done(self, item: str, duration: float | None, outputs: list[str]) -> None:
         """Record a finished item (committed at once, or batched; see ``COMMIT_INTERVAL``)."""
         self._update(
             "UPDATE items SET state='done', duration=?, error=NULL, outputs=? WHERE item=?",

@@ -6,6 +6,11 @@ pipeline: a prefetch pool calls ``job.load`` ahead of time, the calling thread c
 the item in the manifest. Loading and writing therefore overlap with compute, and
 only the compute stage holds the model.
 
+Every stage is bounded (back-pressure): at most ``prefetch`` loaded items wait for
+compute and at most ``write_queue`` computed results wait for the writer, so memory
+stays flat however long the batch and whichever stage is slowest; a fast compute
+stage simply waits for a slow disk.
+
 Guarantees
 ----------
 * An item is ``done`` in the manifest only after all of its files were renamed into
@@ -14,27 +19,41 @@ Guarantees
 * A re-run with the same parameters skips ``done`` items.
 * One failing item is recorded (one line in the manifest, ``events.jsonl`` and
   ``job.log``, with the traceback in ``job.log`` only) and the run goes on.
-* ``cancel.set()`` stops after the item being computed; its write completes.
+* ``cancel.set()`` stops within about a second after the item being computed (at
+  once between sub-steps of a job that calls ``Job.step``): results already queued
+  for the writer are written for up to ``drain_s`` seconds, the rest are left
+  ``pending`` (never half-written) and the next run computes them again.
+* Systemic faults end the run at the first occurrence instead of failing every
+  remaining item: a full disk (``ENOSPC``, ``EDQUOT``) stops with one line
+  ("disk full at ...: free space and re-run; done items are kept").
+* A damaged ``manifest.sqlite`` (truncated, overwritten) is moved aside and rebuilt
+  from the outputs on disk: an item counts as done only when ``events.jsonl`` (or
+  ``Job.expected_outputs``) names its outputs and all of them are complete. One
+  warning line says so. ``fresh=True`` (``segdeck run --fresh``) starts over.
 * Two processes never run the same job folder at once (an ``flock`` on ``job.lock``).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import queue
+import sqlite3
 import threading
 import time
 import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
 from segdeck.core.errors import ImageError, SegdeckError, SetupError
-from segdeck.core.jobs.base import JOB_TOML, Job, default_output_root
+from segdeck.core.jobs.base import JOB_TOML, ItemCancelled, Job, default_output_root
 from segdeck.core.jobs.events import (
     ItemDone,
     ItemFailed,
@@ -44,8 +63,10 @@ from segdeck.core.jobs.events import (
     Message,
     MultiSink,
     Sink,
+    read_events,
 )
-from segdeck.core.jobs.manifest import Manifest
+from segdeck.core.jobs.items import check_item_ids
+from segdeck.core.jobs.manifest import MANIFEST_NAME, Manifest
 from segdeck.core.jobs.registry import remember
 from segdeck.core.params import JobParams, to_toml_dict
 
@@ -169,6 +190,131 @@ def _make_logger(job_dir: Path) -> logging.Logger:
     return logger
 
 
+#: How long a cancelled run keeps writing results it already computed before it
+#: leaves the rest ``pending`` (seconds).
+DRAIN_SECONDS = 2.0
+
+#: How often the compute thread looks at the cancel event while it waits for a load
+#: or for room in the write queue (seconds).
+_POLL = 0.1
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full_error(exc: BaseException | None) -> BaseException | None:
+    """The disk-full error in ``exc``'s chain (``OSError`` with ``ENOSPC``/``EDQUOT``,
+    or SQLite's "database or disk is full"), or None when it is something else."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return exc
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_line(exc: BaseException, job_dir: Path) -> str:
+    """The one line a disk-full error ends a run with: where, and what to do."""
+    where: Path = job_dir
+    filename = getattr(exc, "filename", None)
+    if filename:
+        where = Path(os.fsdecode(filename))
+        if where.name.startswith(".") and ".tmp" in where.name:  # an atomic writer's temp file
+            where = where.parent
+    return f"disk full at {where}: free space and re-run; done items are kept"
+
+
+# ------------------------------------------------------------------ damaged manifest
+
+
+def output_complete(path: Path) -> bool:
+    """Whether an output file is complete: a regular file and, for PNG, JPEG and JSON,
+    one whose end is where the format ends (``IEND`` chunk, ``FFD9`` marker, closing
+    bracket). Outputs are renamed into place only when written (atomic writes), so
+    this catches files cut short by whatever damaged the job folder."""
+    try:
+        if not path.is_file():
+            return False
+        suffix = path.suffix.lower()
+        if suffix not in (".png", ".jpg", ".jpeg", ".json"):
+            return True
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64))
+            tail = fh.read()
+    except OSError:
+        return False
+    if suffix == ".png":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if suffix == ".json":
+        return tail.rstrip().endswith((b"}", b"]"))
+    return tail.endswith(b"\xff\xd9")
+
+
+def _open_manifest(job_dir: Path, fresh: bool) -> tuple[Manifest, str | None]:
+    """Open the job folder's manifest; a damaged one is moved aside (``*.damaged``) and
+    replaced by an empty one. Returns the manifest and why it was replaced (or None)."""
+    path = job_dir / MANIFEST_NAME
+    companions = [path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal")]
+    if fresh:
+        for p in (path, *companions):
+            p.unlink(missing_ok=True)
+        return Manifest(job_dir), None
+    try:
+        manifest = Manifest(job_dir)
+    except sqlite3.DatabaseError as exc:
+        reason = str(exc) or type(exc).__name__
+    else:
+        try:
+            manifest.check()
+            return manifest, None
+        except sqlite3.DatabaseError as exc:
+            reason = str(exc) or type(exc).__name__
+            try:
+                manifest.close()
+            except sqlite3.Error:
+                pass
+    damaged = path.with_name(path.name + ".damaged")
+    os.replace(path, damaged)
+    for p in companions:
+        if p.exists():
+            os.replace(p, p.with_name(damaged.name + p.name[len(path.name):]))
+    return Manifest(job_dir), reason
+
+
+def _rebuild_manifest(job: Job, items: list[str], manifest: Manifest) -> int:
+    """Mark ``done`` the items whose outputs are all complete on disk; returns how many.
+
+    An item's outputs come from its last ``ItemDone``/``ItemFailed`` in ``events.jsonl``
+    (a last failure means not done), else from ``job.expected_outputs``; an item whose
+    outputs nobody can name is left pending (it is computed again).
+    """
+    last: dict[str, list[str] | None] = {}
+    try:
+        events, _ = read_events(job.job_dir)
+    except OSError:
+        events = []
+    for event in events:
+        if isinstance(event, ItemDone):
+            last[event.item] = list(event.outputs)
+        elif isinstance(event, ItemFailed):
+            last[event.item] = None
+    done = 0
+    for item in items:
+        key = str.__str__(item)
+        outputs = last[key] if key in last else job.expected_outputs(item)
+        if outputs is None:
+            continue
+        if all(output_complete(job.job_dir / o) for o in outputs):
+            manifest.mark_done(key, None, outputs)
+            done += 1
+    manifest.flush()
+    return done
+
+
 def run_job(
     job: Job,
     *,
@@ -176,6 +322,9 @@ def run_job(
     cancel: threading.Event | None = None,
     prefetch: int = 2,
     retry_failed: bool = True,
+    write_queue: int = 4,
+    fresh: bool = False,
+    drain_s: float = DRAIN_SECONDS,
 ) -> JobSummary:
     """Run a job to the end (or until cancelled) in its job folder.
 
@@ -186,15 +335,26 @@ def run_job(
     sink : callable, optional
         Receives every event (also written to ``events.jsonl``).
     cancel : threading.Event, optional
-        Set it to stop after the current item.
+        Set it to stop after the current item (or its current sub-step).
     prefetch : int
         How many items ``job.load`` may run ahead of compute (threads), >= 1.
     retry_failed : bool
         Re-process items that failed in an earlier run (default) or skip them.
+    write_queue : int
+        How many computed results may wait for the writer, >= 1; compute waits when
+        the queue is full (bounded memory).
+    fresh : bool
+        Start over: forget the manifest (every item is processed again; outputs are
+        overwritten as they are redone).
+    drain_s : float
+        After a cancel, results already computed are written for at most this many
+        seconds; the others stay ``pending``.
 
     Returns
     -------
     JobSummary
+        ``status="error"`` with a one-line ``error`` when the job could not run, its
+        items could not be listed, or the disk filled up.
 
     Raises
     ------
@@ -213,27 +373,52 @@ def run_job(
     jsonl = JsonlSink(job.job_dir)
     logger = _make_logger(job.job_dir)
     emit = MultiSink([jsonl, *([sink] if sink else []), _log_sink(logger)])
-    manifest = Manifest(job.job_dir)
+    manifest: Manifest | None = None
     db_lock = threading.Lock()
     t0 = time.time()
     done = failed = skipped = skipped_failed = total = 0
+
+    def end_with_error(line: str, started: bool) -> JobSummary:
+        seconds = time.time() - t0
+        if not started:
+            emit(JobStarted(job=job.name, total=total, todo=0, pid=os.getpid()))
+        emit(JobFinished(status="error", done=0, failed=0, skipped=skipped, seconds=seconds, error=line,
+                         skipped_failed=skipped_failed))
+        return JobSummary(job.job_dir, "error", total, 0, 0, skipped, seconds, line, skipped_failed)
+
     try:
+        manifest, damage = _open_manifest(job.job_dir, fresh)
         write_job_toml(job)
         remember(job.job_dir)  # listed by `segdeck jobs` and the TUI wherever --out put it
         _remove_stale_temp_files(job.job_dir)
-        items = job.list_items()
+        try:
+            items = job.list_items()
+            check_item_ids(items)
+        except (ValueError, OSError, SegdeckError) as exc:
+            return end_with_error(f"cannot list the items of {job.input_path}: {_one_line(exc)}"
+                                  if not isinstance(exc, (ValueError, SegdeckError)) else str(exc), started=False)
         total = len(items)
+        keys = [str.__str__(i) for i in items]
         with db_lock:
-            manifest.add_items(items)
-            manifest.retain(items)
+            manifest.add_items(keys)
+            manifest.retain(keys)
             manifest.reset_running()
+            recovered = _rebuild_manifest(job, items, manifest) if damage else 0
             finished = manifest.done_items()
             failed_before = set() if retry_failed else {r.item for r in manifest.records() if r.state == "failed"}
         todo = [i for i in items if i not in finished and i not in failed_before]
         skipped_failed = len(failed_before)
         skipped = total - len(todo) - skipped_failed
         emit(JobStarted(job=job.name, total=total, todo=len(todo), pid=os.getpid()))
-        if skipped or skipped_failed:
+        if damage:
+            emit(Message(
+                text=f"{MANIFEST_NAME} was damaged ({damage}); kept as {MANIFEST_NAME}.damaged and rebuilt "
+                     f"from the outputs on disk: {recovered} of {total} items done (all outputs complete), "
+                     "the others will be processed (--fresh starts over)",
+                level="warning"))
+        elif fresh:
+            emit(Message(text=f"starting over (--fresh): all {total} items will be processed"))
+        if (skipped or skipped_failed) and not damage:
             extra = f", {skipped_failed} failed before (not retried)" if skipped_failed else ""
             emit(Message(text=f"resuming: {skipped} of {total} items already done{extra}"))
         try:
@@ -242,14 +427,28 @@ def run_job(
         except Exception as exc:  # noqa: BLE001 - recorded as the job's error, shown by `segdeck jobs`
             if not isinstance(exc, SegdeckError):
                 logger.error("setup failed:\n%s", "".join(traceback.format_exception(exc)))
-            line = str(exc) if isinstance(exc, SegdeckError) else _one_line(exc)
-            seconds = time.time() - t0
-            emit(JobFinished(status="error", done=0, failed=0, skipped=skipped, seconds=seconds, error=line,
-                             skipped_failed=skipped_failed))
-            return JobSummary(job.job_dir, "error", total, 0, 0, skipped, seconds, line, skipped_failed)
+            full = disk_full_error(exc)
+            line = (disk_full_line(full, job.job_dir) if full else
+                    str(exc) if isinstance(exc, SegdeckError) else _one_line(exc))
+            return end_with_error(line, started=True)
 
         counts = {"done": 0, "failed": 0}
         counts_lock = threading.Lock()
+        fatal: list[str] = []  # a systemic fault (disk full): the run stops at the first one
+        left_pending: list[str] = []  # computed but not written when the run stopped
+
+        def stop_for(exc: BaseException) -> bool:
+            """Record a systemic fault; True when ``exc`` is one."""
+            full = disk_full_error(exc)
+            if full is None:
+                return False
+            if not fatal:
+                fatal.append(disk_full_line(full, job.job_dir))
+                logger.error("stopping: %s", fatal[0])
+            return True
+
+        def stopping() -> bool:
+            return cancel.is_set() or bool(fatal)
 
         def record_failure(item: str, exc: BaseException, seconds: float) -> None:
             line = _one_line(exc)
@@ -265,6 +464,9 @@ def run_job(
             try:
                 outputs = job.write(item, result)
             except Exception as exc:  # noqa: BLE001 - recorded per item, run goes on
+                if stop_for(exc):
+                    left_pending.append(item)
+                    return
                 record_failure(item, exc, seconds)
                 return
             with db_lock:
@@ -273,78 +475,164 @@ def run_job(
                 counts["done"] += 1
             emit(ItemDone(item=item, seconds=seconds, outputs=outputs))
 
+        results: queue.Queue = queue.Queue(maxsize=max(1, write_queue))
+
+        def writer_loop() -> None:
+            drain_until = None
+            while True:
+                entry = results.get()
+                if entry is None:
+                    return
+                item = entry[0]
+                if cancel.is_set() and drain_until is None:
+                    drain_until = time.monotonic() + drain_s
+                if fatal or (drain_until is not None and time.monotonic() > drain_until):
+                    left_pending.append(item)
+                    continue
+                try:
+                    write_stage(*entry)
+                except Exception as exc:  # noqa: BLE001 - the manifest or events file failed
+                    if not stop_for(exc):
+                        logger.error("recording %s failed:\n%s", item, traceback.format_exc())
+                        fatal.append(f"recording the results failed: {_one_line(exc)}")
+                    left_pending.append(item)
+
         def load_stage(item: str):
             t = time.perf_counter()
             return job.load(item), time.perf_counter() - t
 
         cancelled = False
-        with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="load") as loader, ThreadPoolExecutor(
-            1, thread_name_prefix="write"
-        ) as writer:
-            pending: deque[tuple[str, Future]] = deque()
-            queue = iter(todo)
-            writes: list[Future] = []
+        writer = threading.Thread(target=writer_loop, name="write", daemon=True)
+        writer.start()
+        loader = ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="load")
+        pending: deque[tuple[str, Future]] = deque()
+        queue_iter = iter(todo)
 
-            def refill() -> None:
-                while len(pending) < max(1, prefetch) and not cancel.is_set():
-                    nxt = next(queue, None)
-                    if nxt is None:
-                        return
-                    pending.append((nxt, loader.submit(load_stage, nxt)))
+        def refill() -> None:
+            while len(pending) < max(1, prefetch) and not stopping():
+                nxt = next(queue_iter, None)
+                if nxt is None:
+                    return
+                pending.append((nxt, loader.submit(load_stage, nxt)))
 
+        try:
             refill()
-            while pending:
-                if cancel.is_set():
-                    cancelled = True
-                    break
+            while pending and not stopping():
                 item, fut = pending.popleft()
+                while not stopping():  # wait for the load, watching for a cancel
+                    try:
+                        data, load_s = fut.result(timeout=_POLL)
+                        break
+                    except FutureTimeout:
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - the item's load failed
+                        data = exc
+                        break
+                else:
+                    break
+                refill()
+                if isinstance(data, BaseException):
+                    if not stop_for(data):
+                        record_failure(item, data, 0.0)
+                    continue
                 with db_lock:
                     manifest.mark_running(item)
+                job._step_target, job._step_last = (item, emit), 0.0
                 try:
-                    data, load_s = fut.result()
-                    refill()
                     t = time.perf_counter()
                     result = job.process(item, data)
                     seconds = load_s + time.perf_counter() - t
+                except ItemCancelled:
+                    with db_lock:
+                        manifest.mark_pending(item)
+                    cancelled = True
+                    break
                 except Exception as exc:  # noqa: BLE001 - recorded per item, run goes on
-                    refill()
+                    if stop_for(exc):
+                        left_pending.append(item)
+                        break
                     record_failure(item, exc, 0.0)
                     continue
-                writes.append(writer.submit(write_stage, item, result, seconds))
+                finally:
+                    job._step_target = None
+                    data = None  # the loaded input is not kept while waiting for the writer
+                while True:  # back-pressure: wait for room in the write queue
+                    try:
+                        results.put((item, result, seconds), timeout=_POLL)
+                        break
+                    except queue.Full:
+                        if stopping():
+                            left_pending.append(item)
+                            break
+                result = None
+        finally:
             for _item, fut in pending:
                 fut.cancel()
-            for w in writes:
-                w.result()
+            while writer.is_alive():  # the writer always takes entries (it drops them when stopping)
+                try:
+                    results.put(None, timeout=_POLL)
+                    break
+                except queue.Full:
+                    continue
+            writer.join()
+            loader.shutdown(wait=True, cancel_futures=True)
         if cancel.is_set():
             cancelled = True
         with db_lock:
-            manifest.flush()  # finalize may read the manifest through its own connection
+            for item in left_pending:
+                manifest.mark_pending(item)
+            try:
+                manifest.flush()  # finalize may read the manifest through its own connection
+            except sqlite3.Error as exc:
+                if not stop_for(exc):
+                    raise
         done, failed = counts["done"], counts["failed"]
+        if fatal:
+            seconds = time.time() - t0
+            emit(Message(text=fatal[0], level="error"))
+            _emit_quietly(emit, logger, JobFinished(status="error", done=done, failed=failed, skipped=skipped,
+                                                    seconds=seconds, error=fatal[0], skipped_failed=skipped_failed))
+            return JobSummary(job.job_dir, "error", total, done, failed, skipped, seconds, fatal[0], skipped_failed)
         finalize_error = None
         try:
             job.finalize(emit)
         except Exception as exc:  # noqa: BLE001
             logger.error("finalize failed:\n%s", traceback.format_exc())
-            finalize_error = f"writing the per-job outputs failed: {_one_line(exc)}"
+            full = disk_full_error(exc)
+            finalize_error = (disk_full_line(full, job.job_dir) if full
+                              else f"writing the per-job outputs failed: {_one_line(exc)}")
             emit(Message(text=finalize_error, level="error"))
         with db_lock:  # only items still in the input count: a bad file the user deleted is no failure
-            still_failed = {r.item for r in manifest.records() if r.state == "failed"} & set(items)
+            still_failed = {r.item for r in manifest.records() if r.state == "failed"} & set(keys)
         status = "cancelled" if cancelled else ("error" if finalize_error else ("failed" if still_failed else "done"))
         seconds = time.time() - t0
-        emit(JobFinished(status=status, done=done, failed=failed, skipped=skipped, seconds=seconds,
-                         error=finalize_error, skipped_failed=skipped_failed))
+        _emit_quietly(emit, logger, JobFinished(status=status, done=done, failed=failed, skipped=skipped,
+                                                seconds=seconds, error=finalize_error, skipped_failed=skipped_failed))
         return JobSummary(job.job_dir, status, total, done, failed, skipped, seconds, finalize_error, skipped_failed)
     finally:
         try:
             job.teardown()
         finally:
-            manifest.close()
-            jsonl.close()
-            for h in list(logger.handlers):
-                h.close()
-                logger.removeHandler(h)
-            fcntl.flock(lock_fh, fcntl.LOCK_UN)
-            lock_fh.close()
+            try:
+                if manifest is not None:
+                    manifest.close()
+            except sqlite3.Error as exc:  # a full disk at the last commit: the next run redoes those items
+                logger.error("closing the manifest failed: %s", exc)
+            finally:
+                jsonl.close()
+                for h in list(logger.handlers):
+                    h.close()
+                    logger.removeHandler(h)
+                fcntl.flock(lock_fh, fcntl.LOCK_UN)
+                lock_fh.close()
+
+
+def _emit_quietly(emit: Sink, logger: logging.Logger, event) -> None:
+    """Send the last event of a run; a full disk must not turn the summary into a traceback."""
+    try:
+        emit(event)
+    except OSError as exc:
+        logger.error("could not record %s: %s", event.kind, exc)
 
 
 def _log_sink(logger: logging.Logger) -> Sink:

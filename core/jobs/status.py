@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdeck.core.jobs.base import JOB_TOML, default_output_root
-from segdeck.core.jobs.events import EVENTS_NAME, JobFinished, JobStarted, read_events
+from segdeck.core.jobs.events import EVENTS_NAME, ItemDone, ItemFailed, ItemProgress, JobFinished, JobStarted, read_events
 from segdeck.core.jobs.manifest import Counts, Manifest
 
 
@@ -106,7 +106,7 @@ def read_job(job_dir: str | Path) -> JobInfo:
         state, error = last_finish.status, last_finish.error
     eta = None
     if state == "running" and mean:
-        left = counts.total - counts.done - counts.failed
+        left = counts.total - counts.done - counts.failed - _items_in_progress(events, last_start)
         eta = max(0.0, left * mean)
     return JobInfo(
         job_dir=job_dir,
@@ -121,6 +121,22 @@ def read_job(job_dir: str | Path) -> JobInfo:
         error=error,
         last_failure=last_failure,
     )
+
+
+def _items_in_progress(events: list, last_start: JobStarted | None) -> float:
+    """How much of the items being computed is done, from their last ``ItemProgress``
+    (sub-steps) of the current run: 0.3 for "region 12/40"."""
+    if last_start is None:
+        return 0.0
+    open_items: dict[str, float] = {}
+    for event in events:
+        if event.t < last_start.t:
+            continue
+        if isinstance(event, ItemProgress) and event.fraction is not None:
+            open_items[event.item] = event.fraction
+        elif isinstance(event, (ItemDone, ItemFailed)):
+            open_items.pop(event.item, None)
+    return sum(open_items.values())
 
 
 def find_job_dirs(*roots: str | Path, max_depth: int = 3) -> list[Path]:

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
         except ImportError:
             continue
         jp = jobs.add_parser(name, help=cls.description, description=cls.description)
-        jp.add_argument("input", metavar="INPUT", help="folder of images (searched recursively) or one image")
+        jp.add_argument("input", metavar="INPUT", help=getattr(cls, "input_help", None)
+                        or "folder of images (searched recursively) or one image")
         jp.add_argument("--out", metavar="DIR", help="output root (default: a sibling folder INPUT.segdeck)")
         jp.add_argument("--preset", metavar="NAME", help="named parameter preset")
         jp.add_argument("--config", metavar="FILE", help="TOML file with parameters (a job.toml works)")
@@ -46,6 +47,8 @@ def add_parser(sub) -> None:
         jp.add_argument("--json", action="store_true",
                         help="end stdout with a JSON summary object (job_dir, status, counts) instead of the job folder")
         jp.add_argument("--skip-failed", action="store_true", help="do not retry items that failed in an earlier run")
+        jp.add_argument("--fresh", action="store_true",
+                        help="start over: forget which items an earlier run did (also a damaged manifest)")
         group = jp.add_argument_group("parameters")
         for spec in field_specs(cls.Params):
             flag = "--" + spec.name.replace("_", "-")
@@ -91,13 +94,10 @@ def run(args) -> int:
         if key.startswith("param:") and value is not _SKIP:
             overrides[key[len("param:"):]] = parse_scalar(value) if isinstance(value, str) else value
     input_path = Path(args.input)
-    if not input_path.exists():
-        return bail(f"input {input_path} does not exist")
-    if input_path.is_dir():
-        from segdeck.core.imageio import discover
-
-        if not discover(input_path):  # a typo'd folder must not end as "done: 0 done"
-            return bail(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")
+    try:  # each job says what it takes: a folder of images, an image, a CSV, ...
+        cls.check_input(input_path)
+    except (ValueError, SegdeckError) as exc:
+        return bail(str(exc))
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:
@@ -116,7 +116,7 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     sink, close = (_json_sink() if args.events else _rich_sink(cls.name))
     try:
-        summary = run_job(job, sink=sink, cancel=cancel, retry_failed=not args.skip_failed)
+        summary = run_job(job, sink=sink, cancel=cancel, retry_failed=not args.skip_failed, fresh=args.fresh)
     except SegdeckError as exc:
         close()
         return bail(str(exc))
@@ -196,7 +196,7 @@ def _rich_sink(job_name: str):
         TimeRemainingColumn,
     )
 
-    from segdeck.core.jobs.events import ItemDone, ItemFailed, JobStarted, Message
+    from segdeck.core.jobs.events import ItemDone, ItemFailed, ItemProgress, JobStarted, Message
     from segdeck.core.jobs.events import Progress as ProgressEvent
 
     progress = Progress(
@@ -204,7 +204,7 @@ def _rich_sink(job_name: str):
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
         console=err_console, transient=False,
     )
-    state: dict = {"task": None, "sub": {}, "started": False}
+    state: dict = {"task": None, "sub": {}, "started": False, "finished": 0}
 
     def start() -> None:
         if not state["started"]:
@@ -217,12 +217,20 @@ def _rich_sink(job_name: str):
                 start()
                 state["task"] = progress.add_task(job_name, total=event.todo, note="")
         elif isinstance(event, ItemDone) and state["task"] is not None:
-            progress.update(state["task"], advance=1, note=escape(event.item[-40:]))
+            state["finished"] += 1
+            progress.update(state["task"], completed=state["finished"], note=escape(event.item[-40:]))
+        elif isinstance(event, ItemProgress) and state["task"] is not None:
+            # the bar (and so rich's ETA) moves inside a long item: 3 items + 12/40 regions
+            frac = event.fraction
+            step = f"{event.what} {event.done}/{event.total}" if event.total else f"{event.what} {event.done}"
+            progress.update(state["task"], completed=state["finished"] + (frac or 0.0),
+                            note=escape(f"{event.item[-30:]} {step.strip()}"))
         elif isinstance(event, ItemFailed):
             text = event.error if event.item in event.error else f"{event.item}: {event.error}"
             progress.console.print(f"[red]failed[/] {escape(text)}", soft_wrap=True)
             if state["task"] is not None:
-                progress.update(state["task"], advance=1)
+                state["finished"] += 1
+                progress.update(state["task"], completed=state["finished"])
         elif isinstance(event, Message):
             style = {"warning": "yellow", "error": "red"}.get(event.level, "dim")
             progress.console.print(f"[{style}]{escape(event.text)}[/]", soft_wrap=True)

@@ -282,6 +282,11 @@ async def test_models_and_curve_only_where_they_apply(photos):
     async with app.run_test(size=(120, 40)) as pilot:
         screen, form = await ready_form(app, pilot, job="cluster")
         assert form.params.method == "dup"
+        from textual.widgets import Static
+
+        # "seed methods" (the threshold field's hint) explained in plain words
+        method_note = str(screen.query_one("#note-p-method", Static).render())
+        assert '"seed methods"' in method_note and "pairs above the threshold" in method_note
         screen.query_one("#folders").focus()
         await pilot.press("m")
         await wait_for(pilot, lambda: any("uses no model" in n for n in notes(app)), what="no model field")
@@ -305,3 +310,49 @@ async def test_models_and_curve_only_where_they_apply(photos):
         await pilot.press("enter")
         await wait_for(pilot, lambda: form.params is not None and form.params.deep.backbone == "resnet18",
                        what="backbone applied")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_threshold_curve_is_a_plot(tmp_path):
+    """The picker draws the curve with textual-plotext (braille dots), the highlighted
+    threshold moves with the keys and the estimates line follows it."""
+    pytest.importorskip("segdeck.core.cluster.threshold")
+    from textual.app import App
+    from textual.geometry import Region
+    from textual_plotext import PlotextPlot
+
+    from segdeck.tui.screens.threshold import ThresholdScreen
+
+    thresholds = [0.5, 0.6, 0.7, 0.8, 0.9]
+    curve = {"method": "phash", "thresholds": thresholds, "pairs": [40, 20, 10, 4, 1],
+             "clusters": [1, 3, 5, 4, 1], "clustered": [20, 18, 14, 8, 2], "largest": [20, 8, 4, 2, 2],
+             "sample_size": 20, "total": 20, "auto": 0.7}
+    picked = []
+
+    class PlotApp(App):
+        def on_mount(self):
+            self.push_screen(ThresholdScreen(curve), picked.append)
+
+    app = PlotApp()
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ThresholdScreen) and screen.threshold == 0.7
+        plot = screen.query_one("#thr-plot", PlotextPlot)
+        assert plot.size.height >= 8
+
+        def text():
+            return "\n".join(s.text for s in plot.render_lines(Region(0, 0, plot.size.width, plot.size.height)))
+
+        drawn = text()
+        assert any(0x2800 < ord(ch) <= 0x28FF for ch in drawn), drawn  # braille curve dots
+        assert "threshold" in drawn
+        assert screen.series()["threshold"] == thresholds
+        assert "0.7" in screen.status_text()
+        await pilot.press("right")
+        assert screen.threshold == 0.8 and "0.8" in screen.status_text()
+        assert text() != drawn  # the highlighted threshold's line moved
+        await pilot.press("enter")
+        await pilot.pause()
+    assert picked == [0.8]

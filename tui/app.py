@@ -15,7 +15,11 @@ HELP_EXTRA = (
     "the job list finds them again in the *.segdeck output folders next to your images. "
     "cluster: Ctrl+T computes the threshold curve on a sample and puts the picked threshold "
     "into the form (t on a finished cluster job re-opens the curve it saved). "
-    "Jobs with a model field: m lists the models with their cache state; d there downloads one."
+    "Jobs with a model field: m lists the models with their cache state; d there downloads one. "
+    "Preview (right of the form; F3 shows or hides it): the chosen folder's images ([ ] step, "
+    "v image / overlay / label map of the selected job), or the selected job's newest output, "
+    "followed while it runs. F2 / F4 hide or show the folders and the log row. "
+    "Esc leaves a text field."
 )
 
 
@@ -44,5 +48,8 @@ class SegdeckApp(App):
 
 
 def main(root: str | Path = ".") -> int:
+    from segdeck.tui.widgets.preview import prepare_terminal_graphics
+
+    prepare_terminal_graphics()  # Kitty / Sixel queries must happen before Textual starts
     SegdeckApp(root).run()
     return 0

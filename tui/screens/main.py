@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.actions import SkipAction
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 
 from segdeck.tui import launch
@@ -73,6 +73,15 @@ EXTRA_MODEL_FIELDS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "cluster": {
         "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
                           {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
+    },
+}
+#: A plain-words line under a job's field (job -> {dotted field: text}).
+FIELD_NOTES: dict[str, dict[str, str]] = {
+    "cluster": {
+        "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
+                  "(the \"seed methods\"): a similarity score per image pair, pairs above the "
+                  "threshold are linked into clusters. deep: learned image features, clusters "
+                  "chosen by model selection.",
     },
 }
 #: Methods of a ``CURVE_JOBS`` job that have no threshold curve, with the reason
@@ -277,6 +286,9 @@ class MainScreen(Screen):
             preset_select.value = "default"
         form = self.query_one(ParamForm)
         await form.set_model(cls.Params if cls else None)
+        for field, text in FIELD_NOTES.get(name or "", {}).items():
+            if form.spec(field) is not None:
+                form.set_note(field, text)
         if name in CURVE_JOBS and form.spec(THRESHOLD_FIELD) is not None:
             form.set_note(THRESHOLD_FIELD, "Ctrl+T: pick it from the curve of a sample; "
                                            "empty = chosen automatically when the job runs")

@@ -2,10 +2,11 @@
 
 Push ``ThresholdScreen(curve)`` with a
 :class:`segdeck.core.cluster.threshold.ThresholdCurve` (or its ``to_dict()``); it
-dismisses with the chosen threshold (float) on Enter, or None on Escape. Rows are the
-thresholds (highest on top, as the y axis of the seed's plot), bars the similar
-pairs (log scale); the line under the chart shows the estimated clusters, clustered
-images and pairs for the whole folder at the highlighted threshold.
+dismisses with the chosen threshold (float) on Enter, or None on Escape. The curve is
+a plot (`textual-plotext <https://github.com/Textualize/textual-plotext>`_): the
+threshold on x, the estimated similar pairs and clusters for the whole folder on y
+(log scale), the highlighted threshold as a vertical line and the automatic choice as
+a dashed one; the line under the plot gives the estimates at the highlighted threshold.
 
 :class:`JobThresholdScreen` shows the curve a finished job saved in its folder
 (``threshold_curve.json``) and dismisses with ``{"method", "threshold"}`` for the form.
@@ -19,16 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
-from rich.table import Table
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
 
 from segdeck.core.cluster.threshold import ThresholdCurve
 
@@ -36,18 +35,11 @@ from segdeck.core.cluster.threshold import ThresholdCurve
 class ThresholdScreen(ModalScreen[float | None]):
     """Pick a similarity threshold with the arrow keys; Enter accepts, Escape cancels."""
 
-    DEFAULT_CSS = """
-    ThresholdScreen { align: center middle; }
-    #thr-box { width: 90; max-width: 100%; height: auto; max-height: 100%;
-               border: round $accent; background: $surface; padding: 0 1; }
-    #thr-title { text-style: bold; }
-    #thr-status { color: $text; background: $boost; margin-top: 1; }
-    #thr-foot { color: $text-muted; }
-    """
+    CSS_PATH = "threshold.tcss"
 
     BINDINGS = [
-        Binding("up,k", "move(1)", "Higher threshold"),
-        Binding("down,j", "move(-1)", "Lower threshold"),
+        Binding("up,k,right,l", "move(1)", "Higher threshold"),
+        Binding("down,j,left,h", "move(-1)", "Lower threshold"),
         Binding("pageup", "move(5)", "5 steps up", show=False),
         Binding("pagedown", "move(-5)", "5 steps down", show=False),
         Binding("home", "jump('top')", "Highest", show=False),
@@ -56,9 +48,6 @@ class ThresholdScreen(ModalScreen[float | None]):
         Binding("enter", "accept", "Use this threshold"),
         Binding("escape", "cancel", "Cancel"),
     ]
-
-    #: Rows shown at once (a window around the highlighted threshold).
-    WINDOW = 15
 
     def __init__(self, curve: ThresholdCurve | dict, start: float | None = None):
         super().__init__()
@@ -73,9 +62,10 @@ class ThresholdScreen(ModalScreen[float | None]):
         c = self.curve
         with Vertical(id="thr-box"):
             yield Static(f"{c.method}: threshold vs similar pairs (sample of {c.sample_size} of {c.total} images)", id="thr-title")
-            yield Static(id="thr-chart")
+            yield PlotextPlot(id="thr-plot")
             yield Static(id="thr-status")
-            yield Static("↑/↓ (k/j) move · PgUp/PgDn 5 steps · a automatic · Enter use · Esc cancel", id="thr-foot")
+            yield Static("→/↑ (l/k) higher · ←/↓ (h/j) lower · PgUp/PgDn 5 steps · a automatic · "
+                         "Enter use · Esc cancel", id="thr-foot")
 
     def on_mount(self) -> None:
         self.refresh_view()
@@ -92,29 +82,39 @@ class ThresholdScreen(ModalScreen[float | None]):
         return (f"threshold {e['threshold']:.4g}{auto}: ~{e['clusters']:.0f} clusters, "
                 f"~{e['clustered']:.0f} images clustered, ~{e['pairs']:.0f} similar pairs")
 
-    def chart(self) -> Table:
+    def series(self) -> dict[str, list[float]]:
+        """The plotted data: thresholds (ascending) and, per threshold, the folder's
+        estimated similar pairs and clusters (each + 1, for the log axis)."""
         c = self.curve
-        n = len(c.thresholds)
-        order = list(range(n - 1, -1, -1))  # highest threshold on top
-        pos = order.index(self.index)
-        lo = max(0, min(pos - self.WINDOW // 2, n - self.WINDOW))
-        rows = order[lo:lo + self.WINDOW]
-        top = max(1.0, max(math.log10(1 + c.estimate(k)["pairs"]) for k in range(n)))
-        table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
-        table.add_column("threshold", justify="right")
-        table.add_column("similar pairs (est.)", ratio=1)
-        table.add_column("clusters", justify="right")
-        table.add_column("largest", justify="right")
-        for k in rows:
-            e = c.estimate(k)
-            width = int(round(30 * math.log10(1 + e["pairs"]) / top))
-            bar = Text("█" * width + f" {e['pairs']:.0f}")
-            style = "reverse bold" if k == self.index else ""
-            table.add_row(f"{c.thresholds[k]:.4g}", bar, f"{e['clusters']:.0f}", str(c.largest[k]), style=style)
-        return table
+        order = sorted(range(len(c.thresholds)), key=lambda k: c.thresholds[k])
+        est = [c.estimate(k) for k in order]
+        return {
+            "threshold": [float(c.thresholds[k]) for k in order],
+            "pairs": [1.0 + max(0.0, e["pairs"]) for e in est],
+            "clusters": [1.0 + max(0.0, e["clusters"]) for e in est],
+        }
+
+    def draw_plot(self) -> None:
+        """(Re)draw the curve with the highlighted threshold."""
+        plot = self.query_one("#thr-plot", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        data = self.series()
+        xs = data["threshold"]
+        plt.plot(xs, data["pairs"], marker="braille", label="similar pairs + 1", color="cyan")
+        plt.plot(xs, data["clusters"], marker="braille", label="clusters + 1", color="green")
+        plt.yscale("log")
+        if self.curve.auto is not None:
+            plt.vline(float(self.curve.auto), color="gray")
+        plt.vline(float(self.threshold), color="red")
+        plt.xlabel("threshold (red: highlighted, gray: automatic)")
+        if len(xs) > 1 and xs[0] != xs[-1]:
+            plt.xlim(xs[0], xs[-1])
+        plot.refresh()
 
     def refresh_view(self) -> None:
-        self.query_one("#thr-chart", Static).update(self.chart())
+        self.draw_plot()
         self.query_one("#thr-status", Static).update(self.status_text())
 
     # ---- actions ------------------------------------------------------------------

@@ -589,7 +589,6 @@ def run_job(
         done, failed = counts["done"], counts["failed"]
         if fatal:
             seconds = time.time() - t0
-            emit(Message(text=fatal[0], level="error"))
             _emit_quietly(emit, logger, JobFinished(status="error", done=done, failed=failed, skipped=skipped,
                                                     seconds=seconds, error=fatal[0], skipped_failed=skipped_failed))
             return JobSummary(job.job_dir, "error", total, done, failed, skipped, seconds, fatal[0], skipped_failed)

@@ -15,6 +15,7 @@ import numpy as np
 from segdeck.annotate.gui import (
     STATUS_BAR,
     ImageSession,
+    place_next_to,
     put_status,
 )
 from segdeck.annotate.keymap import Keymap
@@ -86,7 +87,7 @@ class GrabCutState(GestureState):
         self.iterations = 0
         self.mask: np.ndarray | None = None
         self._last: tuple[int, int] | None = None
-        self.message = "middle-drag a rectangle, stroke fg/bg, space iterates"
+        self.message = ""
         return True
 
     def stroke(self, value: int, p0, p1) -> None:
@@ -187,11 +188,20 @@ class GrabCutWindow(ImageSession):
     ANN = "segdeck grabcut annotations"
 
     SESSION = "grabcut"
+    #: Key hints of the status bars (most important first); keys from the keymap.
+    HINTS = (
+        ("rectangle", "rectangle"), ("sure_foreground", "fg"), ("sure_background", "bg"),
+        ("probable_foreground", "probable fg"), ("probable_background", "probable bg"), ("iterate", "iterate"),
+        ("finish", "finish"), ("reset", "reset"), ("quit", "quit"), (("brush_smaller", "brush_bigger"), "brush"),
+        (("zoom_in", "zoom_out"), "zoom"),
+    )
 
     def __init__(self, state: GrabCutState, **kwargs):
         super().__init__(state, **kwargs)
         self.windows = {self.SEG: self._mouse, self.ANN: self._mouse}
-        self.positions = {self.ANN: (0, 0), self.SEG: (self.view.dw + 12, 0)}
+        size = (self.view.dw, self.view.dh + STATUS_BAR)
+        self.positions = {self.ANN: (0, 0), self.SEG: place_next_to(size, size)}
+        self.hints = state.keymap.hints(self.SESSION, self.HINTS)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("grabcut", code)
@@ -226,7 +236,7 @@ class GrabCutWindow(ImageSession):
                 m = st.mask[self._rows[:, None], self._cols[None, :]]
                 disp[:] = img // 3
                 disp[m] = img[m]
-            put_status(frame[v.dh :], f"{self.index}/{self.total} {self.title} | {st.message}")
+            put_status(frame[v.dh :], f"{self.index}/{self.total} {self.title} | {st.message}", self.hints)
         else:
             disp[:] = img
             marks = st.marks[self._rows[:, None], self._cols[None, :]]
@@ -238,5 +248,6 @@ class GrabCutWindow(ImageSession):
                 x0, y0, x1, y1 = st.rect
                 p0, p1 = v.to_display(x0, y0), v.to_display(x1, y1)
                 cv2.rectangle(disp, p0, p1, (0, 220, 0), 2)
-            put_status(frame[v.dh :], f"brush {st.brush} | iterations {st.iterations} | rect {'set' if st.rect else 'none'}")
+            put_status(frame[v.dh :], f"brush {st.brush} | iterations {st.iterations} | rect {'set' if st.rect else 'none'}",
+                       self.hints)
         return frame

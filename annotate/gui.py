@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
@@ -20,10 +21,19 @@ import numpy as np
 
 from segdeck.core.errors import SetupError
 
-#: Default bound on the pixels a window shows (width, height): fits a laptop screen
-#: and keeps X11 forwarding traffic small.
+#: Default bound on the pixels a window shows (width, height): keeps X11 forwarding
+#: traffic small; on a smaller screen :func:`default_max_window` bounds it further.
 DEFAULT_MAX_WINDOW = (1280, 800)
-STATUS_BAR = 22
+#: Screen pixels left for what surrounds a window (width, height): frame, title bar and
+#: desktop panels, so a window with its status bar stays on the screen.
+SCREEN_MARGIN = (16, 80)
+#: Gap between windows placed side by side or one below the other, and the height
+#: allowed for a window's title bar (or a desktop panel) when stacking them.
+WINDOW_GAP = 12
+TITLE_BAR = 32
+#: One status line; the strip below the image holds two: the status and the key hints.
+STATUS_LINE = 20
+STATUS_BAR = 2 * STATUS_LINE
 
 NO_DISPLAY_MESSAGE = (
     "no display: the annotation windows need an X display. Over SSH connect with "
@@ -97,25 +107,123 @@ def check_display() -> None:
             os.environ.setdefault("QT_QPA_PLATFORM", "wayland")
             return
         raise SetupError(NO_DISPLAY_MESSAGE)
-    lib = ctypes.util.find_library("X11")
-    if lib:
-        try:
-            x11 = ctypes.CDLL(lib)
-            x11.XOpenDisplay.restype = ctypes.c_void_p
-            x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-            x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-            handle = x11.XOpenDisplay(display.encode())
-            if not handle:
-                raise SetupError(f"cannot connect to DISPLAY={display}; " + NO_DISPLAY_MESSAGE)
-            x11.XCloseDisplay(handle)
-            return
-        except OSError:
-            pass
+    x11 = _libx11()
+    if x11 is not None:
+        handle = x11.XOpenDisplay(display.encode())
+        if not handle:
+            raise SetupError(f"cannot connect to DISPLAY={display}; " + NO_DISPLAY_MESSAGE)
+        x11.XCloseDisplay(handle)
+        return
     tool = shutil.which("xdpyinfo")
     if tool:
         ok = subprocess.run([tool], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0
         if not ok:
             raise SetupError(f"cannot connect to DISPLAY={display}; " + NO_DISPLAY_MESSAGE)
+
+
+@functools.lru_cache(maxsize=1)
+def _libx11():
+    """libX11 through ctypes with the signatures used here, or None when it cannot be loaded."""
+    lib = ctypes.util.find_library("X11")
+    if not lib:
+        return None
+    try:
+        x11 = ctypes.CDLL(lib)
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        x11.XDefaultScreen.argtypes = [ctypes.c_void_p]
+        x11.XDisplayWidth.argtypes = x11.XDisplayHeight.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return x11
+
+
+@functools.lru_cache(maxsize=1)
+def screen_size() -> tuple[int, int] | None:
+    """(width, height) of the X screen in pixels, or None when it cannot be read.
+
+    Read through libX11 (``XDisplayWidth`` / ``XDisplayHeight`` of the default screen,
+    via ctypes), else from ``xdpyinfo``. None on macOS / Windows, without DISPLAY, and
+    for Qt's offscreen platform. Cached: one X connection per process.
+    """
+    display = os.environ.get("DISPLAY", "")
+    if sys.platform in ("darwin", "win32") or not display or os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
+        return None
+    x11 = _libx11()
+    if x11 is not None:
+        handle = x11.XOpenDisplay(display.encode())
+        if not handle:
+            return None
+        try:
+            screen = x11.XDefaultScreen(handle)
+            size = (int(x11.XDisplayWidth(handle, screen)), int(x11.XDisplayHeight(handle, screen)))
+        finally:
+            x11.XCloseDisplay(handle)
+        return size if min(size) > 0 else None
+    tool = shutil.which("xdpyinfo")
+    if tool:
+        try:
+            out = subprocess.run([tool], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in out.splitlines():
+            if line.strip().startswith("dimensions:"):
+                try:
+                    return parse_size(line.split()[1])
+                except (IndexError, ValueError):
+                    return None
+    return None
+
+
+def default_max_window(screen: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The ``--max-window`` default: :data:`DEFAULT_MAX_WINDOW`, smaller when the screen is.
+
+    Parameters
+    ----------
+    screen : (width, height), optional
+        Screen size in pixels (default: :func:`screen_size`; unknown -> 1280x800).
+
+    Returns
+    -------
+    (width, height)
+        At most the screen less :data:`SCREEN_MARGIN` (a 1366x768 laptop: 1280x688).
+    """
+    screen = screen or screen_size()
+    w, h = DEFAULT_MAX_WINDOW
+    if screen is None:
+        return w, h
+    return max(160, min(w, screen[0] - SCREEN_MARGIN[0])), max(120, min(h, screen[1] - SCREEN_MARGIN[1]))
+
+
+def place_next_to(first: tuple[int, int], second: tuple[int, int],
+                  screen: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Where a second window goes when the first one (size ``first``) is at (0, 0).
+
+    To the right when both fit the screen's width, else below (title bar included) when
+    it fits above a desktop panel's height, else at the right edge of the screen (over
+    the first window, but on the screen).
+
+    Parameters
+    ----------
+    first, second : (width, height)
+        Window contents in pixels.
+    screen : (width, height), optional
+        Default :func:`screen_size`; unknown: always to the right.
+
+    Returns
+    -------
+    (x, y)
+        Screen position of the second window.
+    """
+    screen = screen or screen_size()
+    right = (first[0] + WINDOW_GAP, 0)
+    if screen is None or right[0] + second[0] <= screen[0] - SCREEN_MARGIN[0]:
+        return right
+    below = first[1] + WINDOW_GAP + TITLE_BAR
+    if below + second[1] <= screen[1] - TITLE_BAR:
+        return 0, below
+    return max(0, screen[0] - SCREEN_MARGIN[0] - second[0]), 0
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -261,12 +369,55 @@ class View:
         return image[rows[:, None], cols[None, :]]
 
 
-def put_status(bar: np.ndarray, text: str) -> None:
-    """Write one status line into a (STATUS_BAR, W, 3) BGR strip (cleared first)."""
+def fit_hints(hints, width: int, scale: float = 0.4) -> str:
+    """As many of ``hints`` (in order) as fit ``width`` pixels, two spaces apart."""
+    import cv2
+
+    text = ""
+    for hint in hints:
+        candidate = f"{text}  {hint}" if text else hint
+        if cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
+            break
+        text = candidate
+    return text
+
+
+def put_status(bar: np.ndarray, text: str, hints=()) -> None:
+    """Write the status line and the key hints into a (STATUS_BAR, W, 3) BGR strip (cleared first).
+
+    Parameters
+    ----------
+    bar : ndarray (STATUS_BAR, W, 3) uint8
+    text : str
+        The first line: image, mode, messages.
+    hints : sequence of str
+        ``"KEYS action"`` items for the second line (``Keymap.hints``), most important
+        first; those that do not fit the width are left out.
+    """
     import cv2
 
     bar[:] = (40, 40, 40)
-    cv2.putText(bar, text, (6, bar.shape[0] - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+    cv2.putText(bar, text, (6, STATUS_LINE - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+    if hints and bar.shape[0] >= 2 * STATUS_LINE:
+        line = fit_hints(hints, bar.shape[1] - 12)
+        cv2.putText(bar, line, (6, 2 * STATUS_LINE - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (170, 200, 235), 1, cv2.LINE_AA)
+
+
+def wheel_delta(flags: int) -> int:
+    """The signed wheel step of a highgui ``EVENT_MOUSEWHEEL`` / ``EVENT_MOUSEHWHEEL``.
+
+    highgui packs it into the high 16 bits of ``flags`` (Qt: +-120 per notch, positive
+    = away from the user); C++ has ``cv::getMouseWheelDelta`` for it, which the Python
+    bindings of the pip wheels lack. Uses the binding where a build has it, else
+    decodes the bits (``flags`` may arrive as a negative int when the delta is).
+    """
+    import cv2
+
+    fn = getattr(cv2, "getMouseWheelDelta", None)
+    if fn is not None:
+        return int(fn(flags))
+    high = (int(flags) >> 16) & 0xFFFF
+    return high - 0x10000 if high & 0x8000 else high
 
 
 class Gui:
@@ -290,6 +441,15 @@ class Gui:
 
     def wait_key(self, ms: int) -> int:
         return self.cv2.waitKeyEx(ms)
+
+    def idle_wait(self, ms: int) -> int:
+        """Sleep ``ms`` milliseconds, then handle the window events that came meanwhile.
+
+        Qt's ``waitKey`` polls every millisecond however long it waits (~900 wakeups/s);
+        a plain sleep wakes once. Events that arrive while sleeping wait for the end of it.
+        """
+        time.sleep(ms / 1000)
+        return self.cv2.waitKeyEx(1)
 
     def pump(self, ms: int) -> None:
         """Process window events for ``ms`` milliseconds, ignoring keys (while loading)."""
@@ -322,7 +482,10 @@ class Gui:
             kind, button = table[event]
             return kind, button, ctrl
         if event == cv2.EVENT_MOUSEWHEEL:
-            return ("wheel-up" if cv2.getMouseWheelDelta(flags) > 0 else "wheel-down"), None, ctrl
+            delta = wheel_delta(flags)
+            if delta == 0:  # a backend that sent no step: no direction to act on
+                return None, None, ctrl
+            return ("wheel-up" if delta > 0 else "wheel-down"), None, ctrl
         return None, None, ctrl
 
 
@@ -332,10 +495,19 @@ class WindowLoop:
     Subclasses fill ``self.windows`` (name -> mouse handler ``(kind, button, u, v, ctrl)``),
     implement ``draw(name) -> frame`` and ``on_key(code) -> bool`` and set
     ``self.outcome`` to leave :meth:`run`. A window is drawn only when its name is in
-    ``self.dirty``; while idle the loop only waits in ``waitKeyEx``, so it draws zero frames.
+    ``self.dirty``; while idle the loop only waits, so it draws zero frames.
+
+    Waiting: ``waitKeyEx(wait_ms)`` while the user is active; after ``idle_after``
+    seconds without a key or mouse event, sleeps of up to ``idle_max_ms`` between
+    short event checks (:meth:`Gui.idle_wait`), because Qt's ``waitKey`` wakes the
+    process every millisecond. The first event after a pause then waits at most
+    ``idle_max_ms``; the next ones are handled at once again. :meth:`idle` runs on
+    every turn of the loop (e.g. SAM catching up with prompts while the engine was busy).
     """
 
     wait_ms = 30
+    idle_after = 2.0
+    idle_max_ms = 100
 
     def __init__(self, gui: Gui | None = None, frames_log: str | Path | None = None, keep_open: bool = False):
         self.gui = gui or Gui()
@@ -353,6 +525,7 @@ class WindowLoop:
 
     def _callback(self, name: str):
         def on_mouse(event, u, v, flags, _param=None):
+            self.last_input = time.monotonic()
             kind, button, ctrl = self.gui.mouse_event(event, flags)
             if kind is None:
                 return
@@ -383,11 +556,14 @@ class WindowLoop:
             self.gui.open(name, self._callback(name), self.positions.get(name))
         self.mark()
         self.draw_dirty()
+        self.last_input = time.monotonic()
         try:
             while self.outcome is None:
-                code = self.gui.wait_key(self.wait_ms)
+                code = self.gui.wait_key(self.wait_ms) if self.busy() else self.gui.idle_wait(self.pause_ms())
                 if code is not None and code != -1:
+                    self.last_input = time.monotonic()
                     self.on_key(code)
+                self.idle()
                 if self.outcome is None and not all(self.gui.is_open(n) for n in self.windows):
                     self.outcome = "quit"
                 if self.outcome is None:
@@ -401,7 +577,19 @@ class WindowLoop:
             raise self.error
         return self.outcome
 
+    def busy(self) -> bool:
+        """Whether to wait the responsive way: input within ``idle_after`` seconds."""
+        return time.monotonic() - self.last_input < self.idle_after
+
+    def pause_ms(self) -> int:
+        """The idle sleep: from ``wait_ms`` up to ``idle_max_ms`` over the second after ``idle_after``."""
+        quiet = time.monotonic() - self.last_input - self.idle_after
+        return int(min(self.idle_max_ms, self.wait_ms + quiet * (self.idle_max_ms - self.wait_ms)))
+
     # -- overridden --------------------------------------------------------
+    def idle(self) -> None:
+        """Called on every turn of the loop; draw by marking windows dirty."""
+
     def draw(self, name: str) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -14,7 +14,15 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from segdeck.annotate.gui import DEFAULT_MAX_WINDOW, STATUS_BAR, Gui, View, WindowLoop, put_status
+from segdeck.annotate.gui import (
+    DEFAULT_MAX_WINDOW,
+    STATUS_BAR,
+    Gui,
+    View,
+    WindowLoop,
+    place_next_to,
+    put_status,
+)
 from segdeck.annotate.state import PALETTE, PaintState
 
 PALETTE_BGR = np.ascontiguousarray(PALETTE[:, ::-1])
@@ -148,6 +156,15 @@ class PaintWindow(WindowLoop):
     SEG = "segdeck paint"
     COL = "segdeck colours"
     ROW = 30
+    COL_WIDTH = 240
+    #: Key hints of the status bar, most important first: (action(s), label); the keys
+    #: come from the keymap (:meth:`Keymap.hints`).
+    HINTS = (
+        ("fill", "fill"), ("unfill", "unfill"), (tuple(f"colour_{k}" for k in range(1, 10)), "colour"),
+        ("save_next", "save+next"), ("undo", "undo"), ("quit", "quit"), ("next", "next"),
+        ("previous", "prev"), ("toggle_fill_mode", "cont. fill"), ("cut", "cut"), ("end_cut", "end cut"),
+        ("template", "template"), ("reset", "reset"), (("zoom_in", "zoom_out"), "zoom"), ("debug", "debug"),
+    )
 
     def __init__(self, state: PaintState, image: np.ndarray, *, title: str = "", index: int = 1,
                  total: int = 1, max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None,
@@ -161,9 +178,11 @@ class PaintWindow(WindowLoop):
         self.display = PaintDisplay(image, state, self.view, fit_view)
         self.template = template
         self.windows = {self.SEG: self._seg_mouse, self.COL: self._col_mouse}
-        self.positions = {self.SEG: (0, 0), self.COL: (self.view.dw + 12, 0)}
         n = state.n_colours
-        self.col_frame = np.zeros((self.ROW * n + 2 * self.ROW, 240, 3), np.uint8)
+        self.col_frame = np.zeros((self.ROW * n + 2 * self.ROW, self.COL_WIDTH, 3), np.uint8)
+        self.positions = {self.SEG: (0, 0), self.COL: place_next_to((self.view.dw, self.view.dh + STATUS_BAR),
+                                                                    self.col_frame.shape[1::-1])}
+        self.hints = state.keymap.hints("paint", self.HINTS)
 
     # -- events --------------------------------------------------------------
     def _after(self, changed: bool) -> bool:
@@ -244,13 +263,15 @@ class PaintWindow(WindowLoop):
             parts.append("debug")
         if self.view.zoom != 1.0:
             parts.append(f"zoom {self.view.zoom:.1f}x")
+        if st.unsaved:
+            parts.append("unsaved")
         if st.message:
             parts.append(st.message)
         return " | ".join(parts)
 
     def draw(self, name: str) -> np.ndarray:
         if name == self.SEG:
-            put_status(self.display.bar, self.status_text())
+            put_status(self.display.bar, self.status_text(), self.hints)
             return self.display.frame
         f = self.col_frame
         f[:] = 30

@@ -216,12 +216,27 @@ class SamWindow(ImageSession):
     WIN = "segdeck sam"
 
     SESSION = "sam"
+    #: Key hints of the status bar (most important first); keys from the keymap.
+    HINTS = (
+        ("positive", "+point"), ("negative", "-point"), ("box", "box"), ("undo", "undo"), ("finish", "finish"),
+        ("predict", "predict"), ("reset", "reset"), ("quit", "quit"), (("zoom_in", "zoom_out"), "zoom"),
+    )
 
     def __init__(self, state: SamState, **kwargs):
         super().__init__(state, **kwargs)
         self.windows = {self.WIN: self._mouse}
         self.positions = {self.WIN: (0, 0)}
         self.bgr = cv2.cvtColor(state.image, cv2.COLOR_RGB2BGR)
+        self.hints = state.keymap.hints(self.SESSION, self.HINTS)
+
+    def busy(self) -> bool:
+        """Stay responsive while a mask is pending (the engine was busy embedding)."""
+        return self.state.stale or super().busy()
+
+    def idle(self) -> None:
+        """Show the mask of prompts given while the engine was busy, once it is free."""
+        if self.state.stale and self.state.refresh(block=False):
+            self.mark()
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("sam", code)
@@ -264,5 +279,6 @@ class SamWindow(ImageSession):
         if st.box_preview is not None:
             b = st.box_preview
             cv2.rectangle(disp, v.to_display(b[0], b[1]), v.to_display(b[2], b[3]), (255, 255, 255), 1)
-        put_status(frame[v.dh :], f"{self.index}/{self.total} {self.title} | {len(st.prompts)} prompt(s) | {st.message}")
+        put_status(frame[v.dh :], f"{self.index}/{self.total} {self.title} | {len(st.prompts)} prompt(s) | {st.message}",
+                   self.hints)
         return frame

@@ -128,7 +128,7 @@ def main() -> int:
             xvfb.terminate()
         return 0
     from segdeck.annotate.app import Options, Saver, make_preparer, run_annotate, save_painting
-    from segdeck.annotate.gui import Gui, check_display
+    from segdeck.annotate.gui import STATUS_BAR, Gui, check_display
     from segdeck.annotate.paint import PaintWindow
     from segdeck.annotate.state import PaintState
     from segdeck.core.imageio import load_rgb
@@ -149,7 +149,7 @@ def main() -> int:
           f"{os.environ.get('DISPLAY') if have_display else 'none'}{' (Xvfb)' if xvfb else ''})")
     print(f"photo: {paths[0].name} 4624x2600 = 12.0 MP JPEG")
 
-    window = (1920, 1080 + 22)  # display 1920x1080 plus the status bar
+    window = (1920, 1080 + STATUS_BAR)  # display 1920x1080 plus the status bar
     opts = Options(mode="paint", method="slic", params=None, out_dir=tmp / "out", root=tmp,
                    max_window=window)
 
@@ -157,6 +157,7 @@ def main() -> int:
         def open(self, *a, **k): pass
         def show(self, *a): pass
         def wait_key(self, ms): return -1
+        def idle_wait(self, ms): return -1
         def is_open(self, n): return True
         def close(self, n): pass
 
@@ -206,7 +207,7 @@ def main() -> int:
 
     # 2. click to updated frame at 1080p
     frame = win1.display.frame
-    dh, dw = frame.shape[0] - 22, frame.shape[1]
+    dh, dw = frame.shape[0] - STATUS_BAR, frame.shape[1]
     bare = []
     for i in range(args.clicks):
         f = frame.copy() if i == 0 else frame

@@ -396,6 +396,10 @@ class FakeGui:
     def close(self, name):
         pass
 
+    def idle_wait(self, ms):
+        self.idle_waits = getattr(self, "idle_waits", 0) + 1
+        return self.wait_key(ms)
+
     def mouse_event(self, event, flags):
         return event  # tests pass (kind, button, ctrl) tuples as events
 
@@ -566,11 +570,13 @@ def test_sam_offline_says_why_and_what_to_run_and_help_has_no_paint_example(tmp_
 
 
 def test_wheel_zoom_pan_keys_and_click_mapping(three_regions):
+    from segdeck.annotate.gui import STATUS_BAR
+
     img, labels = three_regions
     st = PaintState(labels)
     seg = PaintWindow.SEG
     gui = FakeGui([])
-    win = PaintWindow(st, img, gui=gui, max_window=(192, 150))  # scale 2: display 192x128
+    win = PaintWindow(st, img, gui=gui, max_window=(192, 128 + STATUS_BAR))  # scale 2: display 192x128
     assert (win.view.dw, win.view.dh) == (192, 128)
     gui.callbacks = {}
     win.gui.open(seg, win._callback(seg))
@@ -590,6 +596,123 @@ def test_wheel_zoom_pan_keys_and_click_mapping(three_regions):
     assert not win.on_key(0xFF53)  # nothing to pan at zoom 1
     win.on_key(ord("d"))  # debug view: full recompose, still consistent
     assert st.debug and "debug" in win.status_text()
+
+
+def test_wheel_delta_from_real_highgui_flags(monkeypatch):
+    """Issue 15 item 1: the pip wheels have no cv2.getMouseWheelDelta; the step is decoded
+    from the flags as highgui packs them (delta << 16 | modifier flags, a C int)."""
+    from segdeck.annotate.gui import Gui, wheel_delta
+
+    monkeypatch.delattr(cv2, "getMouseWheelDelta", raising=False)
+    gui = Gui()
+
+    def c_int(v):  # what the C int looks like in Python: negative when the delta is
+        v &= 0xFFFFFFFF
+        return v - (1 << 32) if v & 0x80000000 else v
+
+    for delta in (120, -120, 240, -360, 1, -1):
+        flags = c_int((delta << 16) | cv2.EVENT_FLAG_CTRLKEY)
+        assert wheel_delta(flags) == delta and wheel_delta(flags & 0xFFFFFFFF) == delta
+        kind, button, ctrl = gui.mouse_event(cv2.EVENT_MOUSEWHEEL, flags)
+        assert kind == ("wheel-up" if delta > 0 else "wheel-down") and button is None and ctrl
+    assert gui.mouse_event(cv2.EVENT_MOUSEWHEEL, cv2.EVENT_FLAG_SHIFTKEY)[0] is None  # no step: nothing
+    assert gui.mouse_event(cv2.EVENT_LBUTTONDOWN, cv2.EVENT_FLAG_LBUTTON) == ("down", "left", False)
+    monkeypatch.setattr(cv2, "getMouseWheelDelta", lambda flags: -120, raising=False)  # a build that has it
+    assert gui.mouse_event(cv2.EVENT_MOUSEWHEEL, 0)[0] == "wheel-down"
+
+
+def test_every_window_shows_key_hints_from_the_keymap(tmp_path):
+    from segdeck.annotate.grabcut import GrabCutWindow
+    from segdeck.annotate.gui import STATUS_BAR, fit_hints
+    from segdeck.annotate.keymap import load_keymap
+    from segdeck.annotate.sam import SamWindow
+
+    img = _square_image()
+    labels = np.ones(img.shape[:2], np.int32)
+    paint = PaintWindow(PaintState(labels), img, gui=FakeGui([]), max_window=(400, 300))
+    grab = GrabCutWindow(GrabCutState(img), gui=FakeGui([]), max_window=(400, 300))
+    sam = SamWindow(SamState(img, FakeEngine()), gui=FakeGui([]), max_window=(400, 300))
+    assert paint.hints[:4] == ["L fill", "R unfill", "1-9 colour", "space save+next"] and "q quit" in paint.hints
+    assert grab.hints[:3] == ["M-drag rectangle", "L-drag fg", "R-drag bg"] and "space iterate" in grab.hints
+    assert sam.hints[:3] == ["L +point", "R -point", "M-drag box"] and "f finish" in sam.hints
+    for win, name in ((paint, PaintWindow.SEG), (grab, GrabCutWindow.ANN), (grab, GrabCutWindow.SEG), (sam, SamWindow.WIN)):
+        frame = win.draw(name)
+        hint_row = frame[-STATUS_BAR // 2 :]
+        assert (hint_row != hint_row[0, 0]).any(), f"no hint line drawn in {name}"
+    assert fit_hints(paint.hints, 100) == "L fill  R unfill"  # what does not fit is left out
+    user = tmp_path / "keymap.toml"
+    user.write_text('[paint.save_next]\nkeys = ["s"]\n[sam.box]\nmouse = ["ctrl+left-drag"]\n', encoding="utf-8")
+    km = load_keymap("default", user_file=user)
+    assert "s save+next" in PaintWindow(PaintState(labels, keymap=km), img, gui=FakeGui([])).hints
+    assert "ctrl+L-drag box" in SamWindow(SamState(img, FakeEngine(), km), gui=FakeGui([])).hints
+
+
+def test_max_window_and_window_placement_fit_the_screen():
+    """Issue 15 item 9: on a 1366x768 screen the default window (1280x800) put the status
+    bar of a 12 MP photo off the screen and a panorama's colour window 166 px outside it."""
+    from segdeck.annotate.gui import STATUS_BAR, View, default_max_window, place_next_to
+
+    screen = (1366, 768)
+    bound = default_max_window(screen)
+    assert bound == (1280, 688) and default_max_window((2560, 1440)) == (1280, 800)
+    for size in ((4000, 3000), (8000, 2000), (3000, 4000)):  # 12 MP photo, panorama, portrait
+        view = View(size, bound)
+        win = (view.dw, view.dh + STATUS_BAR)
+        assert win[0] <= screen[0] and win[1] <= screen[1] - 80  # status bar on the screen
+        x, y = place_next_to(win, (PaintWindow.COL_WIDTH, 330), screen)
+        assert 0 <= x and x + PaintWindow.COL_WIDTH <= screen[0] and y + 330 <= screen[1], (size, x, y)
+    assert place_next_to((864, 688), (240, 330), screen) == (876, 0)  # room to the right: beside it
+    assert place_next_to((1280, 360), (240, 330), screen) == (0, 404)  # panorama: below it
+    assert place_next_to((900, 688), (900, 688), screen) == (1366 - 16 - 900, 0)  # no room: on the screen
+    assert place_next_to((1280, 688), (240, 330), None) == (1292, 0)  # screen unknown: beside
+
+
+def test_idle_loop_sleeps_instead_of_polling_after_inactivity(three_regions):
+    import time
+
+    img, labels = three_regions
+    st = PaintState(labels)
+    gui = FakeGui([-1, -1, _click(PaintWindow.SEG, "down", "left", 10, 10), -1, -1, ord("q")])
+    waits = []
+    real_wait, real_idle = gui.wait_key, gui.idle_wait
+    gui.wait_key = lambda ms: waits.append(("wait", ms)) or real_wait(ms)
+    gui.idle_wait = lambda ms: waits.append(("idle", ms)) or real_idle(ms)
+    win = PaintWindow(st, img, gui=gui, max_window=(400, 300))
+    win.idle_after = 0.05
+    win.last_input = time.monotonic() - 10
+    assert not win.busy() and win.pause_ms() == win.idle_max_ms
+    win.last_input = time.monotonic()
+    assert win.busy()
+    time.sleep(0.1)
+    assert win.wait_ms <= win.pause_ms() < win.idle_max_ms  # ramps up over a second
+    orig_run_wait = win.gui.wait_key
+
+    def slow_first(ms):  # the user pauses before anything happens
+        time.sleep(0.08)
+        return orig_run_wait(ms)
+
+    win.gui.wait_key = slow_first
+    assert win.run() == "quit"
+    kinds = [k for k, _ in waits]
+    assert "idle" in kinds  # paused: slept instead of polling
+    assert st.seg_color[1] == 1
+
+
+def test_sam_window_shows_the_pending_mask_when_the_engine_frees():
+    import threading
+
+    from segdeck.annotate.sam import SamWindow
+
+    img = _square_image()
+    lock = threading.Lock()
+    st = SamState(img, FakeEngine(), engine_lock=lock)
+    lock.acquire()  # the image embedding is still being computed
+    gui = FakeGui([_click(SamWindow.WIN, "down", "left", 100, 80), -1, lambda g: lock.release(), -1, -1, ord("q")])
+    win = SamWindow(st, gui=gui, max_window=(400, 300))
+    assert win.run() == "quit"
+    x, y = win.view.to_image(100, 80)
+    assert not st.stale and st.mask is not None and st.mask[y, x]
+    assert gui.shown.count(SamWindow.WIN) >= 3  # first frame, the point, then the mask
 
 
 def test_template_key_in_window():
@@ -655,7 +778,10 @@ def test_sam_auto_source_and_sam_prefetch(tmp_path):
     assert run_annotate(paths, opts, gui=FakeGui(script), report=reports.append, log=lambda m: None) == 0
     assert "segdeck-sam-embed" in calls and "segdeck-sam-prefetch" in calls
     m = cv2.imread(str(tmp_path / "sam" / f"a.png.mask-1-{colour_hex(PALETTE[1])}.png"), cv2.IMREAD_UNCHANGED)
-    assert m.shape == (80, 100) and m[44, 58] == 255 and m[0, 0] == 0 and (m > 0).sum() < 200
+    from segdeck.annotate.gui import View
+
+    x, y = View((100, 80), (320, 240)).to_image(160, 120)  # where the click landed
+    assert m.shape == (80, 100) and m[y, x] == 255 and m[0, 0] == 0 and (m > 0).sum() < 200
 
 
 def test_template_files_derive_attention_and_cli_checks(tmp_path):

@@ -42,8 +42,9 @@ def add_parser(sub) -> None:
         mp.add_argument("--out", metavar="DIR", help="annotation folder (default: INPUT.segdeck/annotate-<method>)")
         mp.add_argument("--keymap", default="default", metavar="NAME",
                         help="keymap: default, xanylabeling or a .toml path (plus your keymap.toml, see `segdeck keys`)")
-        mp.add_argument("--max-window", default="1280x800", metavar="WxH",
-                        help="largest window in screen pixels (default 1280x800; zoom for detail)")
+        mp.add_argument("--max-window", default=None, metavar="WxH",
+                        help="largest window in screen pixels (default 1280x800, less on a smaller screen: "
+                             "the screen size less 16x80 for frames and panels; zoom for detail)")
         mp.add_argument("--max-side", type=int, default=1024, metavar="PX",
                         help="longest side the segmentation / GrabCut / SAM work at (default 1024; masks are "
                              "saved at full resolution)")
@@ -92,7 +93,7 @@ def run(args) -> int:
     from rich.markup import escape
 
     from segdeck.annotate.app import AUTO_SAM, INTERACTIVE_SOURCES, Options, run_annotate
-    from segdeck.annotate.gui import check_display, parse_size
+    from segdeck.annotate.gui import check_display, default_max_window, parse_size
     from segdeck.annotate.keymap import KeymapError, load_keymap
     from segdeck.core import imageio
     from segdeck.core.errors import SegdeckError
@@ -111,7 +112,7 @@ def run(args) -> int:
         return fail(f"unknown segment source {method!r}; known: {', '.join(sources)}")
     try:
         params = _params(method, getattr(args, "sets", []))
-        max_window = parse_size(args.max_window)
+        max_window = parse_size(args.max_window) if args.max_window else None
     except (SegdeckError, ValueError) as exc:
         return fail(str(exc))
     if not 64 <= args.max_side <= 16384:
@@ -142,6 +143,8 @@ def run(args) -> int:
         check_display()
     except SegdeckError as exc:
         return fail(str(exc))
+    if max_window is None:
+        max_window = default_max_window()
     engine = None
     if method in ("sam", AUTO_SAM):
         err_console.print(f"loading SAM model {getattr(args, 'model', None) or 'sam2.1-tiny'} ...", highlight=False)

@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from segdeck.annotate.state import PALETTE, colour_hex
-
 from xrelay import XTcpRelay
+
+from segdeck.annotate.gui import STATUS_BAR
+from segdeck.annotate.state import PALETTE, colour_hex
 
 pytestmark = [
     pytest.mark.gui,
@@ -197,7 +197,7 @@ def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
     env = dict(xdisplay, XDG_CONFIG_HOME=str(conf))
     # 360x240 image at scale 2: display 720x480 (+ status bar)
     d = Driver(SEGDECK + ["annotate", "paint", str(src), "--method", "slic", "--set", "region_size=20",
-                          "--max-window", "720x502", "--out", str(out)], env, tmp_path)
+                          "--max-window", f"720x{480 + STATUS_BAR}", "--out", str(out)], env, tmp_path)
     try:
         seg = d.window("segdeck paint")
         col = d.window("segdeck colours")
@@ -245,11 +245,50 @@ def test_paint_window_clicks_modes_cut_keys_and_idle(xdisplay, tmp_path):
 
 
 @pytest.mark.timeout(150)
+def test_paint_wheel_zoom_and_quit_asks_about_unsaved_painting(xdisplay, tmp_path):
+    """Issue 15 items 1 and 4: the wheel raised AttributeError (no cv2.getMouseWheelDelta) and
+    never zoomed; q dropped unsaved painting without asking. Also: the screen size is read
+    from the display (the --max-window default)."""
+    r = subprocess.run([sys.executable, "-c", "from segdeck.annotate.gui import screen_size; print(screen_size())"],
+                       env=xdisplay, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "(1600, 1000)", r.stderr
+    src = tmp_path / "photos"
+    src.mkdir()
+    three_band_image(src / "a.png")  # bands x 0-119 red, 120-239 green, 240-359 blue
+    out = tmp_path / "ann"
+    d = Driver(SEGDECK + ["annotate", "paint", str(src), "--method", "slic", "--set", "region_size=20",
+                          "--max-window", f"720x{480 + STATUS_BAR}", "--out", str(out)], xdisplay, tmp_path)
+    try:
+        seg = d.window("segdeck paint")
+        d.window("segdeck colours")
+        d.xdo("mousemove", "--window", seg, "360", "240")  # image (180, 120), the green band's middle
+        time.sleep(0.3)
+        before = d.frame_count()
+        d.xdo("click", "4")  # wheel up: zoom in around the pointer
+        d.wait_frames(before)
+        assert d.frame_count() > before, f"the wheel drew no zoomed frame: {d.stderr()}"
+        # display x 225 is image x 112 (red) unzoomed; zoomed around x 180 it is in the green band
+        d.click(seg, 225, 240)
+        d.key(seg, "q")  # unsaved painting: asks (a new status line), stays open
+        time.sleep(1.0)
+        assert d.proc.poll() is None, "q quit without asking about the unsaved painting"
+        d.key(seg, "space", expect=False)  # save instead
+        code, lines = d.finish()
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    assert "Traceback" not in d.stderr() and "getMouseWheelDelta" not in d.stderr()
+    assert any(r.get("kind") == "labels" for r in lines)
+    lm = cv2.imread(str(out / "a.png.labels.png"), cv2.IMREAD_UNCHANGED)
+    assert lm[120, 130] == 1 and lm[120, 112] == 0, "the click did not land where the zoomed view showed"
+
+
+@pytest.mark.timeout(150)
 def test_grabcut_window_rectangle_strokes_ctrl_and_finish(xdisplay, tmp_path):
     img = tmp_path / "sq.png"
     square_image(img)
     out = tmp_path / "ann"
-    d = Driver(SEGDECK + ["annotate", "grabcut", str(img), "--max-window", "600x422", "--out", str(out)],
+    d = Driver(SEGDECK + ["annotate", "grabcut", str(img), "--max-window", f"600x{400 + STATUS_BAR}", "--out", str(out)],
                xdisplay, tmp_path)
     try:
         ann = d.window("segdeck grabcut annotations")
@@ -283,7 +322,7 @@ SAM_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from segdeck.annotate.app import Options, run_annotate
-    from segdeck.annotate.gui import check_display
+    from segdeck.annotate.gui import STATUS_BAR, check_display
     from segdeck.annotate.keymap import load_keymap
 
     class BoxEngine:
@@ -300,7 +339,7 @@ SAM_SCRIPT = textwrap.dedent(
 
     img, out, frames = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
     check_display()
-    opts = Options(mode="sam", method="sam", out_dir=out, root=img, max_window=(600, 422),
+    opts = Options(mode="sam", method="sam", out_dir=out, root=img, max_window=(600, 400 + STATUS_BAR),
                    keymap=load_keymap("default", user_file=False), engine=BoxEngine(), frames_log=Path(frames))
     sys.exit(run_annotate([img], opts))
     """

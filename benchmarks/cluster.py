@@ -35,6 +35,7 @@ Run::
 
     .venv/bin/python benchmarks/cluster.py            # near-duplicate set
     .venv/bin/python benchmarks/cluster.py --held-out # held-out set, whole processes
+    .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, tiles of 3 photos
     .venv/bin/python benchmarks/cluster.py scale      # 100,000 synthetic hashes
 """
 
@@ -323,6 +324,47 @@ def main_held_out(args) -> int:
     return 0
 
 
+def main_deep_mix(args) -> int:
+    """Tiles of three unrelated photos (brick, coffee, astronaut), 20 per photo: the
+    ``cluster`` job with ``deep`` (default parameters) and with ``phash`` (automatic
+    threshold); ARI against the photo each tile came from."""
+    import json as _json
+
+    from PIL import Image
+    from sklearn.metrics import adjusted_rand_score
+
+    from segdeck.core.cluster.job import ClusterJob, ClusterParams
+    from segdeck.core.jobs.runner import job_dir_for, run_job
+
+    rng = random.Random(args.seed)
+    photos = {name: img for name, img in _photos() if name in ("brick", "coffee", "astronaut")}
+    tmp = Path(tempfile.mkdtemp(prefix="segdeck-deepmix-"))
+    try:
+        folder, truth = tmp / "mix", {}
+        folder.mkdir()
+        for name, img in photos.items():
+            tiles = [t for t in _tiles([(name, img)], 64)]
+            for k, (_tn, _p, t) in enumerate(rng.sample(tiles, min(20, len(tiles)))):
+                fname = f"{rng.randrange(10**8):08d}_{k}.jpg"
+                Image.fromarray(t).save(folder / fname, quality=90)
+                truth[fname] = name
+        print(f"deep mix: {len(truth)} tiles of {', '.join(sorted(photos))} (seed {args.seed})")
+        for label, params in (("deep (defaults)", ClusterParams(method="deep", output="symlink")),
+                              ("phash (auto threshold)", ClusterParams(method="phash", output="symlink"))):
+            job_dir = job_dir_for(ClusterJob, params, folder, tmp / "out")
+            t0 = time.perf_counter()
+            run_job(ClusterJob(params, folder, job_dir))
+            dt = time.perf_counter() - t0
+            files = _json.loads((job_dir / "clusters.json").read_text())["files"]
+            names = sorted(truth)
+            pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
+            ari = adjusted_rand_score([truth[n] for n in names], pred)
+            print(f"{label}: ARI {ari:.3f}, {len(set(pred))} clusters, {dt:.1f} s  (goal for deep: ARI >= 0.8)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main_phash_only(args) -> int:
     import json as _json
 
@@ -548,6 +590,7 @@ def main(argv=None) -> int:
     ap.add_argument("mode", nargs="?", choices=["dup", "scale", "phash-only"], default="dup")
     ap.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("out_json", nargs="?", help=argparse.SUPPRESS)
+    ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of three unrelated photos")
     ap.add_argument("--held-out", action="store_true",
                     help=f"the held-out set (other tiles, other edits, seed {HELD_OUT_SEED}); whole-process timings")
     ap.add_argument("--seed", type=int, default=0)
@@ -562,6 +605,8 @@ def main(argv=None) -> int:
         return main_phash_only(args)
     if args.held_out:
         return main_held_out(args)
+    if args.deep_mix:
+        return main_deep_mix(args)
     return main_dup(args) if args.mode == "dup" else main_scale(args)
 
 

@@ -634,21 +634,21 @@ def _emit_quietly(emit: Sink, logger: logging.Logger, event) -> None:
         logger.error("could not record %s: %s", event.kind, exc)
 
 
+#: job.log levels of the reporter's line levels (segdeck.core.jobs.report.LEVELS).
+_LOG_LEVELS = {"warning": logging.WARNING, "error": logging.ERROR}
+
+
 def _log_sink(logger: logging.Logger) -> Sink:
+    """``job.log``: every event as :func:`~.report.event_line` words it, except the
+    sub-steps inside items (``ItemProgress``, ``Progress``: the bar and the TUI show those)."""
+    from segdeck.core.jobs.events import ItemProgress, Progress
+    from segdeck.core.jobs.report import event_line
+
     def sink(event) -> None:
-        if isinstance(event, ItemFailed):
-            logger.warning("failed %s", event.error)
-        elif isinstance(event, ItemDone):
-            logger.info("done %s in %.2f s", event.item, event.seconds)
-        elif isinstance(event, Message):
-            logger.log(logging.getLevelName(event.level.upper()) if event.level != "info" else logging.INFO, event.text)
-        elif isinstance(event, JobStarted):
-            logger.info("started %s: %d items, %d to do (pid %d)", event.job, event.total, event.todo, event.pid)
-        elif isinstance(event, JobFinished):
-            logger.info(
-                "finished: %s, %d done, %d failed, %d already done, %d failed before (not retried), %.1f s%s",
-                event.status, event.done, event.failed, event.skipped, event.skipped_failed, event.seconds,
-                f" ({event.error})" if event.error else "",
-            )
+        if isinstance(event, (ItemProgress, Progress)):
+            return
+        line = event_line(event)
+        if line is not None:
+            logger.log(_LOG_LEVELS.get(line.level, logging.INFO), "%s", line.text)
 
     return sink

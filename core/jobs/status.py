@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdeck.core.jobs.base import JOB_TOML, default_output_root
-from segdeck.core.jobs.events import EVENTS_NAME, ItemDone, ItemFailed, ItemProgress, JobFinished, JobStarted, read_events
+from segdeck.core.jobs.events import (
+    EVENTS_NAME,
+    ItemDone,
+    ItemFailed,
+    ItemProgress,
+    JobFinished,
+    JobStarted,
+    read_events,
+)
 from segdeck.core.jobs.manifest import Counts, Manifest
 
 

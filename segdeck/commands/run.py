@@ -143,15 +143,15 @@ def summary_line(summary) -> str:
     done, ...``, or ``nothing to do: 4 done, 1 failed`` for a finished re-run."""
     from rich.markup import escape
 
+    from segdeck.core.jobs.report import counts_text
+
     colour = {"done": "green", "failed": "yellow", "cancelled": "yellow"}.get(summary.status, "red")
     folder = escape(str(summary.job_dir))
     if summary.done + summary.failed == 0 and summary.status in ("done", "failed"):
         failed = f", {summary.skipped_failed} failed (not retried: --skip-failed)" if summary.skipped_failed else ""
         return f"[{colour}]nothing to do[/]: {summary.skipped} done{failed} -> {folder}"
-    parts = [f"{summary.done} done", f"{summary.failed} failed", f"{summary.skipped} already done"]
-    if summary.skipped_failed:
-        parts.append(f"{summary.skipped_failed} failed before (not retried)")
-    return f"[{colour}]{summary.status}[/]: {', '.join(parts)}, {summary.seconds:.1f} s -> {folder}"
+    counts = counts_text(summary.done, summary.failed, summary.skipped, summary.skipped_failed)
+    return f"[{colour}]{summary.status}[/]: {escape(counts)}, {summary.seconds:.1f} s -> {folder}"
 
 
 def _summary_dict(summary) -> dict:
@@ -198,6 +198,16 @@ def _rich_sink(job_name: str):
 
     from segdeck.core.jobs.events import ItemDone, ItemFailed, ItemProgress, JobStarted, Message
     from segdeck.core.jobs.events import Progress as ProgressEvent
+    from segdeck.core.jobs.report import event_line, step_text
+
+    styles = {"warning": "yellow", "error": "red", "info": "dim"}
+
+    def print_line(event) -> None:
+        """An event as the reporter words it, styled by its level."""
+        line = event_line(event)
+        if line is not None:
+            style = styles.get(line.level, "default")
+            progress.console.print(f"[{style}]{escape(line.text)}[/]", soft_wrap=True)
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -221,19 +231,15 @@ def _rich_sink(job_name: str):
             progress.update(state["task"], completed=state["finished"], note=escape(event.item[-40:]))
         elif isinstance(event, ItemProgress) and state["task"] is not None:
             # the bar (and so rich's ETA) moves inside a long item: 3 items + 12/40 regions
-            frac = event.fraction
-            step = f"{event.what} {event.done}/{event.total}" if event.total else f"{event.what} {event.done}"
-            progress.update(state["task"], completed=state["finished"] + (frac or 0.0),
-                            note=escape(f"{event.item[-30:]} {step.strip()}"))
+            progress.update(state["task"], completed=state["finished"] + (event.fraction or 0.0),
+                            note=escape(step_text(event)[-50:]))
         elif isinstance(event, ItemFailed):
-            text = event.error if event.item in event.error else f"{event.item}: {event.error}"
-            progress.console.print(f"[red]failed[/] {escape(text)}", soft_wrap=True)
+            print_line(event)
             if state["task"] is not None:
                 state["finished"] += 1
                 progress.update(state["task"], completed=state["finished"])
         elif isinstance(event, Message):
-            style = {"warning": "yellow", "error": "red"}.get(event.level, "dim")
-            progress.console.print(f"[{style}]{escape(event.text)}[/]", soft_wrap=True)
+            print_line(event)
         elif isinstance(event, ProgressEvent):
             start()
             tid = state["sub"].get(event.what)

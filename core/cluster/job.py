@@ -4,22 +4,29 @@
 
 Per item (through the job runner: manifest, resume, per-item errors) the image is
 decoded at reduced size and its feature is computed, or read from the feature cache
-of the output root (``cluster-cache.sqlite``, keyed by path, size and mtime, so a
-re-run on a grown folder or with another threshold only computes new files). After
-the items, :meth:`ClusterJob.finalize` clusters and writes the job folder::
+of the output root (the ``--out`` folder or ``INPUT.segdeck``; ``cluster-cache.sqlite``,
+keyed by path, size and mtime, so a re-run on a grown folder or with another threshold
+only computes new files). :meth:`ClusterJob.load` only reads (the cached feature or
+the decoded image); :meth:`ClusterJob.process` extracts. After the items,
+:meth:`ClusterJob.finalize` clusters (progress and approximations in the log) and
+writes the job folder::
 
     cluster_0001/ ... outliers/   the images (copy, symlink, hardlink or move)
     clusters.json                 every file -> its folder, method, threshold, statistics,
                                   and for ``deep`` every clustering candidate's scores
+    clusters.csv, pairs.csv       file -> cluster table; matched pairs with their scores
+                                  (:mod:`segdeck.core.cluster.output`)
     threshold_curve.png/.json     the threshold curve, when the threshold was chosen
                                   automatically (seed methods)
     autoencoder.pt                the trained model (``deep`` with the autoencoder)
 
-Methods: ``dup`` (default) is the near-duplicate pipeline of
+Methods are the objects of :mod:`segdeck.core.cluster.methods` (one module each).
+``dup`` (default) is the near-duplicate pipeline of
 :mod:`segdeck.core.cluster.dedup`; ``phash``, ``ssim``, ``minhash``, ``orb``, ``tm``
 are the seed's methods (similar pairs above a threshold, connected components, or
-average linkage with ``--linkage average``; the pairwise ones in batches merged
-through representatives); ``deep`` embeds images with an autoencoder trained on the
+average linkage with ``--linkage average``; ssim/orb/tm compare every pair in tiles,
+or above ``exact_pairs`` merge batches through representatives with a warning);
+``deep`` embeds images with an autoencoder trained on the
 folder or a pretrained CNN and picks the best of five clustering algorithms (with
 ``--threshold``, it links images whose embeddings' cosine similarity reaches the
 threshold instead, searched with an HNSW index).

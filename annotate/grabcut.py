@@ -201,7 +201,6 @@ class GrabCutWindow(ImageSession):
         self.windows = {self.SEG: self._mouse, self.ANN: self._mouse}
         size = (self.view.dw, self.view.dh + STATUS_BAR)
         self.positions = {self.ANN: (0, 0), self.SEG: place_next_to(size, size)}
-        self.hints = state.keymap.hints(self.SESSION, self.HINTS)
 
     def on_key(self, code: int) -> bool:
         act = self.state.keymap.key_action("grabcut", code)

@@ -602,11 +602,13 @@ class ImageSession(WindowLoop):
 
     Sets up what those sessions share: the state, the screen-bounded :class:`View` of
     the image, the status-line fields and mouse routing (:meth:`image_mouse`).
-    Subclasses set ``SESSION`` (their keymap section) and fill ``windows`` and
-    ``positions`` after calling ``super().__init__``.
+    Subclasses set ``SESSION`` (their keymap section) and ``HINTS`` (the status bar's
+    key hints, see :meth:`Keymap.hints`) and fill ``windows`` and ``positions`` after
+    calling ``super().__init__``.
     """
 
     SESSION = ""
+    HINTS: tuple = ()
 
     def __init__(self, state, *, title: str = "", index: int = 1, total: int = 1,
                  max_window: tuple[int, int] = DEFAULT_MAX_WINDOW, gui: Gui | None = None, frames_log=None,
@@ -617,6 +619,7 @@ class ImageSession(WindowLoop):
         self.view = View((w, h), max_window)
         self.title, self.index, self.total = title, index, total
         self._img_version = None
+        self.hints = state.keymap.hints(self.SESSION, self.HINTS)
 
     def _mouse(self, kind, button, u, v, ctrl) -> bool:
         return self.image_mouse(self.SESSION, kind, button, u, v, ctrl)

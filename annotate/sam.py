@@ -6,7 +6,8 @@ which is how the tests drive it). The image is prompted at a working resolution 
 side ``max_side``, SAM resizes to 1024 anyway); :meth:`SamState.full_mask` scales the
 mask back up. Every prompt change predicts at once (a prompt costs ~20 ms once the image
 is embedded); while the embedding is still being computed in the background the mask
-follows as soon as it is ready (:meth:`SamState.refresh`). Kirillov et al., "Segment Anything", ICCV 2023 (arXiv:2304.02643).
+follows as soon as it is ready (:meth:`SamState.refresh`). Kirillov et al., "Segment
+Anything", ICCV 2023 (arXiv:2304.02643).
 """
 
 from __future__ import annotations
@@ -227,7 +228,6 @@ class SamWindow(ImageSession):
         self.windows = {self.WIN: self._mouse}
         self.positions = {self.WIN: (0, 0)}
         self.bgr = cv2.cvtColor(state.image, cv2.COLOR_RGB2BGR)
-        self.hints = state.keymap.hints(self.SESSION, self.HINTS)
 
     def busy(self) -> bool:
         """Stay responsive while a mask is pending (the engine was busy embedding)."""
@@ -245,7 +245,7 @@ class SamWindow(ImageSession):
         if act.startswith(("zoom_", "pan_")):
             changed = self.view.view_action(act, self.state.pointer)
         else:
-            if act in ("predict", "finish") and self.state.prompts:
+            if self.state.prompts and (act == "predict" or (act == "finish" and self.state.stale)):
                 self.state.message = "predicting ... (the first time waits for the image embedding)"
                 self.mark()
                 self.draw_dirty()

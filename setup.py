@@ -1,5 +1,5 @@
 """Package layout: the import packages segdeck.core / .annotate / .tui live in the
-top-level folders core/, annotate/ and tui/ (see DESIGN.md); every sub-package found
+top-level folders core/, annotate/ and tui/ (see ARCHITECTURE.md); every sub-package found
 there is mapped automatically, so adding a folder with an __init__.py needs no edit here."""
 
 from pathlib import Path

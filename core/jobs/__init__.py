@@ -1,4 +1,4 @@
-"""Jobs: the one shape of every long operation (see DESIGN.md, "The job").
+"""Jobs: the one shape of every long operation (see ARCHITECTURE.md, "The job").
 
 The names below are loaded on first use (PEP 562), so importing a light sub-module
 such as ``segdeck.core.jobs.events`` does not pull in numpy and pydantic (the TUI's

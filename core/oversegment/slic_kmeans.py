@@ -1,5 +1,6 @@
 """Superpixels, then k-means on the superpixels' mean colours: large colour-coherent
-segments that follow superpixel boundaries (the seed's "slickmeans").
+segments that follow superpixel boundaries (what the predecessor tool segdeck replaces
+called "slickmeans": SLIC superpixels, then their mean colours clustered by k-means).
 
 References: see :mod:`.superpixel` (SLIC/SLICO) and :mod:`.kmeans`.
 """

@@ -393,10 +393,6 @@ class SamEngine:
         key = self.image_key(self._check_image(image))
         return key in self._memory or (self.embedding_dir() / f"{key}.pt").is_file()
 
-    @property
-    def is_image_set(self) -> bool:
-        return self._state is not None
-
     def reset_image(self) -> None:
         self._state = None
 

@@ -23,14 +23,6 @@ from segdeck.core.errors import SetupError
 from segdeck.core.models import ModelSpec
 
 
-def _quiet_imports():
-    """Import the SAM packages with their noisy third-party warnings muted."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sam2.build_sam  # noqa: F401
-        import segment_anything_hq  # noqa: F401
-
-
 def build_empty(spec: ModelSpec, device: str = "cpu"):
     """Build the architecture of ``spec`` with random (untrained) weights, in eval mode.
 

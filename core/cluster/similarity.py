@@ -392,9 +392,6 @@ def tm_similarity(fa: dict, fb: dict, inner: float = 0.8) -> float:
     return float(np.clip(1.0 - best, 0.0, 1.0))
 
 
-PAIR_FUNCS = {"ssim": ssim_similarity, "orb": orb_similarity, "tm": tm_similarity}
-
-
 def phash_similarity(fa: dict, fb: dict) -> float:
     """``1 - hamming / 64`` of two perceptual hashes."""
     return 1.0 - int(popcount64(fa["h"][:1] ^ fb["h"][:1])[0]) / 64.0
@@ -415,10 +412,10 @@ def cosine_similarity(fa: dict, fb: dict) -> float:
 
 # ------------------------------------------------------------------ per method (registry)
 def _threshold_method(method: str):
-    from segdeck.core.cluster.methods import get_method
+    from segdeck.core.cluster.methods import ThresholdMethod, get_method
 
     m = get_method(method)
-    if not hasattr(m, "search"):
+    if not isinstance(m, ThresholdMethod):
         raise ValueError(f"method {method!r} has no pair similarity")
     return m
 

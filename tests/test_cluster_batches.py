@@ -123,3 +123,18 @@ def test_representative_merge_warns_when_it_approximates(tmp_path, monkeypatch):
     logged = []
     graph.cluster_in_batches(300, 4, lambda idx: np.arange(len(idx)), warn=logged.append)
     assert logged and "may stay apart" in logged[0]
+
+
+def test_dup_warns_when_its_candidate_search_is_approximate(tmp_path, monkeypatch):
+    from segdeck.core.cluster import similarity
+
+    assert not similarity.mih_is_approximate(50_000, 2, 20) and similarity.mih_is_approximate(100_000, 2, 20)
+    monkeypatch.setattr(similarity, "BRUTE_LIMIT", 2)
+    monkeypatch.setattr(similarity, "MIH_MAX_CANDIDATES", 0)
+    code = np.array([0x0123456789ABCDEF, 0x0F0F0F0F0F0F0F0F], np.uint64)
+    feats = [{"h": code.copy(), "t": np.full((16, 16), k, np.uint8)} for k in range(10)]
+    events = []
+    job = ClusterJob(ClusterParams(), tmp_path, tmp_path / "job")
+    labels, _, _ = job.cluster([f"{k}.jpg" for k in range(10)], feats, events.append)
+    assert len(set(labels.tolist())) == 1  # identical codes: one cluster through the HNSW search
+    assert any(isinstance(e, Message) and e.level == "warning" and "approximate HNSW" in e.text for e in events)

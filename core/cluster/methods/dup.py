@@ -56,7 +56,14 @@ class Dup(ClusterMethod):
                 return cached["g"]
             return self.cache_extra(self.load(job.item_path(items[k]), p), p)["g"]
 
-        emit(Message(text=f"dup: hashing candidates and verifying them on {p.workers} threads"))
+        from segdeck.core.cluster import similarity
+
+        n = len(feats)
+        if n > similarity.BRUTE_LIMIT and similarity.mih_is_approximate(n, 2, p.dup.radius):
+            emit(Message(text=f"dup: radius {p.dup.radius} over {n} images needs too many multi-index candidates; "
+                              f"approximate HNSW candidate search ({similarity.ANN_K} neighbours per image): an image "
+                              "with more near copies than that may lose some", level="warning"))
+        emit(Message(text=f"dup: searching candidate pairs and verifying them on {p.workers} threads"))
         decisions: list = []
         labels, stats = dedup.dup_cluster(feats, p.dup, gray=gray, workers=p.workers, decisions=decisions)
         dec = decisions[0]

@@ -19,6 +19,7 @@ from segdeck.core.jobs.base import Job
 from segdeck.core.jobs.events import ItemFailed, Message, read_events
 from segdeck.core.jobs.manifest import Manifest
 from segdeck.core.jobs.runner import job_dir_for, run_job
+from segdeck.core.jobs.status import read_job
 from segdeck.core.params import JobParams
 
 TESTS = Path(__file__).parent
@@ -106,6 +107,8 @@ def test_garbage_manifest_is_one_line_on_the_cli_and_fresh_starts_over(photos, t
     assert first.returncode == 0, first.stderr
     job_dir = Path(first.stdout.splitlines()[-1])
     (job_dir / "manifest.sqlite").write_bytes(os.urandom(3000))  # overwritten by something else
+    info = read_job(job_dir)  # `segdeck jobs` says why, and what to do
+    assert info.damaged and "run the job again to rebuild it" in info.reason
     second = _cli(str(photos), "--out", str(out), tmp_path=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Traceback" not in second.stderr

@@ -7,6 +7,7 @@ Works for jobs started by any process: everything comes from ``job.toml``,
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import tomllib
 from dataclasses import dataclass
@@ -53,11 +54,16 @@ class JobInfo:
     eta_s: float | None
     error: str | None
     last_failure: str | None = None
+    damaged: str | None = None
 
     @property
     def reason(self) -> str | None:
         """Why the job is not ``done``/``running``, in one line (None when nothing to say):
-        the job-level error, else the last item failure, else a note for a killed run."""
+        a damaged manifest, else the job-level error, else the last item failure, else a
+        note for a killed run."""
+        if self.damaged:
+            return (f"manifest.sqlite is damaged ({self.damaged}); run the job again to rebuild it "
+                    "from the outputs on disk (or with --fresh to start over)")
         if self.state in ("error", "failed", "cancelled", "interrupted"):
             why = self.error or self.last_failure
             if self.state == "failed" and self.last_failure and self.counts.failed:
@@ -95,13 +101,17 @@ def read_job(job_dir: str | Path) -> JobInfo:
     """
     job_dir = Path(job_dir)
     doc = tomllib.loads((job_dir / JOB_TOML).read_text(encoding="utf-8"))
-    last_failure = None
+    last_failure = damaged = None
     try:
         with Manifest(job_dir, readonly=True) as m:
             counts, mean = m.counts(), m.mean_duration()
             if counts.failed:
                 last_failure = m.last_failure()
-    except (FileNotFoundError, Exception):  # noqa: BLE001 - a manifest being created
+    except sqlite3.DatabaseError as exc:
+        counts, mean = Counts(), None
+        if not isinstance(exc, sqlite3.OperationalError):  # "locked" or being created is no damage
+            damaged = str(exc) or type(exc).__name__
+    except Exception:  # noqa: BLE001 - a manifest being created
         counts, mean = Counts(), None
     events, _ = read_events(job_dir)
     last_start = next((e for e in reversed(events) if isinstance(e, JobStarted)), None)
@@ -128,6 +138,7 @@ def read_job(job_dir: str | Path) -> JobInfo:
         eta_s=eta,
         error=error,
         last_failure=last_failure,
+        damaged=damaged,
     )
 
 

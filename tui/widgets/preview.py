@@ -272,6 +272,13 @@ class PreviewPane(Vertical):
         image: object | None
         error: str | None
 
+    @dataclass
+    class NewestOutput(Message):
+        """The newest output image of a followed job folder (None: none yet)."""
+
+        job_dir: Path
+        path: Path | None
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.path: Path | None = None  # the file shown (or being decoded)
@@ -344,17 +351,28 @@ class PreviewPane(Vertical):
         self._show(path, f"{image.name} ({self.index + 1}/{len(self.images)}) {kind}")
 
     def follow_job(self, job_dir: Path) -> None:
-        """Show ``job_dir``'s newest output and keep to it: call again on every poll
-        (cheap: a directory scan; decoded only when the newest file changes)."""
+        """Show ``job_dir``'s newest output and keep to it: call again on every poll.
+        The folder is scanned in a thread worker (a job folder may hold thousands of
+        files); the picture is decoded only when the newest file changes."""
         if self.following != job_dir:
             self.following = job_dir
             self.path, self._stamp = None, None
-        newest = newest_output(job_dir)
-        if newest is None:
+        self._scan(job_dir)
+
+    @work(thread=True, exclusive=True, group="preview-scan")
+    def _scan(self, job_dir: Path) -> None:
+        self.post_message(self.NewestOutput(job_dir, newest_output(job_dir)))
+
+    def on_preview_pane_newest_output(self, message: NewestOutput) -> None:
+        message.stop()
+        job_dir = message.job_dir
+        if self.following != job_dir:  # the user moved on meanwhile
+            return
+        if message.path is None:
             if self.path is None:
                 self._set_empty(f"{job_dir.name}: no output image yet")
             return
-        self._show(newest, f"{job_dir.name}: ", follow=True)
+        self._show(message.path, f"{job_dir.name}: ", follow=True)
 
     # ---- decoding --------------------------------------------------------------------
     def _show(self, path: Path, caption: str, follow: bool = False) -> None:

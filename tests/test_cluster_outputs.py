@@ -145,18 +145,15 @@ def test_list_options_are_comma_separated_on_the_cli(tmp_path):
     assert deep.DeepParams(algorithms="kmeans").algorithms == ["kmeans"]
     with pytest.raises(ValueError, match="unknown"):
         deep.DeepParams(algorithms="kmeans,bogus")
-    import subprocess
-    import sys
+    from segdeck.cli import main
 
     src = tmp_path / "p"
     for k in range(4):
         _save(src / f"{k}.jpg", scene(10 + k, size=64))
-    proc = subprocess.run(
-        [sys.executable, "-m", "segdeck", "run", "cluster", str(src), "--method", "deep", "--deep.algorithms",
-         "kmeans,gmm", "--deep.epochs", "1", "--deep.image-size", "16", "--deep.k-max", "3",
-         "--deep.metric", "silhouette", "--events"],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    rc = main(["run", "cluster", str(src), "--method", "deep", "--deep.algorithms", "kmeans,gmm",
+               "--deep.epochs", "1", "--deep.image-size", "16", "--deep.k-max", "3",
+               "--deep.metric", "silhouette", "--events"])
+    assert rc == 0
     (job_dir,) = [p for p in (tmp_path / "p.segdeck").iterdir() if p.is_dir()]
     report = json.loads((job_dir / REPORT_NAME).read_text())
     assert report["params"]["deep"]["algorithms"] == ["kmeans", "gmm"]

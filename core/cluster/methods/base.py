@@ -135,6 +135,7 @@ class ClusterMethod:
         return None
 
     def extra_key(self, params) -> str | None:
+        """Cache key of :meth:`cache_extra`'s arrays (None when there are none)."""
         return None
 
     def cluster(self, job, items: list[str], feats: list[dict], emit) -> Clustering:
@@ -240,6 +241,8 @@ class ThresholdMethod(ClusterMethod):
         return Clustering(labels, info, extra, merge_pairs(found, "threshold"))
 
     def edges_to_labels(self, params, n: int, gi: np.ndarray, gj: np.ndarray) -> np.ndarray:
+        """Labels (int64 (n,)) of ``n`` items from similar pairs ``gi``, ``gj`` (int64 (m,)):
+        connected components, or average linkage with ``--linkage average``."""
         from segdeck.core.cluster import graph
 
         if params.linkage == "average":
@@ -247,6 +250,8 @@ class ThresholdMethod(ClusterMethod):
         return graph.connected_components(n, gi, gj)[1]
 
     def cluster_pairs(self, job, feats, t: float, emit, info: dict, found: list) -> np.ndarray:
+        """Labels (int64 (n,)) of all features at threshold ``t``; appends the pairs it
+        finds (``(i, j, sim)``) to ``found`` and its report fields to ``info``."""
         raise NotImplementedError
 
 

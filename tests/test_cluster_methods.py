@@ -114,3 +114,26 @@ def test_a_method_registered_in_one_module_reaches_the_cli_and_the_form(tmp_path
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["form"][-1] == "meanpx" and "dup" in got["form"]
     assert "meanpx" in got["help"]
+
+
+def test_dup_verification_stops_when_cancelled():
+    """The verification (the slow part of dup's clustering) checks the cancel flag: once
+    set, no more ORB keys are computed and unverified pairs are not accepted."""
+    from segdeck.core.cluster import dedup, features
+
+    base = [scene(40 + k, size=96) for k in range(3)]
+    grays = [features.to_gray(im) for im in base] + [features.to_gray(variant(im, k)) for k, im in enumerate(base)]
+    codes = features.phash_codes_fast(grays)
+    params = dedup.DupParams(sure_radius=0, radius=32, min_ncc=-1.0)  # everything goes to verification
+    calls = []
+
+    def gray(k):
+        calls.append(k)
+        return grays[k]
+
+    dedup.cluster_codes(codes, params, gray=gray)
+    assert calls  # verification ran
+    calls.clear()
+    decisions = []
+    dedup.cluster_codes(codes, params, gray=gray, cancel=lambda: True, decisions=decisions)
+    assert calls == [] and not (decisions[0].stage == "verified").any()

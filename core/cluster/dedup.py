@@ -319,17 +319,21 @@ def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thum
 
 
 def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Callable[[int], np.ndarray],
-            workers: int) -> np.ndarray:
+            workers: int, cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """Step 3b: ORB + RANSAC inliers of each pair in ``todo`` (int64 (k,) -> int64 (k,)).
 
     Keypoints are computed once per (image, mirrored) that some pair needs, in ``workers``
-    threads (OpenCV releases the GIL); one detector per thread.
+    threads (OpenCV releases the GIL); one detector per thread. Once ``cancel()`` is
+    true, the remaining work is skipped (those pairs get 0 inliers).
     """
+    stop = cancel or (lambda: False)
     keys: dict[tuple[int, bool], tuple] = {}
     local = threading.local()
 
     def compute(task):
         k, flip = task
+        if stop():
+            return task, (np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
         g = gray(k)
         if flip:
             g = np.ascontiguousarray(g[:, ::-1])
@@ -345,6 +349,8 @@ def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Calla
             keys[task] = kp
 
         def check(chunk):
+            if stop():
+                return [0] * len(chunk)
             return [ransac_inliers(keys[ends[t][0]], keys[ends[t][1]],
                                    max_rotation=params.max_rotation, max_scale=params.max_scale) for t in chunk]
 
@@ -360,6 +366,7 @@ def decide_pairs(
     gray: Callable[[int], np.ndarray] | None = None,
     workers: int = 1,
     thumbs: np.ndarray | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PairDecisions:
     """Steps 1-3 of the pipeline: candidates, sure pairs, verified links.
 
@@ -384,7 +391,7 @@ def decide_pairs(
     start = np.maximum.accumulate(np.where(first, np.arange(len(link)), 0))
     sel = (np.arange(len(link)) - start) < params.verify_per_link
     todo, todo_link = band[sel], link[sel]
-    ok = _verify(dec, todo, params, gray, workers) >= params.min_inliers
+    ok = _verify(dec, todo, params, gray, workers, cancel) >= params.min_inliers
     dec.checked = int(len(todo))
     # a link whose checked pairs mostly pass accepts its unchecked pairs too
     votes: dict[int, list[int]] = {}
@@ -405,6 +412,7 @@ def cluster_codes(
     workers: int = 1,
     thumbs: np.ndarray | None = None,
     decisions: list | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster images from their hash pairs, verifying uncertain candidates.
 
@@ -428,6 +436,8 @@ def cluster_codes(
         missing.
     decisions : list, optional
         When given, the :class:`PairDecisions` is appended to it (for the pair table).
+    cancel : callable, optional
+        Returns True to stop the verification early (the job then writes nothing).
 
     Returns
     -------
@@ -436,7 +446,7 @@ def cluster_codes(
         ``candidates``, ``sure``, ``verified`` (checked), ``accepted`` pair counts.
     """
     n = len(codes)
-    dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs)
+    dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs, cancel=cancel)
     if decisions is not None:
         decisions.append(dec)
     acc = dec.accepted
@@ -473,9 +483,9 @@ def cluster_folder(folder: str | Path, params: DupParams | None = None, workers:
 
 
 def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1,
-                decisions: list | None = None):
+                decisions: list | None = None, cancel: Callable[[], bool] | None = None):
     """:func:`cluster_codes` on job features (each with ``h`` of shape (2,) and, from
     feature key ``dup:v2`` on, the thumbnail ``t``)."""
     codes = np.stack([f["h"] for f in feats]) if len(feats) else np.zeros((0, 2), np.uint64)
     thumbs = np.stack([f["t"] for f in feats]) if len(feats) and all("t" in f for f in feats) else None
-    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs, decisions=decisions)
+    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs, decisions=decisions, cancel=cancel)

@@ -65,7 +65,8 @@ class Dup(ClusterMethod):
                               "with more near copies than that may lose some", level="warning"))
         emit(Message(text=f"dup: searching candidate pairs and verifying them on {p.workers} threads"))
         decisions: list = []
-        labels, stats = dedup.dup_cluster(feats, p.dup, gray=gray, workers=p.workers, decisions=decisions)
+        labels, stats = dedup.dup_cluster(feats, p.dup, gray=gray, workers=p.workers, decisions=decisions,
+                                          cancel=job.cancel.is_set)
         dec = decisions[0]
         acc = dec.accepted
         emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "

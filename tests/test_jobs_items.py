@@ -216,3 +216,29 @@ def test_bad_csv_and_wrong_input_are_one_line_on_the_cli(table, tmp_path):
     proc = _cli(tmp_path, str(tmp_path / "img"))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.strip() == f"error: {tmp_path / 'img'}: a CSV file is expected"
+
+
+def test_an_unexpected_error_listing_items_is_one_line_with_the_traceback_in_job_log(table, tmp_path):
+    class Broken(RowsJob):
+        def list_items(self):
+            raise KeyError("schema")
+
+    job_dir = tmp_path / "broken"
+    summary = run_job(Broken(RowsParams(), table, job_dir))
+    assert summary.status == "error" and summary.error == f"cannot list the items of {table}: KeyError: 'schema'"
+    assert "Traceback" in (job_dir / "job.log").read_text()
+
+
+def test_step_in_setup_sees_the_cancel(table, tmp_path):
+    cancel = threading.Event()
+
+    class LongSetup(RowsJob):
+        def setup(self, emit):
+            for k in range(100):
+                if k == 3:
+                    cancel.set()
+                self.step(k, 100, "training")
+
+    summary = run_job(LongSetup(RowsParams(), table, tmp_path / "setup"), cancel=cancel)
+    assert summary.status == "cancelled" and summary.exit_code == 130 and summary.error is None
+

@@ -198,6 +198,9 @@ class Job(ABC):
 
         Call it from :meth:`process` (any thread). Events go out at most every
         ``STEP_EVENT_INTERVAL`` seconds (always for the first and the last step).
+        Called from :meth:`setup` or :meth:`finalize` it only checks the cancel (the
+        runner ends the run as ``cancelled``); report those steps with
+        :class:`~.events.Progress` events.
 
         Raises
         ------

@@ -394,9 +394,11 @@ def run_job(
         try:
             items = job.list_items()
             check_item_ids(items)
-        except (ValueError, OSError, SegdeckError) as exc:
-            return end_with_error(f"cannot list the items of {job.input_path}: {_one_line(exc)}"
-                                  if not isinstance(exc, (ValueError, SegdeckError)) else str(exc), started=False)
+        except (ValueError, SegdeckError) as exc:  # a bad input file: the job's own words
+            return end_with_error(str(exc), started=False)
+        except Exception as exc:  # noqa: BLE001 - one line here, the traceback in job.log
+            logger.error("listing the items failed:\n%s", "".join(traceback.format_exception(exc)))
+            return end_with_error(f"cannot list the items of {job.input_path}: {_one_line(exc)}", started=False)
         total = len(items)
         keys = [str.__str__(i) for i in items]
         with db_lock:
@@ -424,6 +426,11 @@ def run_job(
         try:
             if todo:
                 job.setup(emit)
+        except ItemCancelled:  # a long setup (training) saw the cancel through Job.step
+            seconds = time.time() - t0
+            emit(JobFinished(status="cancelled", done=0, failed=0, skipped=skipped, seconds=seconds,
+                             skipped_failed=skipped_failed))
+            return JobSummary(job.job_dir, "cancelled", total, 0, 0, skipped, seconds, None, skipped_failed)
         except Exception as exc:  # noqa: BLE001 - recorded as the job's error, shown by `segdeck jobs`
             if not isinstance(exc, SegdeckError):
                 logger.error("setup failed:\n%s", "".join(traceback.format_exception(exc)))
@@ -595,6 +602,8 @@ def run_job(
         finalize_error = None
         try:
             job.finalize(emit)
+        except ItemCancelled:  # the per-job step saw a (second) cancel through Job.step
+            cancelled = True
         except Exception as exc:  # noqa: BLE001
             logger.error("finalize failed:\n%s", traceback.format_exc())
             full = disk_full_error(exc)

@@ -66,6 +66,39 @@ AutomaskParams = create_model(  # type: ignore[call-overload]
 )
 
 
+def options_markdown() -> str:
+    """The README's automask option table (``segdeck run automask --help`` as Markdown).
+
+    One row per parameter of :data:`AutomaskParams`, in model order: the CLI flag, the
+    default and the description. ``tests/test_readme.py`` checks the README holds exactly
+    this table between ``<!-- automask-options:start -->`` and ``<!-- automask-options:end -->``.
+    """
+    from segdeck.core.params import field_specs
+
+    def show(value) -> str:
+        if value is None:
+            return "(none)"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, list):
+            return ", ".join(map(str, value)) or "(none)"
+        return str(value)
+
+    from segdeck.core.sam.params import FAMILY_DEFAULTS
+
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for spec in field_specs(AutomaskParams):
+        flag = "--" + spec.name.replace("_", "-")
+        text = spec.description.replace("|", "\\|")
+        default = f"`{show(spec.default)}`"
+        if spec.default is None and spec.name in FAMILY_DEFAULTS["sam2"]:
+            default = f"`{FAMILY_DEFAULTS['sam2'][spec.name]}` SAM 2, `{FAMILY_DEFAULTS['sam-hq'][spec.name]}` SAM-HQ"
+        rows.append(f"| `{flag}` | {default} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
 def generator_params(params) -> GeneratorParams:
     """The :class:`GeneratorParams` part of :class:`AutomaskParams`."""
     return GeneratorParams(**{k: getattr(params, k) for k in GeneratorParams.model_fields})

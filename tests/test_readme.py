@@ -39,3 +39,26 @@ def test_parsers_on_examples():
     readme = "text\n```sh\nmake run    # go\nmake test\n```\n`make nope` inline is ignored\n```\nmake bench SAMPLES=x\n```\n"
     assert readme_make_commands(readme) == ["run", "test", "bench"]
     assert makefile_targets("run: $(STAMP)\n\tx\nA := 1\ntest bench: y\n") == {"run", "test", "bench"}
+
+
+def test_readme_automask_options_match_the_params():
+    """The README's automask option table is exactly what the params model gives."""
+    from segdeck.core.automask import options_markdown
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- automask-options:start -->\n(.*?)<!-- automask-options:end -->", readme, flags=re.S)
+    assert m, "README lacks the automask option table markers"
+    assert m.group(1) == options_markdown(), (
+        "README automask options drifted from AutomaskParams; paste the output of "
+        "`python -c 'from segdeck.core.automask import options_markdown; print(options_markdown(), end=\"\")'`"
+    )
+    assert "`--mask-threshold`" in m.group(1) and "`--point-grids`" in m.group(1)
+
+
+def test_readme_export_formats_match_the_registry():
+    from segdeck.core.export import FORMATS
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Open the results elsewhere", 1)[1].split("\n## ", 1)[0]
+    for fmt in FORMATS:
+        assert f"segdeck export {fmt} " in section, fmt

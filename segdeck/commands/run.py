@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     from segdeck.core.jobs.registry import JOBS, get_job_class
     from segdeck.core.params import field_specs
 
-    p = sub.add_parser("run", help="run a batch job over a folder of images")
+    p = sub.add_parser("run", help="run a batch job over a folder of images (or the file a job takes, e.g. a CSV)")
     jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
     for name in JOBS:
         try:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydantic import Field
 
 from segdeck.core import imageio
@@ -194,3 +195,31 @@ def test_5000_items_flat_memory_and_sigint_within_5_s(tmp_path):
     assert not list(job_dir.glob(".*.tmp*"))
     kinds = [e for e in (job_dir / "events.jsonl").read_text().splitlines() if "ItemDone" in e]
     assert len(kinds) == info.counts.done
+
+
+def test_second_interrupt_skips_the_per_job_outputs_of_a_cancelled_run(tmp_path):
+    """A slow finalize after a cancel: the user is told, and a second Ctrl+C (the CLI
+    raises KeyboardInterrupt) skips it; the run still ends as cancelled."""
+    cancel = threading.Event()
+    seen: list = []
+
+    class SlowFinalize(BulkJob):
+        def process(self, item, data):
+            if item == "n00002":
+                cancel.set()
+            return super().process(item, data)
+
+        def finalize(self, emit):
+            raise KeyboardInterrupt  # the second Ctrl+C arrives while this runs
+
+    params = BulkParams(payload_kb=1, write_delay=0.0)
+    src = _counted_input(tmp_path, 10)
+    job_dir = job_dir_for(SlowFinalize, params, src, tmp_path / "out")
+    summary = run_job(SlowFinalize(params, src, job_dir), cancel=cancel, sink=seen.append)
+    assert summary.status == "cancelled" and summary.done == 3
+    texts = [e.text for e in seen if type(e).__name__ == "Message"]
+    assert texts == ["cancelled: writing the per-job outputs of the 3 done items (Ctrl+C again to skip them; "
+                     "a re-run writes them)", "per-job outputs skipped (a re-run writes them)"]
+    with pytest.raises(KeyboardInterrupt):  # without a cancel it is no request of ours: it propagates
+        run_job(SlowFinalize(params, src, job_dir), sink=seen.append)
+

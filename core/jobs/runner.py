@@ -600,10 +600,17 @@ def run_job(
                                                     seconds=seconds, error=fatal[0], skipped_failed=skipped_failed))
             return JobSummary(job.job_dir, "error", total, done, failed, skipped, seconds, fatal[0], skipped_failed)
         finalize_error = None
+        if cancelled and done + skipped and type(job).finalize is not Job.finalize:
+            emit(Message(text=f"cancelled: writing the per-job outputs of the {done + skipped} done items "
+                              "(Ctrl+C again to skip them; a re-run writes them)"))
         try:
             job.finalize(emit)
-        except ItemCancelled:  # the per-job step saw a (second) cancel through Job.step
+        except ItemCancelled:  # a finalize that checks the cancel (Job.step) stops on a cancelled run
             cancelled = True
+        except KeyboardInterrupt:  # the second Ctrl+C of `segdeck run` while the per-job outputs are written
+            if not cancelled:
+                raise
+            emit(Message(text="per-job outputs skipped (a re-run writes them)", level="warning"))
         except Exception as exc:  # noqa: BLE001
             logger.error("finalize failed:\n%s", traceback.format_exc())
             full = disk_full_error(exc)

@@ -190,3 +190,20 @@ def test_disk_full_on_the_cli_is_one_line(photos, tmp_path):
     (photos / "DISK_FULL").unlink()
     again = _cli(str(photos), "--out", str(out), tmp_path=tmp_path)
     assert again.returncode == 0 and "5 done" in again.stderr, again.stderr
+
+
+def test_fresh_never_touches_a_folder_of_another_input(photos, tmp_path):
+    from segdeck.core.errors import SetupError
+
+    params = PairParams(gain=4)
+    out = tmp_path / "shared"
+    job_dir = job_dir_for(PairJob, params, photos, out)
+    run_job(PairJob(params, photos, job_dir))
+    other = tmp_path / "other"
+    other.mkdir()
+    imageio.write_image(other / "0.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(SetupError, match="own --out"):
+        run_job(PairJob(params, other, job_dir_for(PairJob, params, other, out)), fresh=True)
+    with Manifest(job_dir, readonly=True) as m:
+        assert m.counts().done == 5
+

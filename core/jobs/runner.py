@@ -387,8 +387,8 @@ def run_job(
         return JobSummary(job.job_dir, "error", total, 0, 0, skipped, seconds, line, skipped_failed)
 
     try:
+        write_job_toml(job)  # first: a folder of another input is refused before anything is touched
         manifest, damage = _open_manifest(job.job_dir, fresh)
-        write_job_toml(job)
         remember(job.job_dir)  # listed by `segdeck jobs` and the TUI wherever --out put it
         _remove_stale_temp_files(job.job_dir)
         try:

@@ -55,6 +55,8 @@ class DupParams(BaseModel):
     orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(2, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
     min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails correlate less than this are rejected unverified (-1: off)")
+    crop_radius: int = Field(10, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
+    crop_max_images: int = Field(20_000, ge=0, le=10_000_000, description="above this many images the crop candidates are skipped (logged): their search grows with n^2")
 
 
 def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
@@ -253,6 +255,9 @@ class PairDecisions:
         Flip-invariant Hamming distance of each pair (bits of 64).
     mirrored : ndarray of bool, shape (m,)
         The mirrored hash was the closer one.
+    route : ndarray of int8, shape (m,)
+        How the pair was found: 0 whole-image hashes; 1 one image's hash against a window
+        of the other (a cropped copy, :func:`crop_pairs`).
     stage : ndarray of str (object), shape (m,)
         Why a pair was accepted: ``"sure"`` (within ``sure_radius``), ``"verified"``
         (its own ORB + RANSAC check passed), ``"link"`` (between two groups whose
@@ -266,6 +271,7 @@ class PairDecisions:
     d: np.ndarray
     mirrored: np.ndarray
     stage: np.ndarray
+    route: np.ndarray | None = None
     checked: int = 0
 
     @property
@@ -284,6 +290,80 @@ def candidate_pairs(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndar
     i, j, d = similarity.hamming_pairs(codes[:, 0], radius, codes_b=codes)
     direct = similarity.popcount64(codes[i, 0] ^ codes[j, 0]).astype(np.int64)
     return i, j, d, direct > d
+
+
+def crop_pairs(
+    codes: np.ndarray,
+    windows: np.ndarray,
+    radius: int,
+    gray: Callable[[int], np.ndarray],
+    thumbs: np.ndarray,
+    min_ncc: float,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2b: candidates of cropped copies, through window hashes.
+
+    A pair is a candidate when one image's whole hash is within ``radius`` bits of a
+    window's hash of the other (:func:`segdeck.core.cluster.features.window_boxes`),
+    and the smaller image's thumbnail correlates (at least ``min_ncc``) with that window
+    of the larger one, cut from ``gray`` and resized to the thumbnail size: the
+    pre-filter of :func:`thumb_ncc`, aligned on the window.
+
+    Parameters
+    ----------
+    codes : ndarray of uint64, shape (n, 2)
+        Whole-image hash and mirrored hash.
+    windows : ndarray of uint64, shape (n, 2 w)
+        :func:`segdeck.core.cluster.features.window_codes` of each image.
+    radius : int
+    gray : callable
+        ``gray(k)`` -> (H, W) uint8 image ``k``.
+    thumbs : ndarray of uint8, shape (n, s, s)
+    min_ncc : float
+    exclude : ndarray of int64, optional
+        Pair keys ``i * n + j`` already candidates (skipped).
+
+    Returns
+    -------
+    i, j : int64 (m,) with i < j; d : int64 (m,) bits; mirrored : bool (m,)
+    """
+    import cv2
+
+    n = len(codes)
+    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0, bool),)
+    if radius < 0 or n < 2:
+        return empty
+    i, j, _ = similarity.hamming_pairs(codes[:, 0], radius, codes_b=windows)
+    key = i * np.int64(n) + j
+    if exclude is not None and len(i):
+        keep = ~np.isin(key, exclude)
+        i, j = i[keep], j[keep]
+    if not len(i):
+        return empty
+    # which direction and window matched: (whole of j vs window of i) or (whole of i vs window of j)
+    d_ij = similarity.popcount64(codes[j, 0][:, None] ^ windows[i]).astype(np.int64)  # (m, 2w)
+    d_ji = similarity.popcount64(codes[i, 0][:, None] ^ windows[j]).astype(np.int64)
+    both = np.concatenate([d_ij, d_ji], axis=1)
+    best = both.argmin(1)
+    d = both[np.arange(len(i)), best]
+    w2 = windows.shape[1]
+    big = np.where(best < w2, i, j)  # the image whose window matched
+    small = np.where(best < w2, j, i)
+    col = best % w2
+    mirrored = col % 2 == 1
+    side = thumbs.shape[1]
+    ok = np.ones(len(i), bool)
+    if min_ncc > -1.0:
+        for t in range(len(i)):
+            g = gray(int(big[t]))
+            y0, y1, x0, x1 = features.window_boxes(*g.shape[:2])[col[t] // 2]
+            win = cv2.resize(g[y0:y1, x0:x1], (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+            th = thumbs[small[t]].astype(np.float32)
+            if mirrored[t]:
+                win = win[:, ::-1]
+            a, b = win.ravel() - win.mean(), th.ravel() - th.mean()
+            ok[t] = float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6) >= min_ncc
+    return i[ok], j[ok], d[ok], mirrored[ok]
 
 
 def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thumbs: np.ndarray | None,
@@ -311,7 +391,8 @@ def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thum
         if thumbs is None:
             thumbs = features.thumbnails([gray(k) for k in range(n)])
         r = thumb_ncc(thumbs, i[band], j[band], dec.mirrored[band])
-        keep = inside | (r >= params.min_ncc)
+        # crop pairs passed their own window-aligned check (whole thumbnails are not aligned)
+        keep = inside | (r >= params.min_ncc) | (dec.route[band] == 1)
         band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
     link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
     order = np.lexsort((d[band], link))
@@ -367,6 +448,8 @@ def decide_pairs(
     workers: int = 1,
     thumbs: np.ndarray | None = None,
     cancel: Callable[[], bool] | None = None,
+    windows: np.ndarray | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PairDecisions:
     """Steps 1-3 of the pipeline: candidates, sure pairs, verified links.
 
@@ -379,8 +462,22 @@ def decide_pairs(
     codes = np.asarray(codes, np.uint64).reshape(len(codes), 2)
     n = len(codes)
     i, j, d, mirrored = candidate_pairs(codes, params.radius)
-    stage = np.where(d <= params.sure_radius, "sure", "").astype(object)
-    dec = PairDecisions(i, j, d, mirrored, stage)
+    route = np.zeros(len(i), np.int8)
+    if windows is not None and gray is not None and params.crop_radius >= 0:
+        if n > params.crop_max_images:
+            if warn is not None:
+                warn(f"dup: {n} images, more than --dup.crop-max-images {params.crop_max_images}: "
+                     "cropped copies are found only through the whole-image hashes")
+        else:
+            if thumbs is None:
+                thumbs = features.thumbnails([gray(k) for k in range(n)])
+            ci, cj, cd, cm = crop_pairs(codes, np.asarray(windows, np.uint64).reshape(n, -1), params.crop_radius,
+                                        gray, thumbs, params.min_ncc, exclude=i * np.int64(n) + j)
+            i, j, d = np.concatenate([i, ci]), np.concatenate([j, cj]), np.concatenate([d, cd])
+            mirrored = np.concatenate([mirrored, cm])
+            route = np.concatenate([route, np.ones(len(ci), np.int8)])
+    stage = np.where((d <= params.sure_radius) & (route == 0), "sure", "").astype(object)
+    dec = PairDecisions(i, j, d, mirrored, stage, route)
     band = np.nonzero(stage == "")[0]
     if gray is None or not len(band):
         return dec  # without images, uncertain candidates are dropped
@@ -413,6 +510,8 @@ def cluster_codes(
     thumbs: np.ndarray | None = None,
     decisions: list | None = None,
     cancel: Callable[[], bool] | None = None,
+    windows: np.ndarray | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster images from their hash pairs, verifying uncertain candidates.
 
@@ -438,6 +537,11 @@ def cluster_codes(
         When given, the :class:`PairDecisions` is appended to it (for the pair table).
     cancel : callable, optional
         Returns True to stop the verification early (the job then writes nothing).
+    windows : ndarray of uint64, shape (n, 2 w), optional
+        Window hashes (:func:`segdeck.core.cluster.features.window_codes`) for the
+        cropped-copy candidates (:func:`crop_pairs`, ``crop_radius``).
+    warn : callable, optional
+        Receives a line when a step is skipped (``crop_max_images``).
 
     Returns
     -------
@@ -446,14 +550,15 @@ def cluster_codes(
         ``candidates``, ``sure``, ``verified`` (checked), ``accepted`` pair counts.
     """
     n = len(codes)
-    dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs, cancel=cancel)
+    dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs, cancel=cancel, windows=windows,
+                       warn=warn)
     if decisions is not None:
         decisions.append(dec)
     acc = dec.accepted
     # accepted edges: distance in [0, EDGE_SCALE] growing with the hash distance; missing pairs = 1
     labels = graph.average_linkage(n, dec.i[acc], dec.j[acc], EDGE_SCALE * dec.d[acc] / 64.0, max_distance=params.max_distance)
-    stats = {"candidates": int(len(dec.i)), "sure": int((dec.stage == "sure").sum()), "verified": dec.checked,
-             "accepted": int(acc.sum())}
+    stats = {"candidates": int(len(dec.i)), "crop_candidates": int((dec.route == 1).sum()),
+             "sure": int((dec.stage == "sure").sum()), "verified": dec.checked, "accepted": int(acc.sum())}
     return labels, stats
 
 
@@ -477,15 +582,19 @@ def cluster_folder(folder: str | Path, params: DupParams | None = None, workers:
     with ThreadPoolExecutor(max(1, workers)) as pool:
         grays = list(pool.map(lambda p: features.load_gray_small(p, 256), paths, chunksize=32))
     codes = features.phash_codes_fast(grays)
+    windows = np.stack([features.window_codes(g) for g in grays]) if grays else None
     labels, _ = cluster_codes(codes, params, gray=lambda k: grays[k], workers=workers,
-                              thumbs=features.thumbnails(grays))
+                              thumbs=features.thumbnails(grays), windows=windows)
     return [p.relative_to(folder).as_posix() for p in paths], labels
 
 
 def dup_cluster(feats: Sequence[dict], params: DupParams, gray: Callable[[int], np.ndarray] | None, workers: int = 1,
-                decisions: list | None = None, cancel: Callable[[], bool] | None = None):
+                decisions: list | None = None, cancel: Callable[[], bool] | None = None,
+                warn: Callable[[str], None] | None = None):
     """:func:`cluster_codes` on job features (each with ``h`` of shape (2,) and, from
     feature key ``dup:v2`` on, the thumbnail ``t``)."""
     codes = np.stack([f["h"] for f in feats]) if len(feats) else np.zeros((0, 2), np.uint64)
     thumbs = np.stack([f["t"] for f in feats]) if len(feats) and all("t" in f for f in feats) else None
-    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs, decisions=decisions, cancel=cancel)
+    windows = np.stack([f["w"] for f in feats]) if len(feats) and all("w" in f for f in feats) else None
+    return cluster_codes(codes, params, gray=gray, workers=workers, thumbs=thumbs, decisions=decisions, cancel=cancel,
+                         windows=windows, warn=warn)

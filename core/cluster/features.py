@@ -227,21 +227,64 @@ def phash_codes_fast(grays: Sequence[np.ndarray]) -> np.ndarray:
         Column 0 the image's hash, column 1 its mirror image's.
     """
     import cv2
-    from scipy.fft import dct
 
     n = len(grays)
     result = np.zeros((n, 2), np.uint64)
-    sign = np.where(np.arange(8) % 2 == 1, -1.0, 1.0).astype(np.float32)
     for s in range(0, n, _CHUNK):
         px = np.stack([cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA) for g in grays[s:s + _CHUNK]]).astype(np.float32)
-        d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
-        out = []
-        for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
-            flat = block.reshape(len(px), 64)
-            bits = flat > np.median(flat, axis=1, keepdims=True)
-            out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
-        result[s:s + len(px)] = np.stack(out, axis=1)
+        result[s:s + len(px)] = _codes_of_32(px)
     return result
+
+
+#: Windows hashed by the ``dup`` method to find cropped copies: the image is resized to
+#: ``WINDOW_BASE`` x ``WINDOW_BASE`` pixels and every 32 x 32 square at the pixel offsets
+#: ``WINDOW_STEPS`` (both axes, 25 windows) is hashed. A window is 32 / 44 = 0.73 of each
+#: side at offsets 0-27 % of the side: a copy cropped by ~6-15 % per side (even
+#: asymmetrically) shows about one of them, so its whole-image hash is close to that
+#: window's hash. More offsets find more crops and lengthen the hash search.
+WINDOW_BASE = 44
+WINDOW_STEPS = (0, 3, 6, 9, 12)
+
+
+def window_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """The windows of :func:`window_codes` in an (h, w) image, as (y0, y1, x0, x1) pixel boxes."""
+    fy, fx = h / WINDOW_BASE, w / WINDOW_BASE
+    return [(round(oy * fy), round((oy + 32) * fy), round(ox * fx), round((ox + 32) * fx))
+            for oy in WINDOW_STEPS for ox in WINDOW_STEPS]
+
+
+def window_codes(gray: np.ndarray) -> np.ndarray:
+    """Hashes of the windows of a grayscale image (:func:`window_boxes`), as
+    :func:`phash_codes_fast` computes them (32 x 32 area-averaged, DCT, median).
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+
+    Returns
+    -------
+    ndarray of uint64, shape (2 * 25,)
+        For each window its hash, then its mirror image's.
+    """
+    import cv2
+
+    small = cv2.resize(gray, (WINDOW_BASE, WINDOW_BASE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    px = np.stack([small[oy:oy + 32, ox:ox + 32] for oy in WINDOW_STEPS for ox in WINDOW_STEPS])
+    return _codes_of_32(px).reshape(-1)
+
+
+def _codes_of_32(px: np.ndarray) -> np.ndarray:
+    """(B, 32, 32) float32 -> (B, 2) uint64: pHash of each square and of its mirror image."""
+    from scipy.fft import dct
+
+    sign = np.where(np.arange(8) % 2 == 1, -1.0, 1.0).astype(np.float32)
+    d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
+    out = []
+    for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
+        flat = block.reshape(len(px), 64)
+        bits = flat > np.median(flat, axis=1, keepdims=True)
+        out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
+    return np.stack(out, axis=1)
 
 
 def phash_feature(img: np.ndarray) -> dict:
@@ -358,12 +401,13 @@ def thumbnails(grays: Sequence[np.ndarray], side: int = THUMB_SIDE) -> np.ndarra
 
 
 def dup_feature(img: np.ndarray) -> dict:
-    """Feature of the ``dup`` method: ``{"h": (2,) uint64, "t": (16, 16) uint8}``, the hash
-    of the image and of its mirror image (:func:`phash_codes_fast`) and a thumbnail
-    (:func:`thumbnails`). The ORB keys used to verify uncertain pairs are computed later,
-    only for the images that need them."""
+    """Feature of the ``dup`` method: ``{"h": (2,) uint64, "w": (50,) uint64, "t": (16, 16)
+    uint8}``: the hash of the image and of its mirror image (:func:`phash_codes_fast`),
+    the hashes of its windows (:func:`window_codes`) and a thumbnail (:func:`thumbnails`).
+    The ORB keys used to verify uncertain pairs are computed later, only for the images
+    that need them."""
     g = to_gray(img)
-    return {"h": phash_codes_fast([g])[0], "t": thumbnails([g])[0]}
+    return {"h": phash_codes_fast([g])[0], "w": window_codes(g), "t": thumbnails([g])[0]}
 
 
 def extract(method: str, img: np.ndarray) -> dict:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeck.core.cluster.methods.base import Clustering, ClusterMethod, register
+from segdeck.core.cluster.methods.base import Clustering, ClusterMethod, register, warner
 
 
 class Dup(ClusterMethod):
     name = "dup"
     description = "near-duplicates, verified (flips, crops, small rotations, edits; default)"
-    version = "v2"  # v2: with the thumbnail
+    version = "v3"  # v2: with the thumbnail; v3: with the window hashes
 
     def name_part(self, params) -> str:
         return ""
@@ -66,7 +66,7 @@ class Dup(ClusterMethod):
         emit(Message(text=f"dup: searching candidate pairs and verifying them on {p.workers} threads"))
         decisions: list = []
         labels, stats = dedup.dup_cluster(feats, p.dup, gray=gray, workers=p.workers, decisions=decisions,
-                                          cancel=job.cancel.is_set)
+                                          cancel=job.cancel.is_set, warn=warner(emit))
         dec = decisions[0]
         acc = dec.accepted
         emit(Message(text=f"dup: {stats['candidates']} candidate pairs, {stats['sure']} sure, "

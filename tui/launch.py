@@ -11,9 +11,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
+
+if TYPE_CHECKING:
+    from segdeck.tui.jobwatch import LogLine
 
 #: File in the job folder that receives the job process's stderr (errors that happen
 #: before the runner opens ``job.log``, e.g. a job module that fails to import).
@@ -152,3 +155,27 @@ def stderr_tail(proc: subprocess.Popen, max_bytes: int = 8192) -> list[str]:
     finally:
         err.close()
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def annotate_line(raw: str) -> LogLine:
+    """A log line for one JSON line of ``segdeck annotate`` (plain text is kept as is)."""
+    import json
+    import time
+
+    from segdeck.tui.jobwatch import LogLine
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return LogLine(time.time(), raw, "info")
+    if not isinstance(data, dict):
+        return LogLine(time.time(), raw, "info")
+    saved = data.get("saved") or data.get("files") or data.get("path") or data.get("file")
+    if isinstance(saved, list):
+        saved = ", ".join(map(str, saved))
+    if saved and data.get("image"):
+        saved = f"{saved} (image {data['image']})"
+    level = "error" if data.get("error") else "done"
+    text = f"saved {saved}" if saved else " ".join(f"{k}={v}" for k, v in data.items())
+    if data.get("error"):
+        text = f"{text} — {data['error']}" if saved else str(data["error"])
+    return LogLine(time.time(), text, level)

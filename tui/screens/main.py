@@ -4,37 +4,14 @@ Jobs run as ``segdeck run`` processes in their own session (they outlive the TUI
 this screen follows every job folder under the root through a
 :class:`~segdeck.tui.jobwatch.JobWatcher` polled from a thread worker.
 
-Integration hooks
------------------
-``CURVE_JOBS``
-    job name -> ``"module:function"`` computing a threshold curve before the job runs,
-    called (in a thread worker) as ``function(input_path, params, emit=callback)`` with
-    the form's validated params (``callback`` takes ``Progress`` events, shown in the
-    status line; it raises to stop the computation when the user presses Esc); it
-    raises ``ValueError`` when the chosen method has no threshold.
-    ``Ctrl+T`` (or ``t`` outside a text field) on the form of such a job shows the curve
-    in :class:`~segdeck.tui.screens.threshold.ThresholdScreen`; the picked value goes
-    into the form's ``threshold`` field (``Ctrl+R`` then runs it).
-``JOB_SCREENS``
-    job name -> ``"module:Class"`` of a screen opened with ``t`` on a selected job of
-    that name (when the Jobs list has the focus, or the form's job has no curve; for
-    ``cluster``: the curve the job saved, to pick a threshold for a re-run). The class is called as
-    ``Class(job_dir=Path)``; when it is dismissed with a dict, the dict (nested, like a
-    preset) is applied to the form of that job so the user can re-run with the picked
-    values (``Ctrl+R``).
-``MODEL_FIELD``
-    a form field of this name (a model registered in :mod:`segdeck.core.models`) shows
-    its cache state under it; ``m`` opens :class:`~segdeck.tui.screens.models.ModelScreen`
-    (cache state, downloads) and Enter there puts the model into the field.
-``ANNOTATE_MODE``
-    the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
-    stdout JSON lines are shown in the log pane.
+The integration hooks (which job has a threshold curve, a tool screen, a model field,
+notes under fields) are tables in :mod:`segdeck.tui.hooks`; the preview pane, the job
+summary and the log are widgets of their own (:mod:`segdeck.tui.widgets`).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +26,18 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 
 from segdeck.tui import launch
+from segdeck.tui.hooks import (
+    ANNOTATE_MODE,
+    CURVE_JOBS,
+    EXTRA_MODEL_FIELDS,
+    FIELD_NOTES,
+    JOB_SCREENS,
+    MODEL_FIELD,
+    NO_CURVE_METHODS,
+    THRESHOLD_FIELD,
+)
 from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, LogLine, cancel_job, tail_log
+from segdeck.tui.launch import annotate_line
 from segdeck.tui.widgets.folder_tree import FolderTree
 from segdeck.tui.widgets.job_list import JobList
 from segdeck.tui.widgets.job_log import JobLog
@@ -57,43 +45,6 @@ from segdeck.tui.widgets.job_summary import JobSummary
 from segdeck.tui.widgets.param_form import ParamForm
 from segdeck.tui.widgets.preview import PreviewPane
 
-#: Threshold curves offered with Ctrl+T on a job's form (see the module docstring).
-CURVE_JOBS: dict[str, str] = {
-    "cluster": "segdeck.core.cluster.job:sample_curve",
-}
-#: Screens offered with ``t`` for a selected job (see the module docstring).
-JOB_SCREENS: dict[str, str] = {
-    "cluster": "segdeck.tui.screens.threshold:JobThresholdScreen",
-}
-MODEL_FIELD = "model"
-#: Other form fields that hold a registered model, by job: dotted field -> (module that
-#: registers the models or "", {model name: field value}). ``m`` offers those models
-#: while the field is shown (cluster: the deep method's backbone network).
-EXTRA_MODEL_FIELDS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
-    "cluster": {
-        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
-                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
-    },
-}
-#: A plain-words line under a job's field (job -> {dotted field: text}).
-FIELD_NOTES: dict[str, dict[str, str]] = {
-    "cluster": {
-        "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
-                  "(the \"seed methods\"): a similarity score per image pair, pairs above the "
-                  "threshold are linked into clusters. deep: learned image features, clusters "
-                  "chosen by model selection.",
-    },
-}
-#: Methods of a ``CURVE_JOBS`` job that have no threshold curve, with the reason
-#: (said at once on Ctrl+T, before anything is computed).
-NO_CURVE_METHODS: dict[str, dict[str, str]] = {
-    "cluster": {
-        "dup": "dup groups near-duplicates it verifies by matching features; it has no similarity threshold",
-        "deep": "deep picks its clusters by model selection (see the deep section)",
-    },
-}
-THRESHOLD_FIELD = "threshold"
-ANNOTATE_MODE = "paint"
 ANNOTATE_SOURCE = "annotate"
 POLL_S = 0.5
 
@@ -112,14 +63,6 @@ class JobsPolled(Message):
 
     snapshots: list
     new_lines: dict
-
-
-@dataclass
-class ImagesListed(Message):
-    """The images of a folder (for the preview pane), listed in the background."""
-
-    folder: Path
-    images: list
 
 
 @dataclass
@@ -371,27 +314,16 @@ class MainScreen(Screen):
             self._preview_folder(self.input_path)
 
     def _preview_folder(self, folder: Path) -> None:
-        if self.query_one(PreviewPane).display:
-            self._list_images(folder)
-
-    @work(thread=True, exclusive=True, group="preview-list")
-    def _list_images(self, folder: Path) -> None:
-        from segdeck.core.imageio import discover
-
-        try:
-            images = discover(folder, recursive=False) or discover(folder)[:500]
-        except (OSError, ValueError):
-            images = []
-        self.post_message(ImagesListed(folder, images))
-
-    def on_images_listed(self, message: ImagesListed) -> None:
-        if message.folder != self.input_path:
+        """The preview shows ``folder``'s images; ``v`` finds their overlays in the
+        selected job's folder when that job ran on this folder (or one above it)."""
+        preview = self.query_one(PreviewPane)
+        if not preview.display:
             return
         snap = self.query_one(JobList).selected_snapshot
         job_dir = root = None
-        if snap is not None and snap.input and message.folder.is_relative_to(Path(snap.input)):
+        if snap is not None and snap.input and folder.is_relative_to(Path(snap.input)):
             job_dir, root = snap.job_dir, Path(snap.input)
-        self.query_one(PreviewPane).show_folder(message.folder, message.images, job_dir, root)
+        preview.open_folder(folder, job_dir, root)
 
     def _update_input_line(self) -> None:
         n = "counting…" if self.input_count is None else f"{self.input_count} images"
@@ -914,26 +846,6 @@ def _now() -> float:
     import time
 
     return time.time()
-
-
-def annotate_line(raw: str) -> LogLine:
-    """A log line for one JSON line of ``segdeck annotate`` (plain text is kept as is)."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return LogLine(_now(), raw, "info")
-    if not isinstance(data, dict):
-        return LogLine(_now(), raw, "info")
-    saved = data.get("saved") or data.get("files") or data.get("path") or data.get("file")
-    if isinstance(saved, list):
-        saved = ", ".join(map(str, saved))
-    if saved and data.get("image"):
-        saved = f"{saved} (image {data['image']})"
-    level = "error" if data.get("error") else "done"
-    text = f"saved {saved}" if saved else " ".join(f"{k}={v}" for k, v in data.items())
-    if data.get("error"):
-        text = f"{text} — {data['error']}" if saved else str(data["error"])
-    return LogLine(_now(), text, level)
 
 
 __all__ = ["CURVE_JOBS", "JOB_SCREENS", "MODEL_FIELD", "CurveReady", "MainScreen", "annotate_line"]

@@ -273,6 +273,15 @@ class PreviewPane(Vertical):
         error: str | None
 
     @dataclass
+    class Listed(Message):
+        """A folder's images, listed in the worker."""
+
+        folder: Path
+        images: list
+        job_dir: Path | None
+        input_root: Path | None
+
+    @dataclass
     class NewestOutput(Message):
         """The newest output image of a followed job folder (None: none yet)."""
 
@@ -293,6 +302,7 @@ class PreviewPane(Vertical):
         self.job_dir: Path | None = None
         self.input_root: Path | None = None
         self.following: Path | None = None  # job folder whose newest output is shown
+        self._wanted_folder: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="preview-caption", markup=False)
@@ -308,6 +318,27 @@ class PreviewPane(Vertical):
         self.job_dir, self.input_root = job_dir, input_root
         self.view = "image"
         self._show_current()
+
+    def open_folder(self, folder: Path, job_dir: Path | None = None, input_root: Path | None = None) -> None:
+        """Show ``folder``'s images (its own, else up to 500 below it), listed in a
+        thread worker; see :meth:`show_folder`."""
+        self._wanted_folder = folder
+        self._list_images(folder, job_dir, input_root)
+
+    @work(thread=True, exclusive=True, group="preview-list")
+    def _list_images(self, folder: Path, job_dir: Path | None, input_root: Path | None) -> None:
+        from segdeck.core.imageio import discover
+
+        try:
+            images = discover(folder, recursive=False) or discover(folder)[:500]
+        except (OSError, ValueError):
+            images = []
+        self.post_message(self.Listed(folder, images, job_dir, input_root))
+
+    def on_preview_pane_listed(self, message: Listed) -> None:
+        message.stop()
+        if message.folder == self._wanted_folder:
+            self.show_folder(message.folder, message.images, message.job_dir, message.input_root)
 
     def set_job_dir(self, job_dir: Path | None, input_root: Path | None = None) -> None:
         """The job folder (run on ``input_root``) whose overlays and label maps ``v``

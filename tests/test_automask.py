@@ -38,6 +38,74 @@ def test_params_presets_and_fields():
         resolve(cls.Params, "automask", overrides={"points_per_side": 0})
 
 
+def test_defaults_are_the_installed_official_generators():
+    """Every generator default, per family, equals the installed official signature's."""
+    import inspect
+
+    from segdeck.core.automask import generator_params
+    from segdeck.core.sam.params import FAMILY_ONLY
+
+    sam2_gen = pytest.importorskip("sam2.automatic_mask_generator").SAM2AutomaticMaskGenerator
+    hq_gen = pytest.importorskip("segment_anything_hq.automatic_mask_generator").SamAutomaticMaskGenerator
+    gp = generator_params(get_job_class("automask").Params())
+    for family, cls in (("sam2", sam2_gen), ("sam-hq", hq_gen)):
+        sig = inspect.signature(cls.__init__).parameters
+        resolved = gp.for_family(family)
+        kwargs = gp.generator_kwargs(family)
+        assert set(kwargs) <= set(sig), set(kwargs) - set(sig)  # the official class takes them all
+        for name, param in sig.items():
+            if name in ("self", "model", "kwargs") or param.default is inspect.Parameter.empty:
+                continue
+            if FAMILY_ONLY.get(name, family) != family:
+                continue
+            assert getattr(resolved, name) == pytest.approx(param.default) if param.default is not None \
+                else getattr(resolved, name) is None, (family, name)
+            assert kwargs[name] == param.default or kwargs[name] == pytest.approx(param.default), (family, name)
+    assert gp.for_family("sam2").pred_iou_thresh == 0.8 and gp.for_family("sam-hq").pred_iou_thresh == 0.88
+    # an explicit value wins over the family default
+    explicit = resolve(get_job_class("automask").Params, "automask", overrides={"pred_iou_thresh": 0.5})
+    assert generator_params(explicit).for_family("sam2").pred_iou_thresh == 0.5
+
+
+def test_point_grids_file(tmp_path):
+    from segdeck.core.errors import ParamsError
+    from segdeck.core.sam.params import GeneratorParams, read_point_grids
+
+    cls = get_job_class("automask")
+    one = tmp_path / "grid.txt"
+    one.write_text("# x y, normalised\n0.5 0.5\n0.25,0.75\n")
+    grids = read_point_grids(one)
+    assert len(grids) == 1 and grids[0].tolist() == [[0.5, 0.5], [0.25, 0.75]] and grids[0].dtype == np.float32
+    two = tmp_path / "two.txt"
+    two.write_text("0.5 0.5\n\n0.1 0.1\n0.9 0.9\n")
+    assert [len(g) for g in read_point_grids(two, crop_n_layers=1)] == [1, 2]
+    npy = tmp_path / "g.npy"
+    np.save(npy, np.array([[0.1, 0.2]]))
+    assert GeneratorParams(point_grids=str(npy)).grids()[0].tolist() == [[pytest.approx(0.1), pytest.approx(0.2)]]
+    kw = GeneratorParams(point_grids=str(one)).generator_kwargs("sam2")
+    assert kw["points_per_side"] is None and len(kw["point_grids"]) == 1
+    p = resolve(cls.Params, "automask", overrides={"point_grids": str(one)})
+    assert cls.run_name(p).startswith("automask-sam2.1-tiny-grid-")
+    bad = tmp_path / "bad.txt"
+    for text, msg in (("0.5\n", "line 1: expected 'x y'"), ("1.5 0.2\n", "normalised to"), ("", "no point")):
+        bad.write_text(text)
+        with pytest.raises(ParamsError, match=msg):
+            resolve(cls.Params, "automask", overrides={"point_grids": str(bad)})
+    with pytest.raises(ParamsError, match="not found"):
+        resolve(cls.Params, "automask", overrides={"point_grids": str(tmp_path / "nope.txt")})
+    with pytest.raises(ParamsError, match="needs 2"):
+        resolve(cls.Params, "automask", overrides={"point_grids": str(one), "crop_n_layers": 1})
+
+
+def test_export_options_do_not_change_the_run_folder():
+    cls = get_job_class("automask")
+    a = resolve(cls.Params, "automask")
+    b = resolve(cls.Params, "automask", overrides={"export.formats": "coco,masks"})
+    assert b.export.formats == ["coco", "masks"] and cls.run_name(a) == cls.run_name(b)
+    c = resolve(cls.Params, "automask", overrides={"points_per_side": 16})
+    assert cls.run_name(c) != cls.run_name(a)
+
+
 def _folder(tmp_path):
     import cv2
     import skimage.data
@@ -85,7 +153,8 @@ def test_automask_job_end_to_end(tmp_path):
         # random weights pass no quality threshold: switch them off so masks come out
         params = resolve(cls.Params, "automask", overrides={
             "model": "sam-hq-vit_tiny", "device": "cpu", "points_per_side": 2, "pred_iou_thresh": 0.0,
-            "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, "output_mode": "binary_mask"})
+            "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, "output_mode": "binary_mask",
+            "export.formats": "coco,masks,yolo-seg", "export.segmentation": "polygons"})
         folder = _folder(tmp_path)
         job = cls(params, folder, job_dir_for(cls, params, folder, tmp_path / "out"))
         summary = run_job(job)
@@ -114,6 +183,32 @@ def test_automask_job_end_to_end(tmp_path):
 
         ann = coco["annotations"][0]
         assert mask_utils.decode(ann["segmentation"]).sum() == ann["area"] and "score" in ann
+        # exports keep the overlapping masks: polygons decode to each whole mask
+        exp = json.loads((d / "export" / "coco" / "coco.json").read_text())
+        assert len(exp["annotations"]) == len(coco["annotations"])
+        for a, b in zip(coco["annotations"], exp["annotations"], strict=True):
+            h, w = a["segmentation"]["size"]
+            rle = mask_utils.merge(mask_utils.frPyObjects(b["segmentation"], h, w))
+            np.testing.assert_array_equal(mask_utils.decode(rle), mask_utils.decode(a["segmentation"]))
+            assert b["attributes"]["predicted_iou"] == a["predicted_iou"] and b["score"] == a["score"]
+        import cv2
+
+        from segdeck.core import imageio
+
+        m16 = cv2.imread(str(d / "export" / "masks" / "sub" / "coffee.png"), cv2.IMREAD_UNCHANGED)
+        assert m16.dtype == np.uint16
+        np.testing.assert_array_equal(m16, imageio.read_label_map(d / "sub__coffee.png.labels.png"))
+        assert (d / "regions.csv").read_text().startswith("image,annotation_id,label,area,")
+        # custom point grid: the prompts are exactly those points
+        from segdeck.core.sam import GeneratorParams, open_engine
+
+        grid = tmp_path / "grid.txt"
+        grid.write_text("0.25 0.25\n0.75 0.5\n")
+        img = imageio.load_rgb(folder / "astronaut.png")
+        res = open_engine("sam-hq-vit_tiny", "cpu").generate(img, GeneratorParams(
+            point_grids=str(grid), pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0))
+        assert len(res.points) >= 1
+        assert {tuple(p) for p in np.round(res.points, 3).tolist()} <= {(50.0, 37.5), (150.0, 75.0)}
         # a second run resumes: nothing to do
         again = run_job(cls(params, folder, job.job_dir))
         assert again.status == "done" and again.skipped == 2 and again.done == 0

@@ -48,8 +48,12 @@ DATUMARO = r"""
 import json, sys, warnings
 warnings.filterwarnings("ignore")
 import datumaro as dm
+from datumaro.plugins.data_formats.coco.importer import CocoImporter
 path = sys.argv[1]
+# CVAT's "COCO 1.0" importer: extract the zip, detect with CocoImporter, import coco_instances
 detected = dm.Environment().detect_dataset(path)
+sources = CocoImporter.find_sources(path)
+assert sources, "CocoImporter finds no COCO sources"
 ds = dm.Dataset.import_from(path, "coco_instances")
 items = {}
 for item in ds:

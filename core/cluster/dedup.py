@@ -55,7 +55,7 @@ class DupParams(BaseModel):
     orb_features: int = Field(100, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(2, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
     min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails correlate less than this are rejected unverified (-1: off)")
-    crop_radius: int = Field(10, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
+    crop_radius: int = Field(8, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
     crop_max_images: int = Field(20_000, ge=0, le=10_000_000, description="above this many images the crop candidates are skipped (logged): their search grows with n^2")
 
 

@@ -68,10 +68,10 @@ def _labels(job_dir: Path, name: str) -> np.ndarray:
 
 
 def _coco(path: Path):
-    from pycocotools.coco import COCO
-
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(path))

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeck.core.export._common import category_index, region_masks, region_rings, relative_stems, write_text
+from segdeck.core.export._common import (
+    category_index,
+    region_masks,
+    region_rings,
+    relative_stems,
+    write_text,
+)
 from segdeck.core.export.source import ExportError, ExportSource
 
 

@@ -242,3 +242,21 @@ def test_step_in_setup_sees_the_cancel(table, tmp_path):
     summary = run_job(LongSetup(RowsParams(), table, tmp_path / "setup"), cancel=cancel)
     assert summary.status == "cancelled" and summary.exit_code == 130 and summary.error is None
 
+
+def test_partial_results_are_recorded_at_every_step_and_bad_ones_fail_the_item(table, tmp_path):
+    class Captions(RowsJob):
+        def process(self, item, data):
+            if item == "g3":
+                self.step(1, 2, "region", partial={"bad": object()})
+            for k in range(1, 6):
+                self.step(k, 5, "region", partial={"region": k, "caption": f"{item} part {k}"})
+            return "ok"
+
+    job_dir = tmp_path / "captions"
+    summary = run_job(Captions(RowsParams(), table, job_dir))
+    assert summary.done == 5 and summary.failed == 1
+    partials = [e.partial for e in read_events(job_dir)[0] if isinstance(e, ItemProgress) and e.item == "g1"]
+    assert partials == [{"region": k, "caption": f"g1 part {k}"} for k in range(1, 6)]  # none throttled away
+    with Manifest(job_dir, readonly=True) as m:
+        assert "partial must be JSON data" in m.records()[3].error
+

@@ -33,6 +33,8 @@ SAMPLES = [
     ItemFailed(item="c.png", error="/in/c.png: not an image", t=1.0),
     ItemProgress(item="d.png", done=12, total=40, what="region", t=1.0),
     ItemProgress(item="d.png", done=3, what="", t=1.0),
+    ItemProgress(item="e", done=2, total=9, what="region", partial={"caption": "a red\ncar"}, t=1.0),
+    ItemProgress(item="e", done=3, total=9, what="region", partial="x" * 100, t=1.0),
     Message(text="resuming", t=1.0),
     Message(text="careful", level="warning", t=1.0),
     Progress(what="download sam2", done=5.0, total=10.0, t=1.0),
@@ -52,13 +54,15 @@ def test_every_event_type_has_one_line_of_text():
         "failed /in/c.png: not an image",
         "d.png: region 12/40",
         "d.png: 3",
+        'e: region 2/9: {"caption":"a red\\ncar"}',
+        "e: region 3/9: " + "x" * 79 + "…",
         "resuming",
         "careful",
         "download sam2: 5/10",
         "finished: failed, 3 done, 1 failed, 2 already done, 1 failed before (not retried), 1.2 s",
         "finished: error, 0 done, 0 failed, 0 already done, 0.5 s (disk full at /x)",
     ]
-    assert [x.level for x in texts][:3] == ["title", "done", "error"] and texts[7].level == "warning"
+    assert [x.level for x in texts][:3] == ["title", "done", "error"] and texts[9].level == "warning"
 
 
 def test_job_log_and_cli_show_the_reporters_text(tmp_path):

@@ -24,6 +24,7 @@ and the TUI import it to build forms at start-up. Import heavy things inside
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -191,13 +192,16 @@ class Job(ABC):
         A long computation calls :meth:`step` between its sub-steps.
         """
 
-    def step(self, done: int, total: int | None = None, what: str = "") -> None:
+    def step(self, done: int, total: int | None = None, what: str = "", *, partial: Any = None) -> None:
         """Report progress inside the item being processed: sub-step ``done`` of
         ``total`` (e.g. ``self.step(12, 40, "region")``), and give a cancel request a
         chance to stop the item.
 
         Call it from :meth:`process` (any thread). Events go out at most every
-        ``STEP_EVENT_INTERVAL`` seconds (always for the first and the last step).
+        ``STEP_EVENT_INTERVAL`` seconds (always for the first and the last step, and
+        for every step with a ``partial`` result: JSON-serialisable data the runner
+        records in ``events.jsonl`` and the front-ends show, e.g.
+        ``partial={"region": 12, "caption": "a red car"}``).
         Called from :meth:`setup` or :meth:`finalize` it only checks the cancel (the
         runner ends the run as ``cancelled``); report those steps with
         :class:`~.events.Progress` events.
@@ -207,18 +211,25 @@ class Job(ABC):
         ItemCancelled
             When the run was asked to stop; let it propagate out of ``process`` (the
             item stays pending and no output is written).
+        TypeError
+            If ``partial`` is not JSON-serialisable.
         """
         if self.cancel.is_set():
             raise ItemCancelled(what or "cancelled")
+        if partial is not None:
+            try:
+                json.dumps(partial)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"Job.step: partial must be JSON data ({exc})") from None
         target = self._step_target
         if target is None:
             return
         item, sink = target
         now = time.monotonic()
         last = total is not None and done >= total
-        if done <= 1 or last or now - self._step_last >= STEP_EVENT_INTERVAL:
+        if partial is not None or done <= 1 or last or now - self._step_last >= STEP_EVENT_INTERVAL:
             self._step_last = now
-            sink(ItemProgress(item=str.__str__(item), done=int(done), total=total, what=what))
+            sink(ItemProgress(item=str.__str__(item), done=int(done), total=total, what=what, partial=partial))
 
     @abstractmethod
     def write(self, item: str, result: Any) -> list[str]:

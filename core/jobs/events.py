@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 EVENTS_NAME = "events.jsonl"
 
@@ -78,12 +79,15 @@ class Progress(Event):
 class ItemProgress(Event):
     """Progress inside one item (``Job.step``): sub-step ``done`` of ``total`` (None
     when unknown), e.g. ``what="region"``, 12 of 40. Sent at most every
-    ``STEP_EVENT_INTERVAL`` seconds per item, plus the first and the last step."""
+    ``STEP_EVENT_INTERVAL`` seconds per item, plus the first and the last step, and
+    every step that carries a ``partial`` result (JSON data: a region's caption, a
+    frame's score), which ``events.jsonl`` thus records."""
 
     item: str
     done: int
     total: int | None = None
     what: str = ""
+    partial: Any = None
 
     @property
     def fraction(self) -> float | None:

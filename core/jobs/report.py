@@ -11,6 +11,7 @@ Stdlib only (the TUI imports it at start-up).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from segdeck.core.jobs.events import (
@@ -45,12 +46,25 @@ def failure_text(item: str, error: str) -> str:
     return error if item in error else f"{item}: {error}"
 
 
+#: A partial result is cut to this many characters in a line.
+PARTIAL_CHARS = 80
+
+
 def step_text(event: ItemProgress) -> str:
     """Sub-step progress of an item: ``"img7: region 12/40"`` (``"img7: region 12"``
-    when the total is unknown)."""
+    when the total is unknown), then its partial result if any: text as it is, other
+    data as compact JSON, cut to ``PARTIAL_CHARS``."""
     what = f"{event.what} " if event.what else ""
     total = f"/{event.total}" if event.total else ""
-    return f"{event.item}: {what}{event.done}{total}"
+    text = f"{event.item}: {what}{event.done}{total}"
+    if event.partial is not None:
+        part = event.partial if isinstance(event.partial, str) else json.dumps(
+            event.partial, ensure_ascii=False, separators=(",", ":"))
+        part = " ".join(part.split())
+        if len(part) > PARTIAL_CHARS:
+            part = part[: PARTIAL_CHARS - 1] + "…"
+        text += f": {part}"
+    return text
 
 
 def counts_text(done: int, failed: int, skipped: int, skipped_failed: int = 0) -> str:

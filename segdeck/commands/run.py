@@ -162,6 +162,11 @@ def _summary_dict(summary) -> dict:
     }
 
 
+def _clip(text: str, n: int) -> str:
+    """``text`` cut to ``n`` characters (its start kept, an ellipsis at the cut)."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _print_last_line(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -232,7 +237,7 @@ def _rich_sink(job_name: str):
         elif isinstance(event, ItemProgress) and state["task"] is not None:
             # the bar (and so rich's ETA) moves inside a long item: 3 items + 12/40 regions
             progress.update(state["task"], completed=state["finished"] + (event.fraction or 0.0),
-                            note=escape(step_text(event)[-50:]))
+                            note=escape(_clip(step_text(event), 70)))
         elif isinstance(event, ItemFailed):
             print_line(event)
             if state["task"] is not None:

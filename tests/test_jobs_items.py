@@ -87,13 +87,13 @@ def table(tmp_path):
     return src
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.Popen:
+def _cli(tmp_path: Path, *args: str, job: str = "rows") -> subprocess.Popen:
     env = dict(os.environ)
     env["SEGDECK_EXTRA_JOBS"] = "rows=test_jobs_items:RowsJob"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     env["SEGDECK_STATE_DIR"] = str(tmp_path / "state")
     env["COLUMNS"] = "400"
-    return subprocess.Popen([sys.executable, "-m", "segdeck", "run", "rows", *args],
+    return subprocess.Popen([sys.executable, "-m", "segdeck", "run", job, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -215,7 +215,31 @@ def test_bad_csv_and_wrong_input_are_one_line_on_the_cli(table, tmp_path):
     assert [ln for ln in err.splitlines() if ln.strip()] == [f"error: {bad}, line 3: id 'g0' repeats line 2"]
     proc = _cli(tmp_path, str(tmp_path / "img"))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and err.strip() == f"error: {tmp_path / 'img'}: a CSV file is expected"
+    assert proc.returncode == 2
+    assert err.strip() == f"error: {tmp_path / 'img'}: a CSV file is expected (jobs that take it: segment, automask, cluster)"
+    proc = _cli(tmp_path, str(table), job="segment")  # an image job on a CSV: one line, and which job takes it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip() == (f"error: {table}: not an image file (png, jpg, jpeg, tif, tiff) nor a folder of images "
+                           "(jobs that take it: rows)")
+
+
+def test_jobs_for_input_picks_the_jobs_by_what_they_take(table, tmp_path, monkeypatch):
+    from segdeck.core.jobs import registry
+
+    monkeypatch.setitem(registry.JOBS, "rows", "test_jobs_items:RowsJob")
+    calls = []
+    real = registry.get_job_class("segment").check_input.__func__
+
+    def counting(cls, path):
+        calls.append(cls.name)
+        return real(cls, path)
+
+    monkeypatch.setattr(Job, "check_input", classmethod(counting))
+    assert registry.jobs_for_input(table) == ["rows"]
+    assert registry.jobs_for_input(tmp_path / "img")[:3] == ["segment", "automask", "cluster"]
+    assert "rows" not in registry.jobs_for_input(tmp_path / "img")
+    assert calls == ["segment"] * 3  # the shared default ran once per question, not once per image job
 
 
 def test_an_unexpected_error_listing_items_is_one_line_with_the_traceback_in_job_log(table, tmp_path):

@@ -120,8 +120,8 @@ class Job(ABC):
     @classmethod
     def check_input(cls, input_path: Path) -> None:
         """Check, before anything is created, that ``input_path`` is an input this job
-        takes (``segdeck run`` calls it). Default: an existing image file, or a folder
-        with images somewhere below it. Jobs on other inputs (a CSV, a spec file)
+        takes (``segdeck run`` calls it). Default: a file with an image suffix, or a
+        folder with images somewhere below it. Jobs on other inputs (a CSV, a spec file)
         override it.
 
         Raises
@@ -131,6 +131,8 @@ class Job(ABC):
         """
         if not input_path.exists():
             raise ValueError(f"input {input_path} does not exist")
+        if input_path.is_file() and not imageio.is_image_path(input_path):
+            raise ValueError(f"{input_path}: not an image file (png, jpg, jpeg, tif, tiff) nor a folder of images")
         if input_path.is_dir() and not imageio.discover(input_path):
             # a typo'd folder must not end as "done: 0 done"
             raise ValueError(f"{input_path}: no images (png, jpg, jpeg, tif, tiff) in this folder or below")

@@ -84,6 +84,37 @@ def get_job_class(name: str) -> type[Job]:
     return getattr(importlib.import_module(module), attr)
 
 
+def jobs_for_input(path: str | Path) -> list[str]:
+    """Names of the registered jobs that take ``path`` as their input
+    (``Job.check_input`` accepts it): the image jobs for a folder of images or an image,
+    a CSV-driven job for its CSV file. For the TUI's job picker and ``segdeck run``'s
+    hint on a wrong input.
+
+    Each distinct ``check_input`` runs once (the image jobs share the default, which
+    walks the folder), so asking costs one folder walk, not one per job.
+    """
+    path = Path(path)
+    verdicts: dict[object, bool] = {}
+    names = []
+    for name in JOBS:
+        cls = _safe_get(name)
+        if cls is None:
+            continue
+        check = getattr(cls.check_input, "__func__", cls.check_input)
+        if check not in verdicts:
+            try:
+                cls.check_input(path)
+                verdicts[check] = True
+            except (ValueError, OSError):
+                verdicts[check] = False
+            except Exception as exc:  # noqa: BLE001 - a broken plug-in must not break the picker
+                log.debug("%s.check_input(%s) failed: %s", name, path, exc)
+                verdicts[check] = False
+        if verdicts[check]:
+            names.append(name)
+    return names
+
+
 # --------------------------------------------------------------------------------------
 # recent job folders
 

@@ -97,7 +97,11 @@ def run(args) -> int:
     try:  # each job says what it takes: a folder of images, an image, a CSV, ...
         cls.check_input(input_path)
     except (ValueError, SegdeckError) as exc:
-        return bail(str(exc))
+        from segdeck.core.jobs.registry import jobs_for_input
+
+        others = jobs_for_input(input_path) if input_path.exists() else []
+        hint = f" (jobs that take it: {', '.join(others)})" if others else ""
+        return bail(f"{exc}{hint}")
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:

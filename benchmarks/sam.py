@@ -17,9 +17,9 @@ model-manager path). Nothing is downloaded.
    ``stability_score_thresh`` are 0 and ``box_nms_thresh`` is ``--box-nms`` (default
    1.0: every mask kept, the maximum amount of work on both sides).
 3. With ``--onednn-ab``: our clicks with the oneDNN products against plain
-   ``torch.matmul`` (``SEGDECK_ONEDNN=0``), alternated in one process, with mask IoU.
+   ``torch.matmul`` (``EngineOptions(onednn=False)``), alternated in one process, with mask IoU.
 4. With ``--jit-ab``: our clicks through the decoder's TorchScript traces against the
-   eager decoder (``SEGDECK_JIT=0``), alternated in one process, with mask IoU.
+   eager decoder (``EngineOptions(jit=False)``), alternated in one process, with mask IoU.
 
     .venv/bin/python benchmarks/sam.py [--clicks 30] [--images 6] [--points-per-side 16] [--onednn-ab] [--jit-ab]
 """
@@ -173,43 +173,34 @@ def _report_ab(title: str, base, new, ious) -> None:
 
 def bench_onednn(name: str, n_clicks: int) -> None:
     """Our click path with oneDNN products (default) vs plain torch.matmul
-    (``SEGDECK_ONEDNN=0``), one engine, clicks alternated between the two in one process."""
+    (``EngineOptions(onednn=False)``), two engines on the same weights, clicks alternated
+    between the two in one process."""
     import cv2
     import skimage.data
-    import torch
 
-    from segdeck.core.sam import open_engine
-    from segdeck.core.sam.fast import upscale_weights
+    from segdeck.core.sam import EngineOptions, open_engine
 
-    eng = open_engine(name, "cpu")
-    eng.disk_cache = False
     img = cv2.resize(skimage.data.astronaut(), (512, 512), interpolation=cv2.INTER_AREA)
-    setups = {}
-    for flag in ("0", "1"):  # the packed weights and per-image state are built under each setting
-        os.environ["SEGDECK_ONEDNN"] = flag
-        with torch.inference_mode():
-            eng._up = upscale_weights(eng.model.sam_mask_decoder)
-        eng.reset_image()
-        eng._memory.clear()
+    engines = {}
+    for flag in ("0", "1"):
+        eng = open_engine(name, "cpu", options=EngineOptions(onednn=flag == "1"))
+        eng.disk_cache = False
         eng.set_image(img, cache=False)
-        setups[flag] = (eng._up, eng._state)
+        engines[flag] = eng
     pts = np.random.default_rng(1).uniform(0, 512, size=(n_clicks, 2)).astype(np.float32)
     lab = np.array([1])
-    times = {f: {True: [], False: []} for f in setups}
-    masks = {f: [] for f in setups}
+    times = {f: {True: [], False: []} for f in engines}
+    masks = {f: [] for f in engines}
     for i in range(n_clicks + 3):
-        for flag, (up, st) in setups.items():
-            os.environ["SEGDECK_ONEDNN"] = flag
-            eng._up, eng._state = up, st
+        for flag, eng in engines.items():
             for multimask in (True, False):
                 t = time.perf_counter()
                 r = eng.predict(pts[i % n_clicks : i % n_clicks + 1], lab, multimask=multimask)
                 if i >= 3:  # the first three rounds warm up
                     times[flag][multimask].append(time.perf_counter() - t)
                     masks[flag].append(r.masks)
-    os.environ.pop("SEGDECK_ONEDNN", None)
     ious = [_iou(a, b) for x, y in zip(masks["0"], masks["1"], strict=True) for a, b in zip(x, y, strict=True)]
-    _report_ab(f"oneDNN products vs torch.matmul (same engine, alternated, {n_clicks} clicks)",
+    _report_ab(f"oneDNN products vs torch.matmul (two engines, alternated, {n_clicks} clicks)",
                ("matmul", times["0"]), ("oneDNN", times["1"]), ious)
 
 
@@ -225,7 +216,7 @@ def bench_jit(name: str, n_clicks: int) -> None:
     eng.disk_cache = False
     img = cv2.resize(skimage.data.astronaut(), (512, 512), interpolation=cv2.INTER_AREA)
     eng.set_image(img, cache=False)
-    traces = eng._traces
+    traces = eng.decoder.traces
     if traces is None:
         print("\n== traced vs eager decoder: traces are off (SEGDECK_JIT=0)")
         return
@@ -238,13 +229,13 @@ def bench_jit(name: str, n_clicks: int) -> None:
             eng.predict(pts[i : i + 1], lab, multimask=multimask)
         for b, start in enumerate(range(0, n_clicks, CLICK_BLOCK)):
             for side in (("traced", "eager") if b % 2 == 0 else ("eager", "traced")):
-                eng._traces = traces if side == "traced" else None
+                eng.decoder.traces = traces if side == "traced" else None
                 for i in range(start, min(start + CLICK_BLOCK, n_clicks)):
                     t = time.perf_counter()
                     r = eng.predict(pts[i : i + 1], lab, multimask=multimask)
                     times[side][multimask].append(time.perf_counter() - t)
                     masks[side][multimask, i] = r.masks
-    eng._traces = traces
+    eng.decoder.traces = traces
     ious = [_iou(a, c) for k, x in masks["traced"].items() for a, c in zip(x, masks["eager"][k], strict=True)]
     _report_ab(f"traced vs eager decoder (same engine, blocks of {CLICK_BLOCK} alternated, {n_clicks} clicks)",
                ("eager", times["eager"]), ("traced", times["traced"]), ious)

@@ -37,7 +37,7 @@ from segdeck.core.jobs.events import Message, Sink
 from segdeck.core.models import SAM_MODELS
 from segdeck.core.params import JobParams
 from segdeck.core.regions import RegionFilterParams
-from segdeck.core.sam.params import GeneratorParams, check_point_grids
+from segdeck.core.sam.params import GeneratorParams, check_point_grids, fill_checkpoint_sha256
 
 ModelName = Literal[SAM_MODELS]  # type: ignore[valid-type]
 MASKS_DIR = "masks"
@@ -52,6 +52,14 @@ class AutomaskFilterParams(RegionFilterParams):
 class _AutomaskHead(JobParams):
     model: ModelName = Field("sam2.1-tiny", description="SAM checkpoint (see `segdeck models list`)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device (auto: CUDA when available)")
+    checkpoint: str | None = Field(
+        None, description="fine-tuned weights of the model's family and size (a file) instead of the official ones",
+    )
+    checkpoint_sha256: str | None = Field(
+        None, description="sha256 of the checkpoint file (filled in from the file; recorded in job.toml and the run name)",
+    )
+
+    _fill_checkpoint_sha256 = model_validator(mode="after")(fill_checkpoint_sha256)
 
 
 _GEN_FIELDS = {name: (info.annotation, info) for name, info in GeneratorParams.model_fields.items()}
@@ -131,6 +139,8 @@ class AutomaskJob(Job):
     @classmethod
     def name_parts(cls, params) -> list[str]:
         parts = [params.model, f"pps{params.points_per_side}" if params.point_grids is None else "grid"]
+        if params.checkpoint_sha256:
+            parts.append(f"ckpt{params.checkpoint_sha256[:8]}")
         if params.crop_n_layers:
             parts.append(f"crops{params.crop_n_layers}")
         if params.filters.enabled:
@@ -142,7 +152,7 @@ class AutomaskJob(Job):
         from segdeck.core.sam import open_engine
 
         p = self.params
-        if model_path(p.model) is None:
+        if p.checkpoint is None and model_path(p.model) is None:
             emit(Message(text=f"model {p.model} is not cached: downloading"))
         device = None if p.device == "auto" else p.device
         if device == "cuda":
@@ -152,9 +162,14 @@ class AutomaskJob(Job):
                 from segdeck.core.errors import SetupError
 
                 raise SetupError("device = cuda but no CUDA device is available; use device = auto or cpu")
-        self.engine = open_engine(p.model, device, emit=emit)
+        self.engine = open_engine(p.model, device, checkpoint=p.checkpoint, emit=emit)
+        if p.checkpoint is not None and self.engine.spec.sha256 != p.checkpoint_sha256:
+            from segdeck.core.errors import SetupError
+
+            raise SetupError(f"checkpoint {p.checkpoint} changed since the job was set up (sha256 differs); run it again")
         self.gen = generator_params(p)
-        emit(Message(text=f"model {p.model} loaded on {self.engine.device}"))
+        weights = f" (weights {p.checkpoint}, sha256 {p.checkpoint_sha256[:12]})" if p.checkpoint else ""
+        emit(Message(text=f"model {p.model}{weights} loaded on {self.engine.device}"))
 
     def process(self, item: str, data):
         from segdeck.core import regions

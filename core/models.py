@@ -129,7 +129,7 @@ def unregister(name: str) -> None:
 
 def model_names(family: str | None = None) -> list[str]:
     """Registered model names (optionally of one family), in registration order."""
-    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+    return [n for n, s in _REGISTRY.items() if family in (None, s.family)]
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -350,10 +350,83 @@ def test_packed_product_equals_matmul_and_can_be_turned_off(monkeypatch):
     torch.testing.assert_close(_mm_t(a, b), a @ b.transpose(1, 2), rtol=1e-5, atol=1e-4)
     c = torch.randn(1, 96, 33, generator=g)
     torch.testing.assert_close(_mm(a, c), a @ c, rtol=1e-5, atol=1e-4)
-    monkeypatch.setenv("SEGDECK_ONEDNN", "0")
-    off = Packed(w, 7)
+    off = Packed(w, 7, onednn=False)
     assert off.packed is None
     torch.testing.assert_close(off(x), x @ w)
+
+
+def test_engine_options_parse_the_environment_once():
+    from segdeck.core.sam import EngineOptions
+
+    assert EngineOptions.from_env({}) == EngineOptions(decoder="fast", jit=True, onednn=True)
+    assert EngineOptions.from_env({"SEGDECK_JIT": "0", "SEGDECK_ONEDNN": "off"}) == EngineOptions(jit=False, onednn=False)
+    assert EngineOptions.from_env({"SEGDECK_JIT": "1", "SEGDECK_ONEDNN": "yes"}) == EngineOptions()
+    with pytest.raises(ValueError, match="decoder"):
+        EngineOptions(decoder="mine")
+
+
+def test_official_decoder_behind_the_seam_equals_the_fast_one(engine):
+    """The same prompts through the family's own mask decoder module (``decoder =
+    "official"``) and through :mod:`.fast` give the same masks and scores."""
+    from segdeck.core.sam import EngineOptions, open_engine
+    from segdeck.core.sam.decoders import FastDecoder, OfficialDecoder
+
+    eng, _, img = engine
+    ref = open_engine(eng.name, "cpu", options=EngineOptions(decoder="official"))
+    assert isinstance(ref.decoder, OfficialDecoder) and isinstance(eng.decoder, FastDecoder)
+    assert ref is not eng and ref.model is not eng.model
+    ref.set_image(img)
+    for kw in ({"points": [[60, 70], [150, 120]], "labels": [1, 0], "multimask": True},
+               {"points": [[60, 70]], "labels": [1]}, {"box": [20, 30, 200, 180]}):
+        a, b = eng.predict(**kw), ref.predict(**kw)
+        assert a.masks.shape == b.masks.shape
+        assert min(_iou(x, y) for x, y in zip(a.masks, b.masks, strict=True)) > 0.995
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        np.testing.assert_allclose(a.low_res_logits, b.low_res_logits, rtol=0, atol=2e-3)
+
+
+class _NoPrivateOps:
+    """``torch.ops.mkldnn`` of a torch build without oneDNN's private linear ops."""
+
+    def __getattr__(self, name):
+        if name in ("_linear_pointwise", "_reorder_linear_weight"):
+            raise AttributeError(f"'_OpNamespace' 'mkldnn' object has no attribute '{name}'")
+        return getattr(_REAL_MKLDNN, name)
+
+
+_REAL_MKLDNN = torch.ops.mkldnn
+
+
+def test_missing_private_op_runs_torch_matmul_and_matches_official(env, monkeypatch):
+    """Where ``torch.ops.mkldnn._linear_pointwise`` does not exist, the probe finds it
+    missing, every product is ``torch.matmul`` and clicks still equal the official
+    predictor's."""
+    from segdeck.core.sam import EngineOptions, clear_engine_cache, open_engine
+    from segdeck.core.sam.fast import Packed, _mm_t, onednn_available
+
+    monkeypatch.setattr(torch.ops, "mkldnn", _NoPrivateOps())
+    assert not onednn_available()
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(32, 8, generator=g)
+    p = Packed(w, 4)
+    assert p.packed is None
+    a, b = torch.randn(1, 3, 32, generator=g), torch.randn(1, 50, 32, generator=g)
+    torch.testing.assert_close(_mm_t(a, b), a @ b.transpose(1, 2))
+    clear_engine_cache()
+    try:
+        eng = open_engine("sam2.1-tiny", "cpu", options=EngineOptions(jit=False))
+        assert all(q.packed is None for q in (*eng._up["p1"], *eng._up["p2"]))
+        img = test_image()
+        eng.set_image(img, cache=False)
+        off = eng.official_predictor()
+        off.set_image(img)
+        pts, lab = np.array([[60.0, 70.0], [150.0, 120.0]], np.float32), np.array([1, 0])
+        r = eng.predict(pts, lab, multimask=True)
+        mo, so, _ = off.predict(pts, lab, multimask_output=True)
+        assert min(_iou(x, y) for x, y in zip(r.masks, mo, strict=True)) > 0.995
+        np.testing.assert_allclose(r.scores, so, atol=1e-3)
+    finally:
+        clear_engine_cache()
 
 
 def test_packed_add_and_bind_trace_through_onednn():
@@ -430,41 +503,42 @@ def test_set_image_records_the_one_point_trace(engine):
     eng, _, img = engine
     clear_engine_cache()
     fresh = open_engine(eng.name, "cpu")
-    if fresh._traces is None:
+    traces = fresh.decoder.traces
+    if traces is None:
         pytest.skip("decoder traces are off (SEGDECK_JIT=0)")
-    assert len(fresh._traces) == 0
+    assert len(traces) == 0
     fresh.set_image(img)
-    assert len(fresh._traces) == 1  # recorded while the user waits for the encoder
+    assert len(traces) == 1  # recorded while the user waits for the encoder
     fresh.predict([[30, 40]], [1])
-    assert len(fresh._traces) == 1  # the first click found it
+    assert len(traces) == 1  # the first click found it
     fresh.predict([[30, 40], [90, 60]], [1, 0])
-    assert len(fresh._traces) == 2
+    assert len(traces) == 2
 
 
 def test_decoder_traces_are_reused_across_images(engine):
     """A trace holds no image: the second image (same prompt shape, no new trace) gets
     its own masks, equal to the official predictor's and to the eager decoder's."""
     eng, _, img = engine
-    if eng._traces is None:
+    if eng.decoder.traces is None:
         pytest.skip("decoder traces are off (SEGDECK_JIT=0)")
     other = np.ascontiguousarray(img[::-1, ::-1])
     pts, lab = np.array([[60.0, 70.0], [150.0, 120.0]], np.float32), np.array([1, 0])
     eng.predict(pts, lab, multimask=True)
-    n = len(eng._traces)
+    n = len(eng.decoder.traces)
     eng.set_image(other)
     try:
         r = eng.predict(pts, lab, multimask=True)
-        assert len(eng._traces) == n
+        assert len(eng.decoder.traces) == n
         off = eng.official_predictor()
         off.set_image(other)
         mo, so, _ = off.predict(pts, lab, multimask_output=True)
         assert _iou(r.masks[0], mo[0]) > 0.995
         np.testing.assert_allclose(r.scores[:1], so[:1], atol=1e-3)
-        traces, eng._traces = eng._traces, None
+        traces, eng.decoder.traces = eng.decoder.traces, None
         try:
             e = eng.predict(pts, lab, multimask=True)
         finally:
-            eng._traces = traces
+            eng.decoder.traces = traces
         assert np.array_equal(r.masks, e.masks)
         np.testing.assert_allclose(r.low_res_logits, e.low_res_logits, rtol=0, atol=1e-4)
     finally:
@@ -516,3 +590,101 @@ def test_block_upscaling_equals_the_decoders_modules(engine):
         s0, s1 = arrange_high_res(f0, f1, eng._up)
         got = mask_logits(upscale_features(eng._up, keys[0], s0, s1), hyper, (64, 64))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ---- custom checkpoints ------------------------------------------------------------------
+
+
+def _run_cli(args, model_dir, timeout=280):
+    import subprocess
+    import sys
+
+    # no registry edit reaches the child; an empty model cache and a dead proxy prove
+    # nothing is looked up or downloaded
+    env = {**os.environ, M.ENV_MODEL_DIR: str(model_dir), "COLUMNS": "400",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    return subprocess.run([sys.executable, "-m", "segdeck", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from segdeck.core import imageio
+
+    d = tmp_path_factory.mktemp("photos")
+    imageio.write_image(d / "a.png", test_image(96, 128))
+    return d
+
+
+@pytest.mark.timeout(600)
+def test_automask_runs_a_custom_checkpoint_end_to_end(photos, tmp_path):
+    """A random-weight SAM 2.1-tiny checkpoint (not registered, not in the model cache)
+    runs ``segdeck run automask DIR --model sam2.1-tiny --checkpoint FILE`` in a fresh
+    process; its sha256 is in job.toml and the run name, and the masks are the ones the
+    same weights give in this process."""
+    import tomllib
+
+    from segdeck.core.sam import GeneratorParams, clear_engine_cache, open_engine
+
+    ckpt, sha = random_checkpoint("sam2.1-tiny", seed=5)
+    assert sha != M.get_spec("sam2.1-tiny").sha256
+    out = tmp_path / "out"
+    args = ["run", "automask", str(photos), "--model", "sam2.1-tiny", "--checkpoint", str(ckpt), "--device", "cpu",
+            "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--out", str(out)]
+    r = _run_cli(args, tmp_path / "models")
+    assert r.returncode == 0, r.stderr[-2000:]
+    job_dir = Path(r.stdout.strip().splitlines()[-1])
+    assert f"ckpt{sha[:8]}" in job_dir.name
+    params = tomllib.loads((job_dir / "job.toml").read_text())
+    flat = params.get("params", params)
+    assert flat["checkpoint_sha256"] == sha and Path(flat["checkpoint"]) == ckpt.resolve()
+    assert not (tmp_path / "models" / M.get_spec("sam2.1-tiny").filename).exists()
+    raw = np.load(job_dir / "masks" / "a.png.npz")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(M.ENV_MODEL_DIR, str(tmp_path / "models"))
+    try:
+        clear_engine_cache()
+        eng = open_engine("sam2.1-tiny", "cpu", checkpoint=ckpt)
+        assert eng.spec.sha256 == sha and open_engine("sam2.1-tiny", "cpu", checkpoint=ckpt) is eng
+        res = eng.generate(test_image(96, 128), GeneratorParams(points_per_side=4, pred_iou_thresh=0.0,
+                                                                 stability_score_thresh=0.0))
+        assert int(raw["shape"][0]) == len(res) > 0
+        np.testing.assert_allclose(raw["predicted_iou"], res.scores, atol=1e-4)
+    finally:
+        clear_engine_cache()
+        mp.undo()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", ["family", "size"])
+def test_checkpoint_of_another_family_or_size_is_one_line_exit_2(photos, tmp_path, case):
+    """A SAM-HQ file given as SAM 2.1-tiny weights, or SAM 2.1-tiny weights given for
+    SAM 2.1-small: one line on stderr, exit 2, no traceback."""
+    if case == "family":
+        ckpt, _ = random_checkpoint("sam-hq-vit_tiny")
+        model, expect = "sam2.1-tiny", "expected a SAM 2 checkpoint"
+    else:
+        ckpt, _ = random_checkpoint("sam2.1-tiny")
+        model, expect = "sam2.1-small", "checkpoint does not match sam2.1-small"
+    r = _run_cli(["run", "automask", str(photos), "--model", model, "--checkpoint", str(ckpt), "--device", "cpu",
+                  "--out", str(tmp_path / "out")], tmp_path / "models")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], r.stderr  # above it only the (empty) progress bar
+    assert expect in errors[0] and str(ckpt) in errors[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_missing_checkpoint_file_is_a_parameter_error(photos, tmp_path):
+    from segdeck.core.automask import AutomaskParams
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.params import resolve
+
+    with pytest.raises(SegdeckError, match="no such file"):
+        resolve(AutomaskParams, "automask", overrides={"checkpoint": str(tmp_path / "nope.pt")})
+    with pytest.raises(SetupError, match="not found"):
+        from segdeck.core.sam import open_engine
+
+        open_engine("sam2.1-tiny", "cpu", checkpoint=tmp_path / "nope.pt")

@@ -21,24 +21,28 @@ Family differences (everything else is shared):
 * ``hq_token_only``: SAM-HQ only (SAM 2 ignores it).
 * ``use_m2m`` in :class:`~.params.GeneratorParams`: SAM 2 only.
 
-Embeddings are cached in memory (a few images) and on disk under
-``<model cache>/embeddings/<model>/`` keyed by the image content and the model's
-sha256, so a second ``set_image`` of the same picture, in this or another process,
-skips the encoder; :meth:`SamEngine.precompute` fills the cache from a background
-thread (the next picture). :meth:`SamEngine.predict` and :meth:`SamEngine.generate`
-take the engine's lock, so one engine may be shared between threads.
+Layout: the families are registered in :mod:`.families` (builder, checkpoint layout,
+engine class, generator quirks); each has its engine subclass in its own module
+(:mod:`.sam2_image`, :mod:`.sam_hq`). Embeddings go through one cache
+(:mod:`.cache`: a few in memory, more on disk under ``<model cache>/embeddings/<model>/``,
+keyed by the image content and the model file's sha256), used by :meth:`SamEngine.set_image`
+and :meth:`SamEngine.precompute` (the next picture, from a background thread).
+:meth:`SamEngine.predict` and :meth:`SamEngine.generate` take the engine's lock, so one
+engine may be shared between threads.
 
-Speed: prompts are decoded by :mod:`.fast` (prompt-independent layer-0 tensors computed
-once per image, attention projections folded onto the few prompt tokens, the mask
-upscaling as matrix products in four sub-pixel row blocks); results equal the official
-predictors' up to float rounding (``benchmarks/sam.py`` measures both).
+Prompts are decoded through one seam (:mod:`.decoders`): the fast decoder of
+:mod:`.fast` (prompt-independent layer-0 tensors once per image, attention projections
+folded onto the few prompt tokens, the mask upscaling as matrix products) or the
+family's official decoder module, chosen by :class:`~.options.EngineOptions`; both give
+the official predictors' results up to float rounding (``benchmarks/sam.py`` times the
+fast one against the official predictor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +50,9 @@ from typing import Any
 import numpy as np
 
 from segdeck.core.errors import SetupError
+from segdeck.core.sam.cache import EmbeddingCache
+from segdeck.core.sam.options import EngineOptions
 from segdeck.core.sam.params import GeneratorParams
-
-#: Embeddings kept in memory per engine.
-MEMORY_CACHE_SIZE = 4
-#: Files kept in the on-disk embedding cache per model (oldest removed first).
-DISK_CACHE_FILES = 48
 
 
 @dataclass
@@ -209,18 +210,73 @@ def clear_engine_cache() -> None:
         _ENGINES.clear()
 
 
-def open_engine(model_name: str, device: str | None = None, *, emit=None, download: bool = True) -> SamEngine:
-    """Load a registered SAM model (downloading it if needed) behind the common interface.
+def checkpoint_spec(model_name: str, checkpoint: str | Path):
+    """The spec of a custom checkpoint of a registered model's family and size.
 
-    Engines are kept per (model, device, checkpoint hash) in this process, so a second
-    call is free.
+    The file is fine-tuned weights of ``model_name``'s architecture (as micro-sam or a
+    SAM 2 training run save them, in the family's checkpoint layout); it is not in the
+    sha256 table, so the returned spec carries the file's own sha256 and size (the
+    engine cache and the embedding cache key on it), its path's name as ``filename`` and
+    ``extra["checkpoint"]`` = the resolved path. The weights are checked when loaded
+    (:func:`~.loading.load_model`: strict keys and shapes).
 
     Parameters
     ----------
     model_name : str
-        A name from :func:`segdeck.core.models.list_models` of family ``sam2`` or ``sam-hq``.
+        Registered SAM model naming the family and size (``"sam2.1-tiny"``).
+    checkpoint : str or Path
+        The weights file.
+
+    Raises
+    ------
+    SetupError
+        Unknown model, not a SAM family, or no such file.
+    """
+    from segdeck.core.models import get_spec
+    from segdeck.core.sam.families import get_family
+    from segdeck.core.sam.params import checkpoint_sha256
+
+    spec = get_spec(model_name)
+    get_family(spec.family)
+    path = Path(checkpoint).expanduser().resolve()
+    if not path.is_file():
+        raise SetupError(f"{checkpoint}: checkpoint file not found")
+    sha = checkpoint_sha256(path)
+    return dataclasses.replace(
+        spec, sha256=sha, bytes=path.stat().st_size, filename=path.name, url=path.as_uri(),
+        description=f"{spec.description}, weights from {path.name}",
+        extra={**spec.extra, "checkpoint": str(path)},
+    )
+
+
+def open_engine(
+    model_name: str,
+    device: str | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    options: EngineOptions | None = None,
+    emit=None,
+    download: bool = True,
+) -> SamEngine:
+    """Load a registered SAM model (downloading it if needed) behind the common interface.
+
+    Engines are kept per (model, device, checkpoint sha256, options) in this process, so
+    a second call is free.
+
+    Parameters
+    ----------
+    model_name : str
+        A name from :func:`segdeck.core.models.list_models` of a family in
+        :data:`~.families.FAMILIES`.
     device : str, optional
         torch device; default :func:`default_device`.
+    checkpoint : str or Path, optional
+        Fine-tuned weights of ``model_name``'s family and size instead of the official
+        file (:func:`checkpoint_spec`): nothing is downloaded, the file's sha256 is not
+        looked up in a table, the keys and shapes are checked strictly.
+    options : EngineOptions, optional
+        Decoder choices; default :meth:`EngineOptions.from_env` (the two compatibility
+        environment switches, read here once).
     emit : callable, optional
         Receives download / verify ``Progress`` events.
     download : bool
@@ -229,76 +285,118 @@ def open_engine(model_name: str, device: str | None = None, *, emit=None, downlo
     Raises
     ------
     SetupError
-        Unknown model, not a SAM family, offline and not cached, or a bad checkpoint.
+        Unknown model, not a SAM image family, offline and not cached, a missing
+        checkpoint file, or a checkpoint that does not match the architecture.
     """
-    from segdeck.core.models import SAM_FAMILIES, ensure_model, get_spec
+    from segdeck.core.models import ensure_model, get_spec
+    from segdeck.core.sam.families import get_family
 
     spec = get_spec(model_name)
-    if spec.family not in SAM_FAMILIES:
-        raise SetupError(f"model {model_name} is a {spec.family} model, not a SAM model")
+    try:
+        family = get_family(spec.family)
+    except SetupError:
+        raise SetupError(f"model {model_name} is a {spec.family} model, not a SAM model") from None
+    if family.kind != "image":
+        raise SetupError(f"model {model_name} is a {family.title} model, not a SAM image model")
+    options = options or EngineOptions.from_env()
     device = device or default_device()
-    key = (spec.name, device, spec.sha256)
+    if checkpoint is not None:
+        spec = checkpoint_spec(model_name, checkpoint)
+    key = (spec.name, device, spec.sha256, options)
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
     if eng is not None:
         return eng
-    path = ensure_model(model_name, emit, allow_download=download)
+    path = spec.extra["checkpoint"] if checkpoint is not None else ensure_model(model_name, emit, allow_download=download)
     from segdeck.core.sam.loading import load_model
 
     model = load_model(spec, path, device)
-    cls = Sam2Engine if spec.family == "sam2" else SamHQEngine
-    eng = cls(spec, model, device)
+    eng = family.engine_class()(spec, model, device, options)
     with _ENGINES_LOCK:
         _ENGINES[key] = eng
     return eng
 
 
 @dataclass
-class _ImageState:
+class ImageState:
+    """The current image of an engine.
+
+    Attributes
+    ----------
+    key : str
+        Cache key (:meth:`SamEngine.image_key`; empty for a generator crop).
+    orig_hw : tuple of int
+        (H, W) of the image.
+    feats : dict
+        The encoder's output (family-specific names, see the family modules).
+    tensors : TensorGroup
+        Per-image tensors of the fast decoder (the family's ``ImageTensors``).
+    extra : dict
+        Family-specific values (SAM-HQ: ``input_size``).
+    """
+
     key: str
     orig_hw: tuple[int, int]
     feats: dict
-    zero: Any = None
+    tensors: Any = None
     extra: dict = field(default_factory=dict)
 
 
 class SamEngine:
-    """Common interface of the SAM families. Use :func:`open_engine` to get one.
+    """Common interface of the SAM image families. Use :func:`open_engine` to get one.
 
     Attributes
     ----------
     spec : ModelSpec
+        The model (for a custom checkpoint: its sha256 and file, see
+        :func:`checkpoint_spec`).
     family : str
-        ``"sam2"`` or ``"sam-hq"``.
+        A key of :data:`~.families.FAMILIES`.
     device : str
     model : torch.nn.Module
+    options : EngineOptions
+    decoder : Decoder
+        The prompt decoder (:mod:`.decoders`).
+    cache : EmbeddingCache
     """
 
     family = ""
+    #: The family's :class:`~.fast.TensorGroup` of per-image decoder tensors.
+    ImageTensors: type = type(None)
     #: Side of the low-resolution mask logits.
     low_res = 256
 
-    def __init__(self, spec, model, device: str):
+    def __init__(self, spec, model, device: str, options: EngineOptions | None = None):
         import torch
+
+        from segdeck.core.models import cache_dir
+        from segdeck.core.sam.decoders import make_decoder
+        from segdeck.core.sam.families import get_family
 
         self.spec = spec
         self.model = model
         self.device = device
+        self.options = options or EngineOptions()
+        self.family_entry = get_family(self.family)
         self._torch = torch
-        self._state: _ImageState | None = None
-        self._memory: OrderedDict[str, dict] = OrderedDict()
+        self._state: ImageState | None = None
         self._lock = threading.RLock()
-        self.disk_cache = True
-        from segdeck.core.sam.fast import TraceCache, jit_enabled
-
-        #: Decoder traces per prompt shape (CPU; None: eager).
-        self._traces = TraceCache(self._decode_flat) if device == "cpu" and jit_enabled() else None
-        self._warmed = False
+        self.cache = EmbeddingCache(cache_dir() / "embeddings" / spec.name, device)
+        self.decoder = make_decoder(self, self.options)
 
     # ---- embeddings -----------------------------------------------------------------
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def disk_cache(self) -> bool:
+        """Whether embeddings are read from and written to disk (default True)."""
+        return self.cache.disk
+
+    @disk_cache.setter
+    def disk_cache(self, value: bool) -> None:
+        self.cache.disk = bool(value)
 
     def image_key(self, image: np.ndarray) -> str:
         """Cache key of an image for this model: sha256 over model hash, shape and pixels."""
@@ -308,9 +406,8 @@ class SamEngine:
         return h.hexdigest()[:40]
 
     def embedding_dir(self) -> Path:
-        from segdeck.core.models import cache_dir
-
-        return cache_dir() / "embeddings" / self.spec.name
+        """Folder of this model's on-disk embeddings."""
+        return self.cache.folder
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
@@ -340,33 +437,9 @@ class SamEngine:
         with self._lock:
             if self._state is not None and self._state.key == key:
                 return
-            feats = self._memory.get(key) if cache else None
-            if feats is None and cache and self.disk_cache:
-                feats = self._load_disk(key)
-            if feats is None:
-                feats = self._encode(image)
-                if cache and self.disk_cache:
-                    self._save_disk(key, feats)
-            if cache:
-                self._memory[key] = feats
-                self._memory.move_to_end(key)
-                while len(self._memory) > MEMORY_CACHE_SIZE:
-                    self._memory.popitem(last=False)
+            feats = self.cache.fetch(key, lambda: self._encode(image), use=cache)
             self._state = self._make_state(key, image.shape[:2], feats)
-            self._warm_up(self._state)
-
-    def _warm_up(self, state) -> None:
-        """Record (and let TorchScript optimise) the one-point decoder trace on the first
-        image, while the user waits for the encoder anyway, so the first click runs at full
-        speed (~0.1-0.2 s once per engine)."""
-        if self._traces is None or self._warmed:
-            return
-        self._warmed = True
-        torch = self._torch
-        with torch.inference_mode():
-            sparse, dense = self._embed_prompts(state, np.zeros((1, 2), np.float32), np.ones(1, np.int64), None, None)
-            for _ in range(3):  # the trace, then the executor's profiling and optimised runs
-                self._decode(state, sparse, dense)
+            self.decoder.warm_up(self._state)
 
     def precompute(self, image: np.ndarray) -> str:
         """Compute and cache the embedding of ``image`` without making it the current image
@@ -374,82 +447,62 @@ class SamEngine:
         of the same image is then instant). Returns the image's cache key."""
         image = self._check_image(image)
         key = self.image_key(image)
-        with self._lock:
-            if key in self._memory:
-                return key
-        feats = self._load_disk(key) if self.disk_cache else None
-        if feats is None:
-            feats = self._encode(image)
-            if self.disk_cache:
-                self._save_disk(key, feats)
-        with self._lock:
-            self._memory[key] = feats
-            while len(self._memory) > MEMORY_CACHE_SIZE:
-                self._memory.popitem(last=False)
+        self.cache.fetch(key, lambda: self._encode(image))
         return key
 
     def is_cached(self, image: np.ndarray) -> bool:
         """Whether :meth:`set_image` of ``image`` would skip the encoder."""
-        key = self.image_key(self._check_image(image))
-        return key in self._memory or (self.embedding_dir() / f"{key}.pt").is_file()
+        return self.cache.is_cached(self.image_key(self._check_image(image)))
 
     def reset_image(self) -> None:
+        """Forget the current image (the caches keep its embedding)."""
         self._state = None
-
-    def _load_disk(self, key: str) -> dict | None:
-        path = self.embedding_dir() / f"{key}.pt"
-        if not path.is_file():
-            return None
-        try:
-            feats = self._torch.load(path, map_location=self.device, weights_only=True)
-            path.touch()
-            return feats
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
-            path.unlink(missing_ok=True)
-            return None
-
-    def _save_disk(self, key: str, feats: dict) -> None:
-        folder = self.embedding_dir()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{key}.pt.tmp"
-            self._torch.save({k: _to_cpu(v) for k, v in feats.items()}, tmp)
-            tmp.replace(folder / f"{key}.pt")
-            files = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-            for old in files[:-DISK_CACHE_FILES]:
-                old.unlink(missing_ok=True)
-        except OSError:
-            pass  # the cache is an optimisation; a read-only disk must not break prompting
 
     # ---- family hooks ------------------------------------------------------------------
     def _encode(self, image: np.ndarray) -> dict:
+        """(H, W, 3) uint8 RGB -> the encoder's tensors (a dict, the cache stores it)."""
         raise NotImplementedError
 
-    def _make_state(self, key, hw, feats) -> _ImageState:
+    def _make_state(self, key, hw, feats) -> ImageState:
+        """An :class:`ImageState` (with the fast decoder's tensors) from cached ``feats``."""
         raise NotImplementedError
 
     def _embed_prompts(self, state, points, labels, box, mask_input):
+        """Checked numpy prompts -> (sparse (1, T, C), dense None or (1, C, h, w))."""
+        raise NotImplementedError
+
+    def _prompt_embed(self, coords, labels, boxes=None, masks=None):
+        """Batched model-frame prompts (tensors) -> (sparse, dense or None)."""
         raise NotImplementedError
 
     def _decode(self, state, sparse, dense):
         """(B, T, C) sparse, dense None or (B, C, h, w) -> low-res logits of every mask
-        token (B, M, 256, 256) and predicted IoUs (B, M'): through the trace of this prompt
-        shape on CPU, eagerly otherwise."""
-        run = self._decode_flat if self._traces is None else self._traces
-        return run(sparse, dense, *self._image_tensors(state))
+        token (B, M, 256, 256) and predicted IoUs (B, M'), through :attr:`decoder`."""
+        return self.decoder.decode(state, sparse, dense)
 
-    def _image_tensors(self, state) -> tuple:
-        """The per-image tensors :meth:`_decode_flat` reads, in its argument order."""
+    def _fast_decode(self, sparse, dense, tensors):
+        """:meth:`_decode` by :mod:`.fast`, reading the image's named ``tensors``
+        (:attr:`ImageTensors`) only, so it can be traced."""
         raise NotImplementedError
 
-    def _decode_flat(self, sparse, dense, *image_tensors):
-        """:meth:`_decode` as a function of tensors only (what is traced)."""
+    def _official_decode(self, state, sparse, dense):
+        """:meth:`_decode` by the family's own mask decoder module."""
         raise NotImplementedError
+
+    def _dense_or_no_mask(self, prompt_encoder, image_embed, sparse, dense):
+        """``dense``, or the no-mask embedding expanded to (B, C, h, w) as the official
+        prompt encoders return it when there is no mask input."""
+        if dense is not None:
+            return dense
+        h, w = image_embed.shape[-2:]
+        return prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, h, w)
 
     def _select(self, masks, iou, multimask: bool, hq_token_only: bool):
+        """Every mask token's logits / IoUs -> the family's output masks (official rule)."""
         raise NotImplementedError
 
     def _upsample(self, state, low):
+        """(M, 1, 256, 256) low-res logits -> (M, 1, H, W) at the image's size."""
         raise NotImplementedError
 
     def _autocast(self):
@@ -512,7 +565,8 @@ class SamEngine:
             full = self._upsample(state, low[0:1])[0]
             # numpy's comparison is ~3x faster than torch's on CPU; on a GPU compare there
             full = full.numpy() > mask_threshold if full.device.type == "cpu" else (full > mask_threshold).cpu().numpy()
-            low_out = torch.clamp(low[0], -32.0, 32.0) if self.family == "sam2" else low[0]
+            clamp = self.family_entry.clamp_low_res
+            low_out = low[0] if clamp is None else torch.clamp(low[0], -clamp, clamp)
             return PredictResult(
                 masks=full,
                 scores=iou[0].float().cpu().numpy(),
@@ -557,12 +611,6 @@ class SamEngine:
         raise NotImplementedError
 
 
-def _to_cpu(v):
-    if isinstance(v, (list, tuple)):
-        return [x.cpu() for x in v]
-    return v.cpu() if hasattr(v, "cpu") else v
-
-
 def _check_prompts(points, labels, box, mask_input, low_res: int):
     pts = lab = bx = mi = None
     if points is not None and len(points):
@@ -589,336 +637,3 @@ def _check_prompts(points, labels, box, mask_input, low_res: int):
     if pts is None and bx is None and mi is None:
         raise ValueError("give at least one prompt: points, box or mask_input")
     return pts, lab, bx, mi
-
-
-#: SAM 2's high-res feature blocks (di, ei), in :meth:`Sam2Engine._image_tensors` order.
-_S0_BLOCKS = ((0, 0), (0, 1), (1, 0), (1, 1))
-
-
-# ======================================================================================
-class Sam2Engine(SamEngine):
-    """SAM 2 / 2.1 image engine (Ravi et al., "SAM 2", arXiv:2408.00714)."""
-
-    family = "sam2"
-    _bb_feat_sizes = [(256, 256), (128, 128), (64, 64)]
-
-    def __init__(self, spec, model, device):
-        super().__init__(spec, model, device)
-        import warnings
-
-        from sam2.utils.transforms import SAM2Transforms
-
-        with warnings.catch_warnings():
-            # sam2 scripts its resize + normalise with torch.jit.script, which torch now
-            # deprecates; nothing of ours to fix, so only this one warning is hidden
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-            self._transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
-        from segdeck.core.sam.fast import PointEmbedder, stack_mlps, upscale_weights
-
-        with self._torch.inference_mode():
-            self._pe = model.sam_prompt_encoder.get_dense_pe()
-            self._up = upscale_weights(model.sam_mask_decoder)
-            self._hyper = stack_mlps(model.sam_mask_decoder.output_hypernetworks_mlps)
-        self._points = PointEmbedder(model.sam_prompt_encoder)
-
-    def _encode(self, image):
-        torch = self._torch
-        with torch.inference_mode(), self._autocast():
-            # torchvision's ToTensor wraps the array without copying and warns when it is
-            # read-only (images decoded through PIL are): hand it a writable one
-            x = self._transforms(np.require(image, requirements="W"))[None].to(self.device)
-            backbone_out = self.model.forward_image(x)
-            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
-            if self.model.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-            feats = [
-                feat.permute(1, 2, 0).reshape(1, -1, *fs).float()
-                for feat, fs in zip(vision_feats[::-1], self._bb_feat_sizes[::-1], strict=True)
-            ][::-1]
-        return {"image_embed": feats[-1], "feat_s0": feats[0], "feat_s1": feats[1]}
-
-    def _make_state(self, key, hw, feats):
-        from segdeck.core.sam.fast import arrange_high_res, prepare_image
-
-        pe_ = self.model.sam_prompt_encoder
-        with self._torch.inference_mode():
-            src = feats["image_embed"] + pe_.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            zero = prepare_image(self.model.sam_mask_decoder.transformer, src, self._pe)
-            s0, s1 = arrange_high_res(feats["feat_s0"], feats["feat_s1"], self._up)
-        st = _ImageState(key, tuple(hw), feats, zero)
-        st.extra.update(s0=s0, s1=s1)
-        return st
-
-    def transform_points(self, state, pts):
-        """(K, 2) pixel (x, y) -> model input coordinates (1024-square frame)."""
-        h, w = state.orig_hw
-        r = self.model.image_size
-        out = pts.astype(np.float32).copy()
-        out[..., 0] = out[..., 0] / w
-        out[..., 1] = out[..., 1] / h
-        return out * r
-
-    def _embed_prompts(self, state, pts, lab, bx, mi):
-        torch = self._torch
-        parts = []  # (model-frame coords (k, 2), labels (k,)); box corners first, as official
-        if bx is not None:
-            parts.append((self.transform_points(state, bx.reshape(2, 2)), np.array([2, 3])))
-        if pts is not None:
-            parts.append((self.transform_points(state, pts), lab))
-        if not parts:
-            masks = torch.as_tensor(mi, device=self.device)[None]
-            return self._prompt_embed(None, None, masks)
-        c = np.concatenate([p[0] for p in parts]).astype(np.float32)
-        lb = np.concatenate([p[1] for p in parts]).astype(np.int64)
-        if mi is None and self.device == "cpu":
-            return torch.from_numpy(self._points(c, lb)), None
-        coords = torch.as_tensor(c, device=self.device)[None]
-        labels = torch.as_tensor(lb, dtype=torch.int, device=self.device)[None]
-        masks = None if mi is None else torch.as_tensor(mi, device=self.device)[None]
-        return self._prompt_embed(coords, labels, masks)
-
-    def _prompt_embed(self, coords, labels, masks):
-        pe_ = self.model.sam_prompt_encoder
-        points = None if coords is None else (coords, labels)
-        if masks is None:
-            bs = coords.shape[0]
-            sparse = pe_._embed_points(coords, labels, pad=True) if coords is not None else None
-            if sparse is None:
-                sparse = self._torch.empty((bs, 0, pe_.embed_dim), device=self.device)
-            return sparse, None
-        return pe_(points=points, boxes=None, masks=masks)
-
-    def _image_tensors(self, state):
-        from segdeck.core.sam.fast import upscale_packed
-
-        ex = state.extra
-        s0 = tuple(ex["s0"][k] for k in _S0_BLOCKS)
-        return (*state.zero.tensors(), state.feats["image_embed"], *s0, *ex["s1"], *upscale_packed(self._up))
-
-    def _decode_flat(self, sparse, dense, *tensors):
-        from segdeck.core.sam.fast import LayerZero, upscale_bind
-
-        zero, (image_embed, *rest) = LayerZero.from_tensors(tensors)
-        s0 = dict(zip(_S0_BLOCKS, rest[:4], strict=True))
-        up = upscale_bind(self._up, rest[6:])
-        return self._decode_image(sparse, dense, zero, image_embed, s0, rest[4:6], up)
-
-    def _decode_image(self, sparse, dense, zero, image_embed, s0, s1, up):
-        """(B, T, C) sparse, dense None or (B, C, 64, 64) -> all masks (B, 4, 256, 256), iou (B, 4)."""
-        from segdeck.core.sam.fast import mask_logits, run_stacked_mlps, two_way, upscale_features
-
-        torch = self._torch
-        dec = self.model.sam_mask_decoder
-        B = sparse.shape[0]
-        if dec.pred_obj_scores:
-            out_tok = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], 0)
-            s = 1
-        else:
-            out_tok = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
-            s = 0
-        tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
-        src = None
-        if dense is not None:
-            src = (image_embed + dense).flatten(2).transpose(1, 2)
-        # only the IoU and mask tokens are read: the final attention skips the others
-        hs, keys = two_way(dec.transformer, tokens, zero, src, rows=(s, s + 1 + dec.num_mask_tokens))
-        mt = hs[:, 1:]
-        if self._hyper is not None:
-            hyper = run_stacked_mlps(self._hyper, mt)
-        else:
-            hyper = torch.stack([mlp(mt[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
-        grid = tuple(image_embed.shape[-2:])
-        # one prompt at a time: its upscaling (~12 MB) stays in the CPU cache; all mask
-        # tokens in one product, as the official decoder computes them
-        masks = torch.stack([
-            mask_logits(upscale_features(up, keys[b], s0, s1), hyper[b], grid) for b in range(B)
-        ])
-        iou = dec.iou_prediction_head(hs[:, 0])
-        return masks, iou
-
-    def _select(self, masks, iou, multimask, hq_token_only):
-        dec = self.model.sam_mask_decoder
-        if multimask:
-            return masks[:, 1:], iou[:, 1:]
-        if dec.dynamic_multimask_via_stability:
-            if masks.shape[0] != 1:
-                return dec._dynamic_multimask_via_stability(masks, iou)
-            # one prompt: the same rule as the official decoder in a few operations --
-            # keep mask 0 when its stability score reaches the threshold, else the
-            # multimask output with the highest predicted IoU
-            m0 = masks[0, 0]
-            delta = dec.dynamic_multimask_stability_delta
-            area_i = (m0 > delta).sum().float()
-            area_u = (m0 > -delta).sum().float()
-            stable = bool(area_u <= 0) or bool(area_i / area_u >= dec.dynamic_multimask_stability_thresh)
-            k = 0 if stable else 1 + int(self._torch.argmax(iou[0, 1:]))
-            return masks[:, k : k + 1], iou[:, k : k + 1]
-        return masks[:, 0:1], iou[:, 0:1]
-
-    def _upsample(self, state, low):
-        import torch.nn.functional as F
-
-        return F.interpolate(low.float(), state.orig_hw, mode="bilinear", align_corners=False)
-
-    def official_predictor(self):
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        return SAM2ImagePredictor(self.model)
-
-    def official_generator(self, params=None):
-        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-        params = params or GeneratorParams()
-        return SAM2AutomaticMaskGenerator(self.model, **params.generator_kwargs("sam2"))
-
-
-# ======================================================================================
-class SamHQEngine(SamEngine):
-    """SAM-HQ engine (Ke et al., "Segment Anything in High Quality", arXiv:2306.01567)."""
-
-    family = "sam-hq"
-
-    def __init__(self, spec, model, device):
-        super().__init__(spec, model, device)
-        from segment_anything_hq.utils.transforms import ResizeLongestSide
-
-        self._resize = ResizeLongestSide(model.image_encoder.img_size)
-        with self._torch.inference_mode():
-            self._pe = model.prompt_encoder.get_dense_pe()
-
-    def _encode(self, image):
-        torch = self._torch
-        with torch.inference_mode(), self._autocast():
-            x = self._resize.apply_image(image)
-            input_size = x.shape[:2]
-            t = torch.as_tensor(x, device=self.device).permute(2, 0, 1).contiguous()[None]
-            t = self.model.preprocess(t)
-            feats, interm = self.model.image_encoder(t)
-            dec = self.model.mask_decoder
-            vit = interm[0].permute(0, 3, 1, 2)
-            hq = dec.embedding_encoder(feats) + dec.compress_vit_feat(vit)
-        return {
-            "image_embed": feats.float(),
-            "hq_features": hq.float(),
-            "input_size": torch.tensor(input_size),
-        }
-
-    def _make_state(self, key, hw, feats):
-        from segdeck.core.sam.fast import prepare_image
-
-        pe_ = self.model.prompt_encoder
-        with self._torch.inference_mode():
-            src = feats["image_embed"] + pe_.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            zero = prepare_image(self.model.mask_decoder.transformer, src, self._pe)
-        st = _ImageState(key, tuple(hw), feats, zero)
-        st.extra["input_size"] = tuple(int(v) for v in feats["input_size"].tolist())
-        return st
-
-    def transform_points(self, state, pts):
-        return self._resize.apply_coords(pts.astype(np.float32), state.orig_hw).astype(np.float32)
-
-    def _embed_prompts(self, state, pts, lab, bx, mi):
-        torch = self._torch
-        coords = labels = boxes = masks = None
-        if pts is not None:
-            coords = torch.as_tensor(self.transform_points(state, pts), device=self.device)[None]
-            labels = torch.as_tensor(lab, dtype=torch.int, device=self.device)[None]
-        if bx is not None:
-            b = self._resize.apply_boxes(bx[None].astype(np.float32), state.orig_hw)
-            boxes = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        if mi is not None:
-            masks = torch.as_tensor(mi, device=self.device)[None]
-        return self._prompt_embed(coords, labels, boxes, masks)
-
-    def _prompt_embed(self, coords, labels, boxes, masks):
-        pe_ = self.model.prompt_encoder
-        points = None if coords is None else (coords, labels)
-        sparse, dense = pe_(points=points, boxes=boxes, masks=masks)
-        return sparse, (dense if masks is not None else None)
-
-    def _image_tensors(self, state):
-        return (*state.zero.tensors(), state.feats["image_embed"], state.feats["hq_features"])
-
-    def _decode_flat(self, sparse, dense, *tensors):
-        from segdeck.core.sam.fast import LayerZero
-
-        zero, (image_embed, hq_features) = LayerZero.from_tensors(tensors)
-        return self._decode_image(sparse, dense, zero, image_embed, hq_features)
-
-    def _decode_image(self, sparse, dense, zero, image_embed, hq_features):
-        """-> masks (B, 5, 256, 256) (4 SAM masks + HQ mask), iou (B, 4)."""
-        from segdeck.core.sam.fast import two_way
-
-        torch = self._torch
-        dec = self.model.mask_decoder
-        B = sparse.shape[0]
-        out_tok = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hf_token.weight], 0)
-        tokens = torch.cat([out_tok.unsqueeze(0).expand(B, -1, -1), sparse], 1)
-        src = None
-        if dense is not None:
-            src = (image_embed + dense).flatten(2).transpose(1, 2)
-        n = dec.num_mask_tokens
-        hs, keys = two_way(dec.transformer, tokens, zero, src, rows=(0, 1 + n))
-        h = w = int(round(keys.shape[1] ** 0.5))
-        x = keys.transpose(1, 2).reshape(B, -1, h, w)
-        up_sam = dec.output_upscaling(x)
-        mt = hs[:, 1 : 1 + n]
-        hyper = [dec.output_hypernetworks_mlps[i](mt[:, i]) for i in range(n - 1)]
-        hyper = torch.stack(hyper + [dec.hf_mlp(mt[:, n - 1])], 1)
-        b, c, hh, ww = up_sam.shape
-        m_sam = torch.bmm(hyper[:, : n - 1], up_sam.view(b, c, hh * ww))
-        # HQ mask = h . (conv2(a) + hq_features) with a = GELU(LN(conv1(up_sam))): conv2 is
-        # linear, so fold the hypernetwork vector h into it (one output channel instead of
-        # c, per prompt: a grouped convolution) -- the same value, far fewer operations
-        conv1, ln, act, conv2 = dec.embedding_maskfeature
-        a = act(ln(conv1(up_sam)))
-        h = hyper[:, n - 1]  # (B, c)
-        w_eff = torch.einsum("bc,cikl->bikl", h, conv2.weight)
-        b_eff = h @ conv2.bias
-        ci = a.shape[1]
-        m_hq = torch.nn.functional.conv2d(
-            a.reshape(1, b * ci, hh, ww), w_eff, b_eff, padding=conv2.padding, groups=b
-        ).view(b, 1, hh * ww)
-        m_hq = m_hq + torch.matmul(h, hq_features.view(c, hh * ww)).unsqueeze(1)
-        masks = torch.cat([m_sam, m_hq], 1).view(b, -1, hh, ww)
-        iou = dec.iou_prediction_head(hs[:, 0])
-        return masks, iou
-
-    def _select(self, masks, iou, multimask, hq_token_only):
-        torch = self._torch
-        n = self.model.mask_decoder.num_mask_tokens
-        if multimask:
-            iou_m = iou[:, 1 : n - 1]
-            iou_best, idx = torch.max(iou_m, dim=1)
-            iou_sel = iou_best.unsqueeze(1)
-            m_multi = masks[:, 1 : n - 1]
-            m_sam = m_multi[torch.arange(m_multi.size(0)), idx].unsqueeze(1)
-        else:
-            iou_sel = iou[:, 0:1]
-            m_sam = masks[:, 0:1]
-        m_hq = masks[:, n - 1 : n]
-        return (m_hq if hq_token_only else m_sam + m_hq), iou_sel
-
-    def _upsample(self, state, low):
-        import torch.nn.functional as F
-
-        size = self.model.image_encoder.img_size
-        ih, iw = state.extra["input_size"]
-        m = F.interpolate(low.float(), (size, size), mode="bilinear", align_corners=False)
-        m = m[..., :ih, :iw]
-        return F.interpolate(m, state.orig_hw, mode="bilinear", align_corners=False)
-
-    def official_predictor(self):
-        from segment_anything_hq import SamPredictor
-
-        return SamPredictor(self.model)
-
-    def official_generator(self, params=None):
-        from segment_anything_hq import SamAutomaticMaskGenerator
-
-        params = params or GeneratorParams()
-        gen = SamAutomaticMaskGenerator(self.model, **params.generator_kwargs("sam-hq"))
-        multimask = params.multimask_output
-        orig = gen.generate
-        gen.generate = lambda image: orig(image, multimask_output=multimask)
-        return gen

@@ -21,10 +21,11 @@ masks with the official predictors).
 
 On CPU the large products with a fixed right-hand matrix (the upscaling weights) go
 through oneDNN with the matrix packed once
-(:class:`Packed`); oneDNN's fp32 kernels ran 1.2-1.5x faster than MKL's sgemm on the AMD
-EPYC machines we measured and as fast on an Intel Xeon (click ratio 1.01-1.03), and give
-the same values up to float rounding. Set ``SEGDECK_ONEDNN=0`` to use plain
-``torch.matmul`` everywhere.
+(:class:`Packed`); they give the same values as ``torch.matmul`` up to float rounding
+(``benchmarks/sam.py --onednn-ab`` times the two on the machine at hand). ``onednn=False`` (from
+:class:`~segdeck.core.sam.options.EngineOptions`) uses plain ``torch.matmul`` everywhere,
+and so does a torch build without the private op ``torch.ops.mkldnn._linear_pointwise``
+or one whose packed product disagrees with ``torch.matmul`` on a probe.
 
 SAM 2's mask upscaling (two stride-2 transposed convolutions) runs as matrix products in
 four sub-pixel row blocks, so the mask logits come out in image order without a gather
@@ -34,22 +35,32 @@ four sub-pixel row blocks, so the mask logits come out in image order without a 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 
-def _env_off(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
-
-
-def _onednn_enabled(t) -> bool:
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's private linear ops (``torch.ops.mkldnn.
+    _reorder_linear_weight`` and ``_linear_pointwise``). They are not public API: every
+    user checks this (or catches their failure) and falls back to ``torch.matmul``."""
     import torch
 
-    if _env_off("SEGDECK_ONEDNN") or torch.jit.is_tracing():  # oneDNN's linear ops do not trace
+    if not torch.backends.mkldnn.is_available():
         return False
-    return t.device.type == "cpu" and t.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    try:
+        ops = torch.ops.mkldnn
+        return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_enabled(t, onednn: bool = True) -> bool:
+    import torch
+
+    if not onednn or torch.jit.is_tracing():  # oneDNN's linear ops do not trace
+        return False
+    return t.device.type == "cpu" and t.dtype == torch.float32 and onednn_available()
 
 
 class Packed:
@@ -66,14 +77,16 @@ class Packed:
         (K, M) matrix.
     rows : int
         Typical number of rows of ``x`` (oneDNN picks its blocking for it; any number works).
+    onednn : bool
+        False: always ``torch.matmul``.
     """
 
-    def __init__(self, w, rows: int):
+    def __init__(self, w, rows: int, onednn: bool = True):
         import torch
 
         self.w = w
         self.packed = None
-        if not _onednn_enabled(w):
+        if not _onednn_enabled(w, onednn):
             return
         try:
             ops = torch.ops.mkldnn
@@ -112,12 +125,12 @@ class Packed:
         return out
 
 
-def _one_prompt_product(a, w, fallback):
+def _one_prompt_product(a, w, fallback, onednn: bool = True):
     """``a[0] @ w^T`` through oneDNN for a (1, R, K) and a (N, K) matrix ``w`` (any strides
     oneDNN takes as a linear weight) on CPU; ``fallback()`` otherwise."""
     import torch
 
-    if a.shape[0] == 1 and _onednn_enabled(a) and (w.is_contiguous() or w.t().is_contiguous()):
+    if a.shape[0] == 1 and _onednn_enabled(a, onednn) and (w.is_contiguous() or w.t().is_contiguous()):
         try:
             return torch.ops.mkldnn._linear_pointwise(a[0], w, None, "none", [], "").unsqueeze(0)
         except Exception:  # noqa: BLE001 - any failure means: use torch.matmul
@@ -125,26 +138,84 @@ def _one_prompt_product(a, w, fallback):
     return fallback()
 
 
-def _mm(a, b):
+def _mm(a, b, onednn: bool = True):
     """``a @ b`` for a (B, R, K) and b (B or 1, K, M) -> (B, R, M) (oneDNN for one prompt)."""
     import torch
 
     if b.shape[0] != 1:
         return torch.matmul(a, b)
-    return _one_prompt_product(a, b[0].t(), lambda: torch.matmul(a, b))
+    return _one_prompt_product(a, b[0].t(), lambda: torch.matmul(a, b), onednn)
 
 
-def _mm_t(a, b):
+def _mm_t(a, b, onednn: bool = True):
     """``a @ b^T`` for a (B, R, K) and b (B or 1, N, K) -> (B, R, N) (oneDNN for one prompt)."""
     import torch
 
     if b.shape[0] != 1:
         return torch.matmul(a, b.transpose(-1, -2))
-    return _one_prompt_product(a, b[0], lambda: torch.matmul(a, b.transpose(-1, -2)))
+    return _one_prompt_product(a, b[0], lambda: torch.matmul(a, b.transpose(-1, -2)), onednn)
+
+
+def tensors(n: int | None = None, group: type | None = None):
+    """A field of a :class:`TensorGroup`: one tensor (default), a tuple of ``n`` tensors,
+    or a nested ``group``."""
+    return field(metadata={"n": n, "group": group})
+
+
+class TensorGroup:
+    """Named tensors that travel as one flat tuple (a decoder trace takes tensors only).
+
+    Subclasses are dataclasses whose fields are declared with :func:`tensors`. A field
+    holds a tensor (or None: an absent input, part of a trace's signature), a tuple of
+    a fixed number of them, or a nested group. :meth:`flat` lists them in field order;
+    :meth:`from_flat` reads such a tuple back by name, so no caller slices it by hand.
+    """
+
+    def flat(self) -> tuple:
+        """Every tensor, in field order (nested groups and tuples spliced in)."""
+        out: list = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.metadata.get("group") is not None:
+                out.extend(v.flat())
+            elif f.metadata.get("n") is not None:
+                out.extend(v)
+            else:
+                out.append(v)
+        return tuple(out)
+
+    @classmethod
+    def size(cls) -> int:
+        """Length of :meth:`flat`."""
+        n = 0
+        for f in fields(cls):
+            group, k = f.metadata.get("group"), f.metadata.get("n")
+            n += group.size() if group is not None else (k if k is not None else 1)
+        return n
+
+    @classmethod
+    def from_flat(cls, flat) -> TensorGroup:
+        """The group from a tuple of exactly :meth:`size` tensors (from :meth:`flat`)."""
+        flat = tuple(flat)
+        if len(flat) != cls.size():
+            raise ValueError(f"{cls.__name__} takes {cls.size()} tensors, got {len(flat)}")
+        values, i = {}, 0
+        for f in fields(cls):
+            group, k = f.metadata.get("group"), f.metadata.get("n")
+            if group is not None:
+                values[f.name] = group.from_flat(flat[i : i + group.size()])
+                i += group.size()
+            elif k is not None:
+                values[f.name] = flat[i : i + k]
+                i += k
+            else:
+                values[f.name] = flat[i]
+                i += 1
+        return cls(**values)
 
 
 @dataclass
-class LayerZero:
+class LayerZero(TensorGroup):
     """Prompt-independent tensors of layer 0 for one image (no mask input).
 
     Attributes
@@ -161,21 +232,12 @@ class LayerZero:
         (N, internal_dim) image-to-token queries.
     """
 
-    keys: object
-    pe: object
-    kpe: object
-    k_t2i: object
-    v_t2i: object
-    q_i2t: object
-
-    def tensors(self) -> tuple:
-        """The fields in order (trace inputs; :meth:`from_tensors` reads them back)."""
-        return (self.keys, self.pe, self.kpe, self.k_t2i, self.v_t2i, self.q_i2t)
-
-    @classmethod
-    def from_tensors(cls, tensors) -> tuple:
-        """(LayerZero, the remaining tensors) from a tuple that starts with :meth:`tensors`."""
-        return cls(*tensors[:6]), tensors[6:]
+    keys: object = tensors()
+    pe: object = tensors()
+    kpe: object = tensors()
+    k_t2i: object = tensors()
+    v_t2i: object = tensors()
+    q_i2t: object = tensors()
 
 
 def _heads(x, h):
@@ -230,7 +292,7 @@ def _t2i_cached(attn, q, k, v):
     return attn.out_proj(_merge(out))
 
 
-def _t2i(attn, q, kpe, keys):
+def _t2i(attn, q, kpe, keys, onednn: bool = True):
     """Token-to-image attention; q (B, T, C), kpe / keys (B or 1, N, C) -> (B, T, C)."""
     import torch
 
@@ -247,15 +309,15 @@ def _t2i(attn, q, kpe, keys):
     qh = _heads(attn.q_proj(q), H) * (1.0 / math.sqrt(d))  # (B, H, T, d)
     wk = attn.k_proj.weight.view(H, d, C)
     a = torch.einsum("bhtd,hdc->bhtc", qh, wk).reshape(B, H * T, C)
-    s = _mm_t(a, kpe)  # (B, H*T, N); the key bias cancels in softmax
+    s = _mm_t(a, kpe, onednn)  # (B, H*T, N); the key bias cancels in softmax
     p = torch.softmax(s, dim=-1)
-    py = _mm(p, keys).view(B, H, T, C)
+    py = _mm(p, keys, onednn).view(B, H, T, C)
     wv = attn.v_proj.weight.view(H, d, C)
     out = torch.einsum("bhtc,hdc->bhtd", py, wv) + attn.v_proj.bias.view(1, H, 1, d)
     return attn.out_proj(_merge(out))
 
 
-def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
+def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None, onednn: bool = True):
     """Image-to-token attention; kpe (B or 1, N, C) image tokens + pe, qtok / vtok (B, T, C)
     prompt tokens (+ pe / plain) -> (B, N, C). ``q_cached``: the (N, D) projected queries,
     when they are known (layer 0).
@@ -282,7 +344,7 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
         wq = attn.q_proj.weight.view(H, d, C)
         m = torch.einsum("bhtd,hdc->bhtc", kh, wq).reshape(B, H * T, C)
         bias = torch.einsum("hd,bhtd->bht", attn.q_proj.bias.view(H, d), kh).reshape(B, H * T, 1)
-        s = _mm_t(m, kpe).add_(bias)  # (B, H*T, N)
+        s = _mm_t(m, kpe, onednn).add_(bias)  # (B, H*T, N)
     else:
         qh = _heads(attn.q_proj(kpe), H)  # (B, H, N, d)
         s = torch.matmul(kh, qh.transpose(-1, -2))  # (B, H, T, N)
@@ -301,7 +363,7 @@ def _i2t(attn, kpe, qtok, vtok, q_cached=None, residual=None):
     return out if residual is None else out.add_(residual)
 
 
-def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
+def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None, onednn: bool = True):
     """Run a SAM two-way transformer for ``B`` prompts on one image.
 
     Parameters
@@ -317,6 +379,8 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
     rows : tuple of int, optional
         ``(start, stop)``: only these output tokens are needed (the final token-to-image
         attention and norm act per token, so the others are skipped there).
+    onednn : bool
+        Allow oneDNN's products for one prompt on CPU (False: ``torch.matmul``).
 
     Returns
     -------
@@ -344,19 +408,20 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
         if cached:
             attn_out = _t2i_cached(layer.cross_attn_token_to_image, q, zero.k_t2i, zero.v_t2i)
         else:
-            attn_out = _t2i(layer.cross_attn_token_to_image, q, kpe, keys)
+            attn_out = _t2i(layer.cross_attn_token_to_image, q, kpe, keys, onednn)
         queries = layer.norm2(queries + attn_out)
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + qpe
         keys = _i2t(
-            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None, residual=keys
+            layer.cross_attn_image_to_token, kpe, q, queries, zero.q_i2t if cached else None, residual=keys,
+            onednn=onednn,
         )
         norm = layer.norm4
         keys = F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     if rows is not None:
         queries, qpe = queries[:, rows[0] : rows[1]], qpe[:, rows[0] : rows[1]]
     q = queries + qpe
-    attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys)
+    attn_out = _t2i(transformer.final_attn_token_to_image, q, keys + pe, keys, onednn)
     queries = transformer.norm_final_attn(queries + attn_out)
     return queries, keys
 
@@ -373,8 +438,9 @@ def two_way(transformer, tokens, zero: LayerZero, src=None, rows=None):
 # high-res features are put in block order once per image.
 
 
-def upscale_weights(dec):
-    """Block matrices of the decoder's two transposed convolutions (computed once per model).
+def upscale_weights(dec, onednn: bool = True):
+    """Block matrices of the decoder's two transposed convolutions (computed once per model;
+    ``onednn`` False: no oneDNN packing).
 
     Returns a dict: ``p1[di]`` / ``p2[ei]`` (:class:`Packed`) map (rows, C) -> (rows, 2*c1)
     and (rows, c1) -> (rows, 2*c2) with columns ordered (dj, channel) / (ej, channel);
@@ -385,8 +451,8 @@ def upscale_weights(dec):
     w1 = dc1.weight.permute(0, 2, 3, 1)  # (C, di, dj, c1)
     w2 = dc2.weight.permute(0, 2, 3, 1)  # (c1, ei, ej, c2)
     return {
-        "p1": [Packed(w1[:, d].reshape(w1.shape[0], 2 * c1).contiguous(), 4096) for d in range(2)],
-        "p2": [Packed(w2[:, e].reshape(c1, 2 * c2).contiguous(), 8192) for e in range(2)],
+        "p1": [Packed(w1[:, d].reshape(w1.shape[0], 2 * c1).contiguous(), 4096, onednn) for d in range(2)],
+        "p2": [Packed(w2[:, e].reshape(c1, 2 * c2).contiguous(), 8192, onednn) for e in range(2)],
         "b1": dc1.bias.repeat(2), "b2": dc2.bias.repeat(2), "ln": ln1, "c1": c1, "c2": c2,
     }
 
@@ -454,8 +520,9 @@ def upscale_features(wts, keys, s0, s1):
 
 
 def upscale_packed(wts) -> tuple:
-    """The oneDNN matrices of :func:`upscale_weights` (None where unpacked), in the order
-    :func:`upscale_bind` takes them: trace inputs."""
+    """The oneDNN matrices of :func:`upscale_weights` (None where unpacked): ``p1[0]``,
+    ``p1[1]``, ``p2[0]``, ``p2[1]``, the order :func:`upscale_bind` takes them (trace
+    inputs)."""
     return tuple(p.packed for p in (*wts["p1"], *wts["p2"]))
 
 
@@ -502,7 +569,7 @@ class PointEmbedder:
     The same values as ``PromptEncoder._embed_points(coords, labels, pad=True)`` (random
     Fourier features of the pixel centres, plus the learned embedding of each label, plus
     one padding point) up to float rounding, in a dozen numpy operations on a few rows
-    instead of some thirty torch operations: about 0.2 ms less per click.
+    instead of some thirty torch operations.
 
     Parameters
     ----------
@@ -572,21 +639,16 @@ def run_stacked_mlps(stacked, x):
 # ---- TorchScript traces: the decoder without Python's per-operation overhead -----------
 
 
-def jit_enabled() -> bool:
-    """Whether prompt decoding on CPU runs through :class:`TraceCache` (``SEGDECK_JIT=0``
-    turns it off)."""
-    return not _env_off("SEGDECK_JIT")
-
-
 class TraceCache:
     """``fn(*args)`` through TorchScript traces, one per input signature.
 
-    A SAM decode is about a thousand small tensor operations; on a 2-core CPU the Python
-    side of dispatching them costs as much as a fifth of a click. ``torch.jit.trace``
+    A SAM decode is about a thousand small tensor operations, and on a small CPU the Python
+    side of dispatching them is a noticeable part of a click (``benchmarks/sam.py
+    --jit-ab`` measures it). ``torch.jit.trace``
     records the operations once and replays them from C++ with the same kernels, so the
     values are the same. A trace fixes every shape and every Python branch it saw, so it is
     keyed by the shapes, dtypes and devices of the arguments (and which are None): a new
-    number of prompt points is a new trace (about 0.1-0.2 s once). Everything that changes
+    number of prompt points is a new trace (recorded once). Everything that changes
     between calls must be an argument: tensors the function reads from elsewhere (model
     weights) are frozen into the trace.
 

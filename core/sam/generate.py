@@ -63,10 +63,7 @@ def _decode_points(eng, state, in_points, multimask: bool, hq_token_only: bool, 
         coords = pts[:, None, :]
         labels = torch.ones((pts.shape[0], 1), dtype=torch.int, device=pts.device)
         mi = None if mask_input is None else mask_input[s : s + DECODE_CHUNK]
-        if eng.family == "sam2":
-            sparse, dense = eng._prompt_embed(coords, labels, mi)
-        else:
-            sparse, dense = eng._prompt_embed(coords, labels, None, mi)
+        sparse, dense = eng._prompt_embed(coords, labels, masks=mi)
         masks, iou = eng._decode(state, sparse, dense)
         masks, iou = eng._select(masks, iou, multimask, hq_token_only)
         lows.append(masks)
@@ -83,13 +80,13 @@ def _process_crop(eng, image, crop_box, layer_idx, orig_size, grids, p: Generato
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
     ch, cw = crop.shape[:2]
     key = eng.image_key(crop)
-    feats = eng._memory.get(key)
+    feats = eng.cache.get(key)
     if feats is None:
         feats = eng._encode(crop)
     state = eng._make_state("", (ch, cw), feats)
     points_for_image = grids[layer_idx] * np.array([[cw, ch]])
     orig_h, orig_w = orig_size
-    sam2 = eng.family == "sam2"
+    family = eng.family_entry  # its generator quirks (m2m, where small regions are removed)
     multimask = p.multimask_output
     min_area = p.min_mask_region_area
 
@@ -102,7 +99,7 @@ def _process_crop(eng, image, crop_box, layer_idx, orig_size, grids, p: Generato
         low = low.flatten(0, 1)
         iou = iou.flatten(0, 1)
         pts_rep = np.repeat(pts, m_per, axis=0)
-        if sam2 and p.use_m2m:
+        if family.m2m and p.use_m2m:
             # official: refine every mask (clamped low-res logits as mask input), then filter
             mi = torch.clamp(low, -32.0, 32.0)[:, None]
             in_rep = torch.as_tensor(eng.transform_points(state, pts_rep), device=eng.device)
@@ -113,7 +110,7 @@ def _process_crop(eng, image, crop_box, layer_idx, orig_size, grids, p: Generato
             low, iou, pts_rep = low[keep], iou[keep], pts_rep[keep.cpu().numpy()]
         if low.shape[0] == 0:
             continue
-        if sam2 and min_area > 0:
+        if family.small_regions == "lowres" and min_area > 0:
             low = _fill_small_lowres(low, min_area, p.mask_threshold)
         for u in range(0, low.shape[0], UPSAMPLE_CHUNK):
             logits = eng._upsample(state, low[u : u + UPSAMPLE_CHUNK][:, None])[:, 0]
@@ -225,7 +222,7 @@ def generate(eng, image: np.ndarray, p: GeneratorParams):
         m = np.unpackbits(packed[i], count=ch * cw).reshape(ch, cw).astype(bool)
         masks[j, y0 : y0 + ch, x0 : x0 + cw] = m
     boxes, ious, stab, points, cboxes = boxes[order], ious[order], stab[order], points[order], cboxes[order]
-    if p.min_mask_region_area > 0 and eng.family != "sam2":
+    if p.min_mask_region_area > 0 and eng.family_entry.small_regions == "fullres":
         keep, masks, boxes = _postprocess_small_regions(masks, boxes, p.min_mask_region_area, p.box_nms_thresh)
         masks, boxes, ious, stab, points, cboxes = masks[keep], boxes[keep], ious[keep], stab[keep], points[keep], cboxes[keep]
     return GenerateResult(masks, ious, stab, boxes.astype(np.int64), points, cboxes.astype(np.int64))

@@ -1,9 +1,8 @@
 """Build SAM models from their package configs and load official checkpoints strictly.
 
-Neither family's own loader is used for weights: ``sam2.build_sam.build_sam2`` is
-called without a checkpoint and ``segment_anything_hq``'s builders with
-``checkpoint=None`` (their loader loads with ``strict=False`` and prints), then the
-state dict is read with ``torch.load(..., weights_only=True)`` and loaded with a
+Neither family's own loader is used for weights: the family's builder
+(:data:`~.families.FAMILIES`) makes the architecture without a checkpoint (their loaders
+load with ``strict=False`` and print), then the state dict is read with ``torch.load(..., weights_only=True)`` and loaded with a
 strict key check here.
 
 Checkpoint layouts (as published):
@@ -14,13 +13,11 @@ Checkpoint layouts (as published):
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from pathlib import Path
 
 from segdeck.core.errors import SetupError
 from segdeck.core.models import ModelSpec
+from segdeck.core.sam.families import get_family
 
 
 def build_empty(spec: ModelSpec, device: str = "cpu"):
@@ -29,31 +26,21 @@ def build_empty(spec: ModelSpec, device: str = "cpu"):
     Parameters
     ----------
     spec : ModelSpec
-        Family ``"sam2"`` (``spec.config`` = a sam2 hydra config name such as
-        ``configs/sam2.1/sam2.1_hiera_t.yaml``) or ``"sam-hq"`` (``spec.config`` = a
-        ``segment_anything_hq.sam_model_registry`` key such as ``vit_tiny``).
+        Of a family in :data:`~.families.FAMILIES` (``spec.config`` is that family's
+        build config, e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml`` or ``vit_tiny``).
     device : str
         torch device string.
 
     Returns
     -------
     torch.nn.Module
+
+    Raises
+    ------
+    SetupError
+        Not a SAM family, or an unknown config.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if spec.family == "sam2":
-            from sam2.build_sam import build_sam2
-
-            model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
-        elif spec.family == "sam-hq":
-            from segment_anything_hq import sam_model_registry
-
-            if spec.config not in sam_model_registry:
-                raise SetupError(f"model {spec.name}: unknown SAM-HQ variant {spec.config!r}")
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = sam_model_registry[spec.config](checkpoint=None)
-        else:
-            raise SetupError(f"model {spec.name}: family {spec.family!r} is not a SAM family")
+    model = get_family(spec.family).build(spec)
     model.eval()
     return model.to(device)
 
@@ -78,10 +65,12 @@ def read_state_dict(spec: ModelSpec, path: str | Path) -> dict:
         raise SetupError(
             f"{path}: not a readable checkpoint for {spec.name} (truncated or corrupt?): {reason[:160]}"
         ) from None
-    if spec.family == "sam2":
-        if not isinstance(obj, dict) or "model" not in obj or not isinstance(obj["model"], dict):
-            raise SetupError(f"{path}: expected a SAM 2 checkpoint {{'model': state_dict}} for {spec.name}")
-        obj = obj["model"]
+    family = get_family(spec.family)
+    key = family.checkpoint_key
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], dict):
+            raise SetupError(f"{path}: expected a {family.title} checkpoint {{'{key}': state_dict}} for {spec.name}")
+        obj = obj[key]
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
@@ -106,13 +95,15 @@ def load_strict(model, state_dict: dict, path: str | Path, name: str) -> None:
             parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        raise SetupError(f"{path}: checkpoint does not match {name}: {'; '.join(parts)}")
+        raise SetupError(
+            f"{path}: checkpoint does not match {name}: {'; '.join(parts)} (weights of another model size or family?)"
+        )
     bad = [k for k, v in own.items() if tuple(v.shape) != tuple(state_dict[k].shape)]
     if bad:
         k = bad[0]
         raise SetupError(
             f"{path}: checkpoint does not match {name}: {len(bad)} tensors with wrong shapes "
-            f"(e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})"
+            f"(e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}; weights of another model size?)"
         )
     model.load_state_dict(state_dict, strict=True)
 
@@ -139,5 +130,6 @@ def save_checkpoint(spec: ModelSpec, model, path: str | Path) -> None:
     import torch
 
     state = model.state_dict()
-    obj = {"model": state} if spec.family == "sam2" else state
+    key = get_family(spec.family).checkpoint_key
+    obj = state if key is None else {key: state}
     torch.save(obj, path)

@@ -114,6 +114,50 @@ def read_point_grids(path: str | Path, crop_n_layers: int = 0) -> list[np.ndarra
     return grids
 
 
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """Hex sha256 of a checkpoint file, remembered per (path, size, modification time) so
+    validating the same params again does not re-read the file.
+
+    Raises
+    ------
+    ValueError
+        No such file (the message names it).
+    """
+    import hashlib
+
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        st = None
+    if st is None or not p.is_file():
+        raise ValueError(f"checkpoint {path}: no such file")
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 23):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def fill_checkpoint_sha256(model):
+    """Model validator of params with ``checkpoint`` and ``checkpoint_sha256`` fields: the
+    latter is always the sha256 of the former's file (None without one), whatever was
+    given, so ``job.toml`` records which weights ran and the run name can carry them."""
+    path = model.checkpoint
+    sha = None if path is None or str(path).strip() == "" else checkpoint_sha256(path)
+    # set without validation (no recursion); the path made absolute, so a re-run from
+    # job.toml in another folder finds the same file
+    model.__dict__["checkpoint_sha256"] = sha
+    model.__dict__["checkpoint"] = None if sha is None else str(Path(path).expanduser().resolve())
+    return model
+
+
 def check_point_grids(model):
     """Model validator: the ``point_grids`` file reads and matches ``crop_n_layers``."""
     if model.point_grids is not None:
@@ -164,15 +208,12 @@ class GeneratorParams(BaseModel):
 
     def generator_kwargs(self, family: str) -> dict:
         """Keyword arguments for the official generator class of ``family``."""
+        from segdeck.core.sam.families import get_family
+
         out = self.for_family(family).model_dump()
         out["point_grids"] = self.grids()
         if out["point_grids"] is not None:
             out["points_per_side"] = None
-        out.pop("mask_threshold") if family == "sam-hq" else None
-        for name, fam in FAMILY_ONLY.items():
-            if fam != family:
-                out.pop(name)
-        if family == "sam-hq":
-            out.pop("multimask_output")  # HQ takes it as an argument of generate()
-            out.pop("hq_token_only")
+        for name in get_family(family).generator_drop:
+            out.pop(name)
         return out

@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
         if mode in ("paint", "sam"):
             mp.add_argument("--model", default=None, metavar="NAME",
                             help="SAM model for sam / sam-auto (see `segdeck models`; default sam2.1-tiny)")
+            mp.add_argument("--checkpoint", default=None, metavar="FILE",
+                            help="fine-tuned weights of --model's family and size instead of the official ones")
         mp.add_argument("--out", metavar="DIR", help="annotation folder (default: INPUT.segdeck/annotate-<method>)")
         mp.add_argument("--keymap", default="default", metavar="NAME",
                         help="keymap: default, xanylabeling or a .toml path (plus your keymap.toml, see `segdeck keys`)")
@@ -148,7 +150,7 @@ def run(args) -> int:
     engine = None
     if method in ("sam", AUTO_SAM):
         err_console.print(f"loading SAM model {getattr(args, 'model', None) or 'sam2.1-tiny'} ...", highlight=False)
-        engine = _open_engine(getattr(args, "model", None))
+        engine = _open_engine(getattr(args, "model", None), getattr(args, "checkpoint", None))
         if isinstance(engine, int):
             return engine
     out_dir = Path(args.out) if args.out else default_output_root(src) / f"annotate-{method}"
@@ -160,8 +162,11 @@ def run(args) -> int:
     return run_annotate(paths, opts)
 
 
-def _open_engine(model: str | None):
+def _open_engine(model: str | None, checkpoint: str | None = None):
     """The SAM engine, or an exit code after one clear line.
+
+    ``checkpoint``: fine-tuned weights of the model's family and size (strict key and
+    shape check; nothing is downloaded).
 
     A model that is not cached is downloaded first (progress on stderr), as ``segdeck run
     automask`` does; offline the line says why (no connection, HTTP status) and names the
@@ -177,11 +182,11 @@ def _open_engine(model: str | None):
     from segdeck.core.models import model_path
 
     try:
-        if model_path(name) is None:
+        if checkpoint is None and model_path(name) is None:
             err_console.print(f"model {name} is not cached: downloading", highlight=False)
         sink, stop = _progress_sink()
         try:
-            return open_engine(name, emit=sink)
+            return open_engine(name, checkpoint=checkpoint, emit=sink)
         finally:
             stop()
     except SegdeckError as exc:

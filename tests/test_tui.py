@@ -556,3 +556,36 @@ def test_log_pane_shows_each_event_line_once(tmp_path):
     sink.close()
     assert sum("done a" in t for t in texts) == 1 and sum("done b" in t for t in texts) == 1
     assert sum("started x" in t for t in texts) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_typing_in_a_field_does_not_relayout_the_screen(photos, dummy_job, monkeypatch):
+    """Input re-lays-out the whole screen on every change of its text width (a reactive
+    with layout=True), ~25 ms a key on the main screen: the form's fields only repaint.
+    An error line that comes or goes still re-lays-out (the form's rows move)."""
+    from textual.screen import Screen
+    from textual.widgets import Input
+
+    from segdeck.tui.app import SegdeckApp
+
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot)
+        field = screen.query_one("#p-tag", Input)
+        field.focus()
+        await pilot.pause(0.5)
+        calls = []
+        orig = Screen._refresh_layout
+
+        def counting(self, *args, **kwargs):
+            calls.append(1)
+            return orig(self, *args, **kwargs)
+
+        monkeypatch.setattr(Screen, "_refresh_layout", counting)
+        for ch in "abcdef":
+            await pilot.press(ch)
+        await pilot.press("backspace", "backspace")
+        await pilot.pause(0.3)
+        assert field.value.endswith("abcd") and form.params.tag == field.value
+        assert len(calls) <= 1, len(calls)  # was one per key

@@ -11,6 +11,7 @@ summary and the log are widgets of their own (:mod:`segdeck.tui.widgets`).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import threading
 from dataclasses import dataclass
@@ -133,9 +134,12 @@ class MainScreen(Screen):
         self._curve_busy = False
         self._curve_cancel = threading.Event()
         self._downloads_running = False
+        self._set_job_lock = asyncio.Lock()
 
     # ---- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        # the size classes before the children exist: set later, they restyle every node
+        self._apply_size(self.app.size.width, self.app.size.height)
         yield Header()
         with Horizontal(id="top"):
             yield FolderTree(self.root, id="folders")
@@ -163,7 +167,6 @@ class MainScreen(Screen):
         self.query_one("#log").border_title = "Log"
         self.query_one("#preview").border_title = "Preview"
         self.query_one("#summary").border_title = "Job"
-        self._apply_size(self.app.size.width, self.app.size.height)
         self._update_input_line()
         self.query_one("#folders").focus()
         # background work starts after the first frame is on screen
@@ -209,7 +212,19 @@ class MainScreen(Screen):
         await self.set_job(name)
 
     async def set_job(self, name: str | None) -> None:
-        """Show the form of job ``name`` (None: no job)."""
+        """Show the form of job ``name`` (None: no job).
+
+        One form is built at a time: a job picked while the previous form is still
+        mounting waits for it (two interleaved rebuilds removed Selects in the middle
+        of their mounting, which Textual does not survive); a pick made stale by a
+        later one is skipped.
+        """
+        async with self._set_job_lock:
+            if name != self.job_name and self.job_name is not None:
+                return  # the picker moved on: its own set_job follows
+            await self._set_job(name)
+
+    async def _set_job(self, name: str | None) -> None:
         from segdeck.core.errors import SegdeckError
         from segdeck.core.params import load_presets
 
@@ -299,7 +314,9 @@ class MainScreen(Screen):
             reason = "no images in the selected folder"
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
-        status.update(reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R")
+        text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
+        if str(status.content) != text:  # Static.update re-lays-out the screen: only on a change
+            status.update(text)
 
     def on_folder_tree_folder_chosen(self, message: FolderTree.FolderChosen) -> None:
         self.input_path, self.input_count = message.path, message.count
@@ -413,7 +430,9 @@ class MainScreen(Screen):
     SHORT = 32
 
     def on_resize(self, event) -> None:
-        self._apply_size(event.size.width, event.size.height)
+        if (event.size.width < self.NARROW) != self.has_class("narrow") or (
+                event.size.height < self.SHORT) != self.has_class("short"):
+            self._apply_size(event.size.width, event.size.height)
 
     def _apply_size(self, width: int, height: int) -> None:
         self.set_class(width < self.NARROW, "narrow")

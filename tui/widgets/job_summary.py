@@ -110,7 +110,7 @@ class JobSummary(Static):
         if not same:
             self._records = None
         self.job_dir, self.snapshot = snap.job_dir, snap
-        self.update(summary_text(snap, self._records))
+        self._set_text(summary_text(snap, self._records))
         now = time.monotonic()
         if same and now - self._read_at < self.READ_EVERY_S and snap.state in ("running", "starting"):
             return
@@ -132,7 +132,11 @@ class JobSummary(Static):
         message.stop()
         if message.snap.job_dir == self.job_dir:
             self._records = message.records
-            self.update(summary_text(self.snapshot or message.snap, message.records))
+            self._set_text(summary_text(self.snapshot or message.snap, message.records))
+
+    def _set_text(self, text: Text) -> None:
+        if not isinstance(self.content, Text) or self.content.plain != text.plain or self.content.spans != text.spans:
+            self.update(text)
 
 
 __all__ = ["JobSummary", "format_seconds", "summary_text"]

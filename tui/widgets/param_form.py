@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
@@ -83,6 +84,17 @@ class FieldInput(Input):
     Escape (leaving the field) is the screen's priority binding: it must act before
     the keys that follow it are sent to this widget.
     """
+
+    def _watch_value(self, value: str) -> None:
+        # Input sets its virtual size to the text's width on every change, a reactive
+        # that re-lays-out the whole screen (~25 ms with the main screen's widgets, per
+        # key). This field's own size is fixed (1fr x 1): update the scroll range only.
+        size = Size(self.content_width, 1)
+        if size != self.virtual_size:
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)
+            self.refresh()
+        super()._watch_value(value)
 
     async def _on_key(self, event: events.Key) -> None:
         bindings = self._bindings.key_to_bindings.get(event.key)

@@ -120,6 +120,22 @@ def image_widget_class() -> type[Widget]:
     return Image
 
 
+def _steady(cls: type[Widget]) -> type[Widget]:
+    """``cls`` (a textual-image widget) whose refreshes skip the layout while
+    ``keep_layout`` is set."""
+
+    class Steady(cls, Renderable=cls._Renderable):
+        keep_layout = False
+
+        def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
+            return super().refresh(*regions, repaint=repaint, layout=layout and not self.keep_layout,
+                                   recompose=recompose)
+
+    Steady.__name__ = cls.__name__
+    Steady.__qualname__ = cls.__qualname__
+    return Steady
+
+
 def cell_pixels() -> tuple[int, int]:
     """(width, height) of a terminal cell in pixels as textual-image assumes it."""
     from textual_image._terminal import get_cell_size
@@ -441,12 +457,19 @@ class PreviewPane(Vertical):
             self._set_empty(f"cannot show {message.path.name}: {message.error}")
             return
         if self._image_widget is None:
-            cls = image_widget_class()
-            self._image_widget = cls(id="preview-image")
+            self._image_widget = _steady(image_widget_class())(id="preview-image")
             await self.mount(self._image_widget)
         self.query_one("#preview-empty").display = False
-        self._image_widget.display = True
-        self._image_widget.image = message.image
+        widget = self._image_widget
+        widget.display = True
+        old = widget.image
+        # the same picture size (a job's outputs, one after another): repaint only,
+        # no re-layout of the whole screen (textual-image lays out on every new image)
+        widget.keep_layout = old is not None and getattr(old, "size", None) == message.image.size
+        try:
+            widget.image = message.image
+        finally:
+            widget.keep_layout = False
 
     def _set_empty(self, text: str) -> None:
         self.path, self._stamp = None, None

@@ -356,3 +356,23 @@ async def test_threshold_curve_is_a_plot(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
     assert picked == [0.8]
+
+
+def test_terminal_graphics_choice(monkeypatch):
+    """Kitty / Sixel are asked for only where the terminal hints at them (the query
+    must run before Textual starts); plain terminals and pipes get half-blocks."""
+    from segdeck.tui.widgets import preview
+
+    assert preview._graphics_hinted({"TERM": "xterm-kitty"})
+    assert preview._graphics_hinted({"TERM_PROGRAM": "WezTerm"})
+    assert preview._graphics_hinted({"TERM": "foot"})
+    assert not preview._graphics_hinted({"TERM": "xterm-256color"})
+    assert not preview._graphics_hinted({"TERM": "tmux-256color", "TERM_PROGRAM": "tmux"})
+    import io
+
+    monkeypatch.setattr(sys, "__stdout__", io.StringIO())  # output into a pipe: no terminal to ask
+    monkeypatch.setenv("SEGDECK_PREVIEW", "auto")
+    monkeypatch.setenv("TERM", "xterm-kitty")
+    assert preview.prepare_terminal_graphics() == "halfcell"
+    monkeypatch.setenv("SEGDECK_PREVIEW", "halfcell")
+    assert preview.image_widget_class().__name__ == "HalfcellImage"

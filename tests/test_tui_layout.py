@@ -213,6 +213,10 @@ async def test_preview_overlay_halfblocks_follows_running_job(photos, dummy_job)
                        and halfblock_colors(preview._image_widget), what="image preview")
         assert type(preview._image_widget).__name__ == "HalfcellImage"
         assert "#00c800" in halfblock_colors(preview._image_widget)  # the green square
+        await pilot.press("right_square_bracket")  # ]: the next image
+        await wait_for(pilot, lambda: preview.path == photos / "img01.png", what="next image")
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: preview.path == photos / "img00.png", what="previous image")
         # a running job: its newest overlay, followed as it writes new ones
         screen.query_one("#p-delay", Input).value = "1.0"
         screen.query_one("#p-overlays", Switch).value = True

@@ -35,7 +35,7 @@ Run::
 
     .venv/bin/python benchmarks/cluster.py            # near-duplicate set
     .venv/bin/python benchmarks/cluster.py --held-out # held-out set, whole processes
-    .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, tiles of 3 photos
+    .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, tiles of 3 photos + held-out 5
     .venv/bin/python benchmarks/cluster.py scale      # 100,000 synthetic hashes
 """
 
@@ -324,42 +324,66 @@ def main_held_out(args) -> int:
     return 0
 
 
+#: Held-out set of ``--deep-mix`` (never tuned on): other photos, another tile size,
+#: unequal counts per photo, its own seed.
+DEEP_MIX_HELD_OUT = {"photos": {"chelsea": 12, "rocket": 18, "sklearn0": 24, "sklearn1": 15, "motorcycle_left": 20},
+                     "tile": 72, "seed": 7321}
+
+
+def _deep_mix_set(folder: Path, counts: dict[str, int], tile: int, seed: int) -> dict[str, str]:
+    """Write ``counts[photo]`` random textured tiles of side ``tile`` of each photo as JPEG
+    files with meaningless names into ``folder``; return {file name: photo}."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    photos = {name: img for name, img in _photos() if name in counts}
+    missing = sorted(set(counts) - set(photos))
+    if missing:
+        raise SystemExit(f"deep mix: photos not available: {', '.join(missing)}")
+    folder.mkdir(parents=True)
+    truth = {}
+    for name in sorted(photos):
+        tiles = _tiles([(name, photos[name])], tile)
+        for k, (_tn, _p, t) in enumerate(rng.sample(tiles, min(counts[name], len(tiles)))):
+            fname = f"{rng.randrange(10**8):08d}_{k}.jpg"
+            Image.fromarray(t).save(folder / fname, quality=90)
+            truth[fname] = name
+    return truth
+
+
 def main_deep_mix(args) -> int:
-    """Tiles of three unrelated photos (brick, coffee, astronaut), 20 per photo: the
+    """Tiles of unrelated photos; ARI against the photo each tile came from of the
     ``cluster`` job with ``deep`` (default parameters) and with ``phash`` (automatic
-    threshold); ARI against the photo each tile came from."""
+    threshold), on two sets: the development set (brick, coffee, astronaut: 20 tiles of
+    64 px each, ``--seed``) and the held-out set :data:`DEEP_MIX_HELD_OUT` (five other
+    photos, 72 px tiles, 12-24 per photo, fixed seed; never tuned on)."""
     import json as _json
 
-    from PIL import Image
     from sklearn.metrics import adjusted_rand_score
 
     from segdeck.core.cluster.job import ClusterJob, ClusterParams
     from segdeck.core.jobs.runner import job_dir_for, run_job
 
-    rng = random.Random(args.seed)
-    photos = {name: img for name, img in _photos() if name in ("brick", "coffee", "astronaut")}
+    sets = [("development", {"brick": 20, "coffee": 20, "astronaut": 20}, 64, args.seed),
+            ("held-out", DEEP_MIX_HELD_OUT["photos"], DEEP_MIX_HELD_OUT["tile"], DEEP_MIX_HELD_OUT["seed"])]
     tmp = Path(tempfile.mkdtemp(prefix="segdeck-deepmix-"))
     try:
-        folder, truth = tmp / "mix", {}
-        folder.mkdir()
-        for name, img in photos.items():
-            tiles = [t for t in _tiles([(name, img)], 64)]
-            for k, (_tn, _p, t) in enumerate(rng.sample(tiles, min(20, len(tiles)))):
-                fname = f"{rng.randrange(10**8):08d}_{k}.jpg"
-                Image.fromarray(t).save(folder / fname, quality=90)
-                truth[fname] = name
-        print(f"deep mix: {len(truth)} tiles of {', '.join(sorted(photos))} (seed {args.seed})")
-        for label, params in (("deep (defaults)", ClusterParams(method="deep", output="symlink")),
-                              ("phash (auto threshold)", ClusterParams(method="phash", output="symlink"))):
-            job_dir = job_dir_for(ClusterJob, params, folder, tmp / "out")
-            t0 = time.perf_counter()
-            run_job(ClusterJob(params, folder, job_dir))
-            dt = time.perf_counter() - t0
-            files = _json.loads((job_dir / "clusters.json").read_text())["files"]
-            names = sorted(truth)
-            pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
-            ari = adjusted_rand_score([truth[n] for n in names], pred)
-            print(f"{label}: ARI {ari:.3f}, {len(set(pred))} clusters, {dt:.1f} s  (goal for deep: ARI >= 0.8)")
+        for set_name, counts, tile, seed in sets:
+            folder = tmp / set_name / "mix"
+            truth = _deep_mix_set(folder, counts, tile, seed)
+            print(f"deep mix, {set_name} set: {len(truth)} tiles ({tile} px) of "
+                  f"{', '.join(sorted(set(truth.values())))} (seed {seed})")
+            for label, params in (("deep (defaults)", ClusterParams(method="deep", output="symlink")),
+                                  ("phash (auto threshold)", ClusterParams(method="phash", output="symlink"))):
+                job_dir = job_dir_for(ClusterJob, params, folder, tmp / set_name / "out")
+                t0 = time.perf_counter()
+                run_job(ClusterJob(params, folder, job_dir))
+                dt = time.perf_counter() - t0
+                files = _json.loads((job_dir / "clusters.json").read_text())["files"]
+                names = sorted(truth)
+                pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
+                ari = adjusted_rand_score([truth[n] for n in names], pred)
+                print(f"  {label}: ARI {ari:.3f}, {len(set(pred))} clusters, {dt:.1f} s  (goal for deep: ARI >= 0.8)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
@@ -590,7 +614,7 @@ def main(argv=None) -> int:
     ap.add_argument("mode", nargs="?", choices=["dup", "scale", "phash-only"], default="dup")
     ap.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("out_json", nargs="?", help=argparse.SUPPRESS)
-    ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of three unrelated photos")
+    ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of unrelated photos (development set and held-out set)")
     ap.add_argument("--held-out", action="store_true",
                     help=f"the held-out set (other tiles, other edits, seed {HELD_OUT_SEED}); whole-process timings")
     ap.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widget import Widget
+from textual.widget import MountError, Widget
 from textual.widgets import Static
 
 #: Environment variable choosing the picture protocol: ``auto`` (default), ``query``
@@ -103,12 +104,21 @@ def _no_terminal_queries():
         sys.__stdout__ = saved
 
 
+_import_lock = threading.Lock()
+
+
 def image_widget_class() -> type[Widget]:
     """The textual-image widget class to draw with: the detected protocol's when
-    :func:`prepare_terminal_graphics` asked the terminal, else the half-block one."""
-    if "textual_image.widget" not in sys.modules:
-        with _no_terminal_queries():  # Textual owns the terminal now: no queries
-            import textual_image.widget  # noqa: F401
+    :func:`prepare_terminal_graphics` asked the terminal, else the half-block one.
+
+    The first call imports textual-image (~0.1-0.2 s); the pane makes it from its
+    decoding thread. Textual draws on stderr, so hiding ``sys.__stdout__`` from the
+    import for a moment does not disturb it.
+    """
+    with _import_lock:
+        if "textual_image.widget" not in sys.modules:
+            with _no_terminal_queries():  # Textual owns the terminal now: no queries
+                import textual_image.widget  # noqa: F401
     from textual_image.renderable import HalfcellImage as HalfcellRenderable
     from textual_image.renderable import Image as AutoRenderable
     from textual_image.renderable import UnicodeImage as UnicodeRenderable
@@ -444,6 +454,8 @@ class PreviewPane(Vertical):
     def _decode(self, token: int, path: Path, max_px: tuple[int, int]) -> None:
         try:
             image = load_preview(path, max_px)
+            if self._image_widget is None:
+                image_widget_class()  # textual-image (numpy, PIL) imported here, not on the UI thread
         except Exception as exc:  # noqa: BLE001 - one line in the pane, never a traceback
             self.post_message(self.Decoded(token, path, None, f"{type(exc).__name__}: {exc}".splitlines()[0]))
             return
@@ -456,9 +468,15 @@ class PreviewPane(Vertical):
         if message.image is None:
             self._set_empty(f"cannot show {message.path.name}: {message.error}")
             return
+        if not self.is_mounted or not self.is_attached:  # the app is closing
+            return
         if self._image_widget is None:
-            self._image_widget = _steady(image_widget_class())(id="preview-image")
-            await self.mount(self._image_widget)
+            widget = _steady(image_widget_class())(id="preview-image")
+            try:
+                await self.mount(widget)
+            except MountError:  # removed meanwhile (the app is closing)
+                return
+            self._image_widget = widget
         self.query_one("#preview-empty").display = False
         widget = self._image_widget
         widget.display = True

@@ -113,9 +113,10 @@ async def test_80x24_shows_run_line_and_footer_and_panes_grow(photos, dummy_job)
         assert not screen.query_one("#preview").display  # narrow: preview hidden ...
         jobs_h24 = screen.query_one("#jobs").size.height
         log_h24 = screen.query_one("#log").size.height
-        await pilot.press("f3")  # ... until asked for
+        await pilot.press("f3")  # ... until asked for: it shows the folder's first image
         await pilot.pause()
         assert screen.query_one("#preview").display
+        await wait_for(pilot, lambda: screen.query_one("#preview").path == photos / "img00.png", what="preview")
         await pilot.press("f3")
         await pilot.pause()
         assert not screen.query_one("#preview").display

@@ -330,11 +330,12 @@ class MainScreen(Screen):
         if isinstance(event.widget, FolderTree) and self.query_one(PreviewPane).following is not None:
             self._preview_folder(self.input_path)
 
-    def _preview_folder(self, folder: Path) -> None:
-        """The preview shows ``folder``'s images; ``v`` finds their overlays in the
-        selected job's folder when that job ran on this folder (or one above it)."""
+    def _preview_folder(self, folder: Path, force: bool = False) -> None:
+        """The preview shows ``folder``'s images (while it is shown, or ``force``);
+        ``v`` finds their overlays in the selected job's folder when that job ran on
+        this folder (or one above it)."""
         preview = self.query_one(PreviewPane)
-        if not preview.display:
+        if not preview.display and not force:
             return
         snap = self.query_one(JobList).selected_snapshot
         job_dir = root = None
@@ -449,12 +450,12 @@ class MainScreen(Screen):
         else:
             widget.add_class("hidden")
             widget.remove_class("shown")
-        if pane == "preview" and widget.display:
+        if pane == "preview" and widget.has_class("shown"):  # (display follows the CSS later)
             snap = self.query_one(JobList).selected_snapshot
             if snap is not None:
                 widget.follow_job(snap.job_dir)
             else:
-                self._preview_folder(self.input_path)
+                self._preview_folder(self.input_path, force=True)
 
     def action_preview_view(self) -> None:
         """Cycle the preview between the image, its overlay and its label map."""

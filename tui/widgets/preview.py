@@ -147,7 +147,14 @@ def _steady(cls: type[Widget]) -> type[Widget]:
 
 
 def cell_pixels() -> tuple[int, int]:
-    """(width, height) of a terminal cell in pixels as textual-image assumes it."""
+    """(width, height) of a terminal cell in pixels as textual-image assumes it.
+
+    Before textual-image is imported: 10 x 20 (the VT340 cell its import without a
+    terminal settles on); asking now could send a terminal query (when the terminal
+    reports no pixel size) whose answer Textual's input reader would take for keys.
+    """
+    if "textual_image.widget" not in sys.modules:
+        return 10, 20
     from textual_image._terminal import get_cell_size
 
     try:
@@ -281,6 +288,7 @@ def outputs_for(job_dir: Path | None, image: Path, input_root: Path | None = Non
 
 
 def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters escaped (file names with ``[``)."""
     import glob
 
     return glob.escape(text)
@@ -379,7 +387,7 @@ class PreviewPane(Vertical):
             if not outs:
                 return
             cur = outs.index(self.path) if self.path in outs else 0
-            self._show(outs[(cur + delta) % len(outs)], f"{self.following.name}: ", follow=False)
+            self._show(outs[(cur + delta) % len(outs)], f"{self.following.name}: ")
             return
         if not self.images:
             return
@@ -429,10 +437,12 @@ class PreviewPane(Vertical):
             if self.path is None:
                 self._set_empty(f"{job_dir.name}: no output image yet")
             return
-        self._show(message.path, f"{job_dir.name}: ", follow=True)
+        self._show(message.path, f"{job_dir.name}: ")
 
     # ---- decoding --------------------------------------------------------------------
-    def _show(self, path: Path, caption: str, follow: bool = False) -> None:
+    def _show(self, path: Path, caption: str) -> None:
+        """Decode and show ``path`` (unless it is shown already, unchanged, at this
+        size); ``caption`` ending in ``": "`` gets the file name appended."""
         try:
             st = path.stat()
             stamp = (path, st.st_mtime_ns, st.st_size, self.size)

@@ -84,6 +84,7 @@ class DeepParams(BaseModel):
         "combined", description="model selection score: the combined rank of the three indices, or one of them")
     k_min: int = Field(2, ge=2, le=1000, description="smallest number of clusters tried")
     k_max: int = Field(12, ge=2, le=1000, description="largest number of clusters tried")
+    colour_weight: float = Field(2.0, ge=0, le=100, description="weight of the global colour histogram beside the embedding in the model selection (0 = the embedding alone)")
     batch_size: int = Field(5000, ge=10, le=1_000_000, description="cluster in batches of this many images, merged through representatives")
 
     @field_validator("image_size")
@@ -372,6 +373,69 @@ def embed(model, images: Sequence[np.ndarray], size: int, kind: str = "autoencod
     return z.reshape(len(x), -1).numpy().astype(np.float32)
 
 
+#: Bins of the joint HSV colour histogram (hue, saturation, value).
+COLOUR_BINS = (12, 4, 4)
+
+
+def colour_histogram(image: np.ndarray) -> np.ndarray:
+    """The global colour statistics of one image: its joint HSV histogram
+    (:data:`COLOUR_BINS`, 192 bins), normalised to sum 1, square-rooted.
+
+    The square root makes Euclidean distances Hellinger distances between the colour
+    distributions. Unlike the autoencoder's bottleneck (a linear map of the flattened
+    feature map, which follows where things are in the picture), the histogram ignores
+    layout, so tiles or crops of one photo with different content still share it.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W, 3)
+        RGB.
+
+    Returns
+    -------
+    ndarray of float32, shape (192,)
+    """
+    import cv2
+
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2HSV)
+    h = cv2.calcHist([hsv], [0, 1, 2], None, list(COLOUR_BINS), [0, 180, 0, 256, 0, 256]).ravel()
+    return np.sqrt(h / max(float(h.sum()), 1.0)).astype(np.float32)
+
+
+def _unit_block(b: np.ndarray) -> np.ndarray:
+    """Centre a block of features and scale it to a mean squared row norm of 1."""
+    b = np.asarray(b, np.float64)
+    b = b - b.mean(axis=0)
+    rms = float(np.sqrt((b * b).sum(axis=1).mean()))
+    return b / rms if rms > 1e-12 else b
+
+
+def combine(emb: np.ndarray, colour: np.ndarray | None = None, colour_weight: float = 2.0) -> np.ndarray:
+    """The features the model selection clusters: the embedding and the colour histogram,
+    each centred and scaled to unit mean norm, the histogram times ``colour_weight``.
+
+    Scaling whole blocks (not single dimensions) keeps each block's own geometry: a
+    per-dimension standardisation would blow rare histogram bins and nearly dead
+    embedding units up to the weight of the informative ones.
+
+    Parameters
+    ----------
+    emb : ndarray, shape (n, d)
+    colour : ndarray, shape (n, 192), optional
+        :func:`colour_histogram` of each image; None or ``colour_weight == 0``: the
+        embedding alone.
+    colour_weight : float
+
+    Returns
+    -------
+    ndarray of float64, shape (n, d) or (n, d + 192)
+    """
+    z = _unit_block(emb)
+    if colour is None or colour_weight <= 0:
+        return z
+    return np.hstack([z, colour_weight * _unit_block(colour)])
+
+
 # ------------------------------------------------------------------ model selection
 @dataclass
 class Candidate:
@@ -394,10 +458,15 @@ class Candidate:
 
 
 def _prepare(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
+    """Centre, scale to unit mean norm as a whole, and reduce to at most 32 PCA components.
 
-    x = StandardScaler().fit_transform(np.asarray(x, np.float64))
+    No per-dimension standardisation: it gives a near-constant dimension (a rare
+    histogram bin, an almost dead unit) the same weight as an informative one; on tiles
+    of three photos it took the colour histogram's ARI from 0.58 to 0.03.
+    """
+    from sklearn.decomposition import PCA
+
+    x = _unit_block(x)
     d = min(32, x.shape[1], max(1, x.shape[0] - 1))
     if x.shape[1] > d:
         x = PCA(n_components=d, random_state=seed).fit_transform(x)

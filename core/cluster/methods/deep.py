@@ -22,7 +22,7 @@ class Deep(IndexedMethod):
 
     def feature_key(self, params, model_digest: str = "") -> str:
         d = params.deep
-        return f"deep:v1:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
+        return f"deep:v2:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
 
     def decode_side(self, params) -> int:
         return max(2 * params.deep.image_size, 128)
@@ -89,7 +89,7 @@ class Deep(IndexedMethod):
         d = params.deep
         kind = "autoencoder" if d.features == "autoencoder" else "backbone"
         size = d.image_size if kind == "autoencoder" else 128
-        return {"emb": deep.embed(job.model, [image], size, kind)[0]}
+        return {"emb": deep.embed(job.model, [image], size, kind)[0], "colour": deep.colour_histogram(image)}
 
     # ---- similarity (with --threshold) -----------------------------------------------
     def pair(self, fa, fb) -> float:
@@ -135,7 +135,7 @@ class Deep(IndexedMethod):
         from segdeck.core.jobs.events import Message
 
         d = job.params.deep
-        x = np.stack([f["emb"] for f in feats]).astype(np.float64)
+        x = deep.combine(np.stack([f["emb"] for f in feats]), np.stack([f["colour"] for f in feats]), d.colour_weight)
         runs: list[dict] = []
 
         def cluster_fn(idx: np.ndarray) -> np.ndarray:

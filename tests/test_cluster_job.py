@@ -155,6 +155,50 @@ def test_deep_autoencoder_trains_saves_and_is_reused(folder):
     assert not any(isinstance(e, Progress) and e.what == "train autoencoder" for e in events)
 
 
+def _palette_tiles(n_per: int = 12, side: int = 48, seed: int = 0):
+    """Tiles of three synthetic "photos": each photo has its own three-colour palette (of
+    similar brightness levels across photos), each tile its own random layout of the
+    three colours; returns (images, photo index of each)."""
+    import cv2
+
+    palettes = [[(200, 60, 40), (120, 30, 20), (240, 170, 120)],
+                [(50, 160, 60), (20, 80, 40), (170, 230, 140)],
+                [(60, 70, 200), (30, 20, 110), (160, 150, 240)]]
+    rng = np.random.default_rng(seed)
+    images, photo = [], []
+    for g, pal in enumerate(palettes):
+        for _ in range(n_per):
+            f = cv2.GaussianBlur(rng.standard_normal((side, side)).astype(np.float32), (0, 0), rng.uniform(2, 8))
+            level = np.digitize(f, np.quantile(f, [1 / 3, 2 / 3]))
+            im = np.asarray(pal, np.float32)[level] + rng.normal(0, 8, (side, side, 3))
+            images.append(np.clip(im, 0, 255).astype(np.uint8))
+            photo.append(g)
+    return images, photo
+
+
+def test_deep_defaults_separate_three_photos_by_colour_not_layout(tmp_path):
+    """Tiles of three photos with different palettes and random layouts: the default deep
+    job finds the three photos. (The autoencoder's bottleneck alone, standardised per
+    dimension, followed the layout: ARI 0.56 with 2 clusters.)"""
+    from sklearn.metrics import adjusted_rand_score
+
+    images, photo = _palette_tiles()
+    src = tmp_path / "tiles"
+    truth = {}
+    for k in np.random.default_rng(1).permutation(len(images)):
+        name = f"t{k:03d}.png"
+        src.mkdir(exist_ok=True)
+        Image.fromarray(images[k]).save(src / name)
+        truth[name] = photo[k]
+    job_dir, summary = _run(src, ClusterParams(method="deep", output="symlink"))
+    assert summary.status == "done"
+    files = json.loads((job_dir / "clusters.json").read_text())["files"]
+    names = sorted(truth)
+    pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
+    assert adjusted_rand_score([truth[n] for n in names], pred) >= 0.9
+    assert len(set(pred)) == 3
+
+
 def test_deep_perceptual_loss_and_cancel(folder):
     import threading
 

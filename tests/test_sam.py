@@ -405,6 +405,7 @@ def test_missing_private_op_runs_torch_matmul_and_matches_official(env, monkeypa
     from segdeck.core.sam.fast import Packed, _mm_t, onednn_available
 
     monkeypatch.setattr(torch.ops, "mkldnn", _NoPrivateOps())
+    onednn_available.cache_clear()
     assert not onednn_available()
     g = torch.Generator().manual_seed(7)
     w = torch.randn(32, 8, generator=g)
@@ -427,6 +428,8 @@ def test_missing_private_op_runs_torch_matmul_and_matches_official(env, monkeypa
         np.testing.assert_allclose(r.scores, so, atol=1e-3)
     finally:
         clear_engine_cache()
+        monkeypatch.undo()  # the real torch.ops.mkldnn back before probing again
+        onednn_available.cache_clear()
 
 
 def test_packed_add_and_bind_trace_through_onednn():

@@ -34,16 +34,20 @@ four sub-pixel row blocks, so the mask logits come out in image order without a 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 
+@functools.lru_cache(maxsize=1)
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN's private linear ops (``torch.ops.mkldnn.
     _reorder_linear_weight`` and ``_linear_pointwise``). They are not public API: every
-    user checks this (or catches their failure) and falls back to ``torch.matmul``."""
+    user checks this (or catches their failure) and falls back to ``torch.matmul``.
+    Probed once per process (the look-up costs tens of microseconds; ``cache_clear()``
+    probes again)."""
     import torch
 
     if not torch.backends.mkldnn.is_available():

@@ -311,6 +311,25 @@ def test_model_selection_finds_k_on_blobs():
     assert keep.mean() > 0.9 and adjusted_rand_score(y[keep], labels[keep]) > 0.95
 
 
+def test_deep_colour_histogram_and_block_scaling():
+    from segdeck.core.cluster import deep
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    h = deep.colour_histogram(img)
+    assert h.shape == (int(np.prod(deep.COLOUR_BINS)),) and h.dtype == np.float32
+    assert abs(float((h * h).sum()) - 1.0) < 1e-5  # square root of a distribution: unit norm
+    # layout-free: a shuffled copy has the same histogram
+    assert np.allclose(deep.colour_histogram(img[::-1, ::-1].copy()), h)
+    emb = rng.normal(0, 100.0, (20, 8))
+    col = rng.random((20, 5)) * 1e-3
+    x = deep.combine(emb, col, 2.0)
+    assert x.shape == (20, 13)
+    norms = [np.sqrt((b ** 2).sum(axis=1).mean()) for b in (x[:, :8], x[:, 8:])]
+    assert np.allclose(norms, [1.0, 2.0])  # each block scaled as a whole, then weighted
+    assert deep.combine(emb, col, 0).shape == (20, 8) and deep.combine(emb).shape == (20, 8)
+
+
 def test_hamming_approximate_search_for_huge_candidate_counts(monkeypatch):
     rng = np.random.default_rng(4)
     n = 3500

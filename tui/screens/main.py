@@ -315,8 +315,8 @@ class MainScreen(Screen):
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
         text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
-        if str(status.content) != text:  # Static.update re-lays-out the screen: only on a change
-            status.update(text)
+        if str(status.content) != text:  # one fixed-size line: no re-layout of the screen
+            status.update(text, layout=False)
 
     def on_folder_tree_folder_chosen(self, message: FolderTree.FolderChosen) -> None:
         self.input_path, self.input_count = message.path, message.count

@@ -136,7 +136,7 @@ class JobSummary(Static):
 
     def _set_text(self, text: Text) -> None:
         if not isinstance(self.content, Text) or self.content.plain != text.plain or self.content.spans != text.spans:
-            self.update(text)
+            self.update(text, layout=False)  # a fixed-size pane (app.tcss): no re-layout
 
 
 __all__ = ["JobSummary", "format_seconds", "summary_text"]

@@ -453,7 +453,7 @@ class PreviewPane(Vertical):
         self._stamp = stamp
         self.path = path
         self.caption = caption + path.name if caption.endswith(": ") else caption
-        self.query_one("#preview-caption", Static).update(self.caption)
+        self.query_one("#preview-caption", Static).update(self.caption, layout=False)  # fixed size
         self._token += 1
         cw, ch = cell_pixels()
         cols = max(4, self.content_size.width)

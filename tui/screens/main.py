@@ -398,7 +398,8 @@ class MainScreen(Screen):
             preview = self.query_one(PreviewPane)
             if preview.display and preview.following == snap.job_dir and (
                     snap.state in ("running", "starting") or snap.job_dir in message.new_lines):
-                preview.follow_job(snap.job_dir)
+                # throttled while it runs; its last look (finished) always goes through
+                preview.follow_job(snap.job_dir, poll=snap.state in ("running", "starting"))
 
     def _announce_finished(self, before: dict, snapshots: list) -> None:
         """A toast when a job seen running (or starting) here has ended."""

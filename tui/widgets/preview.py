@@ -31,6 +31,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,6 +338,7 @@ class PreviewPane(Vertical):
         self.input_root: Path | None = None
         self.following: Path | None = None  # job folder whose newest output is shown
         self._wanted_folder: Path | None = None
+        self._followed_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static("", id="preview-caption", markup=False)
@@ -415,13 +417,23 @@ class PreviewPane(Vertical):
         kind = "image" if path == image else self.view
         self._show(path, f"{image.name} ({self.index + 1}/{len(self.images)}) {kind}")
 
-    def follow_job(self, job_dir: Path) -> None:
-        """Show ``job_dir``'s newest output and keep to it: call again on every poll.
-        The folder is scanned in a thread worker (a job folder may hold thousands of
-        files); the picture is decoded only when the newest file changes."""
+    #: Seconds between two looks for a newer output of the same running job: drawing a
+    #: picture costs the UI thread ~10-20 ms (half-blocks), a fast job writes several a
+    #: second.
+    FOLLOW_EVERY_S = 1.5
+
+    def follow_job(self, job_dir: Path, poll: bool = False) -> None:
+        """Show ``job_dir``'s newest output and keep to it: call again with ``poll`` on
+        every poll (at most one look per ``FOLLOW_EVERY_S``). The folder is scanned in a
+        thread worker (a job folder may hold thousands of files); the picture is
+        decoded only when the newest file changes."""
+        now = time.monotonic()
         if self.following != job_dir:
             self.following = job_dir
             self.path, self._stamp = None, None
+        elif poll and now - self._followed_at < self.FOLLOW_EVERY_S:
+            return
+        self._followed_at = now
         self._scan(job_dir)
 
     @work(thread=True, exclusive=True, group="preview-scan")

@@ -691,3 +691,22 @@ def test_missing_checkpoint_file_is_a_parameter_error(photos, tmp_path):
         from segdeck.core.sam import open_engine
 
         open_engine("sam2.1-tiny", "cpu", checkpoint=tmp_path / "nope.pt")
+
+
+def test_annotate_opens_a_custom_checkpoint_or_says_why(env, capfd):
+    """``segdeck annotate sam --checkpoint FILE``'s engine: the file's weights (its sha256),
+    or one line and exit code 2 for weights of another family."""
+    from segdeck.commands.annotate import _open_engine
+    from segdeck.core.sam import clear_engine_cache
+
+    ckpt, sha = random_checkpoint("sam2.1-tiny", seed=5)
+    try:
+        eng = _open_engine("sam2.1-tiny", str(ckpt))
+        assert not isinstance(eng, int) and eng.spec.sha256 == sha and eng.family == "sam2"
+        capfd.readouterr()
+        hq, _ = random_checkpoint("sam-hq-vit_tiny")
+        assert _open_engine("sam2.1-tiny", str(hq)) == 2
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "expected a SAM 2 checkpoint" in lines[0], lines
+    finally:
+        clear_engine_cache()

@@ -106,7 +106,7 @@ def test_tiled_pairs_sees_every_pair_once():
 
 
 def test_representative_merge_warns_when_it_approximates(tmp_path, monkeypatch):
-    """Above the exact pair budget the seed's representative merge runs, and says so;
+    """Above the exact pair budget the representative merge runs, and says so;
     the half-batch fallback that gives up warns instead of returning silently."""
     monkeypatch.setattr(get_method("ssim"), "pair", _cheap_pair)
     rng = np.random.default_rng(1)

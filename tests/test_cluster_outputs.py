@@ -47,7 +47,7 @@ def test_clusters_csv_and_pairs_csv_agree_with_the_report(folder, method):  # no
         assert p["stage"] in stages and 0.0 <= float(p["similarity"]) <= 1.0
         assert p["a"] in report["files"] and p["b"] in report["files"]
     # every cluster is connected by its accepted pairs, and no pair joins two clusters
-    # (the seed method clusters connected components of its pairs)
+    # (a threshold method clusters connected components of its pairs)
     for p in pairs:
         if method == "phash":
             assert report["files"][p["a"]] == report["files"][p["b"]] != "outliers"

@@ -97,7 +97,7 @@ def test_disabled_keeps_everything_and_seed_defaults():
     assert len(res.stats) == 3
     d = RegionFilterParams()
     assert (d.min_area, d.min_intensity, d.min_ratio, d.min_aggregate, d.max_aggregate) == (199, 0.0, 44.0, 35.0, 100.0)
-    # with the seed defaults every region of this tiny image is below 199 pixels
+    # with the default filters every region of this tiny image is below 199 pixels
     assert regions.filter_labels(LABELS, agg, d).stats == []
 
 

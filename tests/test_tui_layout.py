@@ -289,9 +289,9 @@ async def test_models_and_curve_only_where_they_apply(photos):
         assert form.params.method == "dup"
         from textual.widgets import Static
 
-        # "seed methods" (the threshold field's hint) explained in plain words
+        # the threshold methods explained in plain words
         method_note = str(screen.query_one("#note-p-method", Static).render())
-        assert '"seed methods"' in method_note and "pairs above the threshold" in method_note
+        assert "threshold methods" in method_note and "pairs above the threshold" in method_note
         screen.query_one("#folders").focus()
         await pilot.press("m")
         await wait_for(pilot, lambda: any("uses no model" in n for n in notes(app)), what="no model field")

@@ -63,7 +63,7 @@ EXTRA_MODEL_FIELDS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
 FIELD_NOTES: dict[str, dict[str, str]] = {
     "cluster": {
         "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
-                  "(the \"seed methods\"): a similarity score per image pair, pairs above the "
+                  "(threshold methods): a similarity score per image pair, pairs above the "
                   "threshold are linked into clusters. deep: learned image features, clusters "
                   "chosen by model selection.",
     },

@@ -1,6 +1,6 @@
 """Clustering on similarity graphs.
 
-* :func:`connected_components` -- the seed's rule: images joined by any chain of
+* :func:`connected_components` -- the classic rule: images joined by any chain of
   similar pairs share a cluster (single linkage). Fast, but one spurious edge merges
   two groups, and at a loose threshold everything chains into one cluster.
 * :func:`average_linkage` -- UPGMA on the sparse graph with missing pairs counted as
@@ -12,7 +12,7 @@
 * :func:`tiled_pairs` -- every pair of a quadratic similarity, computed tile by tile
   (``batch_size`` items per tile, each tile against itself and every later tile), so a
   batched run finds exactly the pairs of an unbatched one with bounded working memory.
-* :func:`cluster_in_batches` -- the seed's batch scheme: cluster each batch, take one
+* :func:`cluster_in_batches` -- the classic batch scheme: cluster each batch, take one
   representative per cluster (and every outlier), cluster the representatives, merge.
   Approximate: a pair across batches is found only through representatives; the job
   uses it only when the exact tiles would cost more than its pair budget, and says so.
@@ -300,7 +300,7 @@ def cluster_in_batches(
     cluster_fn: Callable[[np.ndarray], np.ndarray],
     warn: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """The seed's two-step batch clustering.
+    """Two-step batch clustering: cluster each batch, then merge through one representative per cluster.
 
     1. Split ``0..n-1`` into consecutive batches of ``batch_size``; cluster each with
        ``cluster_fn(indices) -> labels`` (labels < 0 or singletons are outliers).
@@ -328,7 +328,7 @@ def cluster_in_batches(
 
     Notes
     -----
-    Unlike the seed, outliers of a batch are representatives too, so two copies of an
+    Unlike the classic scheme, outliers of a batch are representatives too, so two copies of an
     image that land in different batches still meet in step 2. Step 2 recurses while
     it makes progress; when a round merges nothing, every pair of half-size batches is
     compared (each call still sees at most ``batch_size`` items) if that takes at most

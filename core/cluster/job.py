@@ -17,13 +17,13 @@ writes the job folder::
     clusters.csv, pairs.csv       file -> cluster table; matched pairs with their scores
                                   (:mod:`segdeck.core.cluster.output`)
     threshold_curve.png/.json     the threshold curve, when the threshold was chosen
-                                  automatically (seed methods)
+                                  automatically (threshold methods)
     autoencoder.pt                the trained model (``deep`` with the autoencoder)
 
 Methods are the objects of :mod:`segdeck.core.cluster.methods` (one module each).
 ``dup`` (default) is the near-duplicate pipeline of
 :mod:`segdeck.core.cluster.dedup`; ``phash``, ``ssim``, ``minhash``, ``orb``, ``tm``
-are the seed's methods (similar pairs above a threshold, connected components, or
+are the threshold methods (similar pairs above a threshold, connected components, or
 average linkage with ``--linkage average``; ssim/orb/tm compare every pair in tiles,
 or above ``exact_pairs`` merge batches through representatives with a warning);
 ``deep`` embeds images with an autoencoder trained on the
@@ -66,9 +66,11 @@ class ClusterParams(JobParams):
         _NAMES[0], description="similarity: " + "; ".join(f"{m.name}: {m.description}" for m in REGISTRY.values()))
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
-        description="similarity threshold of the seed methods; unset = chosen automatically from a sample")
+        description="similarity threshold of the threshold methods (phash, ssim, minhash, orb, tm): pairs at or "
+        "above it are linked; unset = chosen automatically from a sample")
     linkage: Literal["components", "average"] = Field(
-        "components", description="seed methods: connected components (the seed's chains) or average linkage")
+        "components", description="threshold methods: connected components of the linked pairs (a chain of pairs joins "
+        "two groups) or average linkage (groups merge only when most cross pairs match)")
     sample_size: int = Field(200, ge=10, le=5000, description="images in the sample of the threshold curve")
     batch_size: int = Field(0, ge=0, le=1_000_000,
                             description=f"ssim/orb/tm: images per tile of the pair comparison; 0 = {PAIRWISE_BATCH} "

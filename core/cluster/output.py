@@ -16,7 +16,7 @@ Layout inside the job folder::
     pairs.csv       one row per matched pair: ``a``, ``b`` (input paths), ``method``,
                     ``similarity`` (the method's score, larger = more alike; for
                     ``dup`` the hash similarity ``1 - bits / 64``), ``stage`` (what
-                    accepted it: ``threshold`` for the seed methods; ``sure``,
+                    accepted it: ``threshold`` for the threshold methods; ``sure``,
                     ``verified`` or ``link`` for ``dup``)
 
 Files are copied by default; ``symlink``, ``hardlink`` and ``move`` are options

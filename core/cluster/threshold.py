@@ -174,7 +174,7 @@ def auto_threshold(curve: ThresholdCurve) -> tuple[float, str]:
 def save_curve(curve: ThresholdCurve, job_dir: str | Path, chosen: float | None = None) -> list[str]:
     """Write ``threshold_curve.json`` and ``threshold_curve.png`` (matplotlib, Agg).
 
-    The plot follows the seed's picture: threshold on the y axis, similar pairs
+    The plot is the classic threshold curve: threshold on the y axis, similar pairs
     (estimated for the folder) on the x axis, estimated clusters annotated.
 
     Returns

@@ -10,7 +10,7 @@ A method is an object with a ``name`` and four duties:
 * :meth:`ClusterMethod.cluster` -- labels for all features, report fields, and the
   matched pairs for ``pairs.csv``.
 
-:class:`ThresholdMethod` adds the seed's scheme (similar pairs above a threshold, then
+:class:`ThresholdMethod` adds the pairwise-threshold scheme (similar pairs above a threshold, then
 connected components or average linkage) for methods that give a pair similarity;
 :class:`PairwiseMethod` compares every pair (exact tiles, or the representative merge
 above the pair budget, with a warning); :class:`IndexedMethod` searches all images at
@@ -295,7 +295,7 @@ class PairwiseMethod(ThresholdMethod):
 
     Up to ``exact_pairs`` pairs, every pair is compared in tiles
     (:func:`segdeck.core.cluster.graph.tiled_pairs`): the result does not depend on the
-    batch size. Above, the seed's representative merge
+    batch size. Above, the representative merge (one image per batch cluster)
     (:func:`segdeck.core.cluster.graph.cluster_in_batches`) runs, with a warning.
     """
 

@@ -40,3 +40,16 @@ def three_regions():
     labels = np.zeros((64, 96), np.int32)
     labels[:, :32], labels[:, 32:64], labels[:, 64:] = 1, 2, 3
     return img, labels
+
+
+@pytest.fixture
+def dummy_job(monkeypatch):
+    """Only the TUI tests' quick dummy job (tests/tui_dummy_job.py), here and in child processes."""
+    from tui_helpers import DUMMY, TESTS
+
+    from segdeck.core.jobs import registry
+
+    monkeypatch.setattr(registry, "JOBS", {"tuidummy": "tui_dummy_job:DummyJob"})
+    monkeypatch.setenv("SEGDECK_EXTRA_JOBS", DUMMY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    return "tuidummy"

@@ -13,17 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tui_helpers import ready_form, wait_for
 
 from segdeck.core import imageio
 from segdeck.core.jobs import registry
 
-TESTS = Path(__file__).parent
-DUMMY = "tuidummy=tui_dummy_job:DummyJob"
 SIZE = (100, 30)
 
 
@@ -42,37 +40,6 @@ def photos(tmp_path):
         imageio.write_image(root / f"img{i:02d}.png", np.full((8, 8, 3), 10 * i, np.uint8))
     imageio.write_image(root / "sub dir" / "x.png", np.zeros((8, 8, 3), np.uint8))
     return root
-
-
-@pytest.fixture
-def dummy_job(monkeypatch):
-    """Only the dummy job, here and in child processes."""
-    monkeypatch.setattr(registry, "JOBS", {"tuidummy": "tui_dummy_job:DummyJob"})
-    monkeypatch.setenv("SEGDECK_EXTRA_JOBS", DUMMY)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    return "tuidummy"
-
-
-async def wait_for(pilot, cond, timeout=20.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-async def ready_form(app, pilot, job="tuidummy"):
-    from segdeck.tui.widgets.param_form import ParamForm
-
-    screen = app.screen
-    await wait_for(pilot, lambda: job in getattr(app.screen, "jobs", {}), what="jobs loaded")
-    screen = app.screen
-    form = screen.query_one(ParamForm)
-    await wait_for(pilot, lambda: form.model is not None and screen.job_name == job and form.params is not None,
-                   what="form built")
-    await wait_for(pilot, lambda: screen.input_count is not None, what="folder counts")
-    return screen, form
 
 
 # ---- pure helpers -----------------------------------------------------------------

@@ -11,20 +11,12 @@ import time
 
 import numpy as np
 import pytest
+from tui_helpers import wait_for
 
 from segdeck.core import imageio
 from segdeck.core.jobs import registry
 
 SIZE = (120, 40)
-
-
-async def wait_for(pilot, cond, timeout=20.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 async def choose_job(app, pilot, job):

@@ -6,7 +6,6 @@ field; at 80x24 the form's Run line and the footer are on screen.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

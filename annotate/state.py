@@ -258,9 +258,6 @@ class PaintState(GestureState):
         """True when the painting differs from what was loaded (undoing every edit makes it False again)."""
         return self._unsaved_base or self._edits > 0
 
-    def painted_segments(self) -> np.ndarray:
-        return np.flatnonzero(self.seg_color)
-
     def bboxes(self) -> list:
         """Bounding slices per label (index label - 1), as ``scipy.ndimage.find_objects``."""
         if self._bboxes is None:

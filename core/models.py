@@ -412,8 +412,5 @@ for _name, _file, _cfg, _bytes, _approx, _sha, _desc in [
 ]:
     register(ModelSpec(_name, "sam-hq", _HQ_BASE + _file, _bytes, _sha, _file, _cfg, _desc, approx_bytes=_approx))
 
-#: Model families the SAM engine can build.
-SAM_FAMILIES = ("sam2", "sam-hq")
-
 #: Names of the official SAM checkpoints (import-light; for params ``Literal`` choices).
 SAM_MODELS = tuple(model_names("sam2") + model_names("sam-hq"))

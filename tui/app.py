@@ -1,4 +1,5 @@
-"""segdeck's Textual app: thin; the work happens in :mod:`segdeck.tui.screens.main`."""
+"""segdeck's Textual app: thin; the work happens in :mod:`segdeck.tui.screens.main` and its
+controllers (:mod:`segdeck.tui.controllers`)."""
 
 from __future__ import annotations
 

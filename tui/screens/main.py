@@ -1,43 +1,53 @@
 """The main screen: folders, job picker + parameter form + Run, job list, log.
 
-Jobs run as ``segdeck run`` processes in their own session (they outlive the TUI);
-this screen follows every job folder under the root through a
-:class:`~segdeck.tui.jobwatch.JobWatcher` polled from a thread worker.
+This module is the screen's layout, its key bindings and the form; the work behind
+the keys lives in controllers (:mod:`segdeck.tui.controllers`), widgets without a look
+mounted in the screen, whose thread workers only post messages:
+:class:`~segdeck.tui.controllers.jobs.JobsController` (job classes, polling, run /
+re-run / cancel), :class:`~segdeck.tui.controllers.curve.CurveController` (the
+threshold curve), :class:`~segdeck.tui.controllers.annotate.AnnotateController`
+(``segdeck annotate``) and :class:`~segdeck.tui.controllers.models.ModelPicker` (the
+model field). The preview pane, the job summary and the log are widgets of their own
+(:mod:`segdeck.tui.widgets`); the styles are in ``app.tcss``.
 
 The integration hooks (which job has a threshold curve, a tool screen, a model field,
-notes under fields) are tables in :mod:`segdeck.tui.hooks`; the preview pane, the job
-summary and the log are widgets of their own (:mod:`segdeck.tui.widgets`).
+notes under fields) are tables in :mod:`segdeck.tui.hooks`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 
 from segdeck.tui import launch
+from segdeck.tui.controllers.annotate import (
+    ANNOTATE_SOURCE,
+    AnnotateController,
+    AnnotateFinished,
+    AnnotateOutput,
+)
+from segdeck.tui.controllers.curve import CurveController, CurveProgress, CurveReady
+from segdeck.tui.controllers.jobs import POLL_S, JobsController, JobsLoaded, JobsPolled
+from segdeck.tui.controllers.models import ModelPicker
 from segdeck.tui.hooks import (
     ANNOTATE_MODE,
     CURVE_JOBS,
-    EXTRA_MODEL_FIELDS,
     FIELD_NOTES,
     JOB_SCREENS,
     MODEL_FIELD,
     NO_CURVE_METHODS,
     THRESHOLD_FIELD,
 )
-from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, LogLine, cancel_job, tail_log
+from segdeck.tui.jobwatch import JobSnapshot, tail_log
 from segdeck.tui.launch import annotate_line
 from segdeck.tui.widgets.folder_tree import FolderTree
 from segdeck.tui.widgets.job_list import JobList
@@ -46,56 +56,17 @@ from segdeck.tui.widgets.job_summary import JobSummary
 from segdeck.tui.widgets.param_form import ParamForm
 from segdeck.tui.widgets.preview import PreviewPane
 
-ANNOTATE_SOURCE = "annotate"
-POLL_S = 0.5
-
-
-@dataclass
-class JobsLoaded(Message):
-    """Job classes imported in the background: name -> class (or an error line)."""
-
-    jobs: dict
-    errors: dict
-
-
-@dataclass
-class JobsPolled(Message):
-    """A poll of the job folders."""
-
-    snapshots: list
-    new_lines: dict
-
-
-@dataclass
-class CurveReady(Message):
-    """A threshold curve computed in the background (or the one-line reason it failed)."""
-
-    job: str
-    curve: object | None
-    error: str | None
-
-
-@dataclass
-class CurveProgress(Message):
-    """Progress of the threshold curve's sample (one line for the status bar)."""
-
-    text: str
-
-
-class _CurveCancelled(Exception):
-    """Raised from the progress callback when the user stops the curve."""
-
-
-@dataclass
-class AnnotateOutput(Message):
-    """Lines from an annotation process (``level`` error for its failures)."""
-
-    lines: list
-
 
 class MainScreen(Screen):
-    """Folders | job form; job list; log."""
+    """Folders | job form; job list; log.
 
+    Parameters
+    ----------
+    root : Path
+        The folder to browse; the job folders under it are followed.
+    **kwargs
+        Passed to :class:`textual.screen.Screen`.
+    """
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", priority=True),
         Binding("x", "cancel_job", "Cancel job"),
@@ -122,19 +93,25 @@ class MainScreen(Screen):
     def __init__(self, root: Path, **kwargs):
         super().__init__(**kwargs)
         self.root = Path(root).resolve()
-        self.watcher = JobWatcher([self.root])
-        self.jobs: dict[str, type] = {}
         self.input_path: Path = self.root
         self.input_count: int | None = None
-        self._polling = False
-        self._select_next: Path | None = None
-        self._annotate_lines: list[LogLine] = []
         self.presets: dict[str, dict] = {}
         self._applied_preset: str | None = None
-        self._curve_busy = False
-        self._curve_cancel = threading.Event()
-        self._downloads_running = False
         self._set_job_lock = asyncio.Lock()
+        self.jobs_ctl = JobsController(self.root, id="jobs-ctl")
+        self.curve = CurveController(id="curve-ctl")
+        self.annotator = AnnotateController(id="annotate-ctl")
+        self.models = ModelPicker(id="models-ctl")
+
+    @property
+    def jobs(self) -> dict[str, type]:
+        """The importable job classes by name (empty until they are loaded)."""
+        return self.jobs_ctl.jobs
+
+    @property
+    def watcher(self):
+        """The :class:`~segdeck.tui.jobwatch.JobWatcher` of the job folders."""
+        return self.jobs_ctl.watcher
 
     # ---- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -159,6 +136,10 @@ class MainScreen(Screen):
             yield JobLog(id="log")
             yield JobSummary(id="summary")
         yield Footer(show_command_palette=False)
+        yield self.jobs_ctl
+        yield self.curve
+        yield self.annotator
+        yield self.models
 
     def on_mount(self) -> None:
         self.query_one("#folders").border_title = "Folders"
@@ -170,33 +151,11 @@ class MainScreen(Screen):
         self._update_input_line()
         self.query_one("#folders").focus()
         # background work starts after the first frame is on screen
-        self.call_after_refresh(self._start_background)
+        self.call_after_refresh(self.jobs_ctl.start)
 
-    def _start_background(self) -> None:
-        self._load_jobs()
-        self.set_interval(POLL_S, self._tick)
-        self._tick(force_scan=True)
-
-    # ---- job classes -----------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="load-jobs")
-    def _load_jobs(self) -> None:
-        from segdeck.core.jobs.registry import JOBS, get_job_class
-
-        jobs, errors = {}, {}
-        for name in JOBS:
-            try:
-                jobs[name] = get_job_class(name)
-            except Exception as exc:  # noqa: BLE001 - a job module that does not import is listed as missing
-                errors[name] = f"{type(exc).__name__}: {exc}"
-        self.post_message(JobsLoaded(jobs, errors))
-
-    async def on_jobs_loaded(self, message: JobsLoaded) -> None:
-        self.jobs = message.jobs
-        for name, error in message.errors.items():
-            # a job whose module is not in this install is simply not offered; one that
-            # is there but fails to import is worth a word
-            if not error.startswith("ModuleNotFoundError"):
-                self.notify(f"job {name} is unavailable: {error}", severity="warning", timeout=8)
+    # ---- job picker ------------------------------------------------------------------
+    def on_jobs_loaded(self, message: JobsLoaded) -> None:
+        self.jobs_ctl.jobs = message.jobs
         select = self.query_one("#job-select", Select)
         select.set_options([(name, name) for name in self.jobs])
         if not self.jobs:
@@ -271,33 +230,7 @@ class MainScreen(Screen):
     # ---- form state ------------------------------------------------------------------
     def on_param_form_validated(self, message: ParamForm.Validated) -> None:
         self._update_run_state()
-        self._update_model_note()
-
-    def _update_model_note(self) -> None:
-        """Under a ``model`` field: cached or not (a ``stat``), and the key to change that."""
-        form = self.query_one(ParamForm)
-        if form.spec(MODEL_FIELD) is None:
-            return
-        name = form.raw_value(MODEL_FIELD)
-        if not name:
-            form.set_note(MODEL_FIELD, "")
-            return
-        from segdeck.core.errors import SegdeckError
-        from segdeck.core.models import model_path
-        from segdeck.tui.models import download_state
-
-        try:
-            cached = model_path(str(name)) is not None
-        except SegdeckError:
-            form.set_note(MODEL_FIELD, f"{name} is not a registered model", bad=True)
-            return
-        dl = download_state(str(name))
-        if cached:
-            form.set_note(MODEL_FIELD, f"{name}: cached ✓  (m: models)")
-        elif dl is not None and dl.state == "running":
-            form.set_note(MODEL_FIELD, f"{name}: download {dl.text()}  (m: models)")
-        else:
-            form.set_note(MODEL_FIELD, f"{name}: not cached; the job downloads it first (m: models, download)", bad=True)
+        self.models.update_note()
 
     def _update_run_state(self) -> None:
         form = self.query_one(ParamForm)
@@ -348,73 +281,12 @@ class MainScreen(Screen):
         self.query_one("#input-line", Static).update(f"input: {self.input_path}  ({n})")
 
     # ---- polling ---------------------------------------------------------------------
-    def _tick(self, force_scan: bool = False) -> None:
-        if self._polling:
-            return
-        self._polling = True
-        self._poll(force_scan)
-
-    @work(thread=True, group="poll")
-    def _poll(self, force_scan: bool) -> None:
-        try:
-            launch.reap()
-            snaps, new_lines = self.watcher.poll(force_scan=force_scan)
-        except Exception as exc:  # noqa: BLE001 - keep polling; show the reason once
-            snaps, new_lines = None, {"__error__": str(exc)}
-        self.post_message(JobsPolled(snaps, new_lines))
-
     def on_jobs_polled(self, message: JobsPolled) -> None:
-        self._polling = False
-        from segdeck.tui.models import any_running
-
-        running = any_running()
-        if running or self._downloads_running:  # a model download's progress under the field
-            self._update_model_note()
-        self._downloads_running = running
-        if message.snapshots is None:
-            self.log.error(message.new_lines.get("__error__"))
-            return
-        jobs = self.query_one(JobList)
-        had_none = jobs.selected_job is None
-        self._announce_finished(jobs.snapshots, message.snapshots)
-        jobs.update_jobs(message.snapshots)
-        if self._select_next is not None and self._select_next in jobs.snapshots:
-            jobs.select_job(self._select_next)
-            self._select_next = None
-            self._show_job_log(jobs.selected_job)
-            preview = self.query_one(PreviewPane)
-            if preview.display:  # a job launched here: watch its outputs come
-                preview.follow_job(jobs.selected_job)
-        elif had_none and jobs.selected_job is not None:
-            self._show_job_log(jobs.selected_job)
-        log = self.query_one(JobLog)
-        for job_dir, lines in message.new_lines.items():
-            log.append(job_dir, lines)
-        snap = jobs.selected_snapshot
-        if snap is not None:
-            summary = self.query_one(JobSummary)
-            if summary.job_dir != snap.job_dir or snap != summary.snapshot:
-                summary.show(snap)
-            preview = self.query_one(PreviewPane)
-            if preview.display and preview.following == snap.job_dir and (
-                    snap.state in ("running", "starting") or snap.job_dir in message.new_lines):
-                # throttled while it runs; its last look (finished) always goes through
-                preview.follow_job(snap.job_dir, poll=snap.state in ("running", "starting"))
-
-    def _announce_finished(self, before: dict, snapshots: list) -> None:
-        """A toast when a job seen running (or starting) here has ended."""
-        for snap in snapshots:
-            old = before.get(snap.job_dir)
-            if old is None or old.state not in ("running", "starting") or not snap.finished:
-                continue
-            text = f"{snap.job_dir.name}: {snap.state}, {snap.done} done, {snap.failed} failed"
-            if snap.error:
-                text += f"\n{snap.error}"
-            severity = {"done": "information", "cancelled": "warning", "failed": "warning"}.get(snap.state, "error")
-            self.notify(text, severity=severity, timeout=6)
+        # after the jobs controller has shown the poll: a model download's progress
+        self.models.follow_downloads()
 
     def on_job_list_chosen(self, message: JobList.Chosen) -> None:
-        self._show_job_log(message.job_dir)
+        self.jobs_ctl.show_job_log(message.job_dir)
         jobs = self.query_one(JobList)
         snap = jobs.snapshots.get(message.job_dir)
         if snap is not None:
@@ -469,14 +341,6 @@ class MainScreen(Screen):
     def action_preview_step(self, delta: int) -> None:
         self.query_one(PreviewPane).step(int(delta))
 
-    def _show_job_log(self, job_dir: Path | None) -> None:
-        if job_dir is None:
-            return
-        log = self.query_one(JobLog)
-        if log.source == job_dir:
-            return
-        log.show(job_dir, self.watcher.lines(job_dir), title=f"Log — {job_dir.name}")
-
     # ---- actions ---------------------------------------------------------------------
     def action_focus(self, widget_id: str) -> None:
         widget = self.query_one(f"#{widget_id}")
@@ -492,71 +356,24 @@ class MainScreen(Screen):
 
     def action_run(self) -> None:
         """Launch the selected job on the selected folder with the form's values."""
-        from segdeck.core.jobs.runner import job_dir_for
-
         form = self.query_one(ParamForm)
         name = self.job_name
         if self.query_one("#run", Button).disabled or name is None or form.params is None:
             self.notify(self.query_one("#form-status", Static).content or "cannot run yet", severity="warning")
             return
-        cls = self.jobs[name]
-        job_dir = job_dir_for(cls, form.params, self.input_path, None).resolve()
-        snap = self.query_one(JobList).snapshots.get(job_dir)
-        if snap is not None and snap.state in ("running", "starting"):
-            self.notify(f"{job_dir.name} is already running", severity="warning")
-            return
-        cmd = launch.run_command(name, self.input_path, form.launch_values())
-        self._start(cmd, job_dir, name, self.input_path)
+        self.jobs_ctl.run(name, form.params, self.input_path, form.launch_values())
 
     def action_resume_job(self) -> None:
         """Run the selected job again with its saved parameters (``job.toml``): an
         interrupted or cancelled run resumes, finished items are skipped."""
-        snap = self._selected()
-        if snap is None:
-            return
-        if snap.state in ("running", "starting"):
-            self.notify(f"{snap.job_dir.name} is already running", severity="warning")
-            return
-        if snap.job not in self.jobs or not snap.input:
-            self.notify(f"cannot re-run {snap.job_dir.name}: job {snap.job!r} is not available", severity="error")
-            return
-        if not Path(snap.input).exists():
-            self.notify(f"the input {snap.input} is gone", severity="error")
-            return
-        cmd = launch.run_command(snap.job, snap.input, {}, out=snap.job_dir.parent)
-        cmd += ["--config", str(snap.job_dir / "job.toml")]
-        self._start(cmd, snap.job_dir, snap.job, Path(snap.input))
-
-    def _start(self, cmd: list[str], job_dir: Path, name: str, input_path: Path) -> None:
-        try:
-            proc = launch.launch_job(cmd, job_dir)
-        except OSError as exc:
-            self.notify(f"could not start the job: {exc}", severity="error")
-            return
-        self.watcher.add(job_dir, pid=proc.pid, job=name, input=str(input_path))
-        self._select_next = job_dir
-        self.notify(f"started {name} on {input_path.name} (pid {proc.pid})")
-        self._tick(force_scan=True)
-
-    def _selected(self) -> JobSnapshot | None:
-        snap = self.query_one(JobList).selected_snapshot
-        if snap is None:
-            self.notify("no job selected", severity="warning")
-        return snap
+        self.jobs_ctl.resume()
 
     def action_cancel_job(self) -> None:
         """SIGINT the selected job's process: it stops after the current item."""
-        snap = self._selected()
-        if snap is None:
-            return
-        if snap.state not in ("running", "starting") or not snap.pid:
-            self.notify(f"{snap.job_dir.name} is not running ({snap.state})", severity="warning")
-            return
-        self.watcher.request_cancel(snap.job_dir)
-        if cancel_job(snap.pid):
-            self.notify(f"cancelling {snap.job_dir.name}: it stops after the current item")
-        else:
-            self.notify("the job process is already gone", severity="warning")
+        self.jobs_ctl.cancel()
+
+    def _selected(self) -> JobSnapshot | None:
+        return self.jobs_ctl.selected()
 
     def action_open_output(self) -> None:
         """Open the selected job's folder in the file manager, or show and copy its path."""
@@ -580,11 +397,11 @@ class MainScreen(Screen):
             log.show_text(("job.log", job), tail_log(job), title=f"job.log — {job.name}")
         else:
             log.source = None
-            self._show_job_log(job)
+            self.jobs_ctl.show_job_log(job)
 
     def action_rescan(self) -> None:
         self.query_one(FolderTree).rescan()
-        self._tick(force_scan=True)
+        self.jobs_ctl.tick(force_scan=True)
 
     def action_job_tool(self) -> None:
         """The form's threshold picker (``CURVE_JOBS``) or else the tool screen registered
@@ -632,8 +449,8 @@ class MainScreen(Screen):
 
     # ---- threshold picker --------------------------------------------------------
     def action_threshold(self) -> None:
-        """Compute the form's job's threshold curve on a sample (thread worker), then
-        show the picker; the picked value goes into the ``threshold`` field."""
+        """Compute the form's job's threshold curve on a sample (the curve controller's
+        worker), then show the picker; the picked value goes into the ``threshold`` field."""
         name = self.job_name
         form = self.query_one(ParamForm)
         if name not in CURVE_JOBS:
@@ -649,53 +466,19 @@ class MainScreen(Screen):
             self.notify("fix the parameters first: " + (self.query_one("#form-status", Static).content or ""),
                         severity="warning")
             return
-        if self._curve_busy:
+        if self.curve.busy:
             self.notify("the threshold curve is being computed", severity="warning")
             return
         if self.input_count == 0:
             self.notify("no images in the selected folder", severity="warning")
             return
-        self._curve_busy = True
         form.loading = True
         self.notify(f"computing the threshold curve ({form.params.method}) on a sample of {self.input_path.name}…",
                     timeout=4)
-        self._compute_curve(name, self.input_path, form.params.model_copy(deep=True))
-
-    @work(thread=True, exclusive=True, group="curve")
-    def _compute_curve(self, name: str, input_path: Path, params) -> None:
-        from segdeck.core.errors import SegdeckError
-        from segdeck.core.jobs.events import Progress
-
-        cancel = self._curve_cancel
-        cancel.clear()
-        last = [-1]
-
-        def emit(event) -> None:
-            if cancel.is_set():
-                raise _CurveCancelled
-            if isinstance(event, Progress) and event.total:
-                pct = int(100 * event.done / event.total)
-                if pct != last[0]:
-                    last[0] = pct
-                    self.post_message(CurveProgress(f"{event.what}: {event.done:g}/{event.total:g} (Esc stops)"))
-
-        module, _, attr = CURVE_JOBS[name].partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-            curve = fn(input_path, params, emit=emit)
-        except _CurveCancelled:
-            self.post_message(CurveReady(name, None, None))
-        except (ValueError, SegdeckError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self.post_message(CurveReady(name, None, first))
-        except Exception as exc:  # noqa: BLE001 - one line, never a traceback in the UI
-            first = (str(exc).strip().splitlines() or [""])[0]
-            self.post_message(CurveReady(name, None, f"{type(exc).__name__}: {first}".rstrip(": ")))
-        else:
-            self.post_message(CurveReady(name, curve, None))
+        self.curve.start(name, CURVE_JOBS[name], self.input_path, form.params.model_copy(deep=True))
 
     def on_curve_progress(self, message: CurveProgress) -> None:
-        if self._curve_busy:
+        if self.curve.busy:
             self.query_one("#form-status", Static).update(message.text)
 
     def action_escape(self) -> None:
@@ -705,8 +488,7 @@ class MainScreen(Screen):
 
         A priority binding: it runs before the keys typed after it reach the field.
         """
-        if self._curve_busy:
-            self._curve_cancel.set()
+        if self.curve.stop():
             return
         focused = self.focused
         form = self.query_one(ParamForm)
@@ -718,7 +500,6 @@ class MainScreen(Screen):
     def on_curve_ready(self, message: CurveReady) -> None:
         from segdeck.tui.screens.threshold import ThresholdScreen
 
-        self._curve_busy = False
         form = self.query_one(ParamForm)
         form.loading = False
         self._update_run_state()
@@ -747,67 +528,19 @@ class MainScreen(Screen):
 
         self.app.push_screen(screen, picked)
 
-    # ---- models --------------------------------------------------------------------
+    # ---- models, annotate ------------------------------------------------------------
     def model_field(self) -> tuple[str, dict[str, str] | None] | None:
-        """The form's field that holds a registered model, shown now: ``(field, names)``
-        with ``names`` mapping model names to the field's values (None: the value is
-        the model's name), or None when the job (or its chosen method) has none."""
-        form = self.query_one(ParamForm)
-        visible = {s.name for s in form.visible_specs()}
-        if form.spec(MODEL_FIELD) is not None and MODEL_FIELD in visible:
-            return MODEL_FIELD, None
-        for field, (register, names) in EXTRA_MODEL_FIELDS.get(self.job_name or "", {}).items():
-            if field in visible:
-                if register:
-                    module, _, attr = register.partition(":")
-                    try:
-                        getattr(importlib.import_module(module), attr)()
-                    except Exception:  # noqa: BLE001 - not installed here: no models to offer
-                        continue
-                return field, names
-        return None
+        """The form's field that holds a registered model, shown now (see
+        :meth:`ModelPicker.model_field`)."""
+        return self.models.model_field(self.job_name)
 
     def action_models(self) -> None:
         """The model cache: state, downloads; Enter puts the model into the form's
         model field. Only offered where the job (with its chosen method) has one."""
-        from segdeck.tui.screens.models import ModelScreen
-
-        form = self.query_one(ParamForm)
-        job = self.job_name
-        found = self.model_field()
-        if found is None:
-            method = form.raw_value("method")
-            what = f"{job} with method {method}" if job and method is not None else (job or "this job")
-            self.notify(f"{what} uses no model: m lists models for jobs with a model field "
-                        "(automask, segment with a SAM method, cluster with method deep)", severity="warning")
-            return
-        field, names = found
-        spec = form.spec(field)
-        if names is not None:
-            choices = list(names)
-            value = form.raw_value(field)
-            current = next((n for n, v in names.items() if v == value), None)
-        else:
-            choices = [str(c) for c in spec.choices] if spec.kind == "choice" else None
-            current = form.raw_value(field)
-
-        def picked(name) -> None:
-            self._update_model_note()
-            if name is None or self.job_name != job:
-                return
-            if choices is not None and name not in choices:
-                self.notify(f"{job} cannot use {name} for {field}", severity="warning")
-                return
-            form.apply_values(_nested(field, names[name] if names is not None else name))
-            self.notify(f"{field} = {names[name] if names is not None else name}")
-
-        self.app.push_screen(ModelScreen(choices, None if current is None else str(current)), picked)
+        self.models.pick(self.job_name)
 
     def action_annotate(self) -> None:
         """Open ``segdeck annotate`` on the selected folder; its saved files go to the log."""
-        if not launch.annotate_available():
-            self.notify("the annotate command is not available in this install", severity="warning")
-            return
         from segdeck.core.oversegment import METHODS
 
         form = self.query_one(ParamForm)
@@ -819,54 +552,11 @@ class MainScreen(Screen):
         # uses; passing it would start a second set of sessions beside the CLI's
         if str(method) not in METHODS or (spec is not None and method == spec.default):
             method = None
-        cmd = launch.annotate_command(ANNOTATE_MODE, self.input_path, str(method) if method else None)
-        try:
-            proc = launch.start_annotate(cmd)
-        except OSError as exc:
-            self.notify(f"could not start annotate: {exc}", severity="error")
-            return
-        self._annotate_lines = [LogLine(_now(), f"annotate {ANNOTATE_MODE} {self.input_path}", "title")]
-        self.query_one(JobLog).show(ANNOTATE_SOURCE, self._annotate_lines, title="Log — annotate")
-        self._follow_annotate(proc)
+        self.annotator.launch(ANNOTATE_MODE, self.input_path, str(method) if method else None)
 
-    @work(thread=True, group="annotate")
-    def _follow_annotate(self, proc) -> None:
-        for raw in proc.stdout:
-            raw = raw.strip()
-            if raw:
-                self.post_message(AnnotateOutput([annotate_line(raw)]))
-        rc = proc.wait()
-        err = launch.stderr_tail(proc)
-        if rc != 0:
-            reason = err[-1] if err else f"exit code {rc}"
-            self.post_message(AnnotateOutput([LogLine(_now(), f"annotate failed: {reason}", "error")]))
-        else:
-            self.post_message(AnnotateOutput([LogLine(_now(), "annotate finished", "title")]))
-        self.app.call_from_thread(self.action_rescan)  # painted / total counts in the tree
-
-    def on_annotate_output(self, message: AnnotateOutput) -> None:
-        self._annotate_lines.extend(message.lines)
-        self.query_one(JobLog).append(ANNOTATE_SOURCE, message.lines)
-        for line in message.lines:
-            if line.level == "error":
-                self.notify(line.text, severity="error")
+    def on_annotate_finished(self, message: AnnotateFinished) -> None:
+        self.action_rescan()  # painted / total counts in the tree
 
 
-def _nested(dotted: str, value) -> dict:
-    """``"a.b", 1`` -> ``{"a": {"b": 1}}`` (for :meth:`ParamForm.apply_values`)."""
-    out: dict = {}
-    node = out
-    *head, last = dotted.split(".")
-    for part in head:
-        node = node.setdefault(part, {})
-    node[last] = value
-    return out
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
-__all__ = ["CURVE_JOBS", "JOB_SCREENS", "MODEL_FIELD", "CurveReady", "MainScreen", "annotate_line"]
+__all__ = ["ANNOTATE_SOURCE", "CURVE_JOBS", "JOB_SCREENS", "MODEL_FIELD", "POLL_S", "AnnotateOutput",
+           "CurveReady", "MainScreen", "annotate_line"]

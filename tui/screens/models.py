@@ -26,16 +26,7 @@ POLL_S = 0.5
 class ModelScreen(ModalScreen[str | None]):
     """The model cache: ``d`` downloads, Enter uses the highlighted model, Esc closes."""
 
-    DEFAULT_CSS = """
-    ModelScreen { align: center middle; }
-    #models-box { width: 110; max-width: 100%; height: auto; max-height: 100%;
-                  border: round $accent; background: $surface; padding: 0 1; }
-    #models-title { text-style: bold; }
-    #models-table { height: auto; max-height: 16; }
-    #models-status { color: $text; background: $boost; margin-top: 1; }
-    #models-status.bad { color: $error; }
-    #models-foot { color: $text-muted; }
-    """
+    CSS_PATH = "models.tcss"
 
     BINDINGS = [
         Binding("enter", "use", "Use this model"),

@@ -140,27 +140,29 @@ def load_session(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
 
 
 # -- segment sources --------------------------------------------------------------------------
-def automask_labels(result, shape: tuple[int, int]) -> np.ndarray:
-    """SAM automatic masks as a segment map: larger masks first, smaller ones drawn over
-    them; pixels no mask covers become segments of their own connected components.
+def automask_labels(masks: np.ndarray) -> np.ndarray:
+    """SAM automatic masks as a segment map: :func:`segdeck.core.regions.masks_to_label_map`
+    (larger masks first, smaller ones drawn over them; mask ``i`` is segment ``i + 1``),
+    and pixels no mask covers become segments of their own (4-connected components).
+
+    Parameters
+    ----------
+    masks : ndarray of shape (N, H, W), bool
 
     Returns
     -------
-    ndarray (H, W) int32, 1..N
+    ndarray of shape (H, W), int32
+        Segment ids >= 1 (ids of masks hidden by smaller ones are skipped).
     """
     import cv2
 
-    labels = np.zeros(shape, np.int32)
-    masks = np.asarray(result.masks)
-    if len(masks):
-        order = np.argsort(-masks.reshape(len(masks), -1).sum(1))
-        for i, idx in enumerate(order, start=1):
-            labels[masks[idx]] = i
+    from segdeck.core.regions import masks_to_label_map
+
+    labels = masks_to_label_map(masks, order="area")
     free = labels == 0
     if free.any():
-        n, cc = cv2.connectedComponents(free.astype(np.uint8), connectivity=4)
-        top = labels.max()
-        labels[free] = cc[free] + top
+        _, cc = cv2.connectedComponents(free.astype(np.uint8), connectivity=4)
+        labels[free] = cc[free] + labels.max()
     return labels
 
 
@@ -321,7 +323,7 @@ def make_preparer(paths: list[Path], opts: Options, saver: Saver) -> Preparer:
         if opts.method == AUTO_SAM:
             work = working_image(image, opts.max_side)
             res = opts.engine.generate(work, opts.params)
-            small = automask_labels(res, work.shape[:2])
+            small = automask_labels(np.asarray(res.masks).reshape(-1, *work.shape[:2]))
             import cv2
 
             labels = cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -345,8 +347,9 @@ def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
     """Segment a large JPEG without waiting for its full decode.
 
     The full-resolution decode (:func:`segdeck.core.imageio.load_rgb`) runs on a second
-    thread while this one decodes a DCT-scaled copy (PIL ``draft``, 1/2..1/8 size, EXIF
-    orientation applied), shrinks it to the working size and runs the registry method
+    thread while this one decodes a DCT-scaled copy
+    (:func:`segdeck.core.imageio.decode_reduced`: 1/2..1/8 size, EXIF orientation
+    applied), shrinks it to the working size and runs the registry method
     there; the labels are then scaled to full resolution. Returns None (caller takes
     the plain path) for anything that is not a plain colour / gray JPEG or is not larger
     than the working size.
@@ -354,23 +357,18 @@ def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
     if path.suffix.lower() not in (".jpg", ".jpeg"):
         return None
     import cv2
-    from PIL import Image, ImageOps
 
     from segdeck.core.oversegment import segment
     from segdeck.core.oversegment._resize import upscale_labels, working_shape
 
     try:
-        with Image.open(path) as im:
-            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-                return None
-            w0, h0 = im.size
-            if max(w0, h0) <= 2 * opts.max_side:
-                return None
-            f = opts.max_side / max(w0, h0)
-            im.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            small = np.asarray(im)
-    except Exception:
+        W, H = imageio.image_size(path)
+    except SegdeckError:
+        return None
+    if max(W, H) <= 2 * opts.max_side:
+        return None
+    small = imageio.decode_reduced(path, opts.max_side)
+    if small is None:
         return None
     result: dict = {}
 
@@ -382,7 +380,6 @@ def _segment_jpeg_fast(path: Path, opts: Options) -> Prepared | None:
 
     t = threading.Thread(target=full, name="segdeck-decode", daemon=True)
     t.start()
-    H, W = imageio.image_size(path)[::-1]
     wh, ww = working_shape((H, W), opts.max_side)
     work = cv2.resize(small, (ww, wh), interpolation=cv2.INTER_AREA)
     labels_small = segment(work, opts.method, opts.params, max_side=None)

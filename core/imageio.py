@@ -289,6 +289,117 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def jpeg_complete(path: str | Path) -> bool:
+    """Whether a JPEG file ends with its end-of-image marker (``FF D9``), trailing zero
+    or white-space padding allowed.
+
+    libjpeg (inside ``cv2.imread``) decodes a truncated file as far as it goes, fills the
+    rest grey and prints "Premature end of JPEG file" to stderr; such files go to the
+    careful loader instead (:func:`load_rgb`, which reports them as truncated). A
+    complete file with other data after its marker also takes that path and loads
+    normally.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 256))
+            tail = f.read()
+    except OSError:
+        return False
+    return tail.rstrip(b"\x00 \t\r\n").endswith(b"\xff\xd9")
+
+
+def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+    """``img`` resized (INTER_AREA) so its longer side is at most ``max_side`` pixels.
+
+    Parameters
+    ----------
+    img : ndarray of shape (H, W) or (H, W, C), uint8
+    max_side : int
+
+    Returns
+    -------
+    ndarray
+        ``img`` itself when already small enough.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    s = max_side / max(h, w)
+    if s >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def decode_reduced(path: str | Path, max_side: int) -> np.ndarray | None:
+    """The fast path of :func:`load_reduced` alone: None where it does not apply.
+
+    Plain (RGB or gray, no transparency, complete) JPEG and PNG files are decoded by
+    OpenCV, JPEGs with libjpeg's DCT scaling (``cv2.IMREAD_REDUCED_COLOR_2/4/8``: the
+    largest factor that keeps the longer side at least ``max_side``), so a 12-megapixel
+    photo costs what a thumbnail does; OpenCV applies the EXIF orientation.
+
+    Parameters
+    ----------
+    path : path-like
+        Image file.
+    max_side : int
+        The longer side of the result is at most this many pixels (never upscaled).
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8, RGB, or None
+        None for any other file (TIFF, alpha, 16-bit, CMYK, truncated, unreadable):
+        the caller decides what to do (:func:`load_reduced` takes :func:`load_rgb`).
+    """
+    import cv2
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+            transparent = "transparency" in im.info
+        if fmt not in ("JPEG", "PNG") or mode not in ("RGB", "L") or transparent or w * h > MAX_PIXELS:
+            return None
+        flag = cv2.IMREAD_COLOR
+        if fmt == "JPEG":
+            if not jpeg_complete(path):
+                return None
+            for factor, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                              (2, cv2.IMREAD_REDUCED_COLOR_2)):
+                if min(w, h) // factor >= max_side // 2 and max(w, h) // factor >= max_side:
+                    flag = f
+                    break
+        bgr = cv2.imread(str(path), flag)
+    except Exception:  # noqa: BLE001 - the careful loader reports one line
+        return None
+    if bgr is None or not bgr.size:
+        return None
+    return shrink(np.ascontiguousarray(bgr[:, :, ::-1]), max_side)
+
+
+def load_reduced(path: str | Path, max_side: int = 256) -> np.ndarray:
+    """Decode ``path`` with its longer side at most ``max_side`` (never upscaled), fast.
+
+    :func:`decode_reduced` where it applies; TIFFs, images with transparency and
+    anything unusual go through :func:`load_rgb` (alpha over white, 16-bit scaled,
+    EXIF orientation applied) and are shrunk after (:func:`shrink`).
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), dtype uint8, RGB
+
+    Raises
+    ------
+    ImageError
+        Unreadable file (the one-line reason from :func:`load_rgb`).
+    """
+    small = decode_reduced(path, max_side)
+    return small if small is not None else shrink(load_rgb(path), max_side)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path in ``dest``'s folder; on success rename it onto ``dest``.

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeck.core.imageio import jpeg_complete, load_reduced, shrink
+
 #: Side of the grayscale thumbnails used by SSIM and template matching.
 THUMB = 64
 
@@ -41,53 +43,9 @@ _CHUNK = 4096
 
 
 # ------------------------------------------------------------------ decoding
-def load_small(path: str | Path, max_side: int = 256) -> np.ndarray:
-    """Decode an image at reduced size, fast, EXIF orientation applied.
-
-    JPEG files are decoded with libjpeg's DCT scaling (``cv2.IMREAD_REDUCED_*``) so a
-    12-megapixel photo costs what a thumbnail does; images with transparency, TIFFs
-    and anything unusual go through :func:`segdeck.core.imageio.load_rgb` (alpha over
-    white, 16-bit scaled).
-
-    Parameters
-    ----------
-    path : path-like
-        Image file.
-    max_side : int
-        The longer side of the result is at most this many pixels (never upscaled).
-
-    Returns
-    -------
-    ndarray of shape (H, W, 3), dtype uint8, RGB
-
-    Raises
-    ------
-    ImageError
-        Unreadable file (the one-line reason from :func:`segdeck.core.imageio.load_rgb`).
-    """
-    import cv2
-    from PIL import Image
-
-    from segdeck.core import imageio
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            fmt, mode, (w, h) = im.format, im.mode, im.size
-            transparent = "transparency" in im.info
-        if fmt in ("JPEG", "PNG") and mode in ("RGB", "L") and not transparent and w * h <= imageio.MAX_PIXELS:
-            flag = cv2.IMREAD_COLOR
-            if fmt == "JPEG":
-                for factor, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-                    if min(w, h) // factor >= max_side // 2 and max(w, h) // factor >= max_side:
-                        flag = f
-                        break
-            bgr = cv2.imread(str(path), flag) if fmt != "JPEG" or jpeg_complete(path) else None
-            if bgr is not None and bgr.size:
-                return shrink(np.ascontiguousarray(bgr[:, :, ::-1]), max_side)
-    except Exception:  # noqa: BLE001 - the careful loader below reports one line
-        pass
-    return shrink(imageio.load_rgb(path), max_side)
+#: Decode an image at reduced size, fast, EXIF orientation applied: one decoder, shared
+#: with the annotation windows (:func:`segdeck.core.imageio.load_reduced`).
+load_small = load_reduced
 
 
 def load_gray_small(path: str | Path, max_side: int = 256) -> np.ndarray:
@@ -115,39 +73,6 @@ def load_gray_small(path: str | Path, max_side: int = 256) -> np.ndarray:
             if g is not None and g.size:
                 return shrink(g, max_side)
     return to_gray(load_small(path, max_side))
-
-
-def jpeg_complete(path: str | Path) -> bool:
-    """Whether a JPEG file ends with its end-of-image marker (``FF D9``), trailing zero
-    or white-space padding allowed.
-
-    libjpeg (inside ``cv2.imread``) decodes a truncated file as far as it goes, fills the
-    rest grey and prints "Premature end of JPEG file" to stderr; such files go to the
-    careful loader instead (:func:`segdeck.core.imageio.load_rgb`, which reports them
-    as truncated, as the ``segment`` job does). A complete file with other data after
-    its marker also takes that path and loads normally.
-    """
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - 256))
-            tail = f.read()
-    except OSError:
-        return False
-    return tail.rstrip(b"\x00 \t\r\n").endswith(b"\xff\xd9")
-
-
-def shrink(img: np.ndarray, max_side: int) -> np.ndarray:
-    """``img`` resized (INTER_AREA) so its longer side is at most ``max_side`` pixels;
-    returned as is when already small enough. Any (H, W) or (H, W, C) uint8 array."""
-    import cv2
-
-    h, w = img.shape[:2]
-    s = max_side / max(h, w)
-    if s >= 1:
-        return img
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:

@@ -132,12 +132,15 @@ class Driver:
     def drag(self, win: str, p0, p1, button: int) -> None:
         before = self.frame_count()
         self.xdo("mousemove", "--window", win, str(p0[0]), str(p0[1]))
+        time.sleep(0.1)
         self.xdo("mousedown", str(button))
+        time.sleep(0.1)
         for t in (0.33, 0.66, 1.0):
             self.xdo("mousemove", "--window", win, str(int(p0[0] + t * (p1[0] - p0[0]))), str(int(p0[1] + t * (p1[1] - p0[1]))))
-            time.sleep(0.05)
+            time.sleep(0.1)
         self.xdo("mouseup", str(button))
         self.wait_frames(before)
+        time.sleep(0.2)
 
     def key(self, win: str, key: str, wait: float = 0.2, expect: bool = True) -> None:
         before = self.frame_count()
@@ -370,8 +373,9 @@ SAM_SCRIPT = textwrap.dedent(
             self.shape = image.shape[:2]
         def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=False):
             m = np.zeros(self.shape, bool)
-            x0, y0, x1, y1 = (int(v) for v in box)
-            m[y0:y1, x0:x1] = True
+            if box is not None:  # the window predicts live, also for points before any box
+                x0, y0, x1, y1 = (int(v) for v in box)
+                m[y0:y1, x0:x1] = True
             for (x, y), lab in zip(points if points is not None else [], labels if labels is not None else []):
                 if lab == 0:
                     m[int(y) - 5 : int(y) + 5, int(x) - 5 : int(x) + 5] = False

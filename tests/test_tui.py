@@ -150,11 +150,11 @@ async def test_invalid_input_shows_error_and_disables_run(photos, dummy_job, mon
         from tui_dummy_job import DummyJob, DummyParams
 
         from segdeck.core.jobs.runner import run_job
-        from segdeck.tui.screens import main as main_screen
 
         done_dir = photos.parent / "done-job"
         run_job(DummyJob(DummyParams(delay=0.0), photos, done_dir))
-        monkeypatch.setitem(main_screen.JOB_SCREENS, "tuidummy", "tui_dummy_job:tool_screen")
+        # the job declares its tool screen (Job.tui_tool_screen); the TUI reads it
+        monkeypatch.setattr(screen.jobs["tuidummy"], "tui_tool_screen", "tui_dummy_job:tool_screen")
         screen.watcher.add(done_dir)
         await wait_for(pilot, lambda: done_dir.resolve() in screen.query_one("#jobs").snapshots, what="done job")
         screen.query_one("#jobs").select_job(done_dir.resolve())
@@ -556,3 +556,62 @@ async def test_typing_in_a_field_does_not_relayout_the_screen(photos, dummy_job,
         await pilot.pause(0.3)
         assert field.value.endswith("abcd") and form.params.tag == field.value
         assert len(calls) <= 1, len(calls)  # was one per key
+
+
+def test_log_lines_are_the_reporters_text():
+    """Issue 16, one reporter: the log pane's line for every event is the text and the
+    level of ``segdeck.core.jobs.report.event_line`` (sub-steps stay out, as in job.log)."""
+    from test_jobs_report import SAMPLES
+
+    from segdeck.core.jobs import report
+    from segdeck.core.jobs.events import ItemProgress
+    from segdeck.tui.jobwatch import event_line
+
+    for event in SAMPLES:
+        line, want = event_line(event), report.event_line(event)
+        if isinstance(event, ItemProgress):
+            assert line is None
+        else:
+            assert (line.t, line.text, line.level) == (want.t, want.text, want.level)
+    assert set(report.LEVELS) == {"title", "done", "info", "warning", "error"}  # LogLine's levels
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_job_declares_its_tui_behaviour(photos, dummy_job, monkeypatch):
+    """Issue 16: a new job's class attributes (``tui_curve``, ``tui_curve_field``,
+    ``tui_no_curve_methods``, ``tui_model_field``, ``tui_field_notes``) give it its
+    threshold curve, model field and notes in the TUI; nothing under tui/ names it."""
+    from textual.widgets import Select
+
+    from segdeck.core.jobs import registry
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.screens.threshold import ThresholdScreen
+
+    tui = Path(__file__).parents[1] / "tui"
+    assert not any("tuideclared" in p.read_text(encoding="utf-8") for p in tui.rglob("*.py"))
+    monkeypatch.setattr(registry, "JOBS", {"tuideclared": "tui_dummy_job:DeclaredJob"})
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot, job="tuideclared")
+        notes_now = {name: str(note.content) for name, note in form._notes.items()}
+        assert notes_now["tag"] == "declared note under the tag"
+        assert notes_now["stability_score_thresh"].startswith("Ctrl+T: pick it from the curve")
+        assert notes_now["weights"].startswith("sam2.1-tiny: ")  # cached or not: the model note
+        assert screen.model_field() == ("weights", None)
+        assert screen.check_action("threshold", ()) is True
+        # the declared curve, picked value into the declared field
+        screen.query_one("#folders").focus()
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ThresholdScreen), what="threshold picker")
+        assert app.screen.curve.thresholds == [0.2, 0.4, 0.6]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: form.params is not None and form.params.stability_score_thresh in (0.2, 0.4, 0.6),
+                       what="picked threshold in the declared field")
+        # a method declared without a curve is refused at once
+        screen.query_one("#p-method", Select).value = "slow"
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: any("slow has no similarity" in str(n.message) for n in app._notifications),
+                       what="no-curve method")
+        assert not isinstance(app.screen, ThresholdScreen)

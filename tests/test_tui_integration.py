@@ -200,10 +200,10 @@ async def test_threshold_curve_progress_and_escape(near_dups, monkeypatch):
     from textual.widgets import Select, Static
 
     from segdeck.tui.app import SegdeckApp
-    from segdeck.tui.screens import main as main_screen
     from segdeck.tui.screens.threshold import ThresholdScreen
 
-    monkeypatch.setitem(main_screen.CURVE_JOBS, "cluster", f"{__name__}:slow_curve")
+    # the job declares its curve (Job.tui_curve): a slow one here
+    monkeypatch.setattr(registry.get_job_class("cluster"), "tui_curve", f"{__name__}:slow_curve")
     app = SegdeckApp(near_dups)
     async with app.run_test(size=SIZE) as pilot:
         screen, form = await choose_job(app, pilot, "cluster")

@@ -80,3 +80,28 @@ def tool_screen(job_dir):
             self.dismiss({"tag": f"from-{self.job_dir.name[:8]}", "fast": {"step": 7}})
 
     return ToolScreen(job_dir)
+
+
+class DeclaredParams(DummyParams):
+    """The dummy job's parameters plus a model under another field name."""
+
+    weights: str = Field("sam2.1-tiny", description="a registered model")
+
+
+def declared_curve(input_path, params, emit=None):
+    """A small threshold curve (the ``tui_curve`` of :class:`DeclaredJob`), as a dict."""
+    return {"method": params.method, "thresholds": [0.2, 0.4, 0.6], "pairs": [3, 2, 1], "clusters": [1, 1, 1],
+            "clustered": [3, 2, 2], "largest": [3, 2, 2], "sample_size": 3, "total": 3, "auto": 0.4}
+
+
+class DeclaredJob(DummyJob):
+    """A job that declares all its TUI behaviour (``Job.tui_*``): no TUI code knows it."""
+
+    name = "tuideclared"
+    Params = DeclaredParams
+    tui_curve = "tui_dummy_job:declared_curve"
+    tui_curve_field = "stability_score_thresh"
+    tui_no_curve_methods = {"slow": "slow has no similarity"}
+    tui_model_field = "weights"
+    tui_tool_screen = "tui_dummy_job:tool_screen"
+    tui_field_notes = {"tag": "declared note under the tag"}

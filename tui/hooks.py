@@ -1,83 +1,112 @@
-"""Integration hooks of the main screen: which job has a threshold curve, a tool
-screen, a model field; plain-words notes under fields. Tables, so a job module can be
-wired into the TUI without touching the screen's code
-(:mod:`segdeck.tui.screens.main` reads them when the keys are pressed).
+"""What the main screen offers for a job, read from the job class.
 
-Integration hooks
------------------
-``CURVE_JOBS``
-    job name -> ``"module:function"`` computing a threshold curve before the job runs,
-    called (in a thread worker) as ``function(input_path, params, emit=callback)`` with
-    the form's validated params (``callback`` takes ``Progress`` events, shown in the
-    status line; it raises to stop the computation when the user presses Esc); it
-    raises ``ValueError`` when the chosen method has no threshold.
-    ``Ctrl+T`` (or ``t`` outside a text field) on the form of such a job shows the curve
-    in :class:`~segdeck.tui.screens.threshold.ThresholdScreen`; the picked value goes
-    into the form's ``threshold`` field (``Ctrl+R`` then runs it).
-``JOB_SCREENS``
-    job name -> ``"module:Class"`` of a screen opened with ``t`` on a selected job of
-    that name (when the Jobs list has the focus, or the form's job has no curve; for
-    ``cluster``: the curve the job saved, to pick a threshold for a re-run). The class is called as
+A job declares its TUI behaviour with ``tui_*`` class attributes
+(:class:`segdeck.core.jobs.base.Job`, strings and plain data so the engine imports no
+UI); the main screen and its controllers read them through the functions here, so a
+new job gets a threshold curve, a tool screen, a model field or notes under its
+fields without any screen code.
+
+``tui_curve`` (:func:`curve`)
+    ``"module:function"`` computing a threshold curve before the job runs, called (in a
+    thread worker) as ``function(input_path, params, emit=callback)`` with the form's
+    validated params (``callback`` takes ``Progress`` events, shown in the status line;
+    it raises to stop the computation when the user presses Esc); it raises
+    ``ValueError`` when the chosen method has no threshold. ``Ctrl+T`` (or ``t``
+    outside a text field) on the form of such a job shows the curve in
+    :class:`~segdeck.tui.screens.threshold.ThresholdScreen`; the picked value goes into
+    the form's ``tui_curve_field`` (:func:`curve_field`; ``Ctrl+R`` then runs it).
+``tui_no_curve_methods`` (:func:`no_curve_reason`)
+    ``{method: reason}``: ``Ctrl+T`` says so at once instead of computing first.
+``tui_tool_screen`` (:func:`tool_screen`)
+    ``"module:Class"`` of a screen opened with ``t`` on a selected job of that kind
+    (when the Jobs list has the focus, or the form's job has no curve; for ``cluster``:
+    the curve the job saved, to pick a threshold for a re-run). The class is called as
     ``Class(job_dir=Path)``; when it is dismissed with a dict, the dict (nested, like a
     preset) is applied to the form of that job so the user can re-run with the picked
     values (``Ctrl+R``).
-``MODEL_FIELD``
-    a form field of this name (a model registered in :mod:`segdeck.core.models`) shows
-    its cache state under it; ``m`` opens :class:`~segdeck.tui.screens.models.ModelScreen`
-    (cache state, downloads) and Enter there puts the model into the field.
+``tui_model_field`` (:func:`model_field`)
+    the form field holding a model registered in :mod:`segdeck.core.models` (default
+    ``model``): its cache state shows under it; ``m`` opens
+    :class:`~segdeck.tui.screens.models.ModelScreen` (cache state, downloads) and Enter
+    there puts the model into the field.
+``tui_extra_model_fields`` (:func:`extra_model_fields`)
+    {dotted field: ("module:register_function" or "", {model name: field value})} for
+    fields that hold a model under another name (the cluster job's deep backbone): ``m``
+    offers those models while the field is shown and puts the chosen one's value into
+    it. A job (with its chosen method) with no such field gets a one-line answer.
+``tui_field_notes`` (:func:`field_notes`)
+    {dotted field: text}: a line under the field in plain words.
+
 ``ANNOTATE_MODE``
     the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
     stdout JSON lines are shown in the log pane.
-``EXTRA_MODEL_FIELDS``
-    job -> {dotted field: ("module:register_function" or "", {model name: field value})}
-    for fields that hold a model under another name (the cluster job's deep backbone):
-    ``m`` offers those models while the field is shown and puts the chosen one's value
-    into it. A job (with its chosen method) with no such field gets a one-line answer.
-``NO_CURVE_METHODS``
-    job -> {method: reason}: ``Ctrl+T`` says so at once instead of computing first.
-``FIELD_NOTES``
-    job -> {dotted field: text}: a line under the field in plain words.
 """
 
 from __future__ import annotations
 
-#: Threshold curves offered with Ctrl+T on a job's form (see the module docstring).
-CURVE_JOBS: dict[str, str] = {
-    "cluster": "segdeck.core.cluster.job:sample_curve",
-}
-#: Screens offered with ``t`` for a selected job (see the module docstring).
-JOB_SCREENS: dict[str, str] = {
-    "cluster": "segdeck.tui.screens.threshold:JobThresholdScreen",
-}
-MODEL_FIELD = "model"
-#: Other form fields that hold a registered model, by job: dotted field -> (module that
-#: registers the models or "", {model name: field value}). ``m`` offers those models
-#: while the field is shown (cluster: the deep method's backbone network).
-EXTRA_MODEL_FIELDS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
-    "cluster": {
-        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
-                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
-    },
-}
-#: A plain-words line under a job's field (job -> {dotted field: text}).
-FIELD_NOTES: dict[str, dict[str, str]] = {
-    "cluster": {
-        "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
-                  "(threshold methods): a similarity score per image pair, pairs above the "
-                  "threshold are linked into clusters. deep: learned image features, clusters "
-                  "chosen by model selection.",
-    },
-}
-#: Methods of a ``CURVE_JOBS`` job that have no threshold curve, with the reason
-#: (said at once on Ctrl+T, before anything is computed).
-NO_CURVE_METHODS: dict[str, dict[str, str]] = {
-    "cluster": {
-        "dup": "dup groups near-duplicates it verifies by matching features; it has no similarity threshold",
-        "deep": "deep picks its clusters by model selection (see the deep section)",
-    },
-}
-THRESHOLD_FIELD = "threshold"
+import importlib
+
 ANNOTATE_MODE = "paint"
 
-__all__ = ["ANNOTATE_MODE", "CURVE_JOBS", "EXTRA_MODEL_FIELDS", "FIELD_NOTES", "JOB_SCREENS", "MODEL_FIELD",
-           "NO_CURVE_METHODS", "THRESHOLD_FIELD"]
+
+def load(target: str):
+    """The object named by ``"module:attribute"``.
+
+    Raises
+    ------
+    ImportError, AttributeError
+        The module or the attribute is not there.
+    """
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def curve(cls: type | None) -> str:
+    """``"module:function"`` of the job's threshold curve ("" for none or no job)."""
+    return getattr(cls, "tui_curve", "") or "" if cls is not None else ""
+
+
+def curve_field(cls: type | None) -> str:
+    """The form field the threshold picked on the job's curve goes into."""
+    return getattr(cls, "tui_curve_field", "threshold") if cls is not None else "threshold"
+
+
+def no_curve_reason(cls: type | None, method) -> str | None:
+    """Why the job's ``method`` has no threshold curve (None: it has one, or may)."""
+    return dict(getattr(cls, "tui_no_curve_methods", {}) or {}).get(str(method)) if cls is not None else None
+
+
+def tool_screen(cls: type | None) -> str:
+    """``"module:Class"`` of the job's tool screen ("" for none or no job)."""
+    return getattr(cls, "tui_tool_screen", "") or "" if cls is not None else ""
+
+
+def model_field(cls: type | None) -> str:
+    """The job's form field holding a registered model ("" for none or no job)."""
+    return getattr(cls, "tui_model_field", "") or "" if cls is not None else ""
+
+
+def extra_model_fields(cls: type | None) -> dict[str, tuple[str, dict[str, str]]]:
+    """The job's fields holding a model under another name (see the module docstring)."""
+    return dict(getattr(cls, "tui_extra_model_fields", {}) or {}) if cls is not None else {}
+
+
+def offers_models(cls: type | None) -> bool:
+    """Whether the job has a field holding a model (its model field is one of its
+    parameters, or it declares other model fields)."""
+    if cls is None:
+        return False
+    field = model_field(cls)
+    params = getattr(cls, "Params", None)
+    top = field.split(".")[0] if field else ""
+    return bool(top and params is not None and top in getattr(params, "model_fields", {})) or bool(
+        extra_model_fields(cls))
+
+
+def field_notes(cls: type | None) -> dict[str, str]:
+    """The job's notes under form fields: dotted field -> text."""
+    return dict(getattr(cls, "tui_field_notes", {}) or {}) if cls is not None else {}
+
+
+__all__ = ["ANNOTATE_MODE", "curve", "curve_field", "extra_model_fields", "field_notes", "load", "model_field",
+           "no_curve_reason", "offers_models", "tool_screen"]

@@ -16,15 +16,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdeck.core.jobs import report
 from segdeck.core.jobs.events import (
     EVENTS_NAME,
     Event,
-    ItemDone,
-    ItemFailed,
+    ItemProgress,
     JobFinished,
     JobStarted,
-    Message,
-    Progress,
     read_events,
 )
 from segdeck.core.jobs.manifest import Counts, Manifest
@@ -116,28 +114,28 @@ class JobSnapshot:
 
 
 def event_line(event: Event) -> LogLine | None:
-    """Format one event as a log line (None for events not worth a line)."""
-    if isinstance(event, JobStarted):
-        return LogLine(event.t, f"started {event.job}: {event.total} items, {event.todo} to do (pid {event.pid})", "title")
-    if isinstance(event, ItemDone):
-        return LogLine(event.t, f"done {event.item} ({event.seconds:.2f} s)", "done")
-    if isinstance(event, ItemFailed):
-        return LogLine(event.t, f"failed {event.error}", "error")
-    if isinstance(event, Message):
-        return LogLine(event.t, event.text, event.level if event.level in ("warning", "error") else "info")
-    if isinstance(event, JobFinished):
-        extra = f" ({event.error})" if event.error else ""
-        level = {"done": "title", "failed": "warning", "cancelled": "warning"}.get(event.status, "error")
-        return LogLine(
-            event.t,
-            f"finished: {event.status}, {event.done} done, {event.failed} failed, "
-            f"{event.skipped} already done, {event.seconds:.1f} s{extra}",
-            level,
-        )
-    if isinstance(event, Progress):
-        total = f"/{event.total:g}" if event.total else ""
-        return LogLine(event.t, f"{event.what}: {event.done:g}{total}", "info")
-    return None
+    """One event as a log-pane line, worded by the one reporter.
+
+    The text and the level are :func:`segdeck.core.jobs.report.event_line`'s (its
+    :data:`~segdeck.core.jobs.report.LEVELS` are :class:`LogLine`'s levels), so a line
+    reads here as in ``job.log`` and ``segdeck run``. Like ``job.log``, the log pane
+    leaves an item's sub-steps (``ItemProgress``) out: at up to two a second per item
+    they would push the job's other lines out of the :data:`LOG_LINES` kept.
+
+    Parameters
+    ----------
+    event : Event
+        Any event of :mod:`segdeck.core.jobs.events`.
+
+    Returns
+    -------
+    LogLine or None
+        None for sub-steps and for event types the reporter does not know.
+    """
+    if isinstance(event, ItemProgress):
+        return None
+    line = report.event_line(event)
+    return None if line is None else LogLine(line.t, line.text, line.level)
 
 
 @dataclass

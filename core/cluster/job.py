@@ -103,6 +103,24 @@ class ClusterJob(Job):
     name = "cluster"
     Params = ClusterParams
     description = "sort images into folders of similar ones (near-duplicates, seed similarity methods, deep features)"
+    # the TUI: threshold curve (Ctrl+T), the saved curve of a finished job (t), the deep
+    # method's backbone as a model field (m), a note under the method field
+    tui_curve = "segdeck.core.cluster.job:sample_curve"
+    tui_no_curve_methods = {
+        "dup": "dup groups near-duplicates it verifies by matching features; it has no similarity threshold",
+        "deep": "deep picks its clusters by model selection (see the deep section)",
+    }
+    tui_tool_screen = "segdeck.tui.screens.threshold:JobThresholdScreen"
+    tui_extra_model_fields = {
+        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
+                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
+    }
+    tui_field_notes = {
+        "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
+                  "(threshold methods): a similarity score per image pair, pairs above the "
+                  "threshold are linked into clusters. deep: learned image features, clusters "
+                  "chosen by model selection.",
+    }
 
     @classmethod
     def name_parts(cls, params: ClusterParams) -> list[str]:

@@ -87,6 +87,32 @@ class Job(ABC):
     #: What INPUT is, for ``segdeck run JOB --help`` (empty: a folder of images or one image).
     input_help: ClassVar[str] = ""
 
+    # ---- what the TUI offers for this job (read by segdeck.tui.hooks; strings, so the
+    # engine imports no UI). Adding a job with these needs no screen code.
+    #: ``"module:function"`` computing a threshold curve on a sample before the job
+    #: runs (empty: none), called as ``function(input_path, params, emit=callback)``;
+    #: ``Ctrl+T`` on the job's form shows it and puts the picked value into
+    #: :attr:`tui_curve_field`.
+    tui_curve: ClassVar[str] = ""
+    #: The form field the threshold picked on the curve goes into.
+    tui_curve_field: ClassVar[str] = "threshold"
+    #: Values of the ``method`` field without a threshold curve -> the reason (said at
+    #: once on ``Ctrl+T``, before anything is computed).
+    tui_no_curve_methods: ClassVar[dict[str, str]] = {}
+    #: The form field holding a model registered in :mod:`segdeck.core.models` (its
+    #: cache state is shown under it; ``m`` picks another); empty: none.
+    tui_model_field: ClassVar[str] = "model"
+    #: Other fields that hold a model under another name: dotted field ->
+    #: (``"module:register_function"`` or ``""``, {model name: field value}); ``m``
+    #: offers those models while the field is shown.
+    tui_extra_model_fields: ClassVar[dict[str, tuple[str, dict[str, str]]]] = {}
+    #: ``"module:Class"`` of a screen opened with ``t`` on a selected job of this kind,
+    #: called as ``Class(job_dir=Path)``; a dict it is dismissed with goes into the
+    #: form (empty: none).
+    tui_tool_screen: ClassVar[str] = ""
+    #: A plain-words line under a field of the form: dotted field -> text.
+    tui_field_notes: ClassVar[dict[str, str]] = {}
+
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):
             raise TypeError(f"{self.name} needs {self.Params.__name__}, got {type(params).__name__}")

@@ -6,7 +6,6 @@ The worker posts :class:`CurveProgress` (one status line) while it runs and one
 
 from __future__ import annotations
 
-import importlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from textual import work
 from textual.message import Message
 
+from segdeck.tui import hooks
 from segdeck.tui.controllers.base import Controller
 
 
@@ -57,7 +57,7 @@ class CurveController(Controller):
         job : str
             The job's name (given back in :class:`CurveReady`).
         function : str
-            ``"module:function"`` computing the curve (see :attr:`Job.tui_curve`).
+            ``"module:function"`` computing the curve (the job's ``tui_curve``).
         input_path : Path
             The folder (or file) the sample is drawn from.
         params : JobParams
@@ -91,9 +91,8 @@ class CurveController(Controller):
                     last[0] = pct
                     self.post_message(CurveProgress(f"{event.what}: {event.done:g}/{event.total:g} (Esc stops)"))
 
-        module, _, attr = function.partition(":")
         try:
-            fn = getattr(importlib.import_module(module), attr)
+            fn = hooks.load(function)
             curve = fn(input_path, params, emit=emit)
         except _CurveCancelled:
             self.post_message(CurveReady(job, None, None))

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-import importlib
-
+from segdeck.tui import hooks
 from segdeck.tui.controllers.base import Controller
-from segdeck.tui.hooks import EXTRA_MODEL_FIELDS, MODEL_FIELD
 from segdeck.tui.widgets.param_form import ParamForm
 
 
 class ModelPicker(Controller):
     """Says under the form's model field whether that model is cached (or downloading)
-    and opens :class:`~segdeck.tui.screens.models.ModelScreen` to pick another."""
+    and opens :class:`~segdeck.tui.screens.models.ModelScreen` to pick another.
+
+    Which fields hold a model is the job's declaration (``tui_model_field``,
+    ``tui_extra_model_fields``, see :mod:`segdeck.tui.hooks`); the screen sets
+    :attr:`job_cls` when its form changes job.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        #: The class of the form's job (None: no job).
+        self.job_cls: type | None = None
         self._downloads_running = False
 
     @property
     def form(self) -> ParamForm:
         return self.screen.query_one(ParamForm)
 
-    def model_field(self, job: str | None) -> tuple[str, dict[str, str] | None] | None:
+    def model_field(self) -> tuple[str, dict[str, str] | None] | None:
         """The form's field that holds a registered model, shown now.
-
-        Parameters
-        ----------
-        job : str or None
-            The form's job.
 
         Returns
         -------
@@ -38,27 +38,28 @@ class ModelPicker(Controller):
         """
         form = self.form
         visible = {s.name for s in form.visible_specs()}
-        if form.spec(MODEL_FIELD) is not None and MODEL_FIELD in visible:
-            return MODEL_FIELD, None
-        for field, (register, names) in EXTRA_MODEL_FIELDS.get(job or "", {}).items():
+        main = hooks.model_field(self.job_cls)
+        if main and form.spec(main) is not None and main in visible:
+            return main, None
+        for field, (register, names) in hooks.extra_model_fields(self.job_cls).items():
             if field in visible:
                 if register:
-                    module, _, attr = register.partition(":")
                     try:
-                        getattr(importlib.import_module(module), attr)()
+                        hooks.load(register)()
                     except Exception:  # noqa: BLE001 - not installed here: no models to offer
                         continue
                 return field, names
         return None
 
     def update_note(self) -> None:
-        """Under a ``model`` field: cached or not (a ``stat``), and the key to change that."""
+        """Under the job's model field: cached or not (a ``stat``), and the key to change that."""
         form = self.form
-        if form.spec(MODEL_FIELD) is None:
+        field = hooks.model_field(self.job_cls)
+        if not field or form.spec(field) is None:
             return
-        name = form.raw_value(MODEL_FIELD)
+        name = form.raw_value(field)
         if not name:
-            form.set_note(MODEL_FIELD, "")
+            form.set_note(field, "")
             return
         from segdeck.core.errors import SegdeckError
         from segdeck.core.models import model_path
@@ -67,15 +68,15 @@ class ModelPicker(Controller):
         try:
             cached = model_path(str(name)) is not None
         except SegdeckError:
-            form.set_note(MODEL_FIELD, f"{name} is not a registered model", bad=True)
+            form.set_note(field, f"{name} is not a registered model", bad=True)
             return
         dl = download_state(str(name))
         if cached:
-            form.set_note(MODEL_FIELD, f"{name}: cached ✓  (m: models)")
+            form.set_note(field, f"{name}: cached ✓  (m: models)")
         elif dl is not None and dl.state == "running":
-            form.set_note(MODEL_FIELD, f"{name}: download {dl.text()}  (m: models)")
+            form.set_note(field, f"{name}: download {dl.text()}  (m: models)")
         else:
-            form.set_note(MODEL_FIELD, f"{name}: not cached; the job downloads it first (m: models, download)", bad=True)
+            form.set_note(field, f"{name}: not cached; the job downloads it first (m: models, download)", bad=True)
 
     def follow_downloads(self) -> None:
         """Called on each poll: while a model download runs (and once after), its
@@ -87,18 +88,27 @@ class ModelPicker(Controller):
             self.update_note()
         self._downloads_running = running
 
-    def pick(self, job: str | None) -> None:
+    def pick(self, job: str | None, jobs: dict[str, type]) -> None:
         """Open the model cache screen; Enter there puts the model into the form's
-        model field. Only offered where the job (with its chosen method) has one."""
+        model field. Only offered where the job (with its chosen method) has one.
+
+        Parameters
+        ----------
+        job : str or None
+            The form's job (the pick is dropped when the form changed job meanwhile).
+        jobs : dict
+            The job classes by name (a form without a model field names those with one).
+        """
         from segdeck.tui.screens.models import ModelScreen
 
         form = self.form
-        found = self.model_field(job)
+        found = self.model_field()
         if found is None:
             method = form.raw_value("method")
             what = f"{job} with method {method}" if job and method is not None else (job or "this job")
-            self.notify(f"{what} uses no model: m lists models for jobs with a model field "
-                        "(automask, segment with a SAM method, cluster with method deep)", severity="warning")
+            with_models = ", ".join(n for n, c in jobs.items() if hooks.offers_models(c)) or "none here"
+            self.notify(f"{what} uses no model: m lists models for jobs with a model field ({with_models}; "
+                        "some only with a method that uses one)", severity="warning")
             return
         field, names = found
         spec = form.spec(field)

@@ -10,14 +10,14 @@ threshold curve), :class:`~segdeck.tui.controllers.annotate.AnnotateController`
 model field). The preview pane, the job summary and the log are widgets of their own
 (:mod:`segdeck.tui.widgets`); the styles are in ``app.tcss``.
 
-The integration hooks (which job has a threshold curve, a tool screen, a model field,
-notes under fields) are tables in :mod:`segdeck.tui.hooks`.
+What a job offers here (a threshold curve, a tool screen, a model field, notes under
+fields) is declared by the job class (its ``tui_*`` attributes, read through
+:mod:`segdeck.tui.hooks`): no job name appears in this screen's code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 from pathlib import Path
 
 from textual import on
@@ -28,7 +28,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 
-from segdeck.tui import launch
+from segdeck.tui import hooks, launch
 from segdeck.tui.controllers.annotate import (
     ANNOTATE_SOURCE,
     AnnotateController,
@@ -37,16 +37,8 @@ from segdeck.tui.controllers.annotate import (
 )
 from segdeck.tui.controllers.curve import CurveController, CurveProgress, CurveReady
 from segdeck.tui.controllers.jobs import POLL_S, JobsController, JobsLoaded, JobsPolled
-from segdeck.tui.controllers.models import ModelPicker
-from segdeck.tui.hooks import (
-    ANNOTATE_MODE,
-    CURVE_JOBS,
-    FIELD_NOTES,
-    JOB_SCREENS,
-    MODEL_FIELD,
-    NO_CURVE_METHODS,
-    THRESHOLD_FIELD,
-)
+from segdeck.tui.controllers.models import ModelPicker, nested
+from segdeck.tui.hooks import ANNOTATE_MODE
 from segdeck.tui.jobwatch import JobSnapshot, tail_log
 from segdeck.tui.launch import annotate_line
 from segdeck.tui.widgets.folder_tree import FolderTree
@@ -203,12 +195,14 @@ class MainScreen(Screen):
             preset_select.value = "default"
         form = self.query_one(ParamForm)
         await form.set_model(cls.Params if cls else None)
-        for field, text in FIELD_NOTES.get(name or "", {}).items():
+        self.models.job_cls = cls
+        for field, text in hooks.field_notes(cls).items():
             if form.spec(field) is not None:
                 form.set_note(field, text)
-        if name in CURVE_JOBS and form.spec(THRESHOLD_FIELD) is not None:
-            form.set_note(THRESHOLD_FIELD, "Ctrl+T: pick it from the curve of a sample; "
-                                           "empty = chosen automatically when the job runs")
+        threshold = hooks.curve_field(cls)
+        if hooks.curve(cls) and form.spec(threshold) is not None:
+            form.set_note(threshold, "Ctrl+T: pick it from the curve of a sample; "
+                                     "empty = chosen automatically when the job runs")
         self.refresh_bindings()
         self._update_run_state()
 
@@ -221,6 +215,12 @@ class MainScreen(Screen):
         self._applied_preset = str(event.value)
         form.reset_defaults()
         form.apply_values(self.presets.get(str(event.value), {}))
+
+    @property
+    def job_class(self) -> type | None:
+        """The class of the form's job (None: no job picked)."""
+        name = self.job_name
+        return self.jobs.get(name) if name else None
 
     @property
     def job_name(self) -> str | None:
@@ -404,23 +404,23 @@ class MainScreen(Screen):
         self.jobs_ctl.tick(force_scan=True)
 
     def action_job_tool(self) -> None:
-        """The form's threshold picker (``CURVE_JOBS``) or else the tool screen registered
-        for the selected job's kind (``JOB_SCREENS``)."""
+        """The form's threshold picker (the job's ``tui_curve``) or else the tool screen
+        the selected job's kind declares (``tui_tool_screen``)."""
         jobs = self.query_one(JobList)
-        on_job = jobs.has_focus and jobs.selected_snapshot is not None and jobs.selected_snapshot.job in JOB_SCREENS
-        if self.job_name in CURVE_JOBS and not on_job:
+        selected = jobs.selected_snapshot
+        on_job = jobs.has_focus and selected is not None and bool(hooks.tool_screen(self.jobs.get(selected.job)))
+        if hooks.curve(self.job_class) and not on_job:
             self.action_threshold()
             return
         snap = self._selected()
         if snap is None:
             return
-        target = JOB_SCREENS.get(snap.job)
-        if target is None:
+        target = hooks.tool_screen(self.jobs.get(snap.job))
+        if not target:
             self.notify(f"no tool screen for {snap.job} jobs", severity="warning")
             return
-        module, _, attr = target.partition(":")
         try:
-            screen_cls = getattr(importlib.import_module(module), attr)
+            screen_cls = hooks.load(target)
         except (ImportError, AttributeError):
             self.notify(f"the {snap.job} tool screen is not available in this install", severity="warning")
             return
@@ -444,20 +444,20 @@ class MainScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "threshold":  # dimmed in the footer for jobs without a curve
-            return True if self.job_name in CURVE_JOBS else None
+            return True if hooks.curve(self.job_class) else None
         return True
 
     # ---- threshold picker --------------------------------------------------------
     def action_threshold(self) -> None:
         """Compute the form's job's threshold curve on a sample (the curve controller's
         worker), then show the picker; the picked value goes into the ``threshold`` field."""
-        name = self.job_name
+        name, cls = self.job_name, self.job_class
         form = self.query_one(ParamForm)
-        if name not in CURVE_JOBS:
+        if not hooks.curve(cls):
             self.notify(f"{name or 'this job'} has no threshold picker", severity="warning")
             return
         method = form.raw_value("method")
-        why = NO_CURVE_METHODS.get(name, {}).get(str(method))
+        why = hooks.no_curve_reason(cls, method)
         if why:
             self.notify(f"no threshold curve: method {method} does not use a similarity threshold ({why})",
                         severity="warning", timeout=8)
@@ -475,7 +475,7 @@ class MainScreen(Screen):
         form.loading = True
         self.notify(f"computing the threshold curve ({form.params.method}) on a sample of {self.input_path.name}…",
                     timeout=4)
-        self.curve.start(name, CURVE_JOBS[name], self.input_path, form.params.model_copy(deep=True))
+        self.curve.start(name, hooks.curve(cls), self.input_path, form.params.model_copy(deep=True))
 
     def on_curve_progress(self, message: CurveProgress) -> None:
         if self.curve.busy:
@@ -509,7 +509,8 @@ class MainScreen(Screen):
         if message.error is not None or message.curve is None:
             self.notify(f"no threshold curve: {message.error}", severity="error", timeout=8)
             return
-        current = form.value(THRESHOLD_FIELD)
+        field = hooks.curve_field(self.jobs.get(message.job))
+        current = form.value(field)
         try:
             screen = ThresholdScreen(message.curve, start=current if isinstance(current, (int, float)) else None)
         except ValueError as exc:
@@ -523,7 +524,7 @@ class MainScreen(Screen):
             if self.job_name != job:
                 self.notify(f"the job changed: threshold {value:.4g} not applied", severity="warning")
                 return
-            self.query_one(ParamForm).apply_values({THRESHOLD_FIELD: float(value)})
+            self.query_one(ParamForm).apply_values(nested(field, float(value)))
             self.notify(f"threshold {value:.4g} set; Ctrl+R runs the job")
 
         self.app.push_screen(screen, picked)
@@ -532,12 +533,12 @@ class MainScreen(Screen):
     def model_field(self) -> tuple[str, dict[str, str] | None] | None:
         """The form's field that holds a registered model, shown now (see
         :meth:`ModelPicker.model_field`)."""
-        return self.models.model_field(self.job_name)
+        return self.models.model_field()
 
     def action_models(self) -> None:
         """The model cache: state, downloads; Enter puts the model into the form's
         model field. Only offered where the job (with its chosen method) has one."""
-        self.models.pick(self.job_name)
+        self.models.pick(self.job_name, self.jobs)
 
     def action_annotate(self) -> None:
         """Open ``segdeck annotate`` on the selected folder; its saved files go to the log."""
@@ -558,5 +559,4 @@ class MainScreen(Screen):
         self.action_rescan()  # painted / total counts in the tree
 
 
-__all__ = ["ANNOTATE_SOURCE", "CURVE_JOBS", "JOB_SCREENS", "MODEL_FIELD", "POLL_S", "AnnotateOutput",
-           "CurveReady", "MainScreen", "annotate_line"]
+__all__ = ["ANNOTATE_SOURCE", "POLL_S", "AnnotateOutput", "CurveReady", "MainScreen", "annotate_line"]

@@ -10,17 +10,28 @@ progress shows in the table; offline it fails with one line, shown under the tab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from segdeck.tui import models as downloads
 
 POLL_S = 0.5
+
+
+@dataclass
+class DownloadStarted(Message):
+    """A download's process was started (``error``: the one line saying why it was not)."""
+
+    name: str
+    error: str | None
 
 
 class ModelScreen(ModalScreen[str | None]):
@@ -175,9 +186,15 @@ class ModelScreen(ModalScreen[str | None]):
         try:
             downloads.start_download(name)
         except Exception as exc:  # noqa: BLE001 - one line for any start failure
-            self.app.call_from_thread(self.notify, f"could not start the download: {exc}", severity="error")
+            self.post_message(DownloadStarted(name, f"could not start the download: {exc}"))
             return
-        self.app.call_from_thread(self.refresh_rows)
+        self.post_message(DownloadStarted(name, None))
+
+    def on_download_started(self, message: DownloadStarted) -> None:
+        if message.error is not None:
+            self.notify(message.error, severity="error")
+            return
+        self.refresh_rows()
 
     def action_refresh(self) -> None:
         self.refresh_rows()

@@ -19,7 +19,7 @@ from segdeck.annotate.gui import (
     put_status,
 )
 from segdeck.annotate.keymap import Keymap
-from segdeck.annotate.state import GestureState
+from segdeck.annotate.state import MaskState
 
 NO_MARK = 255
 STROKES = {
@@ -45,14 +45,13 @@ def working_image(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-class GrabCutState(GestureState):
-    """Events in, GrabCut mask out.
+class GrabCutState(MaskState):
+    """Events in, GrabCut mask out (``image`` and ``keymap``: :class:`~segdeck.annotate.state.MaskState`).
 
     Parameters
     ----------
-    image : ndarray (h, w, 3) uint8 RGB
-        The working image; event coordinates are its pixels (x, y).
-    keymap : Keymap, optional
+    brush : int, optional
+        Stroke radius in working-image pixels (default: 1/150 of the shorter side).
 
     Attributes
     ----------
@@ -62,18 +61,15 @@ class GrabCutState(GestureState):
         Stroke labels (``cv2.GC_*``), 255 where nothing was drawn.
     mask : ndarray (h, w) bool or None
         Foreground after the last iteration.
-    outcome : None, "finish" or "quit"
     """
 
     session = "grabcut"
 
     def __init__(self, image: np.ndarray, keymap: Keymap | None = None, brush: int | None = None):
-        super().__init__(keymap)
-        self.image = np.ascontiguousarray(image)
+        super().__init__(image, keymap)
         self.bgr = cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR)
         h, w = image.shape[:2]
         self.brush = brush or max(2, round(min(h, w) / 150))
-        self.outcome: str | None = None
         self.reset()
 
     def reset(self) -> bool:
@@ -150,30 +146,18 @@ class GrabCutState(GestureState):
             return self.iterate()
         if name == "reset":
             return self.reset()
-        if name == "finish":
-            if self.mask is None:
-                self.iterate()
-            if self.mask is None or not self.mask.any():
-                self.message = "nothing to finish: no foreground yet"
-                return True
-            self.outcome = "finish"
-            return True
-        if name == "quit":
-            self.outcome = "quit"
-            return True
         if name == "brush_bigger":
             self.brush = min(self.brush + 1, 100)
             return True
         if name == "brush_smaller":
             self.brush = max(self.brush - 1, 1)
             return True
-        return False
+        return super().action(name)
 
-    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
-        """The foreground at ``size`` (W, H), nearest-neighbour scaled; bool (H, W)."""
+    def settle(self) -> None:
+        """Finishing before any iteration runs one."""
         if self.mask is None:
-            return np.zeros((size[1], size[0]), bool)
-        return cv2.resize(self.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+            self.iterate()
 
 
 def mask_to_segments(mask: np.ndarray) -> np.ndarray:
@@ -202,30 +186,9 @@ class GrabCutWindow(ImageSession):
         size = (self.view.dw, self.view.dh + STATUS_BAR)
         self.positions = {self.ANN: (0, 0), self.SEG: place_next_to(size, size)}
 
-    def on_key(self, code: int) -> bool:
-        act = self.state.keymap.key_action("grabcut", code)
-        if act is None:
-            return False
-        if act.startswith(("zoom_", "pan_")):
-            changed = self.view.view_action(act, self.state.pointer)
-        else:
-            changed = self.state.action(act)
-        if self.state.outcome:
-            self.outcome = self.state.outcome
-        if changed:
-            self.mark()
-        return changed
-
-    def _base(self) -> np.ndarray:
-        if self._img_version != self.view.version:
-            self._img = self.view.image_view(self.state.bgr)
-            self._rows, self._cols = self.view.sample_index()
-            self._img_version = self.view.version
-        return self._img
-
     def draw(self, name: str) -> np.ndarray:
         st, v = self.state, self.view
-        img = self._base()
+        img = self.base_view()
         frame = np.zeros((v.dh + STATUS_BAR, v.dw, 3), np.uint8)
         disp = frame[: v.dh]
         if name == self.SEG:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeck.annotate.state import Outcome
 from segdeck.core.errors import SetupError
 
 #: Default bound on the pixels a window shows (width, height): keeps X11 forwarding
@@ -517,7 +518,7 @@ class WindowLoop:
         self.positions: dict[str, tuple[int, int]] = {}
         self.dirty: set[str] = set()
         self.frames = 0
-        self.outcome: str | None = None
+        self.outcome: Outcome | None = None
         self.frames_log = Path(frames_log) if frames_log else None
 
     def mark(self, *names: str) -> None:
@@ -535,7 +536,7 @@ class WindowLoop:
                     self.draw_dirty()
             except Exception as exc:  # a callback must never kill the Qt loop
                 self.error = exc
-                self.outcome = "error"
+                self.outcome = Outcome.ERROR
 
         return on_mouse
 
@@ -550,7 +551,7 @@ class WindowLoop:
                     with open(self.frames_log, "a") as fh:
                         fh.write(f"{time.time():.4f} {name}\n")
 
-    def run(self) -> str:
+    def run(self) -> Outcome:
         self.error: Exception | None = None
         for name in self.windows:
             self.gui.open(name, self._callback(name), self.positions.get(name))
@@ -565,11 +566,11 @@ class WindowLoop:
                     self.on_key(code)
                 self.idle()
                 if self.outcome is None and not all(self.gui.is_open(n) for n in self.windows):
-                    self.outcome = "quit"
+                    self.outcome = Outcome.QUIT
                 if self.outcome is None:
                     self.draw_dirty()
         finally:
-            if not self.keep_open or self.outcome in ("quit", "error"):
+            if not self.keep_open or self.outcome in (Outcome.QUIT, Outcome.ERROR):
                 for name in self.windows:
                     self.gui.close(name)
                 self.gui.wait_key(1)
@@ -600,11 +601,13 @@ class WindowLoop:
 class ImageSession(WindowLoop):
     """A window session over one image with a prompt state (GrabCut, SAM).
 
-    Sets up what those sessions share: the state, the screen-bounded :class:`View` of
-    the image, the status-line fields and mouse routing (:meth:`image_mouse`).
-    Subclasses set ``SESSION`` (their keymap section) and ``HINTS`` (the status bar's
-    key hints, see :meth:`Keymap.hints`) and fill ``windows`` and ``positions`` after
-    calling ``super().__init__``.
+    Sets up what those sessions share: the state (a
+    :class:`~segdeck.annotate.state.MaskState`), the screen-bounded :class:`View` of the
+    image and its cached display (:meth:`base_view`), the status-line fields, mouse
+    routing (:meth:`image_mouse`) and key dispatch (:meth:`on_key`). Subclasses set
+    ``SESSION`` (their keymap section) and ``HINTS`` (the status bar's key hints, see
+    :meth:`Keymap.hints`), fill ``windows`` and ``positions`` after calling
+    ``super().__init__`` and implement ``draw``.
     """
 
     SESSION = ""
@@ -619,7 +622,38 @@ class ImageSession(WindowLoop):
         self.view = View((w, h), max_window)
         self.title, self.index, self.total = title, index, total
         self._img_version = None
+        #: the image in OpenCV's channel order, for drawing
+        self.bgr = np.ascontiguousarray(state.image[:, :, ::-1])
         self.hints = state.keymap.hints(self.SESSION, self.HINTS)
+
+    def base_view(self) -> np.ndarray:
+        """The visible part of the image at display size, BGR (cached per view change);
+        ``self._rows`` / ``self._cols`` index the working image's pixels shown."""
+        if self._img_version != self.view.version:
+            self._img = self.view.image_view(self.bgr)
+            self._rows, self._cols = self.view.sample_index()
+            self._img_version = self.view.version
+        return self._img
+
+    def on_key(self, code: int) -> bool:
+        """A key of the ``SESSION`` keymap section: zoom / pan the view, else the state's
+        action (after :meth:`before_action`); a state that sets ``outcome`` ends the loop."""
+        act = self.state.keymap.key_action(self.SESSION, code)
+        if act is None:
+            return False
+        if act.startswith(("zoom_", "pan_")):
+            changed = self.view.view_action(act, self.state.pointer)
+        else:
+            self.before_action(act)
+            changed = self.state.action(act)
+        if self.state.outcome:
+            self.outcome = self.state.outcome
+        if changed:
+            self.mark()
+        return changed
+
+    def before_action(self, act: str) -> None:
+        """Called before the state handles the key action ``act`` (default: nothing)."""
 
     def _mouse(self, kind, button, u, v, ctrl) -> bool:
         return self.image_mouse(self.SESSION, kind, button, u, v, ctrl)

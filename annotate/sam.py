@@ -23,10 +23,10 @@ from segdeck.annotate.gui import (
     put_status,
 )
 from segdeck.annotate.keymap import Keymap
-from segdeck.annotate.state import GestureState
+from segdeck.annotate.state import MaskState
 
 
-class SamState(GestureState):
+class SamState(MaskState):
     """Prompts in, mask out.
 
     Parameters
@@ -49,15 +49,14 @@ class SamState(GestureState):
     """
 
     session = "sam"
+    NOTHING_TO_FINISH = "nothing to finish: predict a mask first"
 
     def __init__(self, image: np.ndarray, engine, keymap: Keymap | None = None, *,
                  engine_lock: threading.Lock | None = None, live: bool = True):
-        super().__init__(keymap)
-        self.image = np.ascontiguousarray(image)
+        super().__init__(image, keymap)
         self.engine = engine
         self.engine_lock = engine_lock or threading.Lock()
         self.live = live
-        self.outcome: str | None = None
         self._box_start: tuple[int, int] | None = None
         self.box_preview: tuple[int, int, int, int] | None = None
         self.predictions = 0
@@ -191,24 +190,12 @@ class SamState(GestureState):
             return self.undo()
         if name == "reset":
             return self.reset()
-        if name == "finish":
-            if self.prompts and (self.stale or self.mask is None):
-                self.predict()
-            if self.mask is None or not self.mask.any():
-                self.message = "nothing to finish: predict a mask first"
-                return True
-            self.outcome = "finish"
-            return True
-        if name == "quit":
-            self.outcome = "quit"
-            return True
-        return False
+        return super().action(name)
 
-    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
-        """The mask at ``size`` (W, H), nearest-neighbour scaled; bool (H, W)."""
-        if self.mask is None:
-            return np.zeros((size[1], size[0]), bool)
-        return cv2.resize(self.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    def settle(self) -> None:
+        """Finishing with prompts newer than the mask predicts first (waiting for the engine)."""
+        if self.prompts and (self.stale or self.mask is None):
+            self.predict()
 
 
 class SamWindow(ImageSession):
@@ -227,7 +214,6 @@ class SamWindow(ImageSession):
         super().__init__(state, **kwargs)
         self.windows = {self.WIN: self._mouse}
         self.positions = {self.WIN: (0, 0)}
-        self.bgr = cv2.cvtColor(state.image, cv2.COLOR_RGB2BGR)
 
     def busy(self) -> bool:
         """Stay responsive while a mask is pending (the engine was busy embedding)."""
@@ -238,34 +224,19 @@ class SamWindow(ImageSession):
         if self.state.stale and self.state.refresh(block=False):
             self.mark()
 
-    def on_key(self, code: int) -> bool:
-        act = self.state.keymap.key_action("sam", code)
-        if act is None:
-            return False
-        if act.startswith(("zoom_", "pan_")):
-            changed = self.view.view_action(act, self.state.pointer)
-        else:
-            if self.state.prompts and (act == "predict" or (act == "finish" and self.state.stale)):
-                self.state.message = "predicting ... (the first time waits for the image embedding)"
-                self.mark()
-                self.draw_dirty()
-                self.gui.pump(1)
-            changed = self.state.action(act)
-        if self.state.outcome:
-            self.outcome = self.state.outcome
-        if changed:
+    def before_action(self, act: str) -> None:
+        """Say "predicting" on screen before an action that waits for the engine."""
+        if self.state.prompts and (act == "predict" or (act == "finish" and self.state.stale)):
+            self.state.message = "predicting ... (the first time waits for the image embedding)"
             self.mark()
-        return changed
+            self.draw_dirty()
+            self.gui.pump(1)
 
     def draw(self, name: str) -> np.ndarray:
         st, v = self.state, self.view
-        if self._img_version != v.version:
-            self._img = v.image_view(self.bgr)
-            self._rows, self._cols = v.sample_index()
-            self._img_version = v.version
         frame = np.zeros((v.dh + STATUS_BAR, v.dw, 3), np.uint8)
         disp = frame[: v.dh]
-        disp[:] = self._img
+        disp[:] = self.base_view()
         if st.mask is not None:
             m = st.mask[self._rows[:, None], self._cols[None, :]]
             disp[m] = disp[m] // 2 + np.array((0, 110, 0), np.uint8)

@@ -2,7 +2,9 @@
 
 :class:`GestureState` turns raw mouse events (down / up / move / double / wheel with a
 button and a ctrl flag) into keymap actions; :class:`PaintState` is the segment-painting
-session: a label map of segments (0 = edge) and one colour index per segment.
+session: a label map of segments (0 = edge) and one colour index per segment;
+:class:`MaskState` is the base of the prompt sessions whose result is one foreground
+mask (GrabCut, SAM). Every session ends with an :class:`Outcome`.
 
 Coordinates are full-resolution pixel positions ``(x, y)`` of the session's image.
 """
@@ -10,6 +12,7 @@ Coordinates are full-resolution pixel positions ``(x, y)`` of the session's imag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -35,6 +38,25 @@ PALETTE = np.array(
 )
 
 BUTTONS = ("left", "right", "middle")
+
+
+class Outcome(StrEnum):
+    """How a session (state or window) ended: what the driver does next.
+
+    A ``StrEnum``: each member equals its keymap action name (``Outcome.QUIT == "quit"``).
+    """
+
+    #: GrabCut / SAM: the mask is handed over to painting.
+    FINISH = "finish"
+    #: Stop the run (the window was closed, or the quit key).
+    QUIT = "quit"
+    #: Painting: go to the next / the previous image without saving.
+    NEXT = "next"
+    PREVIOUS = "previous"
+    #: Painting: save the image's painting, then go to the next image.
+    SAVE_NEXT = "save_next"
+    #: A mouse callback raised; the window loop re-raises it.
+    ERROR = "error"
 
 
 def colour_hex(rgb) -> str:
@@ -136,6 +158,67 @@ class GestureState:
 
     def action(self, name: str | None) -> bool:
         return False
+
+
+class MaskState(GestureState):
+    """Base of a prompt session whose result is one foreground mask of a working image.
+
+    Shared by :class:`~segdeck.annotate.grabcut.GrabCutState` and
+    :class:`~segdeck.annotate.sam.SamState`: the ``finish`` and ``quit`` actions and the
+    mask scaled to full resolution (:meth:`full_mask`). Subclasses bring ``mask`` up to
+    date in :meth:`settle` and handle their own actions before calling
+    ``super().action(name)``.
+
+    Parameters
+    ----------
+    image : ndarray (h, w, 3) uint8 RGB
+        The working image; event coordinates are its pixels (x, y).
+    keymap : Keymap, optional
+
+    Attributes
+    ----------
+    mask : ndarray (h, w) bool or None
+        The current foreground.
+    outcome : Outcome or None
+        ``FINISH`` (a non-empty mask) or ``QUIT`` once the session is over.
+    """
+
+    #: The message when ``finish`` finds no foreground.
+    NOTHING_TO_FINISH = "nothing to finish: no foreground yet"
+
+    def __init__(self, image: np.ndarray, keymap: Keymap | None = None):
+        super().__init__(keymap)
+        self.image = np.ascontiguousarray(image)
+        self.mask: np.ndarray | None = None
+        self.outcome: Outcome | None = None
+
+    def settle(self) -> None:
+        """Bring ``mask`` up to date with the prompts before finishing (default: nothing)."""
+
+    def action(self, name: str | None) -> bool:
+        if name == Outcome.FINISH:
+            self.settle()
+            if self.mask is None or not self.mask.any():
+                self.message = self.NOTHING_TO_FINISH
+                return True
+            self.outcome = Outcome.FINISH
+            return True
+        if name == Outcome.QUIT:
+            self.outcome = Outcome.QUIT
+            return True
+        return False
+
+    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
+        """The mask at ``size`` (W, H), nearest-neighbour scaled.
+
+        Returns
+        -------
+        ndarray (H, W) bool
+            All False before any mask.
+        """
+        if self.mask is None:
+            return np.zeros((size[1], size[0]), bool)
+        return cv2.resize(self.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 @dataclass
@@ -536,8 +619,8 @@ class PaintState(GestureState):
             return True
         if name is not None:
             self._cancel_confirm()
-        if name in ("quit", "next", "previous", "save_next"):
-            self.outcome = name
+        if name in (Outcome.QUIT, Outcome.NEXT, Outcome.PREVIOUS, Outcome.SAVE_NEXT):
+            self.outcome = Outcome(name)
             return True
         if name == "undo":
             return self.undo()

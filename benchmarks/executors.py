@@ -2,8 +2,11 @@
 
 Mode ``throughput`` (default) writes ``--photos`` JPEGs (crops of the photos that ship
 with scikit-image / scikit-learn, 480 x 360, nothing downloaded) and prints images/min
-of ``segdeck run segment --method edge`` with the local executor. The Ray executor of
-issue 16 is not built yet; the line for it says so.
+of ``segdeck run segment --method edge`` with the local executor and with
+``--executor ray`` (a local Ray started by the run) for 1 and 2 workers (``--workers``),
+twice each: for the whole process (start-up, and Ray's start-up, included) and for the
+items alone (first to last ``ItemDone`` in ``events.jsonl``), and Ray's overhead as
+the ratio of local to Ray images/min. Without Ray installed the Ray lines say so.
 
 Mode ``memory`` writes ``--n`` small JPEGs (96 x 64) and runs the same command for
 ``--seconds``, sampling the process's resident memory every second (``/proc``), then
@@ -14,8 +17,9 @@ waited 35-60 s for the write backlog.
 
 Run::
 
-    .venv/bin/python benchmarks/executors.py                       # images/min
-    .venv/bin/python benchmarks/executors.py memory --n 20000 --seconds 30
+    .venv/bin/python benchmarks/executors.py                       # images/min, local and Ray
+    .venv/bin/python benchmarks/executors.py throughput --photos 96 --workers 1 2
+    .venv/bin/python benchmarks/executors.py memory --n 20000 --seconds 30 [--executor ray]
 """
 
 from __future__ import annotations
@@ -57,9 +61,23 @@ def _write_small(dest: Path, n: int) -> None:
         cv2.imwrite(str(dest / f"{i:05d}.jpg"), np.roll(base, i % 96, axis=1))
 
 
-def _command(photos: Path, out: Path) -> list[str]:
+def _command(photos: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "segdeck", "run", "segment", str(photos), "--method", "edge",
-            "--out", str(out), "--events"]
+            "--out", str(out), "--events", *extra]
+
+
+def _timed_run(photos: Path, out: Path, tmp: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    """Run ``segdeck run`` once; returns (process seconds, seconds from the first to the
+    last ItemDone)."""
+    import json
+
+    t = time.perf_counter()
+    proc = subprocess.run(_command(photos, out, extra), capture_output=True, text=True, env=_env(tmp))
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"segdeck run {' '.join(extra)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    stamps = [e["t"] for e in map(json.loads, proc.stdout.splitlines()) if e.get("kind") == "ItemDone"]
+    return seconds, stamps[-1] - stamps[0]
 
 
 def _env(tmp: Path) -> dict:
@@ -72,14 +90,28 @@ def throughput(args) -> None:
         photos = tmp / "photos"
         photos.mkdir()
         _write_photos(photos, args.photos)
-        t = time.perf_counter()
-        proc = subprocess.run(_command(photos, tmp / "out"), capture_output=True, text=True, env=_env(tmp))
-        seconds = time.perf_counter() - t
-        if proc.returncode != 0:
-            sys.exit(f"segdeck run failed ({proc.returncode}): {proc.stderr[-500:]}")
-        print(f"local executor: {args.photos} photos (480 x 360) in {seconds:.1f} s "
-              f"= {args.photos / seconds * 60:.0f} images/min (process start included)")
-        print("ray executor: not built yet (issue 16, Ray executor)")
+        n = args.photos
+
+        def line(name: str, runs: list[tuple[float, float]]) -> tuple[float, float]:
+            whole = n / min(r[0] for r in runs) * 60
+            items = (n - 1) / min(r[1] for r in runs) * 60
+            print(f"{name:18s} {whole:8.0f} images/min whole process  {items:8.0f} images/min items  "
+                  f"(best of {len(runs)}; {', '.join(f'{r[0]:.1f}' for r in runs)} s)", flush=True)
+            return whole, items
+
+        print(f"segment --method edge, {n} photos (480 x 360), {os.cpu_count()} CPUs", flush=True)
+        local = line("local", [_timed_run(photos, tmp / f"local{i}", tmp) for i in range(args.repeat)])
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("ray: not installed (pip install 'segdeck[ray]')")
+            return
+        for w in args.workers:
+            extra = ("--executor", "ray", "--ray-workers", str(w))
+            ray_ = line(f"ray, {w} worker(s)", [_timed_run(photos, tmp / f"ray{w}-{i}", tmp, extra)
+                                                 for i in range(args.repeat)])
+            print(f"{'':18s} overhead (local / ray images/min): whole process {local[0] / ray_[0]:.2f}, "
+                  f"items {local[1] / ray_[1]:.2f}", flush=True)
 
 
 def _rss_mib(pid: int) -> tuple[float, float]:
@@ -96,7 +128,8 @@ def memory(args) -> None:
         photos.mkdir()
         print(f"writing {args.n} small JPEGs ...", flush=True)
         _write_small(photos, args.n)
-        proc = subprocess.Popen(_command(photos, tmp / "out"), stdout=subprocess.PIPE,
+        extra = ("--executor", "ray") if args.executor == "ray" else ()
+        proc = subprocess.Popen(_command(photos, tmp / "out", extra), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=_env(tmp))
         done = [0]
 
@@ -136,15 +169,18 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode")
     t = sub.add_parser("throughput", help="images/min of segment --method edge")
     t.add_argument("--photos", type=int, default=48)
+    t.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to measure")
+    t.add_argument("--repeat", type=int, default=2, help="runs per executor (the best counts)")
     m = sub.add_parser("memory", help="RSS over time and SIGINT latency on many small images")
     m.add_argument("--n", type=int, default=20000)
     m.add_argument("--seconds", type=float, default=30.0)
+    m.add_argument("--executor", choices=["local", "ray"], default="local")
     args = parser.parse_args()
     if args.mode == "memory":
         memory(args)
     else:
         if args.mode is None:
-            args.photos = 48
+            args.photos, args.workers, args.repeat = 48, [1, 2], 2
         throughput(args)
 
 

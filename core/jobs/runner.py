@@ -65,6 +65,7 @@ from segdeck.core.jobs.events import (
     Sink,
     read_events,
 )
+from segdeck.core.jobs.executors import ComputeContext, RayExecutor
 from segdeck.core.jobs.items import check_item_ids
 from segdeck.core.jobs.manifest import MANIFEST_NAME, Manifest
 from segdeck.core.jobs.registry import remember
@@ -325,6 +326,7 @@ def run_job(
     write_queue: int = 4,
     fresh: bool = False,
     drain_s: float = DRAIN_SECONDS,
+    executor: RayExecutor | None = None,
 ) -> JobSummary:
     """Run a job to the end (or until cancelled) in its job folder.
 
@@ -349,6 +351,10 @@ def run_job(
     drain_s : float
         After a cancel, results already computed are written for at most this many
         seconds; the others stay ``pending``.
+    executor : RayExecutor, optional
+        Where items are computed (:mod:`.executors`). None: in this process (the
+        prefetch/compute/write pipeline above). The manifest, the events and all
+        writes stay with this process either way.
 
     Returns
     -------
@@ -508,6 +514,28 @@ def run_job(
             t = time.perf_counter()
             return job.load(item), time.perf_counter() - t
 
+        def deliver(item: str, result, seconds: float) -> bool:
+            while True:  # back-pressure: wait for room in the write queue
+                try:
+                    results.put((item, result, seconds), timeout=_POLL)
+                    return True
+                except queue.Full:
+                    if stopping():
+                        left_pending.append(item)
+                        return False
+
+        def fail_remote(item: str, exc: BaseException, seconds: float) -> None:
+            if stop_for(exc):
+                left_pending.append(item)
+            else:
+                record_failure(item, exc, seconds)
+
+        def mark(state: str):
+            def set_state(item: str) -> None:
+                with db_lock:
+                    getattr(manifest, f"mark_{state}")(item)
+            return set_state
+
         cancelled = False
         writer = threading.Thread(target=writer_loop, name="write", daemon=True)
         writer.start()
@@ -523,7 +551,16 @@ def run_job(
                 pending.append((nxt, loader.submit(load_stage, nxt)))
 
         try:
-            refill()
+            if executor is not None:  # items computed elsewhere; `pending` stays empty
+                try:
+                    executor.compute(job, todo, ComputeContext(
+                        emit=emit, stopping=stopping, mark_running=mark("running"), mark_pending=mark("pending"),
+                        deliver=deliver, fail=fail_remote, fail_run=lambda line: fatal or fatal.append(line),
+                        log=logger.error))
+                except SetupError as exc:  # Ray missing or unreachable: one line
+                    fatal.append(str(exc))
+            else:
+                refill()
             while pending and not stopping():
                 item, fut = pending.popleft()
                 while not stopping():  # wait for the load, watching for a cancel
@@ -563,14 +600,7 @@ def run_job(
                 finally:
                     job._step_target = None
                     data = None  # the loaded input is not kept while waiting for the writer
-                while True:  # back-pressure: wait for room in the write queue
-                    try:
-                        results.put((item, result, seconds), timeout=_POLL)
-                        break
-                    except queue.Full:
-                        if stopping():
-                            left_pending.append(item)
-                            break
+                deliver(item, result, seconds)
                 result = None
         finally:
             for _item, fut in pending:

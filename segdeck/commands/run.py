@@ -49,6 +49,16 @@ def add_parser(sub) -> None:
         jp.add_argument("--skip-failed", action="store_true", help="do not retry items that failed in an earlier run")
         jp.add_argument("--fresh", action="store_true",
                         help="start over: forget which items an earlier run did (also a damaged manifest)")
+        rg = jp.add_argument_group("executor", "where items are computed (the job folder stays with this process)")
+        rg.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local: this process (default); ray: Ray workers (pip install 'segdeck[ray]')")
+        rg.add_argument("--ray-address", metavar="ADDR",
+                        help="Ray cluster: 'auto' on a cluster node, ray://HEAD:10001 for a client "
+                             "(default: RAY_ADDRESS, else a local Ray on this machine)")
+        rg.add_argument("--ray-workers", metavar="N", type=int,
+                        help="number of Ray workers (default: as many as the cluster's CPUs, or GPUs for a GPU job)")
+        rg.add_argument("--ray-send-bytes", action="store_true",
+                        help="send the images' bytes to the workers (no shared file system) instead of their paths")
         group = jp.add_argument_group("parameters")
         for spec in field_specs(cls.Params):
             flag = "--" + spec.name.replace("_", "-")
@@ -106,6 +116,19 @@ def run(args) -> int:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:
         return bail(str(exc), what="bad parameters")
+    executor = None
+    if args.executor == "ray":
+        from segdeck.core.jobs.executors import RayExecutor, import_ray
+
+        if args.ray_workers is not None and args.ray_workers < 1:
+            return bail("--ray-workers must be at least 1")
+        try:
+            import_ray()
+        except SegdeckError as exc:
+            return bail(str(exc))
+        executor = RayExecutor(args.ray_address, args.ray_workers, send_bytes=args.ray_send_bytes)
+    elif args.ray_address or args.ray_workers or args.ray_send_bytes:
+        return bail("--ray-address, --ray-workers and --ray-send-bytes need --executor ray")
     job_dir = job_dir_for(cls, params, input_path, args.out)
     job = cls(params, input_path, job_dir)
     cancel = threading.Event()
@@ -120,7 +143,8 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     sink, close = (_json_sink() if args.events else _rich_sink(cls.name))
     try:
-        summary = run_job(job, sink=sink, cancel=cancel, retry_failed=not args.skip_failed, fresh=args.fresh)
+        summary = run_job(job, sink=sink, cancel=cancel, retry_failed=not args.skip_failed, fresh=args.fresh,
+                          executor=executor)
     except SegdeckError as exc:
         close()
         return bail(str(exc))

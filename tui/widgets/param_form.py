@@ -155,6 +155,9 @@ class ParamForm(VerticalScroll):
         from segdeck.core.params import field_specs
 
         self._loading = True
+        # no params while the form is rebuilt: those of the previous model must never be
+        # read together with the new model (revalidate sets them once the fields exist)
+        self.params, self.errors = None, {}
         await self.remove_children()
         self.model = model
         self.specs = field_specs(model) if model is not None else []

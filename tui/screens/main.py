@@ -153,8 +153,7 @@ class MainScreen(Screen):
         if not self.jobs:
             self.query_one("#job-desc", Static).update("no job is available in this install")
             return
-        first = "segment" if "segment" in self.jobs else next(iter(self.jobs))
-        select.value = first
+        select.value = next(iter(self.jobs))  # the registry's first (segment), extra jobs after
 
     @on(Select.Changed, "#job-select")
     async def _job_changed(self, event: Select.Changed) -> None:

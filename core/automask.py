@@ -119,6 +119,9 @@ class AutomaskJob(Job):
 
     name = "automask"
     Params = AutomaskParams
+    #: ``--executor ray``: the model lives on the workers only (write and finalize need
+    #: none), so the driver needs neither the weights nor a GPU.
+    setup_on_driver = False
     description = (
         "automatic SAM 2.1 / SAM-HQ masks for every image (official generator parameters), "
         "optional region filters; label maps, overlays, region CSVs, COCO RLE"

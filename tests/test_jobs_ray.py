@@ -25,13 +25,33 @@ from segdeck.core.segment import SegmentJob, SegmentParams  # noqa: E402
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray with 2 CPUs for the module; its address (for child processes)."""
+    """A local Ray with 2 CPUs for the module; its address (for child processes). Its
+    workers can import this module (``WorkerOnlySetupJob``) and know the driver's pid."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SEGDECK_TEST_DRIVER_PID")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), saved["PYTHONPATH"]]))
+    os.environ["SEGDECK_TEST_DRIVER_PID"] = str(os.getpid())
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
              logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class WorkerOnlySetupJob(SegmentJob):
+    """``segment`` whose ``setup`` must not run on the driver (like automask's model)."""
+
+    setup_on_driver = False
+
+    def setup(self, emit):
+        if os.getpid() == int(os.environ["SEGDECK_TEST_DRIVER_PID"]):
+            raise RuntimeError("setup ran on the driver")
+        emit(Message(text=f"set up in process {os.getpid()}"))
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +152,19 @@ def test_driver_killed_then_rerun_resumes(local_ray, photos, tmp_path):
     assert summary.status == "done" and summary.skipped >= 1
     assert summary.skipped + summary.done == summary.total
     assert {s for s, _, _ in _states(job_dir).values()} == {"done"}
+
+
+def test_a_job_may_keep_its_setup_off_the_driver(local_ray, photos, tmp_path):
+    src = tmp_path / "two"
+    src.mkdir()
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        (src / name).write_bytes((photos / name).read_bytes())
+    params = SegmentParams()
+    job = WorkerOnlySetupJob(params, src, tmp_path / "out")
+    events = []
+    summary = run_job(job, executor=RayExecutor(workers=1), sink=events.append)
+    assert summary.status == "done" and summary.done == 2
+    assert any(isinstance(e, Message) and e.text.startswith("set up in process") for e in events)
 
 
 def test_without_ray_the_cli_names_the_extra(tmp_path, photos, monkeypatch, capsys):

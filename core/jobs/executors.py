@@ -93,6 +93,14 @@ def import_ray():
     return ray
 
 
+def setup_on_driver(job: Job) -> bool:
+    """Whether the driver of a remote run calls ``job.setup`` too: yes unless the job
+    class sets ``setup_on_driver = False`` (a job whose ``write`` and ``finalize`` need
+    nothing from ``setup``, such as a model only ``process`` uses: the driver then
+    neither loads it nor needs the GPU it asks for)."""
+    return bool(getattr(job, "setup_on_driver", True))
+
+
 def uses_gpu(job: Job) -> bool:
     """Whether a worker of ``job`` needs a GPU: the job's ``device`` parameter is ``cuda``,
     or ``auto`` on a cluster that has GPUs (jobs without ``device`` use CPUs)."""
@@ -301,8 +309,16 @@ class RayExecutor:
         from ray.exceptions import RayActorError, RayError
 
         started = self._init(ray)
+        try:
+            gpu = uses_gpu(job)
+            if gpu and ray.cluster_resources().get("GPU", 0) < 1:
+                raise SetupError("this job asks for a GPU per Ray worker (device = cuda) but the Ray cluster "
+                                 "has none; use device = cpu or auto, or a cluster with GPUs")
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
         actor_cls = ray.remote(_Worker)
-        gpu = uses_gpu(job)
         options = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": 1}
         if self.workers:
             n_workers = self.workers

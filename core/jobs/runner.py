@@ -65,7 +65,7 @@ from segdeck.core.jobs.events import (
     Sink,
     read_events,
 )
-from segdeck.core.jobs.executors import ComputeContext, RayExecutor
+from segdeck.core.jobs.executors import ComputeContext, RayExecutor, setup_on_driver
 from segdeck.core.jobs.items import check_item_ids
 from segdeck.core.jobs.manifest import MANIFEST_NAME, Manifest
 from segdeck.core.jobs.registry import remember
@@ -430,7 +430,7 @@ def run_job(
             extra = f", {skipped_failed} failed before (not retried)" if skipped_failed else ""
             emit(Message(text=f"resuming: {skipped} of {total} items already done{extra}"))
         try:
-            if todo:
+            if todo and (executor is None or setup_on_driver(job)):
                 job.setup(emit)
         except ItemCancelled:  # a long setup (training) saw the cancel through Job.step
             seconds = time.time() - t0

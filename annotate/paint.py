@@ -150,7 +150,8 @@ class PaintDisplay:
 class PaintWindow(WindowLoop):
     """Segment window + colour window for one image.
 
-    ``run()`` returns the state's outcome: ``"quit" | "next" | "previous" | "save_next"``.
+    ``run()`` returns the state's outcome: ``Outcome.QUIT | NEXT | PREVIOUS | SAVE_NEXT``
+    (:class:`~segdeck.annotate.state.Outcome`).
     """
 
     SEG = "segdeck paint"

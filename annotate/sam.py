@@ -13,6 +13,7 @@ Anything", ICCV 2023 (arXiv:2304.02643).
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -26,6 +27,34 @@ from segdeck.annotate.keymap import Keymap
 from segdeck.annotate.state import MaskState
 
 
+class MaskResult(Protocol):
+    """What a SAM engine returns: ``masks`` (M, H, W) bool, ``scores`` (M,) float
+    (:class:`segdeck.core.sam.engine.PredictResult`, ``GenerateResult``)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+
+class SamEngine(Protocol):
+    """What the annotation windows use of :func:`segdeck.core.sam.open_engine`'s engine.
+
+    ``set_image`` and ``predict`` serve the ``sam`` method's prompts, ``generate`` the
+    ``sam-auto`` method's automatic masks; the tests drive the windows with small fakes.
+    """
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Embed ``image`` ((H, W, 3) uint8 RGB) for the next predictions (cached per image)."""
+        ...
+
+    def predict(self, points=None, labels=None, box=None, multimask: bool = False) -> MaskResult:
+        """Masks for points (N, 2) (x, y) with labels (N,) 1 / 0 and a box XYXY, at the image's size."""
+        ...
+
+    def generate(self, image: np.ndarray, params=None) -> MaskResult:
+        """All automatic masks of ``image`` (only ``masks`` is used)."""
+        ...
+
+
 class SamState(MaskState):
     """Prompts in, mask out.
 
@@ -33,7 +62,7 @@ class SamState(MaskState):
     ----------
     image : ndarray (h, w, 3) uint8 RGB
         The working image; prompts are its pixels, points (x, y), box XYXY.
-    engine : object with ``set_image`` and ``predict``
+    engine : SamEngine
         ``set_image`` is called before every prediction (engines cache the embedding per image).
     live : bool
         Predict on every prompt change (default); False waits for the ``predict`` action.
@@ -51,7 +80,7 @@ class SamState(MaskState):
     session = "sam"
     NOTHING_TO_FINISH = "nothing to finish: predict a mask first"
 
-    def __init__(self, image: np.ndarray, engine, keymap: Keymap | None = None, *,
+    def __init__(self, image: np.ndarray, engine: SamEngine, keymap: Keymap | None = None, *,
                  engine_lock: threading.Lock | None = None, live: bool = True):
         super().__init__(image, keymap)
         self.engine = engine

@@ -127,9 +127,11 @@ def main() -> int:
         if xvfb:
             xvfb.terminate()
         return 0
-    from segdeck.annotate.app import Options, Saver, make_preparer, run_annotate, save_painting
+    from segdeck.annotate.app import Options, run_annotate
+    from segdeck.annotate.files import Saver, save_painting
     from segdeck.annotate.gui import STATUS_BAR, Gui, check_display
     from segdeck.annotate.paint import PaintWindow
+    from segdeck.annotate.prepare import make_preparer
     from segdeck.annotate.state import PaintState
     from segdeck.core.imageio import load_rgb
     from segdeck.core.oversegment import segment
@@ -150,7 +152,7 @@ def main() -> int:
     print(f"photo: {paths[0].name} 4624x2600 = 12.0 MP JPEG")
 
     window = (1920, 1080 + STATUS_BAR)  # display 1920x1080 plus the status bar
-    opts = Options(mode="paint", method="slic", params=None, out_dir=tmp / "out", root=tmp,
+    opts = Options(method="slic", params=None, out_dir=tmp / "out", root=tmp,
                    max_window=window)
 
     class Null:

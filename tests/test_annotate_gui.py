@@ -383,7 +383,7 @@ SAM_SCRIPT = textwrap.dedent(
 
     img, out, frames = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
     check_display()
-    opts = Options(mode="sam", method="sam", out_dir=out, root=img, max_window=(600, 400 + STATUS_BAR),
+    opts = Options(method="sam", out_dir=out, root=img, max_window=(600, 400 + STATUS_BAR),
                    keymap=load_keymap("default", user_file=False), engine=BoxEngine(), frames_log=Path(frames))
     sys.exit(run_annotate([img], opts))
     """

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segdeck.annotate.app import Options, load_session, run_annotate
+from segdeck.annotate.app import Options, run_annotate
+from segdeck.annotate.files import load_session
 from segdeck.annotate.grabcut import GrabCutState, mask_to_segments
 from segdeck.annotate.paint import PaintWindow
 from segdeck.annotate.sam import SamState
@@ -441,7 +442,7 @@ def test_display_updates_incrementally_match_full_rebuild(three_regions):
 # -- the driver: save, restore, odd images ------------------------------------------------------------
 def _run(paths, root, out, gui, method="slic"):
     reports = []
-    opts = Options(mode="paint", method=method, params=None, out_dir=out, root=root, max_window=(320, 240))
+    opts = Options(method=method, params=None, out_dir=out, root=root, max_window=(320, 240))
     code = run_annotate(paths, opts, gui=gui, report=reports.append, log=lambda m: None)
     return code, reports
 
@@ -752,7 +753,7 @@ def test_sam_auto_source_and_sam_prefetch(tmp_path):
     seg = PaintWindow.SEG
     # sam-auto: segments from automatic masks; click the small mask (drawn over the big one)
     gui = FakeGui([_click(seg, "down", "left", 20, 70), ord(" "), ord("q")])
-    opts = Options(mode="paint", method="sam-auto", out_dir=tmp_path / "auto", root=src, max_window=(320, 240),
+    opts = Options(method="sam-auto", out_dir=tmp_path / "auto", root=src, max_window=(320, 240),
                    engine=FakeAutoEngine())
     reports = []
     assert run_annotate(paths, opts, gui=gui, report=reports.append, log=lambda m: None) == 0
@@ -773,7 +774,7 @@ def test_sam_auto_source_and_sam_prefetch(tmp_path):
     win = SamWindow.WIN
     script = [_click(win, "down", "left", 160, 120), ord(" "), ord("f"), -1, -1, ord(" ")]
     script += [lambda g: __import__("time").sleep(0.3), ord("q")]
-    opts = Options(mode="sam", method="sam", out_dir=tmp_path / "sam", root=src, max_window=(320, 240),
+    opts = Options(method="sam", out_dir=tmp_path / "sam", root=src, max_window=(320, 240),
                    engine=Recording())
     assert run_annotate(paths, opts, gui=FakeGui(script), report=reports.append, log=lambda m: None) == 0
     assert "segdeck-sam-embed" in calls and "segdeck-sam-prefetch" in calls

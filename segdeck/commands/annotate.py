@@ -94,7 +94,7 @@ def _params(method: str, sets: list[str]):
 def run(args) -> int:
     from rich.markup import escape
 
-    from segdeck.annotate.app import AUTO_SAM, INTERACTIVE_SOURCES, Options, run_annotate
+    from segdeck.annotate.app import INTERACTIVE_METHODS, SAM_AUTO, Options, run_annotate
     from segdeck.annotate.gui import check_display, default_max_window, parse_size
     from segdeck.annotate.keymap import KeymapError, load_keymap
     from segdeck.core import imageio
@@ -104,14 +104,14 @@ def run(args) -> int:
 
     mode = args.mode
     method = getattr(args, "method", None) or mode
-    sources = method_names() + list(INTERACTIVE_SOURCES) + [AUTO_SAM]
+    methods = method_names() + list(INTERACTIVE_METHODS) + [SAM_AUTO]
     if getattr(args, "list_methods", False):
-        print("\n".join(sources))
+        print("\n".join(methods))
         return 0
     if args.input is None:
         return fail("give a FOLDER or IMAGE to annotate")
-    if method not in sources:
-        return fail(f"unknown segment source {method!r}; known: {', '.join(sources)}")
+    if method not in methods:
+        return fail(f"unknown segment source {method!r}; known: {', '.join(methods)}")
     try:
         params = _params(method, getattr(args, "sets", []))
         max_window = parse_size(args.max_window) if args.max_window else None
@@ -148,13 +148,13 @@ def run(args) -> int:
     if max_window is None:
         max_window = default_max_window()
     engine = None
-    if method in ("sam", AUTO_SAM):
+    if method in ("sam", SAM_AUTO):
         err_console.print(f"loading SAM model {getattr(args, 'model', None) or 'sam2.1-tiny'} ...", highlight=False)
         engine = _open_engine(getattr(args, "model", None), getattr(args, "checkpoint", None))
         if isinstance(engine, int):
             return engine
     out_dir = Path(args.out) if args.out else default_output_root(src) / f"annotate-{method}"
-    opts = Options(mode=mode, method=method, params=params, out_dir=out_dir, root=src,
+    opts = Options(method=method, params=params, out_dir=out_dir, root=src,
                    max_side=args.max_side, max_window=max_window, keymap=keymap, template=template,
                    engine=engine, frames_log=Path(args.frames_log) if args.frames_log else None)
     err_console.print(f"annotating {len(paths)} image(s) with {method}; saving to {escape(str(out_dir))}", highlight=False,

@@ -75,7 +75,7 @@ class GrabCutState(MaskState):
     def reset(self) -> bool:
         h, w = self.image.shape[:2]
         self.rect: tuple[int, int, int, int] | None = None
-        self._rect_start: tuple[int, int] | None = None
+        self._drag_start = None
         self.marks = np.full((h, w), NO_MARK, np.uint8)
         self.gc_mask: np.ndarray | None = None
         self.bgd = np.zeros((1, 65), np.float64)
@@ -92,18 +92,13 @@ class GrabCutState(MaskState):
 
     def on_drag(self, action: str, phase: str, x: int, y: int) -> bool:
         if action == "rectangle":
-            if phase == "start":
-                self._rect_start = (x, y)
+            b = self.drag_box(phase, x, y)
+            if b is None:
                 return False
-            if self._rect_start is None:
-                return False
-            x0, y0 = self._rect_start
-            r = (min(x0, x), min(y0, y), max(x0, x) + 1, max(y0, y) + 1)
-            if phase == "end":
-                self._rect_start = None
-                if r[2] - r[0] < 3 or r[3] - r[1] < 3:
-                    self.message = "rectangle too small"
-                    return True
+            r = (b[0], b[1], b[2] + 1, b[3] + 1)
+            if phase == "end" and (r[2] - r[0] < 3 or r[3] - r[1] < 3):
+                self.message = "rectangle too small"
+                return True
             self.rect = r
             return True
         if action in STROKES:

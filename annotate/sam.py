@@ -86,7 +86,6 @@ class SamState(MaskState):
         self.engine = engine
         self.engine_lock = engine_lock or threading.Lock()
         self.live = live
-        self._box_start: tuple[int, int] | None = None
         self.box_preview: tuple[int, int, int, int] | None = None
         self.predictions = 0
         self.reset()
@@ -159,17 +158,12 @@ class SamState(MaskState):
     def on_drag(self, action: str, phase: str, x: int, y: int) -> bool:
         if action != "box":
             return False
-        if phase == "start":
-            self._box_start = (x, y)
+        b = self.drag_box(phase, x, y)
+        if b is None:
             return False
-        if self._box_start is None:
-            return False
-        x0, y0 = self._box_start
-        b = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
         if phase == "move":
             self.box_preview = b
             return True
-        self._box_start = None
         self.box_preview = None
         if b[2] - b[0] < 2 or b[3] - b[1] < 2:
             self.message = "box too small"

@@ -191,6 +191,33 @@ class MaskState(GestureState):
         self.image = np.ascontiguousarray(image)
         self.mask: np.ndarray | None = None
         self.outcome: Outcome | None = None
+        self._drag_start: tuple[int, int] | None = None
+
+    def drag_box(self, phase: str, x: int, y: int) -> tuple[int, int, int, int] | None:
+        """Follow a rectangle dragged from the ``"start"`` event's pixel to (x, y).
+
+        Parameters
+        ----------
+        phase : {"start", "move", "end"}
+            ``"end"`` forgets the start.
+        x, y : int
+            The pointer in working-image pixels.
+
+        Returns
+        -------
+        tuple (x0, y0, x1, y1) or None
+            XYXY with x1 / y1 inclusive (the corners' pixels, sorted); None at the start
+            or without one.
+        """
+        if phase == "start":
+            self._drag_start = (x, y)
+            return None
+        if self._drag_start is None:
+            return None
+        x0, y0 = self._drag_start
+        if phase == "end":
+            self._drag_start = None
+        return (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
 
     def settle(self) -> None:
         """Bring ``mask`` up to date with the prompts before finishing (default: nothing)."""

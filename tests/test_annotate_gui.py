@@ -142,9 +142,18 @@ class Driver:
         self.wait_frames(before)
         time.sleep(0.2)
 
+    def press(self, win: str, key: str) -> None:
+        """Give ``win`` the keyboard focus (what a window manager does on a click) and type
+        ``key`` as a real key event (XTEST). Synthetic events sent to an unfocused window
+        (``xdotool key --window``) were sometimes never delivered by Qt after a session
+        switched windows (GrabCut -> paint), on the relayed display."""
+        self.xdo("windowfocus", win)
+        time.sleep(0.05)
+        self.xdo("key", key)
+
     def key(self, win: str, key: str, wait: float = 0.2, expect: bool = True) -> None:
         before = self.frame_count()
-        self.xdo("key", "--window", win, key)
+        self.press(win, key)
         if expect:
             self.wait_frames(before)
         time.sleep(wait)
@@ -173,7 +182,7 @@ class Driver:
         a key is sent again only when its effect did not happen at all.
         """
         for _ in range(tries):
-            self.xdo("key", "--window", win, key)
+            self.press(win, key)
             deadline = time.time() + wait
             while time.time() < deadline:
                 if done():

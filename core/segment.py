@@ -23,8 +23,7 @@ from segdeck.core.jobs.events import Sink
 from segdeck.core.oversegment import METHODS
 from segdeck.core.oversegment.chan_vese import Params as ChanVeseParams
 from segdeck.core.oversegment.edge import Params as EdgeParams
-from segdeck.core.oversegment.felzenszwalb import Params as FelzenszwalbParams
-from segdeck.core.oversegment.graph import Params as GraphParams
+from segdeck.core.oversegment.felzenszwalb import FelzenszwalbParams, GraphParams
 from segdeck.core.oversegment.kmeans import Params as KmeansParams
 from segdeck.core.oversegment.quickshift import Params as QuickshiftParams
 from segdeck.core.oversegment.slic_kmeans import Params as SlicKmeansParams

@@ -31,7 +31,7 @@ METHODS: dict[str, str] = {
     "chan_vese": "chan_vese",
     "felzenszwalb": "felzenszwalb",
     "quickshift": "quickshift",
-    "graph": "graph",
+    "graph": "felzenszwalb",
 }
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from segdeck.core.oversegment._labels import components, merge_small
+from segdeck.core.oversegment._params import MethodParams
 
 
-class Params(BaseModel):
+class Params(MethodParams):
     """Chan-Vese level set on the gray image (skimage.segmentation.chan_vese)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     mu: float = Field(0.25, ge=0.0, le=10.0, description="edge length weight: higher gives smoother, rounder boundaries")
     lambda1: float = Field(1.0, ge=0.0, le=100.0, description="weight of the inside (phase 1) fit")

@@ -8,13 +8,13 @@ Reference: J. Canny, "A Computational Approach to Edge Detection", IEEE TPAMI 8(
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from segdeck.core.oversegment._params import MethodParams
 
 
-class Params(BaseModel):
+class Params(MethodParams):
     """Canny edges + morphological closing + connected components; edge pixels are label 0."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     blur: int = Field(5, ge=0, le=31, description="Gaussian blur kernel size before edge detection (0: none; odd)")
     low_threshold: float = Field(50.0, ge=0.0, le=1000.0, description="Canny lower hysteresis threshold")

@@ -11,15 +11,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from segdeck.core.oversegment._labels import components, merge_small
+from segdeck.core.oversegment._params import MethodParams
 
 
-class Params(BaseModel):
+class Params(MethodParams):
     """k-means on pixel colours (optionally with position), then connected pieces."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     k: int = Field(8, ge=2, le=256, description="number of colour clusters")
     color_space: Literal["lab", "rgb", "hsv"] = Field("lab", description="colour space the clusters are formed in")

@@ -7,13 +7,13 @@ Seeking", ECCV 2008, doi:10.1007/978-3-540-88693-8_52.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from segdeck.core.oversegment._params import MethodParams
 
 
-class Params(BaseModel):
+class Params(MethodParams):
     """skimage.segmentation.quickshift (on CIELAB colour)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     ratio: float = Field(1.0, ge=0.0, le=1.0, description="colour vs position balance: higher weighs colour more")
     kernel_size: float = Field(5.0, gt=0.0, le=50.0, description="Gaussian kernel width for the density estimate (pixels)")

@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from segdeck.core.oversegment._labels import components, merge_small
+from segdeck.core.oversegment._params import MethodParams
 
 
-class Params(BaseModel):
+class Params(MethodParams):
     """SLICO / SLIC superpixels, k-means on their mean colours, connected pieces."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     algorithm: Literal["slico", "slic", "mslic"] = Field("slico", description="superpixel algorithm of the first stage")
     region_size: int = Field(16, ge=4, le=1000, description="average superpixel side in working-resolution pixels")

@@ -14,14 +14,12 @@ CVPR 2015, doi:10.1109/CVPR.2015.7298741.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from segdeck.core.oversegment._params import MethodParams
 
 
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SlicParams(_Base):
+class SlicParams(MethodParams):
     """SLIC superpixels (OpenCV ximgproc)."""
 
     region_size: int = Field(24, ge=4, le=1000, description="average superpixel side in working-resolution pixels")
@@ -30,7 +28,7 @@ class SlicParams(_Base):
     min_element_size: int = Field(25, ge=0, le=100, description="superpixels smaller than this percent of region_size^2 are merged")
 
 
-class SlicoParams(_Base):
+class SlicoParams(MethodParams):
     """SLICO: SLIC with adaptive compactness (no ruler to tune)."""
 
     region_size: int = Field(24, ge=4, le=1000, description="average superpixel side in working-resolution pixels")
@@ -38,7 +36,7 @@ class SlicoParams(_Base):
     min_element_size: int = Field(25, ge=0, le=100, description="superpixels smaller than this percent of region_size^2 are merged")
 
 
-class MslicParams(_Base):
+class MslicParams(MethodParams):
     """MSLIC: manifold SLIC, smaller superpixels where the content is dense."""
 
     region_size: int = Field(24, ge=4, le=1000, description="average superpixel side in working-resolution pixels")
@@ -47,7 +45,7 @@ class MslicParams(_Base):
     min_element_size: int = Field(25, ge=0, le=100, description="superpixels smaller than this percent of region_size^2 are merged")
 
 
-class SeedsParams(_Base):
+class SeedsParams(MethodParams):
     """SEEDS superpixels: hill-climbing on colour histograms."""
 
     num_superpixels: int = Field(400, ge=2, le=100_000, description="desired number of superpixels")
@@ -58,7 +56,7 @@ class SeedsParams(_Base):
     iterations: int = Field(4, ge=1, le=100, description="refinement iterations")
 
 
-class LscParams(_Base):
+class LscParams(MethodParams):
     """LSC superpixels: linear spectral clustering."""
 
     region_size: int = Field(24, ge=4, le=1000, description="average superpixel side in working-resolution pixels")

@@ -139,10 +139,25 @@ def _transform(kind: str, img: np.ndarray, rng: random.Random) -> np.ndarray:
     raise ValueError(kind)
 
 
-def build_set(folder: Path, seed: int = 0, target: int = 2000) -> dict[str, tuple[int, str]]:
-    """Write the near-duplicate set into ``folder``; return file name -> (group, transform)."""
+def _write_shuffled(entries, folder: Path, prefix: str, rng) -> dict[str, tuple[int, str]]:
+    """Write ``(group, kind, image, jpeg quality)`` entries as JPEGs in a shuffled order
+    (so name order says nothing about groups); returns file name -> (group, kind)."""
     from PIL import Image
 
+    order = list(range(len(entries)))
+    rng.shuffle(order)
+    truth: dict[str, tuple[int, str]] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for idx, e in enumerate(order):
+        g, kind, img, q = entries[e]
+        name = f"{prefix}{idx:05d}.jpg"
+        Image.fromarray(img).save(folder / name, quality=q)
+        truth[name] = (g, kind)
+    return truth
+
+
+def build_set(folder: Path, seed: int = 0, target: int = 2000) -> dict[str, tuple[int, str]]:
+    """Write the near-duplicate set into ``folder``; return file name -> (group, transform)."""
     rng = random.Random(seed)
     tiles = _tiles(_photos())
     per_group = 1 + len(TRANSFORMS)
@@ -154,16 +169,7 @@ def build_set(folder: Path, seed: int = 0, target: int = 2000) -> dict[str, tupl
         for kind in TRANSFORMS:
             q = rng.randint(15, 35) if kind == "jpeg" else 92
             entries.append((g, kind, np.ascontiguousarray(_transform(kind, tile, rng)), q))
-    order = list(range(len(entries)))
-    rng.shuffle(order)
-    truth: dict[str, tuple[int, str]] = {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for idx, e in enumerate(order):
-        g, kind, img, q = entries[e]
-        name = f"img_{idx:05d}.jpg"
-        Image.fromarray(img).save(folder / name, quality=q)
-        truth[name] = (g, kind)
-    return truth
+    return _write_shuffled(entries, folder, "img_", rng)
 
 
 # ---------------------------------------------------------------------- held-out set
@@ -247,7 +253,6 @@ def build_held_out(folder: Path, seed: int = HELD_OUT_SEED, target: int = 2000) 
     """Write the held-out set: each tile an original plus 0..6 edits drawn from
     :data:`HELD_OUT_TRANSFORMS`, JPEG quality 60..95, shuffled, meaningless names.
     Returns file name -> (group, transform)."""
-    from PIL import Image
 
     rng = random.Random(seed)
     tiles = _held_out_tiles(_photos())
@@ -259,16 +264,7 @@ def build_held_out(folder: Path, seed: int = HELD_OUT_SEED, target: int = 2000) 
         entries.append((g, "original", tile, rng.randint(80, 95)))
         for kind in rng.sample(HELD_OUT_TRANSFORMS, rng.randint(0, 6)):
             entries.append((g, kind, np.ascontiguousarray(_held_out_transform(kind, tile, rng)), rng.randint(60, 95)))
-    order = list(range(len(entries)))
-    rng.shuffle(order)
-    truth: dict[str, tuple[int, str]] = {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for idx, e in enumerate(order):
-        g, kind, img, q = entries[e]
-        name = f"p{idx:05d}.jpg"
-        Image.fromarray(img).save(folder / name, quality=q)
-        truth[name] = (g, kind)
-    return truth
+    return _write_shuffled(entries, folder, "p", rng)
 
 
 def _timed_process(cmd: list[str]) -> float:

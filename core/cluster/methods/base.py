@@ -197,6 +197,20 @@ class ThresholdMethod(ClusterMethod):
         keep = s >= threshold
         return i[keep], j[keep], s[keep]
 
+    @staticmethod
+    def indexed_search(feats: Sequence[dict], idx: np.ndarray, key: str, pairs_fn, threshold: float):
+        """:meth:`search` through an index function over the stacked feature ``key``.
+
+        ``pairs_fn(stacked (n, ...) array, threshold) -> (a, b, sim)`` with local indices
+        (e.g. :func:`~segdeck.core.cluster.similarity.cosine_pairs`); returns global
+        indices and similarities. Fewer than two items give empty arrays.
+        """
+        idx = np.asarray(idx, np.int64)
+        if len(idx) < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        a, b, s = pairs_fn(np.stack([feats[t][key] for t in idx]), threshold)
+        return idx[a], idx[b], s
+
     def cross(self, feats: Sequence[dict], ia: np.ndarray, ib: np.ndarray, threshold: float):
         """Pairs between ``feats[ia]`` and ``feats[ib]`` with similarity >= ``threshold``."""
         ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)

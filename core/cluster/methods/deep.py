@@ -109,11 +109,7 @@ class Deep(IndexedMethod):
     def search(self, feats, idx, threshold):
         from segdeck.core.cluster.similarity import cosine_pairs
 
-        idx = np.asarray(idx, np.int64)
-        if len(idx) < 2:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        a, b, s = cosine_pairs(np.stack([feats[t]["emb"] for t in idx]), threshold)
-        return idx[a], idx[b], s
+        return self.indexed_search(feats, idx, "emb", cosine_pairs, threshold)
 
     def approximation(self, n, threshold):
         from segdeck.core.cluster.similarity import BRUTE_LIMIT

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from job_helpers import kill_after_first_done
 
 from segdeck.core import imageio
 from segdeck.core.jobs.base import Job
@@ -322,9 +323,7 @@ def test_slow_items_done_is_in_the_manifest_when_item_done_is_emitted(folder, tm
 def test_kill_after_first_done_keeps_it_done(tmp_path, monkeypatch):
     """``kill -9`` of ``segdeck run`` right after the first ItemDone event: that item
     stays done and the next run skips it."""
-    import json
     import os
-    import signal
     import subprocess
     import sys
 
@@ -343,19 +342,7 @@ def test_kill_after_first_done_keeps_it_done(tmp_path, monkeypatch):
          "--delay", "1.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    try:
-        first = None
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event.get("kind") == "ItemDone":
-                first = event["item"]
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        proc.kill()
-        proc.wait(30)
-        proc.stdout.close()
-        proc.stderr.close()
+    first, _ = kill_after_first_done(proc)
     assert first == "0.png"
     params = DummyParams(delay=1.5)
     job_dir = job_dir_for(DummyJob, params, src, out)

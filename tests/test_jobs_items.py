@@ -5,9 +5,7 @@ the runner, resumes after ``kill -9``, reports sub-steps as ``ItemProgress`` eve
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from job_helpers import kill_after_first_done
 from pydantic import Field
 
 from segdeck.core import imageio
@@ -115,21 +114,7 @@ def test_csv_rows_are_items_named_by_id_with_sub_step_events(table, tmp_path):
 def test_resume_after_kill_9(table, tmp_path):
     out = tmp_path / "out"
     proc = _cli(tmp_path, str(table), "--out", str(out), "--events", "--steps", "2", "--delay", "0.4")
-    first = None
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event["kind"] == "ItemDone":
-                first = event["item"]
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        proc.kill()
-        proc.wait(30)
-        stderr = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
+    first, stderr = kill_after_first_done(proc)
     assert first == "g0", stderr
     job_dir = job_dir_for(RowsJob, RowsParams(steps=2, delay=0.4), table, out)
     assert read_job(job_dir).state == "interrupted"

@@ -4,7 +4,6 @@ and resumed. One local Ray (2 CPUs, no dashboard) for the whole module."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from job_helpers import kill_after_first_done
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'segdeck[ray]'")
 
@@ -133,18 +133,7 @@ def test_driver_killed_then_rerun_resumes(local_ray, photos, tmp_path):
          "--executor", "ray", "--ray-workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
-    first = None
-    try:
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event.get("kind") == "ItemDone":
-                first = event["item"]
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        proc.kill()
-        proc.wait(30)
-        proc.stdout.close()
+    first, _ = kill_after_first_done(proc)
     assert first is not None
     job_dir = job_dir_for(SegmentJob, SegmentParams(), photos, out)
     assert _states(job_dir)[first][0] == "done"

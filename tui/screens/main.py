@@ -195,6 +195,7 @@ class MainScreen(Screen):
         form = self.query_one(ParamForm)
         await form.set_model(cls.Params if cls else None)
         self.models.job_cls = cls
+        self.models.update_note()  # now, not on the form's first Validated message
         for field, text in hooks.field_notes(cls).items():
             if form.spec(field) is not None:
                 form.set_note(field, text)

@@ -18,7 +18,7 @@ from pathlib import Path
 KEYMAPS_DIR = Path(__file__).resolve().parent.parent / "keymaps"
 
 #: Sessions in display order; ``view`` bindings are shared by every window session.
-SESSIONS = ("view", "paint", "colours", "grabcut", "sam")
+SESSIONS = ("view", "paint", "colours", "grabcut", "sam", "refs", "viewer")
 SHARED = "view"
 SESSION_TITLES = {
     "view": "every window",
@@ -26,6 +26,8 @@ SESSION_TITLES = {
     "colours": "paint (colour window)",
     "grabcut": "grabcut",
     "sam": "sam",
+    "refs": "refs (reference labelling)",
+    "viewer": "view (image and mask)",
 }
 
 MOUSE_GESTURES = frozenset(

@@ -206,7 +206,9 @@ def contour_points(
 ) -> list[PointProposal]:
     """One interior point per outer contour of :func:`contour_map`, largest first.
 
-    Each outer contour (OpenCV ``RETR_EXTERNAL``) is filled; its area is OpenCV's
+    Each outer contour (OpenCV ``RETR_EXTERNAL``) is filled (for the threshold map:
+    intersected with the map, so a component's holes, which are other regions, are
+    not its interior); its area is OpenCV's
     ``contourArea`` (pixels); contours below ``min_area`` are dropped, the rest sorted
     by decreasing area (ties: the order ``findContours`` returns), and the first
     ``max_points`` give :func:`interior_point` of their filled polygon.
@@ -238,19 +240,21 @@ def contour_points(
     maps = contour_map(image, kind, canny_low=canny_low, canny_high=canny_high, blur=blur)
     if max_points == 0:
         return []
-    found: list[tuple[float, int, np.ndarray]] = []
-    for binary in maps:
+    found: list[tuple[float, int, np.ndarray, int]] = []
+    for m, binary in enumerate(maps):
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         for c in contours:
             area = float(cv2.contourArea(c))
             if area >= min_area and area > 0:
-                found.append((area, len(found), c))
+                found.append((area, len(found), c, m))
     found.sort(key=lambda t: (-t[0], t[1]))
     h, w = maps[0].shape
     points = []
-    for area, _, c in found[:max_points]:
+    for area, _, c, m in found[:max_points]:
         filled = np.zeros((h, w), np.uint8)
         cv2.drawContours(filled, [c], -1, 1, thickness=cv2.FILLED)
+        if kind == "threshold":  # the component's own pixels: its holes are other regions
+            filled &= maps[m] > 0
         x, y = interior_point(filled)
         points.append(PointProposal(x, y, "contour", len(points), area))
     return points

@@ -112,6 +112,14 @@ class Job(ABC):
     tui_tool_screen: ClassVar[str] = ""
     #: A plain-words line under a field of the form: dotted field -> text.
     tui_field_notes: ClassVar[dict[str, str]] = {}
+    #: Suffixes (lower case, with the dot) of input files other than images this job
+    #: takes (e.g. ``(".csv",)``): the folder tree lists such files beside the folders,
+    #: and picking one makes it the job's input when :meth:`check_input` accepts it.
+    tui_input_files: ClassVar[tuple[str, ...]] = ()
+    #: The ``segdeck annotate`` mode that ``a`` opens on an input file this job takes
+    #: (e.g. ``"refs"``: ``segdeck annotate refs SPEC``); empty: none (``a`` on a folder
+    #: or an image always opens ``annotate paint``).
+    tui_annotate: ClassVar[str] = ""
 
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):

@@ -1,4 +1,5 @@
-"""``segdeck annotate {paint,grabcut,sam} FOLDER|IMAGE ...``: hands-on annotation windows.
+"""``segdeck annotate {paint,grabcut,sam} FOLDER|IMAGE ...`` and ``segdeck annotate refs SPEC``:
+hands-on annotation windows.
 
 Saved files are reported as JSON lines on stdout (one object per file); messages go to
 stderr. Exit codes: 0 done, 1 some image could not be loaded or saved, 2 bad usage,
@@ -16,6 +17,7 @@ MODES = {
     "paint": "paint over-segmented images: fill segments with colours, cut, undo, template painting",
     "grabcut": "GrabCut with rectangle and strokes, then paint the result",
     "sam": "SAM point / box prompts, then paint the result",
+    "refs": "label the reference images of a propagation project (SAM candidate masks, object IDs)",
 }
 
 
@@ -25,6 +27,9 @@ def add_parser(sub) -> None:
     modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
     for mode, help_txt in MODES.items():
         mp = modes.add_parser(mode, help=help_txt, description=help_txt)
+        if mode == "refs":
+            _add_refs_options(mp)
+            continue
         mp.add_argument("input", metavar="FOLDER|IMAGE", nargs="?" if mode == "paint" else None,
                         help="an image, or a folder searched recursively")
         if mode == "paint":
@@ -63,6 +68,71 @@ def add_parser(sub) -> None:
                                 "plain background scores about 0; default 0.9)")
         mp.add_argument("--frames-log", metavar="FILE", help=argparse.SUPPRESS)
         mp.set_defaults(func=run)
+
+
+def _add_refs_options(mp) -> None:
+    mp.add_argument("input", metavar="SPEC", help="the project spec (TOML) of `segdeck run propagate`")
+    mp.add_argument("--model", default=None, metavar="NAME",
+                    help="SAM model for the candidate masks and point prompts (default: the spec's model)")
+    mp.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="fine-tuned weights of --model's family and size instead of the official ones")
+    mp.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                    help="a parameter of SAM's automatic mask generator (repeatable), e.g. --set points_per_side=16")
+    mp.add_argument("--keymap", default="default", metavar="NAME",
+                    help="keymap: default, xanylabeling or a .toml path (plus your keymap.toml, see `segdeck keys`)")
+    mp.add_argument("--max-window", default=None, metavar="WxH",
+                    help="largest window in screen pixels (default 1280x800, less on a smaller screen)")
+    mp.add_argument("--max-side", type=int, default=1024, metavar="PX",
+                    help="longest side the candidates and prompts work at (default 1024; label maps are saved "
+                         "at the image's full size)")
+    mp.add_argument("--frames-log", metavar="FILE", help=argparse.SUPPRESS)
+    mp.set_defaults(func=run_refs)
+
+
+def run_refs(args) -> int:
+    """``segdeck annotate refs SPEC``: the reference-labelling window over a project."""
+    from segdeck.annotate.gui import check_display, default_max_window, parse_size
+    from segdeck.annotate.keymap import KeymapError, load_keymap
+    from segdeck.core.errors import SegdeckError
+
+    try:
+        from segdeck.core.propagate import load_project
+
+        project = load_project(args.input)
+        params = _params("sam-auto", args.sets)
+        max_window = parse_size(args.max_window) if args.max_window else None
+        keymap = load_keymap(args.keymap)
+    except (SegdeckError, ValueError, KeymapError) as exc:
+        return fail(str(exc))
+    if not 64 <= args.max_side <= 16384:
+        return fail(f"--max-side {args.max_side} out of range 64..16384")
+    for line in keymap.conflicts() + keymap.qt_unreachable():
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    if project.missing:
+        err_console.print(f"[yellow]warning:[/] {project.missing_text()}", highlight=False, soft_wrap=True)
+    from segdeck.annotate.refs import ProjectRefs, run_refs as run_window
+
+    refs = ProjectRefs(project)
+    try:
+        n = len(refs.references())
+    except (SegdeckError, ValueError) as exc:
+        return fail(str(exc))
+    if n == 0:
+        return fail(f"{args.input}: no group has an existing image under {project.root}")
+    try:
+        check_display()
+    except SegdeckError as exc:
+        return fail(str(exc))
+    model = args.model or project.spec.model
+    err_console.print(f"loading SAM model {model} ...", highlight=False)
+    engine = _open_engine(model, args.checkpoint)
+    if isinstance(engine, int):
+        return engine
+    err_console.print(f"{n} reference(s) in {len(project.groups)} group(s); saving to {project.refs_dir}",
+                      highlight=False, soft_wrap=True)
+    return run_window(refs, engine, params=params, max_side=args.max_side,
+                      max_window=max_window or default_max_window(), keymap=keymap,
+                      frames_log=Path(args.frames_log) if args.frames_log else None)
 
 
 def _params(method: str, sets: list[str]):

@@ -14,9 +14,13 @@ family         architecture (``spec.config``)              engine
 ``sam-hq``     SAM-HQ, a ``segment_anything_hq.             :mod:`.sam_hq`
                sam_model_registry`` key (``vit_tiny``);
                Ke et al., arXiv:2306.01567
+``sam2-video`` SAM 2 / 2.1 video predictor                  :mod:`.video`
+               (``SAM2VideoPredictor``) over a ``sam2``     (``open_propagator``)
+               model's config and checkpoint (the image
+               family names it in ``video``)
 =============  ==========================================  ==========================
 
-Adding a family (the SAM 2 video predictor of group propagation is the next one): a
+Adding a family: a
 builder (architecture with random weights, eval mode, on CPU), the checkpoint layout,
 an engine class (a :class:`~segdeck.core.sam.engine.SamEngine` subclass for image
 families; a video family gets its own interface, ``kind = "video"``, and
@@ -76,6 +80,10 @@ class Family:
     multimask_in_generate : bool
         The official generator takes ``multimask_output`` as an argument of
         ``generate()`` rather than of the constructor (SAM-HQ).
+    video : str or None
+        Image families: the video family whose predictor loads this family's
+        checkpoints unchanged (``sam2`` -> ``sam2-video``), or None. A video family's
+        ``build(spec, image_size=None)`` takes the image family's spec.
     """
 
     name: str
@@ -89,6 +97,7 @@ class Family:
     clamp_low_res: float | None
     generator_drop: tuple[str, ...]
     multimask_in_generate: bool
+    video: str | None = None
 
     def engine_class(self) -> type:
         """The engine class (imports torch and the family's package)."""
@@ -102,6 +111,21 @@ def _build_sam2(spec: ModelSpec):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
+
+
+def _build_sam2_video(spec: ModelSpec, image_size: int | None = None):
+    """``SAM2VideoPredictor`` of ``spec.config`` with the official post-processing
+    overrides, optionally at another input size, and ``fill_hole_area = 0`` (hole filling
+    needs the CUDA extension ``sam2._C``; off everywhere so results do not depend on it)."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    extra = [] if image_size is None else [f"++model.image_size={int(image_size)}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_sam2_video_predictor(spec.config, ckpt_path=None, device="cpu", mode="eval",
+                                           hydra_overrides_extra=extra)
+    model.fill_hole_area = 0
+    return model
 
 
 def _build_sam_hq(spec: ModelSpec):
@@ -129,6 +153,7 @@ FAMILIES: dict[str, Family] = {
         clamp_low_res=32.0,
         generator_drop=("hq_token_only",),
         multimask_in_generate=False,
+        video="sam2-video",
     ),
     "sam-hq": Family(
         name="sam-hq",
@@ -142,6 +167,19 @@ FAMILIES: dict[str, Family] = {
         clamp_low_res=None,
         generator_drop=("use_m2m", "mask_threshold", "multimask_output", "hq_token_only"),
         multimask_in_generate=True,
+    ),
+    "sam2-video": Family(
+        name="sam2-video",
+        title="SAM 2 video",
+        kind="video",
+        build=_build_sam2_video,
+        checkpoint_key="model",
+        engine="segdeck.core.sam.video:GroupPropagator",
+        m2m=False,
+        small_regions="lowres",
+        clamp_low_res=None,
+        generator_drop=(),
+        multimask_in_generate=False,
     ),
 }
 

@@ -16,8 +16,8 @@ The parts:
   ones) and scales it to the image's full size.
 - :class:`RefsState`: the window-free state machine over all references (events in,
   arrays out; keymap session ``refs``). Selection rule: a click selects the
-  *smallest* candidate covering the pixel; a click on a pixel of the selected candidate
-  deselects it; ``tab`` walks to the next larger candidate under the pointer. Object
+  *smallest* candidate covering the pixel; when that candidate is already selected the
+  click deselects it; ``tab`` walks to the next larger candidate under the pointer. Object
   IDs: a digit 1-9 assigns that ID at once; while an ID is being typed every further
   digit (0 included) extends it (``1`` then ``2`` gives 12) until ``enter``, a new
   selection or any other action ends it. IDs run from 1 to 65535 (uint8 label maps up
@@ -363,13 +363,13 @@ class RefsState(GestureState):
 
     # -- selection ---------------------------------------------------------------------
     def select_at(self, x: int, y: int) -> bool:
-        """Select the smallest candidate at (x, y); on the selected candidate, deselect it."""
+        """Select the smallest candidate at (x, y); when that is the selected one, deselect it."""
         img = self.current
         self.typing = None
         if img is None or img.image is None:
             return False
         hits = img.hits(x, y)
-        if self.selected is not None and self.selected in hits:
+        if self.selected is not None and hits and hits[0] == self.selected:
             self.selected = None
             self.message = "deselected"
             return True

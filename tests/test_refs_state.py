@@ -1,0 +1,335 @@
+"""The reference-labelling state machine without a display: candidate selection, typed
+object IDs, point prompts, saves through the project's ReferenceStore, seeded swaps,
+per-group progress, the on-disk candidate cache."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from segdeck.annotate.keymap import load_keymap
+from segdeck.annotate.refs import (
+    CandidateSource,
+    ProjectRefs,
+    Reference,
+    RefImage,
+    RefsState,
+    make_loader,
+)
+from segdeck.annotate.state import Outcome
+
+KM = load_keymap("default", user_file=False)
+H, W = 30, 40
+
+
+def masks_big_small():
+    """Candidate 0: big (rows 0..19, every column); 1: small inside it (rows 5..9, cols 5..9);
+    2: elsewhere (rows 25..29, cols 30..39)."""
+    big = np.zeros((H, W), bool)
+    big[:20] = True
+    small = np.zeros((H, W), bool)
+    small[5:10, 5:10] = True
+    other = np.zeros((H, W), bool)
+    other[25:, 30:] = True
+    return np.stack([big, small, other])
+
+
+class Sink:
+    """A ReferenceSink that keeps what it is given."""
+
+    def __init__(self):
+        self.saved: dict[tuple[str, str], tuple[np.ndarray, list[int]]] = {}
+
+    def save(self, group, key, label_map, ids):
+        self.saved[(group, key)] = (label_map.copy(), list(ids))
+        return f"/refs/{group}/{key}.png"
+
+    def labelled(self, group):
+        return [k for g, k in self.saved if g == group]
+
+
+def make_state(refs=None, full_size=None, engine=None, sink=None, swap=None):
+    refs = refs or [Reference("g1", "a", "a.png"), Reference("g1", "b", "b.png"), Reference("g2", "c", "c.png")]
+    img = np.full((H, W, 3), 90, np.uint8)
+    events = []
+
+    def load(ref):
+        return RefImage.build(ref, img, masks_big_small(), full_size=full_size)
+
+    st = RefsState(refs, load, sink or Sink(), engine=engine, keymap=KM, report=events.append, swap=swap)
+    st.ensure_loaded()
+    st.events = events
+    return st
+
+
+def click(st, x, y, button="left", ctrl=False):
+    return st.mouse("down", button, x, y, ctrl)
+
+
+def key(st, name):
+    codes = {"enter": 13, "tab": 9, "space": 32, "backspace": 8}
+    return st.key(codes[name] if name in codes else ord(name))
+
+
+def test_click_selects_the_smallest_candidate_and_again_deselects():
+    st = make_state()
+    click(st, 7, 7)  # inside big and small: the small one
+    assert st.selected == 1
+    click(st, 8, 6)  # the selected candidate again: deselect
+    assert st.selected is None
+    click(st, 30, 15)  # only the big one
+    assert st.selected == 0
+    click(st, 35, 27)  # another candidate: selected instead
+    assert st.selected == 2
+    click(st, 20, 22)  # no candidate: nothing selected
+    assert st.selected is None and "no candidate" in st.message
+    st.mouse("move", None, 7, 7)
+    key(st, "tab")  # the smallest under the pointer, then the next larger, then around
+    assert st.selected == 1
+    key(st, "tab")
+    assert st.selected == 0
+    key(st, "tab")
+    assert st.selected == 1
+
+
+def test_typed_ids_single_digit_multi_digit_enter_and_limits():
+    st = make_state()
+    key(st, "3")
+    assert st.current.ids == {} and "select a mask first" in st.message
+    click(st, 7, 7)
+    key(st, "4")
+    assert st.current.ids == {1: 4} and st.current.unsaved  # 1-9 at once
+    key(st, "2")
+    key(st, "0")  # 0 extends an ID being typed (it is zoom_fit otherwise)
+    assert st.current.ids == {1: 420} and st.typing == "420"
+    key(st, "enter")
+    assert st.typing is None
+    key(st, "0")  # not typing: the view's key, the ID stays
+    assert st.current.ids == {1: 420}
+    key(st, "7")  # a new ID replaces the old one
+    assert st.current.ids == {1: 7}
+    click(st, 30, 15)  # selecting another mask ends the typing
+    key(st, "1")
+    key(st, "2")
+    assert st.current.ids == {1: 7, 0: 12}
+    key(st, "enter")
+    for d in "65536":  # above 65535: the last digit is refused
+        key(st, d)
+    assert st.current.ids[0] == 6553 and "65535" in st.message
+    key(st, "enter")
+    key(st, "backspace")
+    assert st.current.ids == {1: 7}
+
+
+def test_save_writes_the_ids_on_exactly_the_candidates_pixels():
+    sink = Sink()
+    st = make_state(sink=sink)
+    click(st, 30, 15)
+    key(st, "2")  # big: 2
+    click(st, 7, 7)
+    key(st, "5")  # small inside it: 5 (drawn over the big one)
+    assert st.progress() == "group g1: 0/2 references labelled"
+    key(st, "space")
+    lm, ids = sink.saved[("g1", "a")]
+    masks = masks_big_small()
+    assert lm.dtype == np.uint8 and lm.shape == (H, W) and ids == [2, 5]
+    assert (lm[masks[1]] == 5).all()
+    assert (lm[masks[0] & ~masks[1]] == 2).all()
+    assert (lm[~masks[0]] == 0).all()
+    assert st.index == 1 and not st.images[st.refs[0]].unsaved  # save moves on
+    ev = st.events[-1]
+    assert ev["event"] == "saved" and ev["kind"] == "reference" and ev["key"] == "a" and ev["ids"] == [2, 5]
+    assert ev["progress"] == "group g1: 1/2 references labelled" == st.progress("g1")
+    assert st.progress("g2") == "group g2: 0/1 references labelled"
+    st.ensure_loaded()
+    key(st, "space")  # nothing with an ID: not saved
+    assert ("g1", "b") not in sink.saved and "nothing to save" in st.message
+
+
+def test_save_at_full_size_and_uint16_above_255():
+    sink = Sink()
+    st = make_state(sink=sink, full_size=(2 * W, 2 * H))  # the photo is twice the working image
+    click(st, 35, 27)
+    for d in "300":
+        key(st, d)
+    key(st, "space")
+    lm, ids = sink.saved[("g1", "a")]
+    assert lm.shape == (2 * H, 2 * W) and lm.dtype == np.uint16 and ids == [300]
+    big = cv2.resize(masks_big_small()[2].astype(np.uint8), (2 * W, 2 * H), interpolation=cv2.INTER_NEAREST) > 0
+    assert (lm[big] == 300).all() and (lm[~big] == 0).all()
+
+
+def test_quit_asks_about_unsaved_references_and_navigation_keeps_labels():
+    st = make_state()
+    key(st, "q")
+    assert st.outcome is Outcome.QUIT  # nothing unsaved: at once
+    st = make_state()
+    click(st, 7, 7)
+    key(st, "1")
+    key(st, "n")
+    st.ensure_loaded()
+    key(st, "p")
+    assert st.index == 0 and st.current.ids == {1: 1}  # kept in memory while the window runs
+    key(st, "q")
+    assert st.outcome is None and "1 unsaved reference(s)" in st.message
+    click(st, 7, 7)  # anything else cancels the question
+    key(st, "q")
+    assert st.outcome is None
+    key(st, "q")
+    assert st.outcome is Outcome.QUIT
+
+
+class FakeEngine:
+    """Masks from prompts: a 5x5 square per positive point, cleared around negative ones,
+    clipped to the box when one is given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, points=None, labels=None, box=None, multimask=False):
+        self.calls.append((None if points is None else points.tolist(), None if box is None else box.tolist()))
+        m = np.zeros(self.shape, bool)
+        for (x, y), lab in zip(points, labels, strict=True):
+            if lab == 1:
+                m[max(int(y) - 2, 0) : int(y) + 3, max(int(x) - 2, 0) : int(x) + 3] = True
+        for (x, y), lab in zip(points, labels, strict=True):
+            if lab == 0:
+                m[max(int(y) - 1, 0) : int(y) + 2, max(int(x) - 1, 0) : int(x) + 2] = False
+        if box is not None:
+            x0, y0, x1, y1 = (int(v) for v in box)
+            clip = np.zeros_like(m)
+            clip[y0 : y1 + 1, x0 : x1 + 1] = True
+            m &= clip
+        return type("R", (), {"masks": m[None], "scores": np.ones(1, np.float32)})()
+
+
+def test_point_prompts_add_and_refine_masks():
+    eng = FakeEngine()
+    st = make_state(engine=eng)
+    click(st, 20, 25, button="right")  # negative with nothing selected: refused
+    assert not eng.calls and "positive point" in st.message
+    click(st, 20, 25, button="left", ctrl=True)  # positive, nothing selected: a new mask
+    new = len(st.current.candidates) - 1
+    assert st.selected == new and st.current.candidates[new].mask[25, 20] and st.current.candidates[new].area == 25
+    key(st, "8")
+    click(st, 20, 25, button="right")  # negative: refines the selected mask
+    assert not st.current.candidates[new].mask[25, 20] and st.current.candidates[new].area == 16
+    key(st, "z")
+    assert st.current.candidates[new].area == 25
+    key(st, "z")  # the first point of a prompted mask: the mask goes, with its ID
+    assert len(st.current.candidates) == new and st.selected is None and 8 not in st.current.ids.values()
+    click(st, 7, 7)  # refine an automatic candidate: its box is the box prompt
+    click(st, 8, 8, button="middle")
+    assert eng.calls[-1][1] == [5.0, 5.0, 9.0, 9.0]
+    key(st, "z")
+    assert (st.current.candidates[1].mask == masks_big_small()[1]).all()  # back to the candidate
+
+
+def write_project(tmp_path, n_per_group=4, references=2):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    lines = ["id,specimen,file"]
+    for g in ("s1", "s2"):
+        for k in range(n_per_group):
+            name = f"{g}_{k}.png"
+            img = np.full((24, 32, 3), 40 + 10 * k, np.uint8)
+            cv2.imwrite(str(root / name), img)
+            lines.append(f"{g}-{k},{g},{name}")
+    (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = tmp_path / "proj.toml"
+    spec.write_text(f'csv = "meta.csv"\nkey = "id"\npath = "file"\ngroup_by = ["specimen"]\nroot = "imgs"\n'
+                    f"references = {references}\nseed = 3\n", encoding="utf-8")
+    return spec
+
+
+def test_project_references_swap_is_seeded_recorded_and_saves_land_in_the_store(tmp_path):
+    from segdeck.core.propagate import load_project
+
+    spec = write_project(tmp_path)
+    pr = ProjectRefs(load_project(spec))
+    refs = pr.references()
+    assert [r.group for r in refs] == ["specimen=s1"] * 2 + ["specimen=s2"] * 2
+    assert refs == ProjectRefs(load_project(spec)).references()  # same seed, same references
+    one = m = np.zeros((24, 32), bool)
+    m[2:6, 3:9] = True
+
+    def load(ref):
+        return RefImage.build(ref, cv2.imread(str(ref.path))[:, :, ::-1], one[None])
+
+    st = RefsState(refs, load, pr, swap=pr.swap, keymap=KM, report=lambda e: None)
+    st.ensure_loaded()
+    click(st, 4, 3)
+    key(st, "9")
+    key(st, "space")
+    group = pr.group("specimen=s1")
+    lm, entry = pr.store.load(group, refs[0].key)
+    assert (lm == np.where(m, 9, 0)).all() and entry.ids == (9,)
+    assert st.progress("specimen=s1") == "group specimen=s1: 1/2 references labelled"
+    # swap the first reference (it has IDs: asked first), then the second
+    st.goto(0)
+    key(st, "s")
+    assert st.refs[0] == refs[0] and "again" in st.message
+    key(st, "s")
+    first = st.refs[0]
+    assert first != refs[0] and first.group == refs[0].group and first.key not in {r.key for r in refs}
+    assert pr.store.entry(group, refs[0].key) is None  # a swapped-out reference is no reference any more
+    assert st.progress("specimen=s1") == "group specimen=s1: 0/2 references labelled"
+    # the same swaps in a fresh session over a fresh copy give the same images
+    other = tmp_path / "copy"
+    other.mkdir()
+    spec2 = write_project(other)
+    pr2 = ProjectRefs(load_project(spec2))
+    again = pr2.swap(pr2.references()[0], pr2.references()[:2])
+    assert again.key == first.key
+    # reopening the project shows the swapped list
+    reopened = ProjectRefs(load_project(spec)).references()
+    assert reopened[0].key == first.key and reopened[1].key == refs[1].key
+    chosen = json.loads((pr.store.refs_dir / group.slug / "references.json").read_text())
+    assert chosen["keys"][0] == first.key and chosen["turn"] == 1
+
+
+def test_swap_in_a_group_without_other_images_says_so(tmp_path):
+    from segdeck.core.propagate import load_project
+
+    pr = ProjectRefs(load_project(write_project(tmp_path, n_per_group=2, references=2)))
+    st = RefsState(pr.references(), lambda r: RefImage.failed(r, "x"), pr, swap=pr.swap, keymap=KM)
+    key(st, "s")
+    assert "no other image" in st.message and st.refs == pr.references()
+
+
+class CountingEngine:
+    def __init__(self):
+        self.generated = 0
+
+    def image_key(self, image):
+        return str(hash(image.tobytes()))
+
+    def generate(self, image, params=None):
+        self.generated += 1
+        return type("G", (), {"masks": masks_big_small()})()
+
+
+def test_candidates_are_cached_on_disk_and_saved_labels_come_back(tmp_path):
+    from segdeck.core import imageio
+
+    img = np.full((H, W, 3), 90, np.uint8)
+    imageio.write_image(tmp_path / "a.png", img)
+    eng = CountingEngine()
+    cache = tmp_path / "cache"
+    first = CandidateSource(eng, None, cache).masks(img)
+    again = CandidateSource(eng, None, cache).masks(img)  # a new session: from the disk
+    assert eng.generated == 1 and (first == again).all() and len(list(cache.glob("*.npz"))) == 1
+    saved = np.zeros((H, W), np.uint16)
+    saved[0:3, 0:3] = 12
+    ref = Reference("g", "a", tmp_path / "a.png")
+    loaded = make_loader(CandidateSource(eng, None, cache), lambda r: saved, max_side=1024)(ref)
+    assert loaded.ids == {0: 12} and (loaded.candidates[0].mask == (saved == 12)).all()
+    assert len(loaded.candidates) == 4 and not loaded.unsaved and eng.generated == 1
+    bad = make_loader(None)(Reference("g", "x", tmp_path / "missing.png"))
+    assert bad.error and "missing.png" in bad.error

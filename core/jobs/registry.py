@@ -38,6 +38,7 @@ JOBS: dict[str, str] = {
     "segment": "segdeck.core.segment:SegmentJob",
     "automask": "segdeck.core.automask:AutomaskJob",
     "cluster": "segdeck.core.cluster.job:ClusterJob",
+    "describe": "segdeck.core.describe.job:DescribeJob",
     "propagate": "segdeck.core.propagate.job:PropagateJob",
 }
 

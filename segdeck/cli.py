@@ -13,7 +13,7 @@ import importlib
 import sys
 
 #: Sub-command modules, in help order. A module that is missing is skipped.
-COMMANDS = ["run", "jobs", "export", "samples", "models", "annotate", "keys", "tui"]
+COMMANDS = ["run", "jobs", "export", "samples", "models", "annotate", "view", "keys", "tui"]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

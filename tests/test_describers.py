@@ -264,7 +264,7 @@ def test_server_without_a_models_route(srv):
 
 @pytest.mark.parametrize("n", [1, 4])
 def test_requests_in_flight(srv, n):
-    srv.latency = 0.15
+    srv.latency = 0.1
     reqs = make_regions(8)
     got = run(make_describer("openai", opts(srv, concurrency=n)), reqs)
     assert srv.max_in_flight == n

@@ -65,6 +65,11 @@ class ModelSpec:
         Approximate size for display when ``bytes`` is None.
     extra : dict
         Family-specific extras (not interpreted here).
+    folder : bool
+        The model is a folder of files (a Hugging Face repository, ``config`` = its repo
+        id) instead of one file: present when it holds ``config.json`` and weights;
+        ``sha256`` may be empty (the files are not hashed here); ``download`` uses
+        ``huggingface_hub.snapshot_download`` and ``import`` copies a folder.
     """
 
     name: str
@@ -77,9 +82,12 @@ class ModelSpec:
     description: str = ""
     approx_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    folder: bool = False
 
     def __post_init__(self) -> None:
         h = self.sha256.lower()
+        if self.folder and not h:
+            return
         if not _HEX.match(h) or len(h) < 8 or len(h) > 64:
             raise ValueError(f"model {self.name}: sha256 must be 8..64 hex digits, got {self.sha256!r}")
         object.__setattr__(self, "sha256", h)
@@ -169,6 +177,8 @@ def model_path(name: str) -> Path | None:
     """
     spec = get_spec(name)
     path = cache_dir() / spec.filename
+    if spec.folder:
+        return path if _folder_complete(path) else None
     if not path.is_file():
         return None
     if spec.bytes is not None and path.stat().st_size != spec.bytes:
@@ -247,10 +257,47 @@ def verify(name: str, emit: Callable | None = None) -> Path:
     """
     spec = get_spec(name)
     path = cache_dir() / spec.filename
+    if spec.folder:  # files present (not hashed)
+        if not _folder_complete(path):
+            raise SetupError(f"model {name} is not cached or incomplete ({path}: no config.json or weights)")
+        return path
     if not path.is_file():
         raise SetupError(f"model {name} is not cached ({path})")
     check_file(spec, path, emit)
     return path
+
+
+def _folder_complete(path: Path) -> bool:
+    """A model folder with ``config.json`` and at least one weight file."""
+    return (path / "config.json").is_file() and any(
+        p.suffix in (".safetensors", ".bin") for p in path.glob("*") if p.is_file())
+
+
+def _folder_model(spec: ModelSpec, src: Path | None) -> Path:
+    """Import (``src``) or download (``src`` None) a folder model into the cache."""
+    dest = cache_dir() / spec.filename
+    part = dest.with_name(dest.name + ".part")
+    if src is not None:
+        if not _folder_complete(src):
+            raise SetupError(f"{src}: not a model folder (needs config.json and weights) for {spec.name}")
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.copytree(src, part)
+    else:
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise SetupError(f"model {spec.name} is a Hugging Face repository: pip install 'segdeck[dam]' "
+                             f"(brings huggingface_hub), or fetch {spec.url} by hand and run: "
+                             f"segdeck models import {spec.name} FOLDER") from None
+        try:
+            snapshot_download(repo_id=spec.config, local_dir=part)
+        except Exception as exc:  # network, auth, disk: one line
+            raise SetupError(offline_message(spec, type(exc).__name__).replace(" FILE", " FOLDER")) from None
+        if not _folder_complete(part):
+            raise SetupError(f"download of {spec.name} is incomplete ({part})")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(part, dest)
+    return dest
 
 
 def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Path:
@@ -263,6 +310,8 @@ def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Pa
     """
     spec = get_spec(name)
     src = Path(file).expanduser()
+    if spec.folder:
+        return _folder_model(spec, src)
     check_file(spec, src, emit)
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -310,6 +359,9 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
     from segdeck.core.jobs.events import Progress
 
     spec = get_spec(name)
+    if spec.folder:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        return _folder_model(spec, None)
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -411,6 +463,11 @@ for _name, _file, _cfg, _bytes, _approx, _sha, _desc in [
      "a7ac14a085326d9fa6199c8c698c4f0e7280afdbb974d2c4660ec60877b45e35", "SAM-HQ ViT-H (best)"),
 ]:
     register(ModelSpec(_name, "sam-hq", _HQ_BASE + _file, _bytes, _sha, _file, _cfg, _desc, approx_bytes=_approx))
+
+# Describe Anything (a folder: transformers' remote code + safetensors), the ``dam`` describer
+register(ModelSpec("dam-3b", "dam", "https://huggingface.co/nvidia/DAM-3B-Self-Contained", None, "",
+                   "DAM-3B-Self-Contained", "nvidia/DAM-3B-Self-Contained",
+                   "Describe Anything 3B: region descriptions (CUDA GPU, extra: dam)", folder=True))
 
 #: Names of the official SAM checkpoints (import-light; for params ``Literal`` choices).
 SAM_MODELS = tuple(model_names("sam2") + model_names("sam-hq"))

@@ -697,8 +697,9 @@ class CandidateSource:
         masks = np.asarray(res.masks, bool).reshape(-1, h, w)
         self.computed += 1
         if path is not None:
-            from segdeck.core.imageio import write_bytes_atomic
             import io
+
+            from segdeck.core.imageio import write_bytes_atomic
 
             buf = io.BytesIO()
             np.savez_compressed(buf, count=np.int64(len(masks)), bits=np.packbits(masks.reshape(-1)))

@@ -18,7 +18,8 @@ folder's layout:
 
 :class:`ViewerState` is window-free (items, index, overlay switch, opacity);
 :class:`ViewerWindow` draws it (wheel zoom like the other windows) and reports each
-image shown as a JSON line ``{"event": "shown", "index", "total", "image", "mask"}``.
+image shown, and every change of the overlay, as a JSON line ``{"event": "shown",
+"index", "total", "name", "image", "mask", "overlay", "opacity"}``.
 """
 
 from __future__ import annotations
@@ -330,10 +331,15 @@ class ViewerWindow(WindowLoop):
         h, w = self.loaded.bgr.shape[:2]
         self.view = View((w, h), self.max_window)
         self._colours = colour_labels(self.loaded.labels) if self.loaded.labels is not None else None
-        it = st.item
-        self.report({"event": "shown", "index": st.index, "total": len(st.items), "name": it.name,
-                     "image": str(it.image) if it.image else None, "mask": str(it.mask) if it.mask else None})
+        self._announce()
         self.mark()
+
+    def _announce(self) -> None:
+        """Report what is shown: image, label map, overlay switch and opacity."""
+        st, it = self.state, self.state.item
+        self.report({"event": "shown", "index": st.index, "total": len(st.items), "name": it.name,
+                     "image": str(it.image) if it.image else None, "mask": str(it.mask) if it.mask else None,
+                     "overlay": st.overlay, "opacity": st.opacity})
 
     def on_key(self, code: int) -> bool:
         st = self.state
@@ -347,7 +353,10 @@ class ViewerWindow(WindowLoop):
         if st.outcome:
             self.outcome = st.outcome
             return True
-        self._load()
+        if self._shown_index != st.index:
+            self._load()
+        elif act in ("toggle_overlay", "opacity"):
+            self._announce()
         if changed:
             self.mark()
         return changed

@@ -8,7 +8,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 
 from segdeck.annotate.keymap import load_keymap
 from segdeck.annotate.refs import (

@@ -110,7 +110,8 @@ def run_refs(args) -> int:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if project.missing:
         err_console.print(f"[yellow]warning:[/] {project.missing_text()}", highlight=False, soft_wrap=True)
-    from segdeck.annotate.refs import ProjectRefs, run_refs as run_window
+    from segdeck.annotate.refs import ProjectRefs
+    from segdeck.annotate.refs import run_refs as run_window
 
     refs = ProjectRefs(project)
     try:

@@ -372,10 +372,12 @@ class _StubModel:
 
 
 @pytest.fixture
-def stub_dam(monkeypatch):
-    """A fake ``transformers`` whose AutoModel.from_pretrained returns a stub DAM, and a
-    torch that reports CUDA."""
+def stub_dam(monkeypatch, tmp_path):
+    """A fake ``transformers`` whose AutoModel.from_pretrained returns a stub DAM, a
+    torch that reports CUDA, and an empty model cache."""
     import torch
+
+    monkeypatch.setenv("SEGDECK_MODEL_DIR", str(tmp_path / "models"))
 
     log: list = []
     models: list = []
@@ -475,6 +477,30 @@ def test_dam_local_folder(stub_dam, tmp_path):
     with make_describer("dam", DamOptions(trust_remote_code=True, model=str(tmp_path))):
         pass
     assert stub_dam.log[0][1] == str(tmp_path)
+
+
+def test_dam_in_the_model_manager(stub_dam, tmp_path):
+    from segdeck.core import models
+
+    spec = models.get_spec("dam-3b")
+    assert spec.folder and spec.config == "nvidia/DAM-3B-Self-Contained"
+    assert [(s.name, cached) for s, cached, _ in models.list_models("dam")] == [("dam-3b", False)]
+    with pytest.raises(DescriberFatal, match="segdeck models download dam-3b"):
+        make_describer("dam", DamOptions(trust_remote_code=True, model="dam-3b")).open()
+    src = tmp_path / "fetched"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    with pytest.raises(models.SetupError, match="not a model folder"):
+        models.import_file("dam-3b", src)  # no weights yet
+    (src / "model.safetensors").write_bytes(b"w")
+    dest = models.import_file("dam-3b", src)
+    assert models.model_path("dam-3b") == dest and models.verify("dam-3b") == dest
+    assert [cached for _, cached, _ in models.list_models("dam")] == [True]
+    for name in ("dam-3b", "nvidia/DAM-3B-Self-Contained"):  # both load the manager's copy
+        with make_describer("dam", DamOptions(trust_remote_code=True, model=name)):
+            pass
+        loads = [e for e in stub_dam.log if e[0] == "from_pretrained"]
+        assert loads[-1][1] == str(dest)
 
 
 def test_png_round_trip_is_lossless():

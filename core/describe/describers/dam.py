@@ -70,9 +70,10 @@ def resolve_model(name: str) -> str:
     Parameters
     ----------
     name : str
-        An existing local folder, :data:`DAM_MODEL_NAME` (the model manager's cache
-        folder, which must exist), or a Hugging Face repo id (returned unchanged;
-        transformers downloads it into its own cache).
+        An existing local folder; :data:`DAM_MODEL_NAME` (the model manager's cache
+        folder, which must exist); :data:`DAM_REPO` (the model manager's folder when
+        present, else the repo id); or another Hugging Face repo id (returned
+        unchanged; transformers downloads it into its own cache).
 
     Returns
     -------
@@ -83,17 +84,18 @@ def resolve_model(name: str) -> str:
     DescriberFatal
         ``dam-3b`` is not in the model manager's cache.
     """
+    from segdeck.core import models
+
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    if name == DAM_MODEL_NAME:
-        from segdeck.core import models
-
+    if name in (DAM_MODEL_NAME, DAM_REPO):
         folder = models.model_path(DAM_MODEL_NAME)
-        if folder is None:
+        if folder is not None:  # the model manager's copy (downloaded or imported)
+            return str(folder)
+        if name == DAM_MODEL_NAME:
             raise DescriberFatal(f"dam: {DAM_MODEL_NAME} is not downloaded; "
                                  f"`segdeck models download {DAM_MODEL_NAME}` or pass --dam.model {DAM_REPO}")
-        return str(folder)
     return name
 
 

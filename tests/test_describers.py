@@ -75,7 +75,7 @@ def srv():
 
 
 def opts(srv: FakeVLM, **kw) -> OpenAIOptions:
-    base = dict(base_url=srv.base_url, api_key_env="", backoff=0.01, timeout=5.0, prompt="region {index}")
+    base = dict(base_url=srv.base_url, api_key_env="", backoff=0.01, timeout=5.0, prompt="region {index}", min_side=0)
     base.update(kw)
     return OpenAIOptions(**base)
 
@@ -143,7 +143,16 @@ def test_max_side_shrinks_the_picture():
     full = np.ones((60, 200), bool)
     req = RegionRequest(1, req.image, full, (0, 0, 200, 60))
     assert region_image(req, "crop", max_side=50).shape == (15, 50, 3)
-    assert region_image(req, "crop", max_side=500).shape == (60, 200, 3)  # never enlarged
+    assert region_image(req, "crop", max_side=500).shape == (60, 200, 3)
+    assert region_image(req, "crop", min_side=90).shape == (90, 300, 3)
+    assert region_image(req, "crop", min_side=90, max_side=250).shape == (75, 250, 3)  # max_side wins
+
+
+def test_small_regions_are_enlarged_by_default(srv):
+    req = make_regions(1)[0]  # a disc 13 px wide, 29 px with the margin
+    run(make_describer("openai", opts(srv, min_side=OpenAIOptions().min_side)), [req])
+    h, w = srv.chats[0].image().shape[:2]
+    assert min(h, w) == 64 and abs(w / h - 1) < 0.05
 
 
 def test_answer_as_content_parts_is_joined():

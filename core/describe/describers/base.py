@@ -121,6 +121,7 @@ def region_image(
     background: int = NEUTRAL_GREY,
     pad: int = 0,
     max_side: int = 0,
+    min_side: int = 0,
     outline_rgb: tuple[int, int, int] = (255, 0, 0),
 ) -> np.ndarray:
     """The picture of a region that a vision-language model is shown.
@@ -140,7 +141,11 @@ def region_image(
         the mask).
     max_side : int
         When > 0, the picture is shrunk (area interpolation, aspect kept) so that its
-        longer side is at most this many pixels; never enlarged.
+        longer side is at most this many pixels.
+    min_side : int
+        When > 0, a smaller picture is enlarged (bicubic, aspect kept) so that its
+        shorter side is at least this many pixels (some vision encoders refuse pictures
+        under 28 pixels a side), as far as ``max_side`` allows.
     outline_rgb : tuple of int
         Outline colour (RGB).
 
@@ -173,11 +178,15 @@ def region_image(
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in outline_rgb), thickness)
     else:
         raise ValueError(f"unknown region view {view!r}; expected 'crop' or 'outline'")
-    side = max(out.shape[:2])
-    if max_side > 0 and side > max_side:
+    short, side = min(out.shape[:2]), max(out.shape[:2])
+    scale = 1.0
+    if min_side > 0 and short < min_side:
+        scale = min_side / short
+    if max_side > 0 and side * scale > max_side:
         scale = max_side / side
+    if scale != 1.0:
         size = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
-        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     return out
 
 

@@ -69,6 +69,7 @@ class OpenAIOptions(BaseModel):
     view: Literal["crop", "outline"] = Field("crop", description="crop: the masked region on grey; outline: the whole image with the region outlined in red")
     pad: int = Field(8, ge=0, le=1024, description="grey margin around the crop in pixels")
     max_side: int = Field(1024, ge=0, le=8192, description="shrink the picture sent so its longer side is at most this (pixels; 0 = never)")
+    min_side: int = Field(64, ge=0, le=1024, description="enlarge a smaller picture so its shorter side is at least this (pixels; 0 = never)")
     max_tokens: int = Field(300, ge=1, le=32768, description="longest answer in tokens")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="sampling temperature")
     timeout: float = Field(120.0, gt=0, le=3600, description="seconds to wait for one answer")
@@ -264,7 +265,8 @@ class OpenAIDescriber(Describer):
             ``max_tokens``, ``temperature``, ``stream: false`` and, when set, ``ttl``.
         """
         opts = self.options
-        picture = region_image(request, opts.view, background=NEUTRAL_GREY, pad=opts.pad, max_side=opts.max_side)
+        picture = region_image(request, opts.view, background=NEUTRAL_GREY, pad=opts.pad, max_side=opts.max_side,
+                               min_side=opts.min_side)
         messages: list[dict] = []
         if opts.system_prompt:
             messages.append({"role": "system", "content": opts.system_prompt})

@@ -13,7 +13,7 @@ def test_painted_counts_follow_annotate_outputs(tmp_path):
     for name in ["a.png", "b.png", "sub dir/c.png"]:
         imageio.write_image(root / name, np.zeros((4, 4, 3), np.uint8))
     root = root.resolve()
-    _, counts, painted = scan_folders(root)
+    _, counts, painted, _files = scan_folders(root)
     assert counts[root] == 3 and painted == {}
     # annotate on the whole folder painted a.png and the nested c.png
     out = tmp_path / "photos.segdeck" / "annotate-slic"
@@ -25,7 +25,7 @@ def test_painted_counts_follow_annotate_outputs(tmp_path):
     # annotate on the sub-folder painted c.png there too
     sub_out = root / "sub dir.segdeck" / "annotate-sam"
     imageio.write_label_map(sub_out / "c.png.labels.png", np.ones((4, 4), np.int32))
-    children, counts, painted = scan_folders(root)
+    children, counts, painted, _files = scan_folders(root)
     assert painted[root] == 2
     assert painted[root / "sub dir"] == 1
     assert root / "sub dir.segdeck" not in children[root]  # output folders are not listed

@@ -1,5 +1,6 @@
-"""A small job for the TUI tests (registered through ``SEGDECK_EXTRA_JOBS`` so the
-``segdeck run`` child process finds it too). Sleeps ``delay`` seconds per image."""
+"""Small jobs for the TUI tests (registered through ``SEGDECK_EXTRA_JOBS`` so the
+``segdeck run`` child process finds them too): :class:`DummyJob` sleeps ``delay``
+seconds per image; :class:`CsvJob` takes a CSV file, one item per row, in sub-steps."""
 
 from __future__ import annotations
 
@@ -105,3 +106,51 @@ class DeclaredJob(DummyJob):
     tui_model_field = "weights"
     tui_tool_screen = "tui_dummy_job:tool_screen"
     tui_field_notes = {"tag": "declared note under the tag"}
+
+
+class RowsParams(JobParams):
+    """Rows of a CSV, in sub-steps."""
+
+    steps: int = Field(3, ge=1, le=500, description="sub-steps per row")
+    delay: float = Field(0.02, ge=0.0, le=5.0, description="seconds per sub-step")
+
+
+class CsvJob(Job):
+    """A CSV-driven job for the TUI tests: one item per row of ``id,text``, written as
+    ``<id>.txt`` (the text in upper case) after ``steps`` sub-steps ("part k/steps")."""
+
+    name = "tuicsv"
+    Params = RowsParams
+    description = "Test job: one item per CSV row (id, text), in sub-steps."
+    input_help = "a CSV file with columns id, text"
+    tui_input_files = (".csv",)
+    tui_annotate = "refs"
+
+    @classmethod
+    def check_input(cls, input_path):
+        from segdeck.core.jobs.items import csv_items
+
+        if not input_path.is_file() or input_path.suffix.lower() != ".csv":
+            raise ValueError(f"{input_path.name}: a CSV file (id, text) is expected")
+        items = csv_items(input_path, id_column="id")
+        if items and "text" not in items[0].row:
+            raise ValueError(f"{input_path.name}: no column 'text'")
+
+    def list_items(self):
+        from segdeck.core.jobs.items import csv_items
+
+        return csv_items(self.input_path, id_column="id")
+
+    def load(self, item):
+        return item.row["text"]
+
+    def process(self, item, data):
+        for k in range(self.params.steps):
+            time.sleep(self.params.delay)
+            self.step(k + 1, self.params.steps, "part")
+        return data.upper()
+
+    def write(self, item, result):
+        out = f"{self.output_stem(item)}.txt"
+        imageio.write_text_atomic(self.job_dir / out, result)
+        return [out]

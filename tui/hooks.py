@@ -37,6 +37,15 @@ fields without any screen code.
 ``tui_field_notes`` (:func:`field_notes`)
     {dotted field: text}: a line under the field in plain words.
 
+``tui_input_files`` (:func:`input_files`)
+    suffixes (``".csv"``, ``".toml"``) of input files other than images the job takes:
+    the folder tree lists such files; picking one makes it the input, and the form's
+    status line says why not when the picked job's ``check_input`` refuses it
+    (:func:`input_problem`, run in a thread worker).
+``tui_annotate`` (:func:`annotate_mode`)
+    the ``segdeck annotate`` mode that ``a`` opens on an input file the job takes
+    (``"refs"``: ``segdeck annotate refs SPEC``, reference labelling of a spec file).
+
 ``ANNOTATE_MODE``
     the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
     stdout JSON lines are shown in the log pane.
@@ -108,5 +117,41 @@ def field_notes(cls: type | None) -> dict[str, str]:
     return dict(getattr(cls, "tui_field_notes", {}) or {}) if cls is not None else {}
 
 
-__all__ = ["ANNOTATE_MODE", "curve", "curve_field", "extra_model_fields", "field_notes", "load", "model_field",
-           "no_curve_reason", "offers_models", "tool_screen"]
+def input_files(cls: type | None) -> tuple[str, ...]:
+    """Suffixes of the input files other than images the job takes (lower case, with the dot)."""
+    return tuple(str(x).lower() for x in getattr(cls, "tui_input_files", ()) or ()) if cls is not None else ()
+
+
+def annotate_mode(cls: type | None) -> str:
+    """The ``segdeck annotate`` mode for an input file the job takes ("" for none)."""
+    return getattr(cls, "tui_annotate", "") or "" if cls is not None else ""
+
+
+def checks_input(cls: type | None) -> bool:
+    """Whether the job has its own ``check_input`` (it takes something other than a
+    folder of images or an image, so a folder's image count does not answer it)."""
+    if cls is None:
+        return False
+    from segdeck.core.jobs.base import Job
+
+    own = getattr(cls.check_input, "__func__", cls.check_input)
+    return own is not getattr(Job.check_input, "__func__", Job.check_input)
+
+
+def input_problem(cls: type, path) -> str | None:
+    """Why job ``cls`` does not take ``path`` (its ``check_input``'s one line), or None
+    when it does. Reads the input (a folder walk, a CSV header): call it off the UI
+    thread. Any exception of a broken ``check_input`` counts as a refusal."""
+    from pathlib import Path
+
+    try:
+        cls.check_input(Path(path))
+    except Exception as exc:  # noqa: BLE001 - ValueError is the contract; a broken plug-in must not stop the TUI
+        text = str(exc).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+    return None
+
+
+__all__ = ["ANNOTATE_MODE", "annotate_mode", "checks_input", "curve", "curve_field", "extra_model_fields",
+           "field_notes", "input_files", "input_problem", "load", "model_field", "no_curve_reason", "offers_models",
+           "tool_screen"]

@@ -20,6 +20,8 @@ from segdeck.core.jobs import report
 from segdeck.core.jobs.events import (
     EVENTS_NAME,
     Event,
+    ItemDone,
+    ItemFailed,
     ItemProgress,
     JobFinished,
     JobStarted,
@@ -88,7 +90,17 @@ class JobSnapshot:
         ``starting`` (launched here, no event yet), ``running``, ``done``, ``failed``,
         ``cancelled``, ``error``, ``interrupted`` (killed without finishing) or ``new``.
     eta_s : float or None
-        Seconds left while running (mean item time times items left).
+        Seconds left while running: the mean item time times the items left, less
+        the share of the items being computed that their sub-steps say is done (as
+        ``segdeck jobs`` reads it); before the first item of the run is done, the
+        time per item is guessed from the running item's sub-steps (elapsed time /
+        its done share), as the CLI bar's rate does.
+    step : str or None
+        While running: the latest sub-step of an item being computed, worded by the
+        reporter (``"img7: region 12/40"``); None when the job reports none.
+    in_progress : float
+        How much of the items being computed is done, from their latest sub-steps
+        (0.3 for "region 12/40"); part of :attr:`fraction`.
     """
 
     job_dir: Path
@@ -102,11 +114,16 @@ class JobSnapshot:
     eta_s: float | None
     error: str | None
     started: float | None
+    step: str | None = None
+    in_progress: float = 0.0
 
     @property
     def fraction(self) -> float:
-        """Finished share of the items, 0..1."""
-        return (self.done + self.failed) / self.total if self.total else (1.0 if self.finished else 0.0)
+        """Finished share of the items, 0..1 (the sub-steps of the items being
+        computed included, as on the CLI bar)."""
+        if not self.total:
+            return 1.0 if self.finished else 0.0
+        return min(1.0, (self.done + self.failed + self.in_progress) / self.total)
 
     @property
     def finished(self) -> bool:
@@ -154,6 +171,9 @@ class _Tracked:
     launched_pid: int | None = None
     launched_at: float | None = None
     cancel_requested: bool = False
+    # the latest sub-step of each item being computed in the current run, in order
+    steps: dict = field(default_factory=dict)
+    finished_this_run: int = 0
 
 
 class JobWatcher:
@@ -270,10 +290,19 @@ class JobWatcher:
                 for ev in events:
                     if isinstance(ev, JobStarted):
                         tracked.last_start = ev
+                        tracked.steps.clear()
+                        tracked.finished_this_run = 0
                         if tracked.job == "?":
                             tracked.job = ev.job
                     elif isinstance(ev, JobFinished):
                         tracked.last_finish = ev
+                        tracked.steps.clear()
+                    elif isinstance(ev, ItemProgress):
+                        tracked.steps.pop(ev.item, None)  # the latest item last
+                        tracked.steps[ev.item] = ev
+                    elif isinstance(ev, (ItemDone, ItemFailed)):
+                        tracked.steps.pop(ev.item, None)
+                        tracked.finished_this_run += 1
                     line = event_line(ev)
                     if line is not None:
                         tracked.seq += 1
@@ -308,14 +337,24 @@ class JobWatcher:
         if state not in ("running", "starting"):
             pid = None
         c = t.counts
-        eta = None
-        if state == "running" and t.mean:
-            eta = max(0.0, (c.total - c.done - c.failed) * t.mean)
         total = c.total or (start.total if start else 0)
+        eta, step, in_progress = None, None, 0.0
+        if state == "running":
+            with self._lock:
+                steps = list(t.steps.values())
+            in_progress = sum(e.fraction or 0.0 for e in steps)
+            if steps:
+                step = report.step_text(steps[-1])
+            per_item = t.mean
+            if not per_item and in_progress > 0 and start is not None:
+                # nothing done yet: the rate of the run so far, sub-steps included
+                per_item = max(0.0, time.time() - start.t) / (t.finished_this_run + in_progress)
+            if per_item:
+                eta = max(0.0, (total - c.done - c.failed - in_progress) * per_item)
         return JobSnapshot(
             job_dir=t.job_dir, job=t.job, input=t.input, state=state, total=total, done=c.done,
             failed=c.failed, pid=pid, eta_s=eta, error=error,
-            started=start.t if start else t.launched_at,
+            started=start.t if start else t.launched_at, step=step, in_progress=in_progress,
         )
 
 

@@ -1,6 +1,6 @@
 """Start the processes the TUI drives: ``segdeck run`` jobs (detached, so they outlive
-the TUI), ``segdeck annotate`` sessions (their JSON lines are read back), and the
-desktop's file manager. No Textual here.
+the TUI), windows (``segdeck annotate`` sessions, ``segdeck view``; their JSON lines are
+read back), and the desktop's file manager. No Textual here.
 """
 
 from __future__ import annotations
@@ -110,12 +110,29 @@ def open_in_file_manager(path: str | Path) -> bool:
     return True
 
 
-def annotate_available() -> bool:
-    """Whether this install has the ``segdeck annotate`` command."""
+def command_available(name: str) -> bool:
+    """Whether this install has the ``segdeck NAME`` sub-command (its module
+    ``segdeck.commands.NAME``)."""
     try:
-        return importlib.util.find_spec("segdeck.commands.annotate") is not None
+        return importlib.util.find_spec(f"segdeck.commands.{name}") is not None
     except (ImportError, ValueError):
         return False
+
+
+def annotate_available() -> bool:
+    """Whether this install has the ``segdeck annotate`` command."""
+    return command_available("annotate")
+
+
+def view_available() -> bool:
+    """Whether this install has the ``segdeck view`` command."""
+    return command_available("view")
+
+
+def view_command(path: str | Path) -> list[str]:
+    """``segdeck view PATH`` for the current interpreter (PATH: a job folder, an
+    image or a mask)."""
+    return [sys.executable, "-m", "segdeck", "view", str(path)]
 
 
 def annotate_command(mode: str, path: str | Path, method: str | None = None) -> list[str]:
@@ -127,7 +144,7 @@ def annotate_command(mode: str, path: str | Path, method: str | None = None) -> 
 
 
 def start_annotate(cmd: list[str]) -> subprocess.Popen:
-    """Start an annotation window process. Read its stdout (JSON lines) as it goes;
+    """Start a window process (``segdeck annotate``, ``segdeck view``). Read its stdout (JSON lines) as it goes;
     its stderr goes to a temporary file (``proc.stderr_file``, read after it exits) so
     a chatty process can never block on a full pipe."""
     import tempfile

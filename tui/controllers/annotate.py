@@ -1,4 +1,5 @@
-"""``segdeck annotate`` started from the TUI: the process, its output in the log pane.
+"""Windows started from the TUI (``segdeck annotate MODE PATH``, ``segdeck view PATH``):
+the process, its output in the log pane.
 
 A thread worker reads the process's stdout and posts :class:`AnnotateOutput` lines;
 when it ends, :class:`AnnotateFinished` bubbles to the screen (which rescans the
@@ -39,7 +40,8 @@ class AnnotateFinished(Message):
 
 
 class AnnotateController(Controller):
-    """Starts ``segdeck annotate MODE PATH [--method M]`` and follows its output."""
+    """Starts ``segdeck annotate MODE PATH [--method M]`` (:meth:`launch`) or another
+    window command (:meth:`start`, e.g. ``segdeck view PATH``) and follows its output."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -66,19 +68,38 @@ class AnnotateController(Controller):
         if not launch.annotate_available():
             self.notify("the annotate command is not available in this install", severity="warning")
             return False
-        cmd = launch.annotate_command(mode, input_path, method)
+        return self.start(launch.annotate_command(mode, input_path, method), "annotate",
+                          f"annotate {mode} {input_path}")
+
+    def start(self, cmd: list[str], what: str, title: str) -> bool:
+        """Start the window command ``cmd`` and show its output in the log pane.
+
+        Parameters
+        ----------
+        cmd : list of str
+            The command line (e.g. :func:`segdeck.tui.launch.view_command`).
+        what : str
+            Its short name in the log lines: "``what`` finished", "``what`` failed: …".
+        title : str
+            The first log line (what was started, on what).
+
+        Returns
+        -------
+        bool
+            False when the process could not start (the user was told why).
+        """
         try:
             proc = launch.start_annotate(cmd)
         except OSError as exc:
-            self.notify(f"could not start annotate: {exc}", severity="error")
+            self.notify(f"could not start {what}: {exc}", severity="error")
             return False
-        self.log_lines = [LogLine(time.time(), f"annotate {mode} {input_path}", "title")]
-        self.screen.query_one(JobLog).show(ANNOTATE_SOURCE, self.log_lines, title="Log — annotate")
-        self._follow(proc)
+        self.log_lines = [LogLine(time.time(), title, "title")]
+        self.screen.query_one(JobLog).show(ANNOTATE_SOURCE, self.log_lines, title=f"Log — {what}")
+        self._follow(proc, what)
         return True
 
     @work(thread=True, group="annotate")
-    def _follow(self, proc) -> None:
+    def _follow(self, proc, what: str) -> None:
         for raw in proc.stdout:
             raw = raw.strip()
             if raw:
@@ -87,9 +108,9 @@ class AnnotateController(Controller):
         err = launch.stderr_tail(proc)
         if rc != 0:
             reason = err[-1] if err else f"exit code {rc}"
-            self.post_message(AnnotateOutput([LogLine(time.time(), f"annotate failed: {reason}", "error")]))
+            self.post_message(AnnotateOutput([LogLine(time.time(), f"{what} failed: {reason}", "error")]))
         else:
-            self.post_message(AnnotateOutput([LogLine(time.time(), "annotate finished", "title")]))
+            self.post_message(AnnotateOutput([LogLine(time.time(), f"{what} finished", "title")]))
         self.post_message(AnnotateFinished(rc))
 
     def on_annotate_output(self, message: AnnotateOutput) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from textual import work
 from textual.message import Message
 
-from segdeck.tui import launch
+from segdeck.tui import hooks, launch
 from segdeck.tui.controllers.base import Controller
 from segdeck.tui.jobwatch import JobSnapshot, JobWatcher, cancel_job
 from segdeck.tui.widgets.job_list import JobList
@@ -41,6 +41,15 @@ class JobsPolled(Message):
 
     snapshots: list | None
     new_lines: dict
+
+
+@dataclass
+class InputChecked(Message):
+    """Which jobs take ``path`` as their input: ``problems`` maps a job name to why
+    not (its ``check_input``'s line), None for a job that takes it."""
+
+    path: Path
+    problems: dict
 
 
 class JobsController(Controller):
@@ -89,6 +98,23 @@ class JobsController(Controller):
             # is there but fails to import is worth a word
             if not error.startswith("ModuleNotFoundError"):
                 self.notify(f"job {name} is unavailable: {error}", severity="warning", timeout=8)
+
+    # ---- inputs ----------------------------------------------------------------------
+    def check_input(self, path: Path, names: list[str]) -> None:
+        """Ask the jobs ``names`` whether they take ``path`` (in a thread worker: a
+        check may walk a folder or read a CSV); the answer comes as :class:`InputChecked`."""
+        self._check_input(path, {n: self.jobs[n] for n in names if n in self.jobs})
+
+    @work(thread=True, group="input-check")
+    def _check_input(self, path: Path, jobs: dict) -> None:
+        verdicts: dict = {}  # one call per distinct check_input (the image jobs share one)
+        problems = {}
+        for name, cls in jobs.items():
+            check = getattr(cls.check_input, "__func__", cls.check_input)
+            if check not in verdicts:
+                verdicts[check] = hooks.input_problem(cls, path)
+            problems[name] = verdicts[check]
+        self.post_message(InputChecked(path, problems))
 
     # ---- polling ---------------------------------------------------------------------
     def tick(self, force_scan: bool = False) -> None:
@@ -226,4 +252,4 @@ class JobsController(Controller):
             self.notify("the job process is already gone", severity="warning")
 
 
-__all__ = ["POLL_S", "JobsController", "JobsLoaded", "JobsPolled"]
+__all__ = ["POLL_S", "InputChecked", "JobsController", "JobsLoaded", "JobsPolled"]

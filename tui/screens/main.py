@@ -36,7 +36,7 @@ from segdeck.tui.controllers.annotate import (
     AnnotateOutput,
 )
 from segdeck.tui.controllers.curve import CurveController, CurveProgress, CurveReady
-from segdeck.tui.controllers.jobs import POLL_S, JobsController, JobsLoaded, JobsPolled
+from segdeck.tui.controllers.jobs import POLL_S, InputChecked, JobsController, JobsLoaded, JobsPolled
 from segdeck.tui.controllers.models import ModelPicker, nested
 from segdeck.tui.hooks import ANNOTATE_MODE
 from segdeck.tui.jobwatch import JobSnapshot, tail_log
@@ -66,6 +66,7 @@ class MainScreen(Screen):
         Binding("o", "open_output", "Open output"),
         Binding("l", "toggle_log", "Log/job.log"),
         Binding("a", "annotate", "Annotate"),
+        Binding("w", "view_results", "View results"),
         Binding("ctrl+t", "threshold", "Threshold picker", priority=True),
         Binding("t", "job_tool", "Threshold picker / job tool", show=False),
         Binding("m", "models", "Models"),
@@ -87,6 +88,11 @@ class MainScreen(Screen):
         self.root = Path(root).resolve()
         self.input_path: Path = self.root
         self.input_count: int | None = None
+        #: The input is a file (a CSV, a spec file) picked in the folder tree, not a folder.
+        self.input_is_file = False
+        #: input path -> {job name: why it does not take it, None when it does}
+        self.input_problems: dict[Path, dict[str, str | None]] = {}
+        self._checking: set[Path] = set()
         self.presets: dict[str, dict] = {}
         self._applied_preset: str | None = None
         self._set_job_lock = asyncio.Lock()
@@ -154,6 +160,8 @@ class MainScreen(Screen):
             self.query_one("#job-desc", Static).update("no job is available in this install")
             return
         select.value = next(iter(self.jobs))  # the registry's first (segment), extra jobs after
+        # the input files the jobs take (a CSV, a spec file) are listed in the folder tree
+        self.query_one(FolderTree).set_file_suffixes({x for c in self.jobs.values() for x in hooks.input_files(c)})
 
     @on(Select.Changed, "#job-select")
     async def _job_changed(self, event: Select.Changed) -> None:
@@ -243,24 +251,59 @@ class MainScreen(Screen):
             bad = [k or "(form)" for k in form.errors]
             general = form.errors.get("")
             reason = f"invalid: {', '.join(bad)}" + (f" — {general}" if general else "")
-        elif self.input_count == 0:
-            reason = "no images in the selected folder"
+        else:
+            reason = self._input_reason() or ""
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
         text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
         if str(status.content) != text:  # one fixed-size line: no re-layout of the screen
             status.update(text, layout=False)
 
+    def _input_reason(self) -> str | None:
+        """Why the form's job cannot run on the selected input (None: it can). A folder
+        for an image job: its image count answers; a file, or a job with its own
+        ``check_input``: the job's check, run in a worker (:meth:`_request_check`)."""
+        name, cls, path = self.job_name, self.job_class, self.input_path
+        if not (self.input_is_file or hooks.checks_input(cls)):
+            return "no images in the selected folder" if self.input_count == 0 else None
+        problems = self.input_problems.get(path)
+        if problems is None or name not in problems:
+            self._request_check(path)
+            return "checking the input…"
+        why = problems[name]
+        if why is None:
+            return None
+        takers = [n for n, p in problems.items() if p is None]
+        return f"{name} does not take this input: {why}" + (f" (input for: {', '.join(takers)})" if takers else "")
+
+    def _request_check(self, path: Path) -> None:
+        """Ask every job (a file) or the jobs with their own check (a folder) whether
+        they take ``path``; :meth:`on_input_checked` gets the answer."""
+        if path in self._checking or not self.jobs:
+            return
+        self._checking.add(path)
+        names = [n for n, c in self.jobs.items() if self.input_is_file or hooks.checks_input(c)]
+        self.jobs_ctl.check_input(path, names)
+
+    def on_input_checked(self, message: InputChecked) -> None:
+        self._checking.discard(message.path)
+        self.input_problems.setdefault(message.path, {}).update(message.problems)
+        if message.path == self.input_path:
+            self._update_input_line()
+            self._update_run_state()
+
     def on_folder_tree_folder_chosen(self, message: FolderTree.FolderChosen) -> None:
         self.input_path, self.input_count = message.path, message.count
+        self.input_is_file = message.is_file
         self._update_input_line()
         self._update_run_state()
-        if self.query_one(FolderTree).has_focus:
+        if self.query_one(FolderTree).has_focus and not message.is_file:
             self._preview_folder(message.path)
 
     def on_descendant_focus(self, event) -> None:
         # back in the folder tree: the preview shows the chosen folder's images again
-        if isinstance(event.widget, FolderTree) and self.query_one(PreviewPane).following is not None:
+        if isinstance(event.widget, FolderTree) and self.query_one(PreviewPane).following is not None \
+                and not self.input_is_file:
             self._preview_folder(self.input_path)
 
     def _preview_folder(self, folder: Path, force: bool = False) -> None:
@@ -277,7 +320,12 @@ class MainScreen(Screen):
         preview.open_folder(folder, job_dir, root)
 
     def _update_input_line(self) -> None:
-        n = "counting…" if self.input_count is None else f"{self.input_count} images"
+        if self.input_is_file:
+            problems = self.input_problems.get(self.input_path) or {}
+            takers = [n for n, p in problems.items() if p is None]
+            n = f"file; input for: {', '.join(takers)}" if takers else ("file; no job takes it" if problems else "file")
+        else:
+            n = "counting…" if self.input_count is None else f"{self.input_count} images"
         self.query_one("#input-line", Static).update(f"input: {self.input_path}  ({n})")
 
     # ---- polling ---------------------------------------------------------------------
@@ -400,6 +448,7 @@ class MainScreen(Screen):
             self.jobs_ctl.show_job_log(job)
 
     def action_rescan(self) -> None:
+        self.input_problems.clear()  # files and folders may have changed: ask the jobs again
         self.query_one(FolderTree).rescan()
         self.jobs_ctl.tick(force_scan=True)
 
@@ -541,9 +590,14 @@ class MainScreen(Screen):
         self.models.pick(self.job_name, self.jobs)
 
     def action_annotate(self) -> None:
-        """Open ``segdeck annotate`` on the selected folder; its saved files go to the log."""
+        """Open ``segdeck annotate`` on the selected folder (``paint``), or on the selected
+        input file in the mode a job that takes it declares (``tui_annotate``: ``refs``
+        on a propagation spec); its saved files go to the log."""
         from segdeck.core.oversegment import METHODS
 
+        if self.input_is_file:
+            self._annotate_file(self.input_path)
+            return
         form = self.query_one(ParamForm)
         method = form.value("method")
         spec = form.spec("method")
@@ -554,6 +608,28 @@ class MainScreen(Screen):
         if str(method) not in METHODS or (spec is not None and method == spec.default):
             method = None
         self.annotator.launch(ANNOTATE_MODE, self.input_path, str(method) if method else None)
+
+    def _annotate_file(self, path: Path) -> None:
+        """``segdeck annotate MODE FILE`` for the first job (the form's first) that takes
+        ``path`` and declares an annotate mode for it."""
+        names = sorted(self.jobs, key=lambda n: n != self.job_name)
+        for name in names:
+            mode = hooks.annotate_mode(self.jobs[name])
+            if mode and hooks.input_problem(self.jobs[name], path) is None:  # a file: a cheap check
+                self.annotator.launch(mode, path, None)
+                return
+        self.notify(f"no annotate window for {path.name} (a folder or an image opens annotate paint)",
+                    severity="warning")
+
+    def action_view_results(self) -> None:
+        """Open ``segdeck view`` on the selected job's folder: its results in a window."""
+        snap = self._selected()
+        if snap is None:
+            return
+        if not launch.view_available():
+            self.notify("the view command is not available in this install", severity="warning")
+            return
+        self.annotator.start(launch.view_command(snap.job_dir), "view", f"view {snap.job_dir}")
 
     def on_annotate_finished(self, message: AnnotateFinished) -> None:
         self.action_rescan()  # painted / total counts in the tree

@@ -1,8 +1,11 @@
-"""Folder tree of the chosen root with recursive image counts per folder.
+"""Folder tree of the chosen root with recursive image counts per folder, and the
+input files other than images that the jobs take (a CSV, a spec file).
 
 The counts come from :func:`segdeck.core.imageio.discover` run once in a thread
 worker, so the tree appears at once and fills in its numbers when they are ready.
 segdeck output folders (``*.segdeck``, job folders) and hidden folders are skipped.
+Which files are listed is the jobs' word (``Job.tui_input_files``, a set of suffixes
+given to :meth:`FolderTree.set_file_suffixes`); images are counted, never listed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from textual.widgets.tree import TreeNode
 #: Bounds on the folder walk (a tree of a whole disk stays usable).
 MAX_DEPTH = 8
 MAX_FOLDERS = 5000
+#: Input files listed per folder (the rest are left out of the tree).
+MAX_FILES = 200
 
 
 def _skip_dir(path: Path) -> bool:
@@ -59,9 +64,18 @@ def painted_counts(images: list[Path], folders: list[Path]) -> dict[Path, int]:
     return painted
 
 
-def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int], dict[Path, int]]:
-    """Walk ``root``: sub-folders per folder (sorted), recursive image counts, and
-    painted counts (:func:`painted_counts`).
+def scan_folders(root: Path, suffixes=()) -> tuple[dict[Path, list[Path]], dict[Path, int], dict[Path, int],
+                                                  dict[Path, list[Path]]]:
+    """Walk ``root``: sub-folders per folder (sorted), recursive image counts, painted
+    counts (:func:`painted_counts`) and the input files with one of ``suffixes``.
+
+    Parameters
+    ----------
+    root : Path
+        The folder to walk (resolved).
+    suffixes : iterable of str
+        File suffixes to list (lower case, with the dot, e.g. ``".csv"``); hidden
+        files are left out, at most :data:`MAX_FILES` per folder.
 
     Returns
     -------
@@ -71,18 +85,26 @@ def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int], d
         folder -> number of images under it (as :func:`discover` finds them).
     painted : dict
         folder -> images with a saved painting, for folders that have annotations.
+    files : dict
+        folder -> its files with one of ``suffixes`` (sorted), for folders that have some.
     """
     from segdeck.core.imageio import discover
 
+    wanted = {s.lower() for s in suffixes}
     children: dict[Path, list[Path]] = {}
+    files: dict[Path, list[Path]] = {}
     n = 0
-    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         depth = len(here.relative_to(root).parts)
         keep = sorted(d for d in dirnames if not _skip_dir(here / d))
         dirnames[:] = keep if depth < MAX_DEPTH and n < MAX_FOLDERS else []
         children[here] = [here / d for d in keep]
         n += len(keep)
+        if wanted:
+            found = sorted(f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in wanted)
+            if found:
+                files[here] = [here / f for f in found[:MAX_FILES]]
     counts: dict[Path, int] = {root: 0}
     try:
         images = discover(root)
@@ -95,11 +117,12 @@ def scan_folders(root: Path) -> tuple[dict[Path, list[Path]], dict[Path, int], d
             if folder == root or folder == folder.parent:
                 break
             folder = folder.parent
-    return children, counts, painted_counts(images, list(children))
+    return children, counts, painted_counts(images, list(children)), files
 
 
 class FolderTree(Tree[Path]):
-    """Tree of folders under ``root``, each labelled with its image count."""
+    """Tree of folders under ``root``, each labelled with its image count, and the
+    input files the jobs take (:meth:`set_file_suffixes`) as leaves."""
 
     @dataclass
     class Scanned(Message):
@@ -108,19 +131,24 @@ class FolderTree(Tree[Path]):
         children: dict
         counts: dict
         painted: dict
+        files: dict
 
     @dataclass
     class FolderChosen(Message):
-        """The cursor moved to a folder (``count`` images under it, None while counting)."""
+        """The cursor moved to a folder (``count`` images under it, None while
+        counting) or, with ``is_file``, to an input file (``count`` None)."""
 
         path: Path
         count: int | None
+        is_file: bool = False
 
     def __init__(self, root: Path, **kwargs):
         self.root_path = Path(root).resolve()
         super().__init__(self._label(self.root_path, None, root=True), data=self.root_path, **kwargs)
         self.counts: dict[Path, int] = {}
         self.painted: dict[Path, int] = {}
+        self.files: dict[Path, list[Path]] = {}
+        self.file_suffixes: frozenset[str] = frozenset()
         self.scanned = False
 
     def _label(self, path: Path, count: int | None, root: bool = False) -> Text:
@@ -134,6 +162,13 @@ class FolderTree(Tree[Path]):
         self.root.expand()
         self.call_after_refresh(self.rescan)
 
+    def set_file_suffixes(self, suffixes) -> None:
+        """List the files with these suffixes (``".csv"``...) too; rescans when they change."""
+        suffixes = frozenset(s.lower() for s in suffixes)
+        if suffixes != self.file_suffixes:
+            self.file_suffixes = suffixes
+            self.rescan()
+
     def rescan(self) -> None:
         """Scan the folders again (new photos, removed folders)."""
         self.scanned = False
@@ -142,29 +177,36 @@ class FolderTree(Tree[Path]):
 
     @work(thread=True, exclusive=True, group="folder-scan")
     def _scan(self) -> None:
-        children, counts, painted = scan_folders(self.root_path)
-        self.post_message(self.Scanned(children, counts, painted))
+        children, counts, painted, files = scan_folders(self.root_path, self.file_suffixes)
+        self.post_message(self.Scanned(children, counts, painted, files))
 
     def on_folder_tree_scanned(self, message: Scanned) -> None:
         message.stop()
         self.counts = message.counts
         self.painted = message.painted
+        self.files = message.files
         expanded = {n.data for n in self._walk(self.root) if n.is_expanded}
         self.root.remove_children()
         self.root.set_label(self._label(self.root_path, message.counts.get(self.root_path, 0), root=True))
 
         def add(node: TreeNode[Path], folder: Path) -> None:
             for sub in message.children.get(folder, []):
-                kids = message.children.get(sub, [])
+                kids = message.children.get(sub, []) or message.files.get(sub, [])
                 child = node.add(self._label(sub, message.counts.get(sub, 0)), data=sub, allow_expand=bool(kids))
                 add(child, sub)
                 if sub in expanded:
                     child.expand()
+            for path in message.files.get(folder, []):
+                node.add_leaf(Text(path.name, style="italic"), data=path)
 
         add(self.root, self.root_path)
         self.root.expand()
         self.scanned = True
         self._announce()
+
+    def is_input_file(self, path: Path) -> bool:
+        """Whether ``path`` is one of the listed input files (not a folder)."""
+        return any(path in listed for listed in self.files.values())
 
     def _walk(self, node: TreeNode[Path]):
         yield node
@@ -178,6 +220,9 @@ class FolderTree(Tree[Path]):
 
     def _announce(self) -> None:
         path = self.selected_path
+        if self.is_input_file(path):
+            self.post_message(self.FolderChosen(path, None, is_file=True))
+            return
         self.post_message(self.FolderChosen(path, self.counts.get(path, 0) if self.scanned else None))
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:

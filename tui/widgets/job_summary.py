@@ -50,8 +50,10 @@ def summary_text(snap: JobSnapshot, records: list | None) -> Text:
     Returns
     -------
     rich.text.Text
-        Lines: folder name (in full), state and counts, time per item (median and
-        mean, seconds) with the total, the first failed items with their errors.
+        Lines: folder name (in full), state and counts, while running the latest
+        sub-step of an item (``now: img7: region 12/40``) and the ETA, time per item
+        (median and mean, seconds) with the total, the first failed items with their
+        errors.
     """
     from segdeck.tui.widgets.job_list import STATE_STYLES
 
@@ -60,6 +62,11 @@ def summary_text(snap: JobSnapshot, records: list | None) -> Text:
     t.append(snap.state, style=STATE_STYLES.get(snap.state, ""))
     todo = max(0, snap.total - snap.done - snap.failed)
     t.append(f"  {snap.done} done · {snap.failed} failed · {todo} to do · {snap.total} items\n")
+    if snap.state == "running" and (snap.step or snap.eta_s is not None):
+        from segdeck.core.jobs.status import format_eta
+
+        now = f"now: {snap.step}" if snap.step else "now:"
+        t.append(f"{now} · ETA {format_eta(snap.eta_s)}\n", style="cyan")
     durations = [r.duration for r in records or [] if r.state == "done" and r.duration is not None]
     if durations:
         t.append(f"per item: median {format_seconds(statistics.median(durations))}, "

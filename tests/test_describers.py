@@ -305,8 +305,23 @@ def test_cancel_interrupts_the_back_off(srv):
     t0 = time.monotonic()
     with d:
         got = list(d.describe(make_regions(1), cancel))
-    assert time.monotonic() - t0 < 5
-    assert got[0].text is None and got[0].error.startswith("cancelled while retrying (HTTP 500")
+        assert time.monotonic() - t0 < 3
+        assert got == []  # the region is not yielded: a re-run redoes it
+        worker = [t for t in threading.enumerate() if t.name.startswith("describe-openai")]
+        for t in worker:
+            t.join(2)  # the worker left its 30 s back-off
+        assert not any(t.is_alive() for t in worker)
+    assert [c.action for c in srv.chats] == ["500"]
+
+
+def test_cancel_does_not_wait_for_requests_in_flight(srv):
+    srv.latency = 5
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    t0 = time.monotonic()
+    with make_describer("openai", opts(srv, concurrency=3, timeout=30)) as d:
+        assert list(d.describe(make_regions(6), cancel)) == []
+    assert time.monotonic() - t0 < 2.5 and len(srv.chats) == 3
 
 
 def test_describe_before_open_is_an_error(srv):

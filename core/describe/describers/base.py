@@ -16,16 +16,16 @@ Failures come in two kinds:
 
 Subclasses implement :meth:`Describer._describe_one` (one region -> text, raising
 :class:`RegionFailed` for a region's error) and set :attr:`Describer.concurrency`; the
-base class runs the requests on a thread pool with that many in flight.
+base class runs that many requests at once, each on its own (daemon) thread.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -275,8 +275,8 @@ class Describer(ABC):
             results.
         cancel : threading.Event, optional
             When set, no new region is started, regions waiting in a retry back-off
-            give up, and the iterator ends after the regions in flight (those are
-            yielded, possibly with error ``"cancelled"``).
+            give up and the iterator ends at once: regions still in flight are not
+            yielded (their worker threads are daemons that end with their request).
 
         Yields
         ------
@@ -298,31 +298,45 @@ class Describer(ABC):
         stop = _Stop(cancel)
         it = iter(requests)
         n = max(1, int(self.concurrency))
-        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"describe-{self.name}")
-        pending: dict[Future, int] = {}
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        in_flight = 0
         exhausted = False
+
+        def work(req: RegionRequest) -> None:
+            try:
+                done.put(self._run_one(req, stop))
+            except BaseException as exc:  # DescriberFatal, handed to the iterating thread
+                done.put(exc)
+
         try:
             while True:
-                while not exhausted and not stop.is_set() and len(pending) < n:
+                while not exhausted and not stop.is_set() and in_flight < n:
                     try:
                         req = next(it)
                     except StopIteration:
                         exhausted = True
                         break
-                    pending[pool.submit(self._run_one, req, stop)] = req.index
-                if not pending:
+                    # daemon threads: a request stuck until its timeout never holds up the
+                    # end of the process after a cancel
+                    threading.Thread(target=work, args=(req,), daemon=True,
+                                     name=f"describe-{self.name}-{req.index}").start()
+                    in_flight += 1
+                if not in_flight:
                     return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    del pending[fut]
-                    yield fut.result()  # DescriberFatal propagates from here
+                try:
+                    result = done.get(timeout=0.05)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                in_flight -= 1
+                if isinstance(result, BaseException):
+                    raise result
+                yield result
         finally:
-            # the iterator ends (done, fatal, or dropped by its caller): workers still
-            # sleeping in a back-off give up, queued ones never start
+            # the iterator ends (done, cancelled, fatal, or dropped by its caller): workers
+            # still sleeping in a back-off give up
             stop.local.set()
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def _run_one(self, request: RegionRequest, cancel: _Stop) -> Description:
         start = time.perf_counter()

@@ -218,7 +218,9 @@ async def test_view_and_reference_windows_start_from_their_keys(root, two_jobs, 
 
     views, annotates = [], []
     monkeypatch.setattr(launch, "view_available", lambda: True)
-    monkeypatch.setattr(launch, "view_command", lambda path: views.append(path) or window("view.png"))
+    shown = {"event": "shown", "index": 0, "image": "p0.png", "mask": "p0.labels.png", "opacity": 50}
+    monkeypatch.setattr(launch, "view_command", lambda path: views.append(path) or [
+        sys.executable, "-c", f"print({json.dumps(json.dumps(shown))})"])
     monkeypatch.setattr(launch, "annotate_available", lambda: True)
     monkeypatch.setattr(launch, "annotate_command",
                         lambda mode, path, method=None: annotates.append((mode, path, method)) or window("refs.json"))
@@ -235,7 +237,7 @@ async def test_view_and_reference_windows_start_from_their_keys(root, two_jobs, 
         await wait_for(pilot, lambda: any(ln.text.endswith(" view finished") for ln in log.lines), what="view ran",
                        )
         assert views == [job_dir]
-        assert any(ln.text.endswith(" saved view.png") for ln in log.lines)
+        assert any(ln.text.endswith(" shown p0.png with p0.labels.png") for ln in log.lines)
         # a on the spec file: the annotate mode the job that takes it declares
         tree = screen.query_one(FolderTree)
         await wait_for(pilot, lambda: root / "tables" in tree.files, what="files listed")
@@ -258,4 +260,3 @@ async def test_view_and_reference_windows_start_from_their_keys(root, two_jobs, 
         await pilot.press("a")
         await wait_for(pilot, lambda: len(annotates) == 2, what="paint started")
         assert annotates[1][:2] == ("paint", root / "photos")
-        json.dumps(views[0].name)  # a plain path

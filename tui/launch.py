@@ -175,7 +175,8 @@ def stderr_tail(proc: subprocess.Popen, max_bytes: int = 8192) -> list[str]:
 
 
 def annotate_line(raw: str) -> LogLine:
-    """A log line for one JSON line of ``segdeck annotate`` (plain text is kept as is)."""
+    """A log line for one JSON line of ``segdeck annotate`` or ``segdeck view`` (plain
+    text is kept as is)."""
     import json
     import time
 
@@ -186,6 +187,9 @@ def annotate_line(raw: str) -> LogLine:
         return LogLine(time.time(), raw, "info")
     if not isinstance(data, dict):
         return LogLine(time.time(), raw, "info")
+    if data.get("event") == "shown" and data.get("image"):  # segdeck view: the image on screen
+        mask = f" with {data['mask']}" if data.get("mask") else ""
+        return LogLine(time.time(), f"shown {data['image']}{mask}", "info")
     saved = data.get("saved") or data.get("files") or data.get("path") or data.get("file")
     if isinstance(saved, list):
         saved = ", ".join(map(str, saved))

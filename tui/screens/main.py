@@ -36,7 +36,13 @@ from segdeck.tui.controllers.annotate import (
     AnnotateOutput,
 )
 from segdeck.tui.controllers.curve import CurveController, CurveProgress, CurveReady
-from segdeck.tui.controllers.jobs import POLL_S, InputChecked, JobsController, JobsLoaded, JobsPolled
+from segdeck.tui.controllers.jobs import (
+    POLL_S,
+    InputChecked,
+    JobsController,
+    JobsLoaded,
+    JobsPolled,
+)
 from segdeck.tui.controllers.models import ModelPicker, nested
 from segdeck.tui.hooks import ANNOTATE_MODE
 from segdeck.tui.jobwatch import JobSnapshot, tail_log

@@ -71,6 +71,12 @@ def _stem(mask: Path) -> str:
 def job_items(job_dir: Path) -> list[ViewItem]:
     """The (image, label map) pairs of a job folder, in the job's item order.
 
+    The job is rebuilt from ``job.toml`` (its registered class and parameters) to name
+    each item's image and output stem. Label maps it does not account for (the job
+    cannot be rebuilt, or no longer lists the item) are matched by name: under a folder
+    input by the flattened image name, under a project spec input (``propagate``) by
+    the primary key's file slug; else they show without an image.
+
     Raises
     ------
     SegdeckError
@@ -81,22 +87,40 @@ def job_items(job_dir: Path) -> list[ViewItem]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SegdeckError(f"{job_dir}: cannot read job.toml ({exc})") from None
     masks = {_stem(p): p for p in job_dir.glob(f"*{LABELS_SUFFIX}")}
+    out = []
     try:
         from segdeck.core.jobs.registry import get_job_class
         from segdeck.core.params import validate
 
         cls = get_job_class(str(doc.get("job", "")))
         job = cls(validate(cls.Params, doc.get("params", {})), doc.get("input", ""), job_dir)
-        out = []
         for item in job.list_items():
             stem = job.output_stem(item)
             if stem in masks:
                 out.append(ViewItem(stem, job.item_path(item), masks.pop(stem)))
-        # label maps of items the job no longer lists still show (without an image)
-        out += [ViewItem(s, None, p) for s, p in sorted(masks.items())]
-        return out
-    except Exception:  # noqa: BLE001 - a job that cannot be rebuilt: its label maps alone
-        return [ViewItem(s, None, p) for s, p in sorted(masks.items())]
+    except Exception:  # noqa: BLE001 - a job that cannot be rebuilt: matched by name below
+        pass
+    if masks:
+        images = _images_by_name(Path(str(doc.get("input", ""))))
+        out += [ViewItem(s, images.get(s), p) for s, p in sorted(masks.items())]
+    return out
+
+
+def _images_by_name(source: Path) -> dict[str, Path]:
+    """Output stem -> image for a job's input: a folder (flattened names), an image, or a
+    project spec (primary keys' file slugs). Empty when the input cannot be read."""
+    try:
+        if source.is_dir():
+            return {imageio.flatten_name(p, source): p for p in imageio.discover(source)}
+        if source.suffix.lower() == ".toml" and source.is_file():
+            from segdeck.core.propagate import file_slug, load_project
+
+            return {file_slug(r.key): r.path for r in load_project(source).rows}
+        if source.is_file():
+            return {source.name: source}
+    except (SegdeckError, OSError, ValueError):
+        pass
+    return {}
 
 
 def annotation_items(folder: Path) -> list[ViewItem]:

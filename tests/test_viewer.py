@@ -148,3 +148,24 @@ def test_viewer_window_next_and_overlay(job, xdisplay, tmp_path):  # noqa: F811 
         d.kill()
     assert code == 0, d.stderr()
     assert "Traceback" not in d.stderr()
+
+
+def test_propagate_job_folder_finds_images_through_the_spec(tmp_path):
+    """A propagate job's ``<key slug>.labels.png``: the image of that key's CSV row, also
+    when the job no longer lists the item (here: no references, so no targets)."""
+    root = tmp_path / "imgs"
+    (root / "s 1").mkdir(parents=True)
+    imageio.write_image(root / "s 1" / "one.png", blocks(6))
+    imageio.write_image(root / "two.png", blocks(7))
+    (tmp_path / "meta.csv").write_text("id,file\nk/1,s 1/one.png\nk2,two.png\n", encoding="utf-8")
+    spec = tmp_path / "proj.toml"
+    spec.write_text('csv = "meta.csv"\nkey = "id"\npath = "file"\nroot = "imgs"\n', encoding="utf-8")
+    job_dir = tmp_path / "proj.segdeck" / "propagate-x"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.toml").write_text(f'job = "propagate"\ninput = "{spec}"\n[params]\n', encoding="utf-8")
+    lm = np.zeros((60, 80), np.uint8)
+    lm[5:9, 5:9] = 2
+    imageio.write_label_map(job_dir / "k-1.labels.png", lm)
+    imageio.write_label_map(job_dir / "k2.labels.png", lm)
+    items, _ = resolve(job_dir)
+    assert [(it.name, it.image) for it in items] == [("k-1", root / "s 1" / "one.png"), ("k2", root / "two.png")]

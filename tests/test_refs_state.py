@@ -332,3 +332,20 @@ def test_candidates_are_cached_on_disk_and_saved_labels_come_back(tmp_path):
     assert len(loaded.candidates) == 4 and not loaded.unsaved and eng.generated == 1
     bad = make_loader(None)(Reference("g", "x", tmp_path / "missing.png"))
     assert bad.error and "missing.png" in bad.error
+
+
+def test_cli_bad_spec_and_missing_display_are_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    spec = write_project(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('csv = "meta.csv"\nkey = "nope"\npath = "file"\nroot = "imgs"\n', encoding="utf-8")
+    for args, expect in (([str(spec)], "no display"), ([str(bad)], "column 'nope'"),
+                         ([str(spec), "--set", "points_per_side=0"], "points_per_side")):
+        r = subprocess.run([sys.executable, "-m", "segdeck", "annotate", "refs", *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr

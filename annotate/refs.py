@@ -319,18 +319,34 @@ class RefsState(GestureState):
         """The shown reference once loaded (None while it loads)."""
         return self.images.get(self.ref)
 
+    #: Loaded references kept besides the shown one, its neighbours and unsaved ones
+    #: (each holds its candidates; reloading one is quick from the caches).
+    KEEP_LOADED = 4
+
     def provide(self, img: RefImage) -> bool:
         """Install a loaded reference (from the window's background loader)."""
         if img.ref in self.images:
             return False
         self.images[img.ref] = img
+        self._evict()
         return img.ref == self.ref
 
     def ensure_loaded(self) -> RefImage:
         """Load the shown reference now (blocking) if it is not loaded yet."""
         if self.ref not in self.images:
             self.images[self.ref] = self.load(self.ref)
+            self._evict()
         return self.images[self.ref]
+
+    def _evict(self) -> None:
+        """Forget loaded references beyond :attr:`KEEP_LOADED` (never unsaved ones, the
+        shown one or its neighbours), the farthest from the shown one first."""
+        near = set(self.refs[max(self.index - 1, 0) : self.index + 2])
+        pos = {r: i for i, r in enumerate(self.refs)}
+        spare = [r for r, img in self.images.items() if r not in near and not img.unsaved]
+        spare.sort(key=lambda r: -abs(pos.get(r, -10**9) - self.index))
+        for r in spare[: max(0, len(spare) - self.KEEP_LOADED)]:
+            del self.images[r]
 
     def group_refs(self, group: str) -> list[Reference]:
         return [r for r in self.refs if r.group == group]

@@ -349,3 +349,27 @@ def test_cli_bad_spec_and_missing_display_are_one_line_exit_2(tmp_path):
                            capture_output=True, text=True, timeout=120)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr
+
+
+def test_far_saved_references_are_unloaded_unsaved_ones_kept():
+    refs = [Reference("g", f"k{i}", f"{i}.png") for i in range(12)]
+    loads = []
+    img = np.full((H, W, 3), 90, np.uint8)
+
+    def load(ref):
+        loads.append(ref.key)
+        return RefImage.build(ref, img, masks_big_small())
+
+    st = RefsState(refs, load, Sink(), keymap=KM)
+    st.ensure_loaded()
+    click(st, 7, 7)
+    key(st, "3")  # k0 unsaved: kept whatever happens
+    for _ in range(11):
+        key(st, "n")
+        st.ensure_loaded()
+    assert refs[0] in st.images and st.images[refs[0]].ids == {1: 3}
+    assert len(st.images) <= 1 + 2 + RefsState.KEEP_LOADED
+    assert refs[5] not in st.images  # far and clean: unloaded, loaded again when shown
+    st.goto(5)
+    st.ensure_loaded()
+    assert loads.count("k5") == 2

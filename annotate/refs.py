@@ -1023,7 +1023,7 @@ def run_refs(project_refs: ProjectRefs, engine, *, params=None, max_side: int = 
     Candidates are cached under ``<refs_dir>/.candidates/`` (a name no group folder can
     have). Every save is reported as ``{"event": "saved", "kind": "reference", "file",
     "image", "group", "key", "ids", "progress"}``; the end as ``{"event": "done",
-    "references": N, "saved": K, "refs_dir": ...}``.
+    "references": N, "saved_references": K, "refs_dir": ...}``.
 
     Parameters
     ----------
@@ -1060,5 +1060,6 @@ def run_refs(project_refs: ProjectRefs, engine, *, params=None, max_side: int = 
                       keymap=keymap, report=report)
     win = RefsWindow(state, max_window=max_window, gui=gui, frames_log=frames_log)
     win.run()
-    report({"event": "done", "references": len(state.refs), "saved": state.saves, "refs_dir": str(refs_dir)})
+    report({"event": "done", "references": len(state.refs), "saved_references": state.saves,
+            "refs_dir": str(refs_dir)})
     return 0

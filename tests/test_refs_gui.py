@@ -102,7 +102,7 @@ def test_click_a_candidate_type_an_id_and_save(xdisplay, tmp_path):  # noqa: F81
     saved = [e for e in lines if e.get("event") == "saved"]
     assert len(saved) == 1 and saved[0]["key"] == ref.key and saved[0]["ids"] == [12]
     assert saved[0]["progress"] == "group all: 1/1 references labelled"
-    assert lines[-1]["event"] == "done" and lines[-1]["saved"] == 1
+    assert lines[-1]["event"] == "done" and lines[-1]["saved_references"] == 1
     group = project.groups[0]
     lm, entry = ProjectRefs(project).store.load(group, ref.key)
     assert entry.ids == (12,) and lm.shape == (H, W)

@@ -269,6 +269,14 @@ def test_server_without_a_models_route(srv):
         make_describer("openai", opts(srv)).open()
 
 
+def test_wrong_address_is_fatal_not_a_region_error_each(srv):
+    base = srv.base_url.removesuffix("/v1")  # /v1 forgotten: no route answers
+    d = make_describer("openai", OpenAIOptions(base_url=base, model="m", api_key_env="", concurrency=1))
+    with d, pytest.raises(DescriberFatal, match=r"/chat/completions: HTTP 404 .*check --openai.base-url"):
+        list(d.describe(make_regions(3)))
+    assert len(srv.chats) == 1
+
+
 # ---- concurrency, cancel -------------------------------------------------------------
 
 @pytest.mark.parametrize("n", [1, 4])

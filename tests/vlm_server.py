@@ -254,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append(rec)
         if not self._authorised():
             self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
-        elif self.path.rstrip("/").endswith("/models") and fake.models is not None:
+        elif self.path.rstrip("/") == "/v1/models" and fake.models is not None:
             self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -282,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, rec: Recorded) -> None:
         fake = self.fake
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         if not self._authorised():

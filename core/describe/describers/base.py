@@ -275,8 +275,9 @@ class Describer(ABC):
             results.
         cancel : threading.Event, optional
             When set, no new region is started, regions waiting in a retry back-off
-            give up and the iterator ends at once: regions still in flight are not
-            yielded (their worker threads are daemons that end with their request).
+            give up and the iterator ends at once: no further result is yielded, also
+            not from regions in flight (their worker threads are daemons that end with
+            their request).
 
         Yields
         ------
@@ -332,6 +333,8 @@ class Describer(ABC):
                 in_flight -= 1
                 if isinstance(result, BaseException):
                     raise result
+                if stop.is_set():  # cancelled: nothing more is yielded
+                    return
                 yield result
         finally:
             # the iterator ends (done, cancelled, fatal, or dropped by its caller): workers

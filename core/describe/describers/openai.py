@@ -15,7 +15,8 @@ an option, so it never reaches ``job.toml``, events, logs or error messages
 
 Faults: 429, 5xx and connection errors are retried with exponential back-off
 (``Retry-After`` honoured, at most 60 s); 401 / 403 stop the job
-(:class:`~.base.DescriberFatal`), as does a server that cannot be reached at all; a
+(:class:`~.base.DescriberFatal`), as do a server that cannot be reached at all and a
+404 / 405 (a wrong address or an unknown model: every region would fail); a
 read timeout, a malformed answer, an empty answer or a refusal (another 4xx, the
 content filter) is that region's error.
 """
@@ -215,6 +216,7 @@ class OpenAIDescriber(Describer):
         from requests.adapters import HTTPAdapter
 
         opts = self.options
+        self.close()  # opening twice starts afresh
         self._key = os.environ.get(opts.api_key_env) if opts.api_key_env else None
         self._key = self._key.strip() if self._key else None
         session = requests.Session()
@@ -247,7 +249,7 @@ class OpenAIDescriber(Describer):
         super().open()
 
     def close(self) -> None:
-        """Close the HTTP session (the key is forgotten)."""
+        """Close the HTTP session."""
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -305,6 +307,10 @@ class OpenAIDescriber(Describer):
                 status = resp.status_code
                 if status in (401, 403):
                     raise self._fatal(self._auth_message(status))
+                if status in (404, 405):  # wrong address or unknown model: every region would fail
+                    msg = _server_message(resp)
+                    raise self._fatal(f"{url}: HTTP {status}" + (f" ({msg})" if msg else "")
+                                      + "; check --openai.base-url (it usually ends in /v1) and --openai.model")
                 if status == 429 or status >= 500:
                     reason = f"HTTP {status}" + (f": {m}" if (m := _server_message(resp)) else "")
                     retry_after = resp.headers.get("Retry-After", "")

@@ -44,7 +44,7 @@ from pydantic import Field
 
 from segdeck.core.describe.describers import DESCRIBER_NAMES, DamOptions, OpenAIOptions
 from segdeck.core.describe.points import PointParams
-from segdeck.core.describe.report import RegionText, Saved
+from segdeck.core.describe.report import RegionText
 from segdeck.core.describe.sweep import Region
 from segdeck.core.errors import SegdeckError
 from segdeck.core.jobs.base import Job, slug
@@ -106,6 +106,8 @@ class DescribeJob(Job):
         "every region with a vision-language model; visualisation, text report, JSON lines, label map, COCO RLE "
         "with descriptions"
     )
+    #: ``m`` on the dam group offers the model manager's Describe Anything folder
+    tui_extra_model_fields = {"dam.model": ("", {"dam-3b": "dam-3b"})}
     tui_field_notes = {
         "openai.base_url": "LM Studio http://localhost:1234/v1, Ollama http://localhost:11434/v1, vLLM http://localhost:8000/v1",
         "openai.api_key_env": "the key stays in that environment variable; it is never saved",

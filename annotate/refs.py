@@ -183,6 +183,7 @@ class RefImage:
 
     @classmethod
     def failed(cls, ref: Reference, error: str) -> RefImage:
+        """A reference whose image could not be loaded; ``error`` is the one line shown."""
         return cls(ref, error=error)
 
     def hits(self, x: int, y: int) -> list[int]:
@@ -349,6 +350,7 @@ class RefsState(GestureState):
             del self.images[r]
 
     def group_refs(self, group: str) -> list[Reference]:
+        """The current references of ``group`` (a group label), in display order."""
         return [r for r in self.refs if r.group == group]
 
     def progress(self, group: str | None = None) -> str:
@@ -367,6 +369,10 @@ class RefsState(GestureState):
         return [r for r in self.refs if r in self.images and self.images[r].unsaved]
 
     def goto(self, i: int) -> bool:
+        """Show reference ``i`` (clamped to the list; at either end a message says so).
+
+        The selection and any ID being typed end; the labels of the reference left stay
+        in memory (saved or not)."""
         i = min(max(i, 0), len(self.refs) - 1)
         if i == self.index:
             self.message = "last reference" if i == len(self.refs) - 1 else "first reference"
@@ -449,6 +455,7 @@ class RefsState(GestureState):
         return True
 
     def end_id(self) -> bool:
+        """End the ID being typed (the next digit starts a new ID); False when none was."""
         if self.typing is None:
             return False
         self.message = f"mask {self.selected}: ID {self.typing}"
@@ -456,6 +463,7 @@ class RefsState(GestureState):
         return True
 
     def clear_id(self) -> bool:
+        """Remove the selected mask's object ID."""
         img = self.current
         self.typing = None
         if img is None or self.selected is None or self.selected not in img.ids:
@@ -690,6 +698,7 @@ class CandidateSource:
         self.computed = 0
 
     def key(self, image: np.ndarray) -> str:
+        """The cache key of a working image: model and pixels (the engine's ``image_key``) and the parameters."""
         h = hashlib.sha256()
         h.update(str(self.engine.image_key(image)).encode())
         params = self.params.model_dump(mode="json") if self.params is not None else {}
@@ -957,6 +966,7 @@ class ProjectRefs:
         self._turns: dict[str, int] = {}
 
     def group(self, label: str):
+        """The project's :class:`~segdeck.core.propagate.Group` with this label."""
         return self._groups[label]
 
     def references(self) -> list[Reference]:
@@ -984,6 +994,7 @@ class ProjectRefs:
         return entry.labels_path
 
     def labelled(self, group: str) -> list[str]:
+        """Keys of the group's saved references (the store's JSON records)."""
         return list(self.store.labelled(self.group(group)))
 
     def load_saved(self, ref: Reference) -> np.ndarray | None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from segdeck.annotate.keymap import load_keymap
 from segdeck.annotate.refs import (
+    Candidate,
     CandidateSource,
     ProjectRefs,
     Reference,
@@ -373,3 +374,25 @@ def test_far_saved_references_are_unloaded_unsaved_ones_kept():
     st.goto(5)
     st.ensure_loaded()
     assert loads.count("k5") == 2
+
+
+def test_exif_rotated_reference_is_labelled_upright_at_full_size(tmp_path):
+    """A JPEG with EXIF orientation 6 (stored 40x30, shown 30x40): the working image and
+    the saved label map are upright; a large photo works at max_side, saves at full size."""
+    from PIL import Image
+
+    arr = np.zeros((30, 40, 3), np.uint8)
+    arr[:, :10] = 255  # stored: the left 10 columns white -> upright: the top 10 rows
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+    ref = Reference("g", "r", tmp_path / "r.jpg")
+    img = make_loader(None, max_side=20)(ref)
+    assert img.image.shape[:2] == (20, 15) and img.full_size == (30, 40)
+    top = np.zeros((20, 15), bool)
+    top[:5] = True
+    img.candidates.append(Candidate(top, base=top))
+    img.ids[0] = 4
+    lm = img.label_map()
+    assert lm.shape == (40, 30) and (lm[:10] == 4).all() and (lm[10:] == 0).all()
+    assert img.image[:5].mean() > 200 and img.image[6:].mean() < 50  # upright pixels

@@ -49,19 +49,27 @@ import numpy as np
 
 from segdeck.annotate.gui import STATUS_BAR, Gui, View, WindowLoop, put_status
 from segdeck.annotate.keymap import Keymap
-from segdeck.annotate.state import PALETTE, GestureState, Outcome
+from segdeck.annotate.state import GestureState, Outcome
 
 #: Largest object ID (the label map is a 16-bit PNG at most).
 MAX_ID = 65535
 #: The window's name (also its title).
 WIN = "segdeck refs"
 _DIGITS = {ord(str(d)): str(d) for d in range(10)}
-PALETTE_BGR = np.ascontiguousarray(PALETTE[:, ::-1])
 
 
 def id_colour(obj_id: int) -> np.ndarray:
-    """The display colour (BGR uint8) of object ID ``obj_id`` >= 1: the paint palette, cycled."""
-    return PALETTE_BGR[(int(obj_id) - 1) % (len(PALETTE) - 1) + 1]
+    """The display colour (BGR uint8) of object ID ``obj_id`` >= 1.
+
+    Hues step by the golden ratio (ID k: hue ``k * 0.618...`` of the circle, saturation
+    0.75, value 0.95), so neighbouring IDs differ clearly and an ID has the same colour
+    in every image and in both windows (``annotate refs``, ``view``).
+    """
+    import colorsys
+
+    hue = (int(obj_id) * 0.6180339887) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return np.array([round(b * 255), round(g * 255), round(r * 255)], np.uint8)
 
 
 @dataclass(frozen=True)

@@ -203,16 +203,14 @@ def resolve(path: str | Path) -> tuple[list[ViewItem], int]:
 
 
 def colour_labels(labels: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 BGR colours of a label map: label k a fixed colour, 0 black.
+    """(H, W, 3) uint8 BGR colours of a label map: 0 black, label k the colour
+    :func:`segdeck.annotate.refs.id_colour` gives object ID k (the same in every image
+    and in the reference-labelling window)."""
+    from segdeck.annotate.refs import id_colour
 
-    Colours come from a seeded table of 256 (label k uses entry ``k % 255 + 1``), so the
-    same ID has the same colour in every image.
-    """
-    rng = np.random.default_rng(12)
-    lut = rng.integers(60, 256, (256, 3)).astype(np.uint8)
-    lut[0] = 0
-    idx = np.where(labels > 0, (labels.astype(np.int64) - 1) % 255 + 1, 0)
-    return lut[idx]
+    values, inverse = np.unique(labels, return_inverse=True)
+    lut = np.array([id_colour(v) if v > 0 else (0, 0, 0) for v in values], np.uint8).reshape(-1, 3)
+    return lut[inverse.reshape(labels.shape)]
 
 
 @dataclass

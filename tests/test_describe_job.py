@@ -240,3 +240,24 @@ def test_key_refused_mid_run_keeps_segmentation_and_stops_segmenting(sam_model, 
     assert (d / "a.png.regions.json").is_file() and (d / "a.png.labels.png").is_file()
     assert not (d / "b.png.regions.json").exists()  # not segmented after the fatal error
     assert not [e for e in events if e.kind == "ItemProgress" and e.item == "b.png"]
+
+
+def test_server_down_stops_before_sam_loads(folder, tmp_path, monkeypatch):
+    import socket
+
+    import segdeck.core.sam as sam_pkg
+    from segdeck.core.jobs.runner import run_job
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def no_engine(*a, **k):
+        raise AssertionError("SAM was loaded although the describer cannot work")
+
+    monkeypatch.setattr(sam_pkg, "open_engine", no_engine)
+    job = _job(folder, tmp_path / "out", describer="openai", **{
+        "openai.base_url": f"http://127.0.0.1:{port}/v1", "openai.api_key_env": ""})
+    summary = run_job(job)
+    assert summary.status == "error" and summary.exit_code == 2
+    assert "cannot reach" in summary.error and "\n" not in summary.error

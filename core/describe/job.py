@@ -106,6 +106,9 @@ class DescribeJob(Job):
         "every region with a vision-language model; visualisation, text report, JSON lines, label map, COCO RLE "
         "with descriptions"
     )
+    #: ``--executor ray``: the SAM model and the describer live on the workers (write and
+    #: finalize need neither), so the driver opens no model and no server connection.
+    setup_on_driver = False
     #: ``m`` on the dam group offers the model manager's Describe Anything folder
     tui_extra_model_fields = {"dam.model": ("", {"dam-3b": "dam-3b"})}
     tui_field_notes = {
@@ -227,12 +230,14 @@ class DescribeJob(Job):
         self.step(0, total, "described")
         for k, d in enumerate(self.describer.describe(requests, cancel=self.cancel), 1):
             result.texts[d.index] = RegionText(d.text, d.error, d.seconds)
-            if self._emit is not None:
+            # the item's sink (the runner's, or a Ray worker's that travels with the item)
+            sink = self._step_target[1] if self._step_target is not None else self._emit
+            if sink is not None:
                 said = d.text if d.text is not None else f"not described ({d.error})"
                 said = " ".join(said.split())
                 if len(said) > LOG_CHARS:
                     said = said[: LOG_CHARS - 1] + "…"
-                self._emit(Message(text=f"{item} D{d.index}: {said}", level="info" if d.text is not None else "warning"))
+                sink(Message(text=f"{item} D{d.index}: {said}", level="info" if d.text is not None else "warning"))
             self.step(k, total, "described")
         if self.cancel.is_set():
             raise ItemCancelled("cancelled")

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from segdeck.core import imageio, outputs
 from segdeck.core.errors import SegdeckError, SetupError
@@ -55,6 +55,7 @@ from segdeck.core.params import JobParams
 from segdeck.core.propagate.modes import QUADRANT_NAMES, apply_mode, reference_labels
 from segdeck.core.propagate.references import ReferenceEntry, ReferenceStore
 from segdeck.core.propagate.spec import Group, Project, Row, SpecError, file_slug, load_project
+from segdeck.core.sam.params import fill_checkpoint_sha256
 
 STATE_NAME = "propagate.json"
 
@@ -63,18 +64,26 @@ class PropagateParams(JobParams):
     """Propagate labelled reference masks to every image of each group (SAM 2 memory)."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device (auto: CUDA when available)")
+    checkpoint: str | None = Field(
+        None, description="fine-tuned weights of the spec's model family and size (a file) instead of the official ones",
+    )
+    checkpoint_sha256: str | None = Field(
+        None, description="sha256 of the checkpoint file (filled in from the file; recorded in job.toml and the run name)",
+    )
     batch_size: int = Field(1, ge=1, le=256, description="targets per forward pass")
     max_frames: int | None = Field(None, ge=1, description="at most this many targets per group (for trying settings)")
     dry_run: bool = Field(False, description="check spec, CSV, files and references, print a per-group table; no model")
     image_size: int | None = Field(
-        None, ge=64, le=4096,
-        description="advanced: the model's input side in pixels (default: the model's own, 1024); "
-                    "smaller is faster and coarser",
+        None, ge=64, le=4096, multiple_of=64,
+        description="advanced: the model's input side in pixels, a multiple of 64 (default: the model's own, "
+                    "1024); smaller is faster and coarser (random-weight tests use 256)",
     )
     overlay: outputs.OverlayParams = Field(default_factory=outputs.OverlayParams, description="overlay drawing")
 
+    _fill_checkpoint_sha256 = model_validator(mode="after")(fill_checkpoint_sha256)
 
-def open_propagator(name: str, device: str | None, checkpoint=None, image_size: int | None = None):
+
+def open_propagator(name: str, device: str | None, checkpoint=None, image_size: int | None = None, emit=None):
     """The SAM 2 propagation engine (:func:`segdeck.core.sam.video.open_propagator`).
 
     A module-level seam so tests can give the job another engine with the same methods
@@ -82,7 +91,7 @@ def open_propagator(name: str, device: str | None, checkpoint=None, image_size: 
     """
     from segdeck.core.sam.video import open_propagator as _open
 
-    return _open(name, device, checkpoint=checkpoint, image_size=image_size)
+    return _open(name, device, checkpoint=checkpoint, image_size=image_size, emit=emit)
 
 
 @dataclass
@@ -221,6 +230,8 @@ class PropagateJob(Job):
     @classmethod
     def name_parts(cls, params) -> list[str]:
         parts = []
+        if params.checkpoint_sha256:
+            parts.append(f"ckpt{params.checkpoint_sha256[:8]}")
         if params.dry_run:
             parts.append("dry-run")
         if params.max_frames:
@@ -250,7 +261,8 @@ class PropagateJob(Job):
                 raise SpecError("\n".join([
                     f"dry run: {len(bad)} of {len(self.plans)} groups cannot be propagated "
                     f"(label references with `segdeck annotate refs {self.input_path}`)",
-                    *plan_table(self.project, self.plans)]))
+                    *plan_table(self.project, self.plans),
+                    *(text for text, _level in self.notes if not text.startswith("group "))]))
             return []
         self._check_state()
         items = []
@@ -324,11 +336,19 @@ class PropagateJob(Job):
 
             if not torch.cuda.is_available():
                 raise SetupError("device = cuda but no CUDA device is available; use device = auto or cpu")
+        from segdeck.core.models import model_path
+
         model = self.project.spec.model
-        self.prop = open_propagator(model, device, checkpoint=None, image_size=p.image_size)
+        if p.checkpoint is None and model_path(model) is None:
+            emit(Message(text=f"model {model} is not cached: downloading"))
+        self.prop = open_propagator(model, device, checkpoint=p.checkpoint, image_size=p.image_size, emit=emit)
+        if p.checkpoint is not None and self.prop.spec.sha256 != p.checkpoint_sha256:
+            raise SetupError(f"checkpoint {p.checkpoint} changed since the job was set up (sha256 differs); run it again")
         self._group: str | None = None
         self._cache: dict[str, np.ndarray] = {}
-        emit(Message(text=f"model {model} loaded" + (f" (input size {p.image_size})" if p.image_size else "")))
+        weights = f", weights {p.checkpoint}" if p.checkpoint else ""
+        size = f", input size {p.image_size}" if p.image_size else ""
+        emit(Message(text=f"model {model} loaded ({self.prop.device}{weights}{size})"))
 
     def _emit_notes(self, emit: Sink) -> None:
         if getattr(self, "_noted", False):

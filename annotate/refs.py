@@ -368,7 +368,10 @@ class RefsState(GestureState):
         """
         group = self.ref.group if group is None else group
         mine = self.group_refs(group)
-        done = set(self.store.labelled(group) or ())
+        try:
+            done = set(self.store.labelled(group) or ())
+        except (OSError, ValueError) as exc:  # a damaged reference record: say so, keep going
+            return f"group {group}: ?/{len(mine)} references labelled ({exc})"
         n = sum(1 for r in mine if r.key in done)
         return f"group {group}: {n}/{len(mine)} references labelled"
 
@@ -597,7 +600,11 @@ class RefsState(GestureState):
             self.message = "swapping references is not available"
             return True
         old = self.ref
-        new = self.swap_fn(old, self.group_refs(old.group))
+        try:
+            new = self.swap_fn(old, self.group_refs(old.group))
+        except (OSError, ValueError) as exc:
+            self.message = f"cannot swap {old.key}: {exc}"
+            return True
         if new is None:
             self.message = f"group {old.group} has no other image to swap in"
             return True

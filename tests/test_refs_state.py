@@ -396,3 +396,18 @@ def test_exif_rotated_reference_is_labelled_upright_at_full_size(tmp_path):
     lm = img.label_map()
     assert lm.shape == (40, 30) and (lm[:10] == 4).all() and (lm[10:] == 0).all()
     assert img.image[:5].mean() > 200 and img.image[6:].mean() < 50  # upright pixels
+
+
+def test_a_damaged_reference_record_is_a_message_not_a_crash(tmp_path):
+    from segdeck.core.propagate import load_project
+
+    pr = ProjectRefs(load_project(write_project(tmp_path)))
+    refs = pr.references()
+    folder = pr.store.refs_dir / pr.group(refs[0].group).slug
+    folder.mkdir(parents=True)
+    (folder / "x.json").write_text("{not json", encoding="utf-8")
+    st = RefsState(refs, lambda r: RefImage.failed(r, "unreadable"), pr, swap=pr.swap, keymap=KM)
+    assert st.progress().startswith("group specimen=s1: ?/2 references labelled (") and "x.json" in st.progress()
+    st.ensure_loaded()
+    key(st, "space")
+    assert "cannot save" in st.message and "unreadable" in st.message

@@ -1,12 +1,16 @@
 """Benchmark of the job runner as a whole process (``segdeck run segment``).
 
-Mode ``throughput`` (default) writes ``--photos`` JPEGs (crops of the photos that ship
-with scikit-image / scikit-learn, 480 x 360, nothing downloaded) and prints images/min
-of ``segdeck run segment --method edge`` with the local executor and with
-``--executor ray`` (a local Ray started by the run) for 1 and 2 workers (``--workers``),
-twice each: for the whole process (start-up, and Ray's start-up, included) and for the
-items alone (first to last ``ItemDone`` in ``events.jsonl``), and Ray's overhead as
-the ratio of local to Ray images/min. Without Ray installed the Ray lines say so.
+Mode ``throughput`` (default) writes JPEGs (crops of the photos that ship with
+scikit-image / scikit-learn, 480 x 360, nothing downloaded) for each run size
+(``--photos``, default 48 and 400) and times ``segdeck run segment --method edge``
+(``--method``) with the local executor and with ``--executor ray`` for 1 and 2 workers
+(``--workers``): Ray started by the run itself (``address=local``), and Ray started
+once beforehand (``ray start --head``, as for many runs on one machine; ``--no-running``
+skips it). Each line gives, best of ``--repeat`` runs, the time of the whole process
+(start-up and Ray's start and stop included) and of the items alone (first to last
+``ItemDone`` in ``events.jsonl``) side by side, as images/min and as a ratio to the
+local run of the same size measured in this run (1.00: no overhead; the goal is
+<= 1.15). Without Ray installed the Ray lines say so.
 
 Mode ``memory`` writes ``--n`` small JPEGs (96 x 64) and runs the same command for
 ``--seconds``, sampling the process's resident memory every second (``/proc``), then
@@ -17,8 +21,8 @@ waited 35-60 s for the write backlog.
 
 Run::
 
-    .venv/bin/python benchmarks/executors.py                       # images/min, local and Ray
-    .venv/bin/python benchmarks/executors.py throughput --photos 96 --workers 1 2
+    .venv/bin/python benchmarks/executors.py                       # 48 and 400 photos, local and Ray
+    .venv/bin/python benchmarks/executors.py throughput --photos 96 --workers 1 2 --repeat 1
     .venv/bin/python benchmarks/executors.py memory --n 20000 --seconds 30 [--executor ray]
 """
 
@@ -62,17 +66,20 @@ def _write_small(dest: Path, n: int) -> None:
 
 
 def _command(photos: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "segdeck", "run", "segment", str(photos), "--method", "edge",
-            "--out", str(out), "--events", *extra]
+    if "--method" not in extra:
+        extra = (*extra, "--method", "edge")
+    return [sys.executable, "-m", "segdeck", "run", "segment", str(photos), "--out", str(out), "--events", *extra]
 
 
-def _timed_run(photos: Path, out: Path, tmp: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
-    """Run ``segdeck run`` once; returns (process seconds, seconds from the first to the
-    last ItemDone)."""
+def _timed_run(photos: Path, out: Path, tmp: Path, extra: tuple[str, ...] = (),
+               env: dict | None = None) -> tuple[float, float]:
+    """Run ``segdeck run`` once (``env``: more environment variables); returns (process
+    seconds, seconds from the first to the last ItemDone)."""
     import json
 
     t = time.perf_counter()
-    proc = subprocess.run(_command(photos, out, extra), capture_output=True, text=True, env=_env(tmp))
+    proc = subprocess.run(_command(photos, out, extra), capture_output=True, text=True,
+                          env=dict(_env(tmp), **(env or {})))
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"segdeck run {' '.join(extra)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -84,34 +91,118 @@ def _env(tmp: Path) -> dict:
     return dict(os.environ, SEGDECK_STATE_DIR=str(tmp / "state"))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _RunningRay:
+    """A local Ray head started once (``ray start --head --block``, no dashboard, free
+    ports), as a user who runs many jobs on one machine would keep it; stopped by
+    signalling its own process group only (never ``ray stop``, which stops every Ray on
+    the machine)."""
+
+    #: For the head and the runs that connect to it: a driver connecting by address did
+    #: not get through Ray 2.60's token authentication here ("InvalidAuthToken") although
+    #: both read the same ~/.ray/auth_token; a head on this machine only, for a benchmark.
+    ENV = {"RAY_AUTH_MODE": "disabled"}
+
+    def __init__(self, cpus: int, tmp: Path):
+        import re
+
+        ray_cli = Path(sys.executable).parent / "ray"
+        ports = [f"--port={_free_port()}",
+                 f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                 f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+        t = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(ray_cli), "start", "--head", "--block", f"--num-cpus={cpus}", "--include-dashboard=false",
+             "--disable-usage-stats", *ports],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=dict(_env(tmp), PYTHONUNBUFFERED="1", **self.ENV))
+        self.address, seen = None, []
+        for line in self.proc.stdout:  # --block prints its banner, then waits
+            seen.append(line)
+            found = re.search(r"ray start --address='([^']+)'", line)
+            if found:
+                self.address = found.group(1)
+            if "--block" in line and self.address:
+                break
+        else:
+            self.stop()
+            sys.exit("ray start --head failed:\n" + "".join(seen[-10:]))
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+        self.start_s = time.perf_counter() - t
+
+    def stop(self) -> None:
+        """SIGTERM to the head's process group, SIGKILL to what is left after 20 s."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            self.proc.poll()
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def throughput(args) -> None:
+    """Images/min and times of local and Ray runs, whole process and items alone, each
+    as a ratio to the local run of the same size measured in this run."""
+    try:
+        import ray  # noqa: F401
+        have_ray = True
+    except ImportError:
+        have_ray = False
+    print(f"segment --method {args.method}, photos 480 x 360, {os.cpu_count()} CPUs, best of {args.repeat} runs; "
+          "ratio = time / local time (1.00: no overhead; goal <= 1.15)", flush=True)
+    print(f"{'photos':>6s}  {'executor':32s} {'whole s':>8s} {'items s':>8s} {'whole/min':>10s} "
+          f"{'items/min':>10s} {'whole ratio':>11s} {'items ratio':>11s}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        photos = tmp / "photos"
-        photos.mkdir()
-        _write_photos(photos, args.photos)
-        n = args.photos
+        for n in args.photos:
+            photos = tmp / f"photos{n}"
+            photos.mkdir()
+            _write_photos(photos, n)
+            local: list[float] = []
 
-        def line(name: str, runs: list[tuple[float, float]]) -> tuple[float, float]:
-            whole = n / min(r[0] for r in runs) * 60
-            items = (n - 1) / min(r[1] for r in runs) * 60
-            print(f"{name:18s} {whole:8.0f} images/min whole process  {items:8.0f} images/min items  "
-                  f"(best of {len(runs)}; {', '.join(f'{r[0]:.1f}' for r in runs)} s)", flush=True)
-            return whole, items
+            def line(name: str, extra: tuple[str, ...], tag: str, env: dict | None = None,
+                     n=n, photos=photos, local=local) -> None:
+                runs = [_timed_run(photos, tmp / f"{tag}-{n}-{i}", tmp, (*extra, "--method", args.method), env)
+                        for i in range(args.repeat)]
+                whole, items = min(r[0] for r in runs), min(r[1] for r in runs)
+                if not local:  # the first line is the local run: the reference of the others
+                    local.extend((whole, items))
+                print(f"{n:6d}  {name:32s} {whole:8.1f} {items:8.1f} {n / whole * 60:10.0f} "
+                      f"{(n - 1) / items * 60:10.0f} {whole / local[0]:11.2f} {items / local[1]:11.2f}", flush=True)
 
-        print(f"segment --method edge, {n} photos (480 x 360), {os.cpu_count()} CPUs", flush=True)
-        local = line("local", [_timed_run(photos, tmp / f"local{i}", tmp) for i in range(args.repeat)])
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            print("ray: not installed (pip install 'segdeck[ray]')")
-            return
-        for w in args.workers:
-            extra = ("--executor", "ray", "--ray-workers", str(w))
-            ray_ = line(f"ray, {w} worker(s)", [_timed_run(photos, tmp / f"ray{w}-{i}", tmp, extra)
-                                                 for i in range(args.repeat)])
-            print(f"{'':18s} overhead (local / ray images/min): whole process {local[0] / ray_[0]:.2f}, "
-                  f"items {local[1] / ray_[1]:.2f}", flush=True)
+            line("local", (), "local")
+            if not have_ray:
+                print("ray: not installed (pip install 'segdeck[ray]')")
+                continue
+            for w in args.workers:
+                line(f"ray, {w} worker(s), starts Ray", ("--executor", "ray", "--ray-workers", str(w)), f"ray{w}")
+            if args.running:
+                head = _RunningRay(max(args.workers), tmp)
+                try:
+                    for w in args.workers:
+                        line(f"ray, {w} worker(s), Ray running", ("--executor", "ray", "--ray-workers", str(w),
+                                                                   "--ray-address", head.address), f"up{w}",
+                             _RunningRay.ENV)
+                finally:
+                    head.stop()
+                print(f"{'':6s}  (ray start --head took {head.start_s:.1f} s, once)", flush=True)
 
 
 def _rss_mib(pid: int) -> tuple[float, float]:
@@ -167,10 +258,13 @@ def memory(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode")
-    t = sub.add_parser("throughput", help="images/min of segment --method edge")
-    t.add_argument("--photos", type=int, default=48)
+    t = sub.add_parser("throughput", help="images/min of segment, local and Ray")
+    t.add_argument("--photos", type=int, nargs="+", default=[48, 400], help="run sizes (photos)")
     t.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to measure")
     t.add_argument("--repeat", type=int, default=2, help="runs per executor (the best counts)")
+    t.add_argument("--method", default="edge", help="segment's method (edge: fast, so Ray's costs show most)")
+    t.add_argument("--no-running", dest="running", action="store_false",
+                   help="skip the runs against a Ray started once beforehand (ray start --head)")
     m = sub.add_parser("memory", help="RSS over time and SIGINT latency on many small images")
     m.add_argument("--n", type=int, default=20000)
     m.add_argument("--seconds", type=float, default=30.0)
@@ -180,7 +274,7 @@ def main() -> None:
         memory(args)
     else:
         if args.mode is None:
-            args.photos, args.workers, args.repeat = 48, [1, 2], 2
+            args = parser.parse_args(["throughput"])
         throughput(args)
 
 

@@ -119,6 +119,10 @@ def test_params_light_and_run_name(folder):
     r = resolve(cls.Params, "describe", overrides={"describer": "none", "min_area": 7})
     assert cls.run_name(p) == cls.run_name(q) != cls.run_name(r)
     assert cls.run_name(p).startswith("describe-sam2.1-tiny-none-")
+    o = resolve(cls.Params, "describe", overrides={"describer": "openai"})
+    slower = resolve(cls.Params, "describe", overrides={"describer": "openai", "openai.timeout": 600, "openai.concurrency": 1})
+    other_prompt = resolve(cls.Params, "describe", overrides={"describer": "openai", "openai.prompt": "What is it?"})
+    assert cls.run_name(o) == cls.run_name(slower) != cls.run_name(other_prompt)
 
 
 def test_describe_none_end_to_end(sam_model, folder, tmp_path):

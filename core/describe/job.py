@@ -57,6 +57,9 @@ DescriberName = Literal[DESCRIBER_NAMES]  # type: ignore[valid-type]
 
 #: Job-level outputs.
 DESCRIPTIONS_NAME = "descriptions.jsonl"
+#: ``openai`` options left out of the run name's digest: how requests are made, not
+#: what is asked or answered.
+RUNTIME_OPTIONS = ("concurrency", "timeout", "retries", "backoff", "ttl")
 #: A description is logged cut to this many characters.
 LOG_CHARS = 300
 
@@ -119,10 +122,17 @@ class DescribeJob(Job):
 
     @classmethod
     def run_name(cls, params) -> str:
-        """``describe-<model>-<describer>-<digest>``; the digest leaves out the options of
-        the describers not used (changing them keeps the folder)."""
-        others = {n for n in ("openai", "dam") if n != params.describer}
-        blob = json.dumps(params.model_dump(mode="json", exclude=others), sort_keys=True).encode()
+        """``describe-<model>-<describer>-<digest>``. The digest leaves out the options of
+        the describers not used and the openai options that change how requests are
+        made, not what is asked (:data:`RUNTIME_OPTIONS`), so a re-run with a longer
+        timeout or more requests in flight fills the same folder's missing descriptions."""
+        data = params.model_dump(mode="json")
+        for name in ("openai", "dam"):
+            if name != params.describer:
+                data.pop(name)
+        for key in RUNTIME_OPTIONS:
+            data.get("openai", {}).pop(key, None)
+        blob = json.dumps(data, sort_keys=True).encode()
         digest = hashlib.sha256(blob).hexdigest()[:8]
         return slug("-".join([cls.name, params.model, params.describer, digest]))
 

@@ -317,6 +317,8 @@ class RefsState(GestureState):
         self.outcome: Outcome | None = None
         self.saves = 0
         self.predictions = 0
+        #: (reference, candidate) whose prompts changed while the engine was busy
+        self.pending: tuple[RefImage, Candidate] | None = None
 
     # -- references ------------------------------------------------------------------
     @property
@@ -508,21 +510,51 @@ class RefsState(GestureState):
         return True
 
     def _predict(self, img: RefImage, cand: Candidate) -> None:
-        pts = np.array([p[:2] for p in cand.points], np.float32).reshape(-1, 2)
-        lab = np.array([p[2] for p in cand.points], np.int32)
-        box = cand.box()
-        with self.engine_lock:
+        """Predict ``cand``'s mask from its points now, or as soon as the engine is free
+        (the window computes the next reference's candidates meanwhile): see :meth:`refresh`."""
+        self.pending = (img, cand)
+        self.refresh(block=False)
+
+    def refresh(self, block: bool = False) -> bool:
+        """Predict the mask whose prompts changed last, if any.
+
+        Parameters
+        ----------
+        block : bool
+            Wait for the engine; False returns at once while another thread uses it,
+            leaving :attr:`pending` set for the next try (the window's idle turn).
+
+        Returns
+        -------
+        bool
+            True when a mask was predicted.
+        """
+        if self.pending is None:
+            return False
+        if not self.engine_lock.acquire(blocking=block):
+            self.message = "the engine is busy (candidates of the next reference) ... the mask follows"
+            return False
+        img, cand = self.pending
+        try:
+            self.pending = None
+            if not cand.points:
+                return False
+            pts = np.array([p[:2] for p in cand.points], np.float32).reshape(-1, 2)
+            lab = np.array([p[2] for p in cand.points], np.int32)
             self.engine.set_image(img.image)
-            res = self.engine.predict(points=pts if len(pts) else None, labels=lab if len(lab) else None, box=box,
-                                      multimask=False)
+            res = self.engine.predict(points=pts, labels=lab, box=cand.box(), multimask=False)
+        finally:
+            self.engine_lock.release()
         masks = np.asarray(res.masks)
         best = int(np.argmax(res.scores)) if len(res.scores) else 0
         cand.mask = masks[best].astype(bool)
         self.predictions += 1
         img.version += 1
-        if self.selected in img.ids:
+        i = next((k for k, c in enumerate(img.candidates) if c is cand), None)
+        if i in img.ids:
             img.unsaved = True
-        self.message = f"mask {self.selected}: {cand.area} px from {len(cand.points)} point(s)"
+        self.message = f"mask {i}: {cand.area} px from {len(cand.points)} point(s)"
+        return True
 
     def undo(self) -> bool:
         """Remove the selected mask's last point prompt (its first one: back to the
@@ -548,6 +580,8 @@ class RefsState(GestureState):
 
     def _remove(self, i: int) -> None:
         img = self.current
+        if self.pending is not None and self.pending[1] is img.candidates[i]:
+            self.pending = None
         del img.candidates[i]
         img.ids = {(j if j < i else j - 1): v for j, v in img.ids.items() if j != i}
         self.selected = None
@@ -560,6 +594,7 @@ class RefsState(GestureState):
         A reference without any object ID is not saved (the propagation needs at least
         one object per reference).
         """
+        self.refresh(block=True)  # prompts newer than their mask: predict first
         img = self.current
         self.typing = None
         if img is None:
@@ -819,6 +854,8 @@ class RefsWindow(WindowLoop):
 
     def idle(self) -> None:
         st = self.state
+        if st.pending is not None and st.refresh(block=False):
+            self.mark()
         for ref, fut in list(self._futures.items()):
             if fut.done():
                 del self._futures[ref]
@@ -832,7 +869,8 @@ class RefsWindow(WindowLoop):
         self._sync_view()
 
     def busy(self) -> bool:
-        return bool(self._futures) or super().busy()
+        """Stay responsive while references load or a mask waits for the engine."""
+        return bool(self._futures) or self.state.pending is not None or super().busy()
 
     def _sync_view(self) -> None:
         img = self.state.current

@@ -411,3 +411,25 @@ def test_a_damaged_reference_record_is_a_message_not_a_crash(tmp_path):
     st.ensure_loaded()
     key(st, "space")
     assert "cannot save" in st.message and "unreadable" in st.message
+
+
+def test_a_prompt_while_the_engine_is_busy_follows_when_it_is_free():
+    import threading
+
+    eng = FakeEngine()
+    lock = threading.Lock()
+    st = make_state(engine=eng)
+    st.engine_lock = lock
+    lock.acquire()  # another thread computes candidates
+    click(st, 20, 25, ctrl=True)
+    assert st.pending is not None and not eng.calls and "busy" in st.message
+    assert not st.refresh(block=False)
+    lock.release()
+    assert st.refresh(block=False) and st.pending is None
+    assert st.current.candidates[st.selected].mask[25, 20] and len(eng.calls) == 1
+    lock.acquire()
+    key(st, "7")
+    click(st, 21, 26, button="right")  # pending again; saving waits for it
+    threading.Timer(0.2, lock.release).start()
+    key(st, "space")
+    assert len(eng.calls) == 2 and st.pending is None and st.saves == 1

@@ -161,21 +161,27 @@ def phash_codes_fast(grays: Sequence[np.ndarray]) -> np.ndarray:
     return result
 
 
-#: Windows hashed by the ``dup`` method to find cropped copies: the image is resized to
-#: ``WINDOW_BASE`` x ``WINDOW_BASE`` pixels and every 32 x 32 square at the pixel offsets
-#: ``WINDOW_STEPS`` (both axes, 25 windows) is hashed. A window is 32 / 44 = 0.73 of each
-#: side at offsets 0-27 % of the side: a copy cropped by ~6-15 % per side (even
-#: asymmetrically) shows about one of them, so its whole-image hash is close to that
-#: window's hash. More offsets find more crops and lengthen the hash search.
-WINDOW_BASE = 44
-WINDOW_STEPS = (0, 3, 6, 9, 12)
+#: Windows hashed by the ``dup`` method to find cropped copies, as ``(base, offsets)``
+#: per axis: the image is resized to ``base_x`` x ``base_y`` pixels (every combination of
+#: the bases below, so the two axes may be cropped by different amounts) and every 32 x 32
+#: square at the pixel offsets of both bases is hashed. A window covers 32 / base of each
+#: side (0.70, 0.78, 0.86, 0.94) at offsets 0-30 % of the side: a copy that keeps 70-95 %
+#: of each side, cut anywhere, shows about one of them, so its whole-image hash is close to
+#: that window's hash. 15 x 15 = 225 windows; more scales or offsets find more crops and
+#: lengthen the hash search (it is multi-index hashing over n x 450 codes).
+WINDOW_GRID = ((46, (0, 2, 4, 7, 10, 14)), (41, (0, 3, 6, 9)), (37, (0, 2, 5)), (34, (0, 2)))
 
 
 def window_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
-    """The windows of :func:`window_codes` in an (h, w) image, as (y0, y1, x0, x1) pixel boxes."""
-    fy, fx = h / WINDOW_BASE, w / WINDOW_BASE
-    return [(round(oy * fy), round((oy + 32) * fy), round(ox * fx), round((ox + 32) * fx))
-            for oy in WINDOW_STEPS for ox in WINDOW_STEPS]
+    """The windows of :func:`window_codes` in an (h, w) image, as (y0, y1, x0, x1) pixel boxes,
+    in the order of the codes."""
+    out = []
+    for by, oys in WINDOW_GRID:
+        for bx, oxs in WINDOW_GRID:
+            fy, fx = h / by, w / bx
+            out.extend((round(oy * fy), round((oy + 32) * fy), round(ox * fx), round((ox + 32) * fx))
+                       for oy in oys for ox in oxs)
+    return out
 
 
 def window_codes(gray: np.ndarray) -> np.ndarray:
@@ -188,26 +194,65 @@ def window_codes(gray: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray of uint64, shape (2 * 25,)
+    ndarray of uint64, shape (2 * 225,)
         For each window its hash, then its mirror image's.
     """
     import cv2
 
-    small = cv2.resize(gray, (WINDOW_BASE, WINDOW_BASE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    px = np.stack([small[oy:oy + 32, ox:ox + 32] for oy in WINDOW_STEPS for ox in WINDOW_STEPS])
-    return _codes_of_32(px).reshape(-1)
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    base = max(b for b, _ in WINDOW_GRID)
+    if min(gray.shape[:2]) > 2 * base:  # area-average once to twice the largest base: the resizes below get cheap
+        gray = cv2.resize(gray, (2 * base, 2 * base), interpolation=cv2.INTER_AREA)
+    px = []
+    for by, oys in WINDOW_GRID:
+        for bx, oxs in WINDOW_GRID:
+            small = cv2.resize(gray, (bx, by), interpolation=cv2.INTER_AREA).astype(np.float32)
+            px.append(sliding_window_view(small, (32, 32))[np.ix_(oys, oxs)].reshape(-1, 32, 32))
+    return _codes_of_32(np.concatenate(px)).reshape(-1)
+
+
+#: Central part of each side hashed by :func:`centre_codes`. A copy rotated by up to 10
+#: degrees on the same canvas has black (or replicated) corners that change its
+#: whole-image hash; the central 66 % of each side holds no fill up to about 13 degrees
+#: (square images), so the centre hashes of the copy and of the original stay close.
+CENTRE_FRACTION = 0.66
+
+
+def centre_codes(gray: np.ndarray) -> np.ndarray:
+    """Hash of the central :data:`CENTRE_FRACTION` of each side of a grayscale image and of
+    its mirror image (same construction as :func:`phash_codes_fast`).
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+
+    Returns
+    -------
+    ndarray of uint64, shape (2,)
+    """
+    import cv2
+
+    h, w = gray.shape[:2]
+    my, mx = round(h * (1 - CENTRE_FRACTION) / 2), round(w * (1 - CENTRE_FRACTION) / 2)
+    c = gray[my:max(my + 1, h - my), mx:max(mx + 1, w - mx)]
+    return _codes_of_32(cv2.resize(c, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)[None])[0]
+
+
+#: First 8 rows of the (unnormalised, scipy convention) 32-point DCT-II matrix:
+#: ``_DCT8 @ x @ _DCT8.T`` is the low 8 x 8 band of the 2-D DCT of a 32 x 32 block.
+_DCT8 = (2.0 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(32)[None, :] + 1) / 64)).astype(np.float32)
 
 
 def _codes_of_32(px: np.ndarray) -> np.ndarray:
     """(B, 32, 32) float32 -> (B, 2) uint64: pHash of each square and of its mirror image."""
-    from scipy.fft import dct
-
     sign = np.where(np.arange(8) % 2 == 1, -1.0, 1.0).astype(np.float32)
-    d = dct(dct(px, axis=1, type=2), axis=2, type=2)[:, :8, :8]
+    d = _DCT8 @ px @ _DCT8.T  # the 8 x 8 low band of the 2-D DCT-II (unnormalised, as scipy's)
     out = []
     for block in (d, d * sign[None, None, :]):  # mirroring negates odd horizontal frequencies
         flat = block.reshape(len(px), 64)
-        bits = flat > np.median(flat, axis=1, keepdims=True)
+        mid = np.partition(flat, (31, 32), axis=1)
+        bits = flat > 0.5 * (mid[:, 31:32] + mid[:, 32:33])  # the median of 64 values
         out.append(np.packbits(bits, axis=1).view(">u8").astype(np.uint64).ravel())
     return np.stack(out, axis=1)
 
@@ -326,13 +371,14 @@ def thumbnails(grays: Sequence[np.ndarray], side: int = THUMB_SIDE) -> np.ndarra
 
 
 def dup_feature(img: np.ndarray) -> dict:
-    """Feature of the ``dup`` method: ``{"h": (2,) uint64, "w": (50,) uint64, "t": (16, 16)
-    uint8}``: the hash of the image and of its mirror image (:func:`phash_codes_fast`),
-    the hashes of its windows (:func:`window_codes`) and a thumbnail (:func:`thumbnails`).
+    """Feature of the ``dup`` method: ``{"h": (2,) uint64, "w": (450,) uint64, "c": (2,)
+    uint64, "t": (16, 16) uint8}``: the hash of the image and of its mirror image
+    (:func:`phash_codes_fast`), the hashes of its windows (:func:`window_codes`), of its
+    centre (:func:`centre_codes`) and a thumbnail (:func:`thumbnails`).
     The ORB keys used to verify uncertain pairs are computed later, only for the images
     that need them."""
     g = to_gray(img)
-    return {"h": phash_codes_fast([g])[0], "w": window_codes(g), "t": thumbnails([g])[0]}
+    return {"h": phash_codes_fast([g])[0], "w": window_codes(g), "c": centre_codes(g), "t": thumbnails([g])[0]}
 
 
 def extract(method: str, img: np.ndarray) -> dict:

@@ -12,7 +12,7 @@ from segdeck.core.cluster.methods.base import Clustering, ClusterMethod, registe
 class Dup(ClusterMethod):
     name = "dup"
     description = "near-duplicates, verified (flips, crops, small rotations, edits; default)"
-    version = "v3"  # v2: with the thumbnail; v3: with the window hashes
+    version = "v4"  # v2: with the thumbnail; v3: with the window hashes; v4: multi-scale windows, centre hash
 
     def name_part(self, params) -> str:
         return ""

@@ -265,3 +265,33 @@ def test_server_down_stops_before_sam_loads(folder, tmp_path, monkeypatch):
     summary = run_job(job)
     assert summary.status == "error" and summary.exit_code == 2
     assert "cannot reach" in summary.error and "\n" not in summary.error
+
+
+def test_cancel_while_describing_keeps_the_work_done(sam_model, folder, tmp_path):
+    import threading
+
+    from vlm_server import FakeVLM
+
+    from segdeck.core.jobs.runner import run_job
+
+    over = {"describer": "openai", "openai.concurrency": 1, "openai.api_key_env": ""}
+    with FakeVLM(latency=0.2) as srv:
+        over["openai.base_url"] = srv.base_url
+        cancel = threading.Event()
+
+        def sink(e):  # Ctrl+C once the first description arrived
+            if e.kind == "Message" and e.text.startswith("a.png D1:"):
+                cancel.set()
+
+        job = _job(folder / "a.png", tmp_path / "out", **over)
+        summary = run_job(job, sink=sink, cancel=cancel)
+        assert summary.status == "cancelled", summary
+        recs = _check_consistent(job.job_dir, "a.png")  # the segmentation and D1 were written
+        described = [r["index"] for r in recs if r["description"]]
+        assert 1 in described and len(described) < len(recs)
+        assert {r["error"] for r in recs if not r["description"]} == {"cancelled"}
+        first = len(srv.chats)
+        again = run_job(_job(folder / "a.png", tmp_path / "out", **over))
+        assert again.status == "done", again
+        assert len(srv.chats) - first == len(recs) - len(described)
+        assert all(r["description"] for r in _check_consistent(job.job_dir, "a.png"))

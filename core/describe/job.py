@@ -20,7 +20,8 @@ Failures: a region the describer could not describe (timeout, malformed answer,
 refusal) is recorded on that region (``error``), the item's files are written, and the
 item is marked failed ("2 of 31 regions not described"), so a re-run (the default
 retries failed items) reads the segmentation back from ``<stem>.regions.json`` and the
-label map and describes only the missing regions. A describer that cannot work at all
+label map and describes only the missing regions. A cancel while regions are being
+described keeps the item's segmentation and descriptions so far the same way. A describer that cannot work at all
 (:class:`~.describers.DescriberFatal`: wrong API key, unreachable server, DAM without
 CUDA) stops the job before the first image with one line (exit code 2) when
 :meth:`~.describers.Describer.open` finds it; found mid-run, the item at hand keeps
@@ -227,9 +228,12 @@ class DescribeJob(Job):
         return res.labels, res.regions, len(pts)
 
     def _describe(self, item: str, result: DescribeResult) -> None:
-        """Describe the regions without a description; fills ``result.texts``."""
+        """Describe the regions without a description; fills ``result.texts``.
+
+        A cancel stops it after the regions in flight; the result (the segmentation and
+        the descriptions so far) is still returned, so :meth:`write` keeps them and the
+        next run describes only the rest."""
         from segdeck.core.describe.describers import RegionRequest
-        from segdeck.core.jobs.base import ItemCancelled
 
         todo = [r for r in result.regions if result.texts.get(r.index, RegionText()).text is None]
         if not todo:
@@ -248,9 +252,12 @@ class DescribeJob(Job):
                 if len(said) > LOG_CHARS:
                     said = said[: LOG_CHARS - 1] + "…"
                 sink(Message(text=f"{item} D{d.index}: {said}", level="info" if d.text is not None else "warning"))
-            self.step(k, total, "described")
+            if not self.cancel.is_set():  # a cancel keeps what is done: write() saves it
+                self.step(k, total, "described")
         if self.cancel.is_set():
-            raise ItemCancelled("cancelled")
+            for r in todo:
+                if r.index not in result.texts:
+                    result.texts[r.index] = RegionText(None, "cancelled", 0.0)
 
     def write(self, item: str, result: DescribeResult) -> list[str]:
         from segdeck.core.describe.describers import DescriberFatal

@@ -164,9 +164,9 @@ def official_route(ckpt: Path, image_size: int, refs, targets, n_objects: int, h
                         predictor.add_new_mask(state, i, oid, lab == oid)
                 for frame_idx, obj_ids, masks in predictor.propagate_in_video(state):
                     if frame_idx == len(refs):
-                        logits = masks[:, 0].numpy()
+                        logits, out_ids = masks[:, 0].numpy(), list(obj_ids)
             best, arg = logits.max(0), logits.argmax(0)
-            maps[key] = np.where(best > 0, np.asarray(obj_ids)[arg], 0).astype(np.int32)
+            maps[key] = np.where(best > 0, np.asarray(out_ids)[arg], 0).astype(np.int32)
             del state
         seconds = time.perf_counter() - t0
     return len(targets) / seconds, seconds, maps

@@ -398,7 +398,6 @@ class GroupPropagator:
             An image of the wrong shape or dtype.
         """
         import torch
-        import torch.nn.functional as F
 
         images = [self._check_image(img, f"target {i}") for i, img in enumerate(images)]
         if not images:
@@ -435,17 +434,34 @@ class GroupPropagator:
                                 run_mem_encoder=False,
                             )
                             logits.append(pred)
-                        h, w = img.shape[:2]
-                        full = F.interpolate(torch.cat(logits, 0), size=(h, w), mode="bilinear",
-                                             align_corners=False)[:, 0]
-                        best, arg = full.max(0)
-                        labels = torch.where(best > 0, ids.to(arg.device)[arg], 0)
-                        results.append(labels.to("cpu", torch.int32).numpy())
-                        del full, best, arg, labels, logits
+                        results.append(self._label_map(logits, img.shape[:2], ids))
+                        del logits
             finally:
                 state["cached_features"] = {}
                 frames.slot = torch.zeros_like(frames.slot)
         return results
+
+    @staticmethod
+    def _label_map(logits: list, size: tuple[int, int], ids) -> np.ndarray:
+        """(H, W) int32 label map from per-object (1, 1, s, s) logits: each resized to
+        ``size`` (bilinear, ``align_corners=False``), the highest logit > 0 wins (ties:
+        the earlier object). One object at a time: memory is a few (H, W) planes
+        whatever the object count."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = size
+        best = arg = None
+        for j, lg in enumerate(logits):
+            up = F.interpolate(lg, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            if best is None:
+                best, arg = up, torch.zeros((h, w), dtype=torch.int64, device=up.device)
+            else:
+                better = up > best
+                best = torch.where(better, up, best)
+                arg[better] = j
+        labels = torch.where(best > 0, ids.to(arg.device)[arg], 0)
+        return labels.to("cpu", torch.int32).numpy()
 
     def close(self) -> None:
         """Drop the inference state and frames (frees their memory); the network stays."""

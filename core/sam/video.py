@@ -306,8 +306,8 @@ class GroupPropagator:
         ----------
         references : sequence of (np.ndarray, np.ndarray)
             (image, label map) pairs, each at its own size: image (H, W, 3) uint8 RGB,
-            label map (H, W) integer (any integer dtype, values >= 0; 0 = background,
-            > 0 = object id, uint16 range and beyond kept as is).
+            label map (H, W) integer (any integer dtype, values 0 .. 2**31 - 1; 0 =
+            background, > 0 = object id, kept as is: uint16 ids such as 300 survive).
 
         Returns
         -------
@@ -343,6 +343,8 @@ class GroupPropagator:
                 )
             if labels.size and labels.min() < 0:
                 raise ValueError(f"reference {i}: label map has negative labels (min {labels.min()})")
+            if labels.size and int(labels.max()) > np.iinfo(np.int32).max:
+                raise ValueError(f"reference {i}: object id {int(labels.max())} does not fit the int32 label maps")
             ids.update(int(v) for v in np.unique(labels) if v > 0)
             checked.append((image, labels))
         if not ids:
@@ -380,7 +382,8 @@ class GroupPropagator:
         images : sequence of np.ndarray
             Targets, (H_i, W_i, 3) uint8 RGB each, any sizes. All of them go through the
             image encoder in one forward pass (the job's ``--batch-size`` sets how many);
-            the results equal one-by-one prediction.
+            the results equal one-by-one prediction (bit for bit on CPU, tested; on CUDA
+            a kernel chosen for the batch size may round differently).
 
         Returns
         -------

@@ -168,7 +168,7 @@ def test_every_target_gets_its_own_upright_size_and_the_engines_masks(project, c
     assert table[0].startswith("key,group,image,annotation_id,label,area")
     assert len(table) - 1 == len(coco["annotations"])
     log = (job_dir / "job.log").read_text()
-    assert "group specimen=cow: no labelled reference with an object: skipped (2 images not written)" in log
+    assert "group specimen=cow: skipped: no labelled reference with an object (2 images not written)" in log
 
 
 @pytest.mark.timeout(600)

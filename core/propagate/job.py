@@ -122,6 +122,12 @@ class GroupPlan:
         return any(entry.ids for _, entry in self.references)
 
     @property
+    def status(self) -> str:
+        """``"ready"`` or ``"skipped: no labelled reference with an object"``, then the problems."""
+        head = "ready" if self.ready else "skipped: no labelled reference with an object"
+        return "; ".join([head, *self.problems])
+
+    @property
     def object_ids(self) -> list[int]:
         return sorted({i for _, e in self.references for i in e.ids})
 
@@ -172,8 +178,6 @@ def plan_groups(project: Project, store: ReferenceStore, max_frames: int | None 
                 continue
             plan.references.append((row, entry))
             digest.update(f"{key}\0{_sha(entry.labels_path)}\0{row.relpath}\0".encode())
-        if not plan.ready:
-            plan.problems.insert(0, "no labelled reference with an object: skipped")
         used = {r.key for r, _ in plan.references} | set(labelled)
         targets = [r for r in group.rows if r.key not in used]
         plan.targets = targets[:max_frames] if max_frames else targets
@@ -192,11 +196,8 @@ def plan_table(project: Project, plans: list[GroupPlan]) -> list[str]:
         refs = f"{len(p.references)}/{min(project.spec.references, len(p.group.rows))}"
         ids = ",".join(map(str, p.object_ids)) or "-"
         gone = sum(r.key in missing for r in p.group.rows)
-        status = "ready" if p.ready else "skipped"
-        if p.problems:
-            status += ": " + "; ".join(p.problems if not p.ready else p.problems)
         lines.append(f"{p.group.label:<{width}}  {len(p.group.rows):>6}  {refs:>7}  {ids:<12}  "
-                     f"{len(p.targets):>7}  {gone:>7}  {status}")
+                     f"{len(p.targets):>7}  {gone:>7}  {p.status}")
     return lines
 
 
@@ -210,7 +211,10 @@ class PropagateJob(Job):
         "image of the group with SAM 2's memory; label maps, overlays, per-object CSV, COCO RLE"
     )
     input_help = "a project spec (TOML: csv, key, path or template, group_by, root, ...; see the README)"
-    tui_model_field = ""
+    tui_model_field = ""  # the model is the spec's
+    #: ``--executor ray``: the model lives on the workers; the driver lists, writes and
+    #: finalizes from the spec alone.
+    setup_on_driver = False
 
     @classmethod
     def check_input(cls, input_path: Path) -> None:
@@ -241,7 +245,9 @@ class PropagateJob(Job):
         return parts
 
     # ---- items --------------------------------------------------------------------
-    def list_items(self) -> list[Item]:
+    def _prepare(self) -> None:
+        """Read the project, the references and the per-group plan (list_items on the
+        driver; setup on a Ray worker, which never lists the items)."""
         self.project = load_project(self.input_path)
         self.store = ReferenceStore(self.project.refs_dir)
         self.plans = plan_groups(self.project, self.store, self.params.max_frames)
@@ -251,10 +257,16 @@ class PropagateJob(Job):
             self.notes.append((self.project.missing_text(), "warning"))
         for p in self.plans:
             if not p.ready:
-                self.notes.append((f"group {p.group.label}: {'; '.join(p.problems)} "
-                                   f"({len(p.targets)} images not written)", "warning"))
+                self.notes.append((f"group {p.group.label}: {p.status} ({len(p.targets)} images not written)",
+                                   "warning"))
             elif p.problems:
                 self.notes.append((f"group {p.group.label}: {'; '.join(p.problems)}", "warning"))
+        self._order: list[str] = [r.key for p in self.plans if p.ready for r in p.targets]
+        self._index = {k: n for n, k in enumerate(self._order)}
+
+    def list_items(self) -> list[Item]:
+        self._prepare()
+        self._notes_pending = True
         if self.params.dry_run:
             bad = [p for p in self.plans if not p.ready]
             if bad:
@@ -265,16 +277,7 @@ class PropagateJob(Job):
                     *(text for text, _level in self.notes if not text.startswith("group "))]))
             return []
         self._check_state()
-        items = []
-        self._order: list[str] = []
-        for p in self.plans:
-            if not p.ready:
-                continue
-            for r in p.targets:
-                items.append(Item(r.key, paths=[r.path], row=r.values))
-                self._order.append(r.key)
-        self._index = {k: n for n, k in enumerate(self._order)}
-        return items
+        return [Item(r.key, paths=[r.path], row=r.values) for p in self.plans if p.ready for r in p.targets]
 
     def _state(self) -> dict:
         return {"spec": str(self.project.spec_path), "model": self.project.spec.model,
@@ -326,6 +329,8 @@ class PropagateJob(Job):
 
     # ---- life cycle -----------------------------------------------------------------
     def setup(self, emit: Sink) -> None:
+        if not hasattr(self, "project"):  # a Ray worker: the driver listed the items
+            self._prepare()
         self._emit_notes(emit)
         if self.params.dry_run:
             return
@@ -351,10 +356,11 @@ class PropagateJob(Job):
         emit(Message(text=f"model {model} loaded ({self.prop.device}{weights}{size})"))
 
     def _emit_notes(self, emit: Sink) -> None:
-        if getattr(self, "_noted", False):
+        """The listing's warnings (missing images, skipped groups), once, on the driver."""
+        if not getattr(self, "_notes_pending", False):
             return
-        self._noted = True
-        for text, level in getattr(self, "notes", []):
+        self._notes_pending = False
+        for text, level in self.notes:
             emit(Message(text=text, level=level))
 
     def _set_group(self, plan: GroupPlan) -> None:

@@ -291,3 +291,57 @@ def test_kill_9_mid_group_then_rerun_equals_an_uninterrupted_run(project, ckpt, 
         assert (whole_dir / name).read_bytes() == (killed_dir / name).read_bytes(), name
     coco = [json.loads((dd / "coco.json").read_text()) for dd in (whole_dir, killed_dir)]
     assert coco[0]["annotations"] == coco[1]["annotations"]
+
+
+class _NearestPropagator:
+    """A stand-in engine with the real one's methods: each target gets the first
+    reference's label map resized (nearest) to its size."""
+
+    def set_references(self, references):
+        self.first = references[0][1]
+        return sorted({int(v) for _, lab in references for v in np.unique(lab) if v})
+
+    def predict(self, images):
+        import cv2
+
+        return [cv2.resize(self.first.astype(np.uint16), (im.shape[1], im.shape[0]),
+                           interpolation=cv2.INTER_NEAREST).astype(np.int32) for im in images]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.timeout(120)
+def test_changed_references_are_refused_until_fresh_and_new_groups_just_run(project, tmp_path, monkeypatch):
+    from segdeck.core.propagate import job as job_mod
+
+    monkeypatch.setattr(job_mod, "open_propagator", lambda *a, **k: _NearestPropagator())
+    d, _spec_path, refs = project
+    spec = _spec(d, "fake")
+    params = PropagateParams(device="cpu")
+    job_dir = tmp_path / "job"
+    first = run_job(PropagateJob(params, spec, job_dir))
+    assert first.status == "done" and first.done == 5, first.error
+    proj = load_project(spec)
+    ant = proj.group_named("specimen=ant")
+    store = ReferenceStore(proj.refs_dir)
+    ref = sorted(store.labelled(ant))[0]
+    old, _ = store.load(ant, ref)
+    cow = proj.group_named("specimen=cow")
+    try:
+        store.save(cow, "c1", _ref_map((48, 48)), image="cow/c1.jpg")  # a new group: runs without a fuss
+        more = run_job(PropagateJob(params, spec, job_dir))
+        assert more.status == "done" and more.done == 1 and more.skipped == 5
+        assert np.array_equal(imageio.read_label_map(job_dir / "c2.labels.png"), _ref_map((48, 48)))
+        store.save(ant, ref, np.where(old > 0, 7, 0), image=proj.row(ref).relpath)  # relabelled
+        again = run_job(PropagateJob(params, spec, job_dir))
+        assert again.status == "error" and again.done == 0
+        assert again.error.startswith(f"{job_dir}: the references or settings of group specimen=ant changed")
+        assert "--fresh" in again.error and "\n" not in again.error
+        fresh = run_job(PropagateJob(params, spec, job_dir), fresh=True)
+        assert fresh.status == "done" and fresh.done == 6
+        target = next(r for r in ant.rows if r.key not in refs["specimen=ant"])
+        assert set(np.unique(imageio.read_label_map(job_dir / f"{target.key}.labels.png"))) <= {0, 7}
+    finally:
+        store.save(ant, ref, old, image=proj.row(ref).relpath)
+        store.delete(cow, "c1")

@@ -353,7 +353,8 @@ class PropagateJob(Job):
         self._cache: dict[str, np.ndarray] = {}
         weights = f", weights {p.checkpoint}" if p.checkpoint else ""
         size = f", input size {p.image_size}" if p.image_size else ""
-        emit(Message(text=f"model {model} loaded ({self.prop.device}{weights}{size})"))
+        where = getattr(self.prop, "device", device or "auto")
+        emit(Message(text=f"model {model} loaded ({where}{weights}{size})"))
 
     def _emit_notes(self, emit: Sink) -> None:
         """The listing's warnings (missing images, skipped groups), once, on the driver."""

@@ -123,32 +123,32 @@ def test_each_target_equals_the_official_video_predictor(group):
     refs = _references()
     assert ids == list(IDS) and prop.object_ids == list(IDS) and prop.num_references == 3
     assert prop.model.fill_hole_area == 0
-    seen: set[int] = set()
-    for target, ours in zip(TARGETS[:2], singles, strict=False):
-        logits, official = _official_label_map(prop, refs, target, ids)
-        assert ours.shape == target.shape[:2] and ours.dtype == np.int32
-        for oid in ids:
-            assert _iou(ours == oid, official == oid) >= 0.999, oid
-        assert _iou(ours > 0, official > 0) >= 0.999
-        seen |= set(np.unique(ours).tolist())
-    # both ids (one of them above uint8) come back as themselves, not as indices
-    assert seen == {0, *IDS}
+    # the portrait target (the references are landscape): one official run costs ten
+    # image-encoder passes, so one target here; the 1024 test below checks another
+    target, ours = TARGETS[1], singles[1]
+    _, official = _official_label_map(prop, refs, target, ids)
+    assert ours.shape == target.shape[:2] and ours.dtype == np.int32
+    for oid in ids:
+        assert (official == oid).any()
+        assert _iou(ours == oid, official == oid) >= 0.999, oid
+    assert _iou(ours > 0, official > 0) >= 0.999
 
 
 def test_mixed_sizes_come_back_at_their_own_size(group):
     _, _, singles = group
     assert [m.shape for m in singles] == [t.shape[:2] for t in TARGETS]
     assert all(m.dtype == np.int32 for m in singles)
-    assert all(set(np.unique(m).tolist()) <= {0, *IDS} for m in singles)
+    # both ids (one of them above uint8) come back as themselves, not as indices
+    assert set(np.unique(np.concatenate([m.ravel() for m in singles])).tolist()) == {0, *IDS}
 
 
 def test_order_and_batching_do_not_change_results(group):
     prop, _, singles = group
+    # one batched forward pass, reversed order: TARGETS[0] now comes after the others
+    # and must still be bit-identical (the slot keeps nothing between targets)
     batched_reversed = prop.predict(TARGETS[::-1])[::-1]
     for a, b in zip(singles, batched_reversed, strict=True):
         assert np.array_equal(a, b)
-    # the same target again after others: bit-identical (the slot keeps nothing)
-    assert np.array_equal(prop.predict([TARGETS[0]])[0], singles[0])
 
 
 def test_state_does_not_grow_with_targets(group):
@@ -163,10 +163,9 @@ def test_state_does_not_grow_with_targets(group):
             for t in d[kind]
         )
 
-    before = stored()
-    assert before == sorted((o, "cond_frame_outputs", k) for o in range(len(IDS)) for k in range(3))
-    prop.predict(TARGETS[:1])
-    assert stored() == before and state["cached_features"] == {}
+    # the fixture predicted three targets: only the references' outputs are kept
+    assert stored() == sorted((o, "cond_frame_outputs", k) for o in range(len(IDS)) for k in range(3))
+    assert state["cached_features"] == {}
     assert len(prop._frames) == 4  # references + one slot
 
 
@@ -185,6 +184,10 @@ def test_bad_references_and_calls(env):
         prop.set_references([(img, np.ones((40, 49), np.uint8))])
     with pytest.raises(ValueError, match="integer"):
         prop.set_references([(img, np.ones((40, 50), np.float32))])
+    with pytest.raises(ValueError, match="does not fit"):
+        prop.set_references([(img, np.full((40, 50), 2**31, np.int64))])
+    with pytest.raises(ValueError, match="negative"):
+        prop.set_references([(img, np.full((40, 50), -1, np.int16))])
     with pytest.raises(ValueError, match="uint8 RGB"):
         prop.set_references([(img[..., 0], np.ones((40, 50), np.uint8))])
     with pytest.raises(ValueError, match="multiple of 64"):

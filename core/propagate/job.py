@@ -212,6 +212,12 @@ class PropagateJob(Job):
     )
     input_help = "a project spec (TOML: csv, key, path or template, group_by, root, ...; see the README)"
     tui_model_field = ""  # the model is the spec's
+    tui_input_files = (".toml",)  # the folder tree lists spec files
+    tui_annotate = "refs"  # `a` on a spec: segdeck annotate refs SPEC
+    tui_field_notes = {
+        "dry_run": "checks the spec, CSV, files and references and prints a table per group; loads no model",
+        "image_size": "leave empty for trained weights (1024); small sizes are for quick trials",
+    }
     #: ``--executor ray``: the model lives on the workers; the driver lists, writes and
     #: finalizes from the spec alone.
     setup_on_driver = False

@@ -421,10 +421,10 @@ class PropagateJob(Job):
         labels = apply_mode(pred, self.project.spec.mask_mode)
         stats = regions.label_stats(labels, regions.aggregate_map(data))
         self.step(3, 3, "propagate")
-        return data, labels, stats, row, plan.group
+        return data, labels, stats, row, plan.group.label
 
     def write(self, item: str, result) -> list[str]:
-        image, labels, stats, row, group = result
+        image, labels, stats, row, group_label = result
         stem = self.output_stem(item)
         ov = self.params.overlay
         names = outputs.output_names(stem, ov.format)
@@ -447,7 +447,7 @@ class PropagateJob(Job):
             anns += outputs.coco_annotations([rle], [stat], category_id=int(stat.label))
         h, w = labels.shape
         record = {"file_name": row.relpath, "width": int(w), "height": int(h), "key": row.key,
-                  "group": group.label, "annotations": anns}
+                  "group": group_label, "annotations": anns}
         imageio.write_text_atomic(self.job_dir / names["part"], json.dumps(record, ensure_ascii=False))
         written.append(names["part"])  # the sidecar last: the runner's completeness marker
         return written

@@ -345,3 +345,23 @@ def test_changed_references_are_refused_until_fresh_and_new_groups_just_run(proj
     finally:
         store.save(ant, ref, old, image=proj.row(ref).relpath)
         store.delete(cow, "c1")
+
+
+@pytest.mark.timeout(120)
+def test_a_missing_image_is_listed_and_fails_alone(tmp_path, monkeypatch):
+    from segdeck.core.propagate import job as job_mod
+
+    monkeypatch.setattr(job_mod, "open_propagator", lambda *a, **k: _NearestPropagator())
+    for n, name in enumerate(["r", "t1", "t3"]):
+        _write_photo(tmp_path / "photos" / "x" / f"{name}.jpg", (32, 40), 1, n)
+    (tmp_path / "meta.csv").write_text("id,specimen,name\nr,x,r\nt1,x,t1\nt2,x,t2\nt3,x,t3\n")
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text().replace("references = 2", "references = 1"))
+    proj = load_project(spec)
+    ReferenceStore(proj.refs_dir).save(proj.groups[0], "r", _ref_map((32, 40)), image="x/r.jpg")
+    job_dir = tmp_path / "job"
+    summary = run_job(PropagateJob(PropagateParams(device="cpu"), spec, job_dir))
+    assert summary.status == "failed" and summary.done == 2 and summary.failed == 1
+    assert sorted(p.name for p in job_dir.glob("*.labels.png")) == ["t1.labels.png", "t3.labels.png"]
+    log = (job_dir / "job.log").read_text()
+    assert f"1 of 4 images missing under {tmp_path / 'photos'}: 'x/t2.jpg' (line 4)" in log

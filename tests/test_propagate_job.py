@@ -365,3 +365,13 @@ def test_a_missing_image_is_listed_and_fails_alone(tmp_path, monkeypatch):
     assert sorted(p.name for p in job_dir.glob("*.labels.png")) == ["t1.labels.png", "t3.labels.png"]
     log = (job_dir / "job.log").read_text()
     assert f"1 of 4 images missing under {tmp_path / 'photos'}: 'x/t2.jpg' (line 4)" in log
+
+
+def test_a_project_without_any_reference_stops_with_one_line(tmp_path):
+    _write_photo(tmp_path / "photos" / "x" / "a.jpg", (32, 40), 1, 0)
+    (tmp_path / "meta.csv").write_text("id,specimen,name\na,x,a\n")
+    spec = _spec(tmp_path)
+    summary = run_job(PropagateJob(PropagateParams(device="cpu"), spec, tmp_path / "job"))
+    assert summary.status == "error" and summary.error == (
+        f"{spec}: no group has a labelled reference with an object yet (1 group(s), references in "
+        f"{tmp_path / 'p.refs'}); label them with `segdeck annotate refs {spec}`")

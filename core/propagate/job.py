@@ -282,6 +282,12 @@ class PropagateJob(Job):
                     *plan_table(self.project, self.plans),
                     *(text for text, _level in self.notes if not text.startswith("group "))]))
             return []
+        if not any(p.ready for p in self.plans):
+            raise SpecError(
+                f"{self.input_path}: no group has a labelled reference with an object yet "
+                f"({len(self.plans)} group(s), references in {self.project.refs_dir}); "
+                f"label them with `segdeck annotate refs {self.input_path}`"
+            )
         self._check_state()
         return [Item(r.key, paths=[r.path], row=r.values) for p in self.plans if p.ready for r in p.targets]
 

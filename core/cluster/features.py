@@ -198,7 +198,6 @@ def window_codes(gray: np.ndarray) -> np.ndarray:
         For each window its hash, then its mirror image's.
     """
     import cv2
-
     from numpy.lib.stride_tricks import sliding_window_view
 
     base = max(b for b, _ in WINDOW_GRID)
@@ -219,6 +218,13 @@ def window_codes(gray: np.ndarray) -> np.ndarray:
 CENTRE_FRACTION = 0.66
 
 
+def centre_crop(gray: np.ndarray) -> np.ndarray:
+    """The central :data:`CENTRE_FRACTION` of each side of an (H, W) image (a view)."""
+    h, w = gray.shape[:2]
+    my, mx = round(h * (1 - CENTRE_FRACTION) / 2), round(w * (1 - CENTRE_FRACTION) / 2)
+    return gray[my:max(my + 1, h - my), mx:max(mx + 1, w - mx)]
+
+
 def centre_codes(gray: np.ndarray) -> np.ndarray:
     """Hash of the central :data:`CENTRE_FRACTION` of each side of a grayscale image and of
     its mirror image (same construction as :func:`phash_codes_fast`).
@@ -233,9 +239,7 @@ def centre_codes(gray: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    h, w = gray.shape[:2]
-    my, mx = round(h * (1 - CENTRE_FRACTION) / 2), round(w * (1 - CENTRE_FRACTION) / 2)
-    c = gray[my:max(my + 1, h - my), mx:max(mx + 1, w - mx)]
+    c = centre_crop(gray)
     return _codes_of_32(cv2.resize(c, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)[None])[0]
 
 
@@ -372,13 +376,15 @@ def thumbnails(grays: Sequence[np.ndarray], side: int = THUMB_SIDE) -> np.ndarra
 
 def dup_feature(img: np.ndarray) -> dict:
     """Feature of the ``dup`` method: ``{"h": (2,) uint64, "w": (450,) uint64, "c": (2,)
-    uint64, "t": (16, 16) uint8}``: the hash of the image and of its mirror image
-    (:func:`phash_codes_fast`), the hashes of its windows (:func:`window_codes`), of its
-    centre (:func:`centre_codes`) and a thumbnail (:func:`thumbnails`).
+    uint64, "t": (16, 16) uint8, "ct": (16, 16) uint8}``: the hash of the image and of its
+    mirror image (:func:`phash_codes_fast`), the hashes of its windows
+    (:func:`window_codes`) and of its centre (:func:`centre_codes`), a thumbnail of the
+    image and one of its centre (:func:`thumbnails`, :func:`centre_crop`).
     The ORB keys used to verify uncertain pairs are computed later, only for the images
     that need them."""
     g = to_gray(img)
-    return {"h": phash_codes_fast([g])[0], "w": window_codes(g), "c": centre_codes(g), "t": thumbnails([g])[0]}
+    return {"h": phash_codes_fast([g])[0], "w": window_codes(g), "c": centre_codes(g), "t": thumbnails([g])[0],
+            "ct": thumbnails([centre_crop(g)])[0]}
 
 
 def extract(method: str, img: np.ndarray) -> dict:

@@ -286,6 +286,7 @@ class JobWatcher:
             with self._lock:
                 if tracked.offset == 0:
                     tracked.lines.clear()
+                    tracked.steps.clear()
                 tracked.offset, tracked.size = offset, size
                 for ev in events:
                     if isinstance(ev, JobStarted):

@@ -319,6 +319,8 @@ class MainScreen(Screen):
         preview = self.query_one(PreviewPane)
         if not preview.display and not force:
             return
+        if self.input_is_file and folder == self.input_path:  # a CSV or spec file: its folder's images
+            folder = folder.parent
         snap = self.query_one(JobList).selected_snapshot
         job_dir = root = None
         if snap is not None and snap.input and folder.is_relative_to(Path(snap.input)):
@@ -619,9 +621,13 @@ class MainScreen(Screen):
         """``segdeck annotate MODE FILE`` for the first job (the form's first) that takes
         ``path`` and declares an annotate mode for it."""
         names = sorted(self.jobs, key=lambda n: n != self.job_name)
+        known = self.input_problems.get(path, {})  # the worker's answers, when they are in
         for name in names:
             mode = hooks.annotate_mode(self.jobs[name])
-            if mode and hooks.input_problem(self.jobs[name], path) is None:  # a file: a cheap check
+            if not mode:
+                continue
+            why = known[name] if name in known else hooks.input_problem(self.jobs[name], path)
+            if why is None:
                 self.annotator.launch(mode, path, None)
                 return
         self.notify(f"no annotate window for {path.name} (a folder or an image opens annotate paint)",

@@ -35,3 +35,11 @@ class SetupError(SegdeckError):
 
     Raised before the first item is processed; the CLI exits with code 2.
     """
+
+
+class RunStop(SegdeckError):
+    """A fault every remaining item would hit the same way (a refused API key, a server
+    that went away): raised by a job's ``process`` or ``write``, it stops the run at the
+    first occurrence with its one line, like a full disk. The item it was raised for stays
+    ``pending`` (what ``write`` saved before raising is kept for the re-run); the run ends
+    with status ``error`` and the CLI with exit code 2."""

@@ -237,13 +237,18 @@ def test_key_refused_mid_run_keeps_segmentation_and_stops_segmenting(sam_model, 
         events = []
         summary = run_job(job, sink=events.append)
         assert len(srv.chats) == 1
-    assert summary.status == "failed" and summary.failed == 2, summary
-    failed = [e for e in events if e.kind == "ItemFailed"]
-    assert sorted(e.item for e in failed) == ["a.png", "b.png"] and all("401" in e.error for e in failed)
+    # a refused key stops the run (like a full disk): one line, exit code 2, nothing failed
+    assert summary.status == "error" and summary.exit_code == 2, summary
+    assert "401" in summary.error and "\n" not in summary.error
+    assert summary.failed == 0 and not [e for e in events if e.kind == "ItemFailed"]
     d = job.job_dir
     assert (d / "a.png.regions.json").is_file() and (d / "a.png.labels.png").is_file()
     assert not (d / "b.png.regions.json").exists()  # not segmented after the fatal error
     assert not [e for e in events if e.kind == "ItemProgress" and e.item == "b.png"]
+    from segdeck.core.jobs.manifest import Manifest
+
+    with Manifest(d, readonly=True) as m:  # both stay pending for the re-run
+        assert (m.state("a.png"), m.state("b.png")) == ("pending", "pending")
 
 
 def test_server_down_stops_before_sam_loads(folder, tmp_path, monkeypatch):

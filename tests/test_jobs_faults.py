@@ -207,3 +207,32 @@ def test_fresh_never_touches_a_folder_of_another_input(photos, tmp_path):
     with Manifest(job_dir, readonly=True) as m:
         assert m.counts().done == 5
 
+
+
+def test_run_stop_ends_the_run_with_its_line_and_keeps_queued_results(photos, tmp_path):
+    """A job raising RunStop (a refused API key, a server gone) stops the run at the first
+    one: one line, status error and exit code 2, no item failed; results computed before
+    it are still written, the stopped item stays pending, and a re-run completes."""
+    from segdeck.core.errors import RunStop
+
+    stop = {"at": "2.png"}
+
+    class StopJob(PairJob):
+        def process(self, item, data):
+            if str(item) == stop["at"]:
+                raise RunStop("the server refused the key (401): check SEGDECK_VLM_API_KEY")
+            return super().process(item, data)
+
+    params = PairParams(gain=5)
+    job_dir = job_dir_for(StopJob, params, photos, tmp_path / "out")
+    summary = run_job(StopJob(params, photos, job_dir))
+    assert summary.status == "error" and summary.exit_code == 2 and summary.failed == 0
+    assert summary.error == "the server refused the key (401): check SEGDECK_VLM_API_KEY"
+    assert summary.done == 2  # 0.png and 1.png were computed before the stop: written
+    with Manifest(job_dir, readonly=True) as m:
+        states = {r.item: r.state for r in m.records()}
+    assert states == {"0.png": "done", "1.png": "done", "2.png": "pending", "3.png": "pending", "4.png": "pending"}
+    assert not [e for e in read_events(job_dir)[0] if isinstance(e, ItemFailed)]
+    stop["at"] = None  # the key fixed
+    again = run_job(StopJob(params, photos, job_dir))
+    assert again.status == "done" and again.skipped == 2 and again.done == 3

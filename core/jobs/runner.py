@@ -52,7 +52,7 @@ from pathlib import Path
 
 import tomli_w
 
-from segdeck.core.errors import ImageError, SegdeckError, SetupError
+from segdeck.core.errors import ImageError, RunStop, SegdeckError, SetupError
 from segdeck.core.jobs.base import JOB_TOML, ItemCancelled, Job, default_output_root
 from segdeck.core.jobs.events import (
     ItemDone,
@@ -211,6 +211,17 @@ def disk_full_error(exc: BaseException | None) -> BaseException | None:
         if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
             return exc
         if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _run_stop(exc: BaseException | None) -> BaseException | None:
+    """The :class:`~segdeck.core.errors.RunStop` in ``exc``'s chain, or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RunStop):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
@@ -447,16 +458,22 @@ def run_job(
 
         counts = {"done": 0, "failed": 0}
         counts_lock = threading.Lock()
-        fatal: list[str] = []  # a systemic fault (disk full): the run stops at the first one
+        fatal: list[str] = []  # a systemic fault (disk full, RunStop): the run stops at the first one
+        # disk full / recording failed: results still queued are left pending, not written
+        # (after a RunStop they are written: the job can still save what it computed)
+        writes_stopped = threading.Event()
         left_pending: list[str] = []  # computed but not written when the run stopped
 
         def stop_for(exc: BaseException) -> bool:
             """Record a systemic fault; True when ``exc`` is one."""
             full = disk_full_error(exc)
-            if full is None:
+            stop = _run_stop(exc) if full is None else None
+            if full is None and stop is None:
                 return False
+            if full is not None:
+                writes_stopped.set()
             if not fatal:
-                fatal.append(disk_full_line(full, job.job_dir))
+                fatal.append(disk_full_line(full, job.job_dir) if full is not None else str(stop))
                 logger.error("stopping: %s", fatal[0])
             return True
 
@@ -499,7 +516,7 @@ def run_job(
                 item = entry[0]
                 if cancel.is_set() and drain_until is None:
                     drain_until = time.monotonic() + drain_s
-                if fatal or (drain_until is not None and time.monotonic() > drain_until):
+                if writes_stopped.is_set() or (drain_until is not None and time.monotonic() > drain_until):
                     left_pending.append(item)
                     continue
                 try:
@@ -508,6 +525,7 @@ def run_job(
                     if not stop_for(exc):
                         logger.error("recording %s failed:\n%s", item, traceback.format_exc())
                         fatal.append(f"recording the results failed: {_one_line(exc)}")
+                        writes_stopped.set()
                     left_pending.append(item)
 
         def load_stage(item: str):

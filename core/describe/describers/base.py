@@ -31,7 +31,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from segdeck.core.errors import SegdeckError
+from segdeck.core.errors import RunStop, SegdeckError
 
 #: Grey level of the neutral background around a masked crop (RGB = (128, 128, 128)).
 NEUTRAL_GREY = 128
@@ -83,7 +83,7 @@ class Description:
     seconds: float
 
 
-class DescriberFatal(SegdeckError):
+class DescriberFatal(RunStop):
     """The describer cannot work at all (wrong key, unreachable server, no CUDA for DAM,
     remote code not trusted, missing extra). One line; the job stops before (or at)
     the next region."""

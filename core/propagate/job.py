@@ -269,6 +269,7 @@ class PropagateJob(Job):
                 self.notes.append((f"group {p.group.label}: {'; '.join(p.problems)}", "warning"))
         self._order: list[str] = [r.key for p in self.plans if p.ready for r in p.targets]
         self._index = {k: n for n, k in enumerate(self._order)}
+        self._target_group = {r.key: p.group.slug for p in self.plans if p.ready for r in p.targets}
 
     def list_items(self) -> list[Item]:
         self._prepare()
@@ -405,10 +406,9 @@ class PropagateJob(Job):
         else:
             batch = [key]
             start = self._index[key] + 1
-            group_keys = {r.key for r in plan.targets}
             images = [data]
             for other in self._order[start:start + self.params.batch_size - 1]:
-                if other not in group_keys or other in self._cache:
+                if self._target_group[other] != plan.group.slug or other in self._cache:
                     continue
                 try:  # a bad neighbour fails on its own turn, not this item
                     images.append(imageio.load_rgb(self.project.row(other).path))

@@ -37,6 +37,7 @@ Run::
     .venv/bin/python benchmarks/cluster.py --held-out # held-out set, whole processes
     .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, tiles of 3 photos + held-out 5
     .venv/bin/python benchmarks/cluster.py scale      # 100,000 synthetic hashes
+    .venv/bin/python benchmarks/cluster.py --decode-run [--decode-baseline]  # 10,000 real 1024-px JPEGs, decoding included
 """
 
 from __future__ import annotations
@@ -385,6 +386,75 @@ def main_deep_mix(args) -> int:
     return 0
 
 
+def build_decode_set(folder: Path, n: int, side: int = 1024, seed: int = 5) -> int:
+    """Write ``n`` JPEG files of about ``side`` pixels (longer side) into ``folder``: random
+    crops (35-100 % of the side) of the package photos with colour jitter, resized to
+    ``side``; every fifth file a near-duplicate (JPEG quality, small rotation or crop) of
+    an earlier one. Returns the number of files written."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    photos = [img for _name, img in _photos()]
+    folder.mkdir(parents=True, exist_ok=True)
+    made: list[np.ndarray] = []
+    for k in range(n):
+        if made and k % 5 == 4:
+            img = made[int(rng.integers(len(made)))]
+            h, w = img.shape[:2]
+            a = float(rng.uniform(-6, 6))
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), a, 1.0 + float(rng.uniform(0, 0.15)))
+            img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        else:
+            ph = photos[int(rng.integers(len(photos)))]
+            h, w = ph.shape[:2]
+            f = float(rng.uniform(0.35, 1.0))
+            ch, cw = max(16, int(h * f)), max(16, int(w * f))
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            crop = ph[y:y + ch, x:x + cw].astype(np.float32) * rng.uniform(0.8, 1.2, 3).astype(np.float32)
+            s_ = side / max(ch, cw)
+            img = cv2.resize(np.clip(crop, 0, 255).astype(np.uint8), (round(cw * s_), round(ch * s_)),
+                             interpolation=cv2.INTER_CUBIC)
+            if len(made) < 2000:
+                made.append(img)
+        cv2.imwrite(str(folder / f"d{k:06d}.jpg"), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
+    return n
+
+
+def main_decode_run(args) -> int:
+    """``--decode-run``: a whole ``segdeck run cluster`` (default method) over
+    ``--decode-n`` real JPEG files of 1024 px, decoding included, timed as a process;
+    with ``--decode-baseline`` also the PHash baseline process on the same files."""
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="segdeck-decode-"))
+    try:
+        folder = tmp / "set"
+        t0 = time.perf_counter()
+        n = build_decode_set(folder, args.decode_n)
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        print(f"decode run: {n} JPEG files of 1024 px written in {time.perf_counter() - t0:.0f} s "
+              f"({size / n / 1024:.0f} KiB each on average)", flush=True)
+        cmd = [sys.executable, "-m", "segdeck", "run", "cluster", str(folder), "--out", str(tmp / "out"),
+               "--output", "symlink", "--events"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        warn = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "warning" in ln.lower()]
+        print(f"segdeck run cluster (dup, defaults, {os.cpu_count()} CPUs visible): {dt:.1f} s whole process, "
+              f"{1000 * dt / n:.1f} ms per image, exit {proc.returncode}, peak RSS {rss:.0f} MiB", flush=True)
+        for ln in warn[:5]:
+            print(f"    {ln[:300]}")
+        if args.decode_baseline:
+            t0 = time.perf_counter()
+            _timed_process([sys.executable, __file__, "phash-only", str(folder), str(tmp / "ref.json")])
+            ref = time.perf_counter() - t0
+            print(f"PHash baseline process on the same files: {ref:.1f} s; segdeck / baseline {dt / ref:.2f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main_phash_only(args) -> int:
     import json as _json
 
@@ -613,6 +683,10 @@ def main(argv=None) -> int:
     ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of unrelated photos (development set and held-out set)")
     ap.add_argument("--held-out", action="store_true",
                     help=f"the held-out set (other tiles, other edits, seed {HELD_OUT_SEED}); whole-process timings")
+    ap.add_argument("--decode-run", action="store_true",
+                    help="time a whole run over --decode-n real 1024-px JPEG files (decoding included)")
+    ap.add_argument("--decode-n", type=int, default=10_000, help="files of --decode-run")
+    ap.add_argument("--decode-baseline", action="store_true", help="--decode-run: also time the PHash baseline process")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="target size of the near-duplicate set")
     ap.add_argument("--n-scale", type=int, default=100_000, help="images in the scale mode")
@@ -623,6 +697,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.mode == "phash-only":
         return main_phash_only(args)
+    if args.decode_run:
+        return main_decode_run(args)
     if args.held_out:
         return main_held_out(args)
     if args.deep_mix:

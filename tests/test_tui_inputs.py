@@ -79,12 +79,15 @@ def _status(screen) -> str:
 
 def test_watcher_shows_sub_steps_and_eta_from_them(tmp_path):
     from segdeck.core.jobs.events import ItemDone, ItemProgress, JobFinished, JobStarted, JsonlSink
-    from segdeck.tui.jobwatch import JobWatcher
+    from segdeck.core.jobs.manifest import Manifest
+    from segdeck.tui.jobwatch import RATE_WINDOW_S, JobWatcher
     from segdeck.tui.widgets.job_summary import summary_text
 
     job_dir = tmp_path / "in.segdeck" / "j1"
     job_dir.mkdir(parents=True)
     (job_dir / "job.toml").write_text('job = "x"\ninput = "/in"\n')
+    with Manifest(job_dir) as m:
+        m.add_items(["a", "b", "c", "d"])
     sink = JsonlSink(job_dir)
     start = time.time() - 12.0
     sink(JobStarted(job="x", total=4, todo=4, pid=os.getpid(), t=start))
@@ -93,17 +96,26 @@ def test_watcher_shows_sub_steps_and_eta_from_them(tmp_path):
     snap = w.poll(force_scan=True)[0][0]
     assert snap.state == "running" and snap.step == "a: region 12/40"
     assert snap.in_progress == pytest.approx(0.3) and snap.fraction == pytest.approx(0.3 / 4)
-    # no item done yet: the time per item comes from the run's rate so far (12 s for
-    # 0.3 item), as the CLI bar's rate does; 3.7 items are left
+    # one sub-step, nothing done, no item time in the manifest: the run's rate so far
+    # (0.3 item in the time since it started); 3.7 items are left
     elapsed = time.time() - start
     assert snap.eta_s == pytest.approx(3.7 * elapsed / 0.3, rel=0.05)
     assert "now: a: region 12/40 · ETA" in summary_text(snap, None).plain
-    sink(ItemDone(item="a", seconds=10.0, outputs=[]))
-    sink(ItemProgress(item="b", done=1, total=4, what="frame", partial="a red car"))
+    with Manifest(job_dir) as m:
+        m.mark_done("a", 100.0, [])  # a mean item time the rate below must win over
+    sink(ItemDone(item="a", seconds=100.0, outputs=[], t=start + 6))
+    sink(ItemProgress(item="b", done=1, total=4, what="frame", partial="a red car", t=start + 7))
     snap = w.poll()[0][0]
     assert snap.step == "b: frame 1/4: a red car" and snap.in_progress == pytest.approx(0.25)
-    elapsed = time.time() - start
-    assert snap.eta_s == pytest.approx((4 - 0.25) * elapsed / 1.25, rel=0.05)
+    assert snap.done == 1 and snap.fraction == pytest.approx(1.25 / 4)
+    # as the CLI bar: items left over the rate of the events (0.3 -> 1.25 items in 6 s)
+    assert snap.eta_s == pytest.approx((4 - 1 - 0.25) / (0.95 / 6))
+    # the rate counts the last RATE_WINDOW_S seconds of events only: at start + 33 s the
+    # sample at start + 1 s is out, 1.0 -> 1.75 items from start + 6 s on
+    later = start + 3 + RATE_WINDOW_S
+    sink(ItemProgress(item="b", done=3, total=4, what="frame", t=later))
+    snap = w.poll()[0][0]
+    assert snap.eta_s == pytest.approx((4 - 1 - 0.75) / (0.75 / (later - (start + 6))))
     sink(ItemDone(item="b", seconds=1.0, outputs=[]))
     snap = w.poll()[0][0]
     assert snap.step is None and snap.in_progress == 0.0  # nothing being computed

@@ -61,6 +61,9 @@ def pid_alive(pid: int | None) -> bool:
 
 #: Log lines kept per job (older ones are still in events.jsonl / job.log).
 LOG_LINES = 500
+#: Seconds of item and sub-step events the ETA's rate is measured over (the CLI bar's
+#: ``rich.progress.Progress(speed_estimate_period=30)``).
+RATE_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,12 @@ class JobSnapshot:
         ``starting`` (launched here, no event yet), ``running``, ``done``, ``failed``,
         ``cancelled``, ``error``, ``interrupted`` (killed without finishing) or ``new``.
     eta_s : float or None
-        Seconds left while running: the mean item time times the items left, less
-        the share of the items being computed that their sub-steps say is done (as
-        ``segdeck jobs`` reads it); before the first item of the run is done, the
-        time per item is guessed from the running item's sub-steps (elapsed time /
-        its done share), as the CLI bar's rate does.
+        Seconds left while running, as the CLI bar (``segdeck run``) computes it: the
+        items left (less the share of the items being computed that their sub-steps
+        say is done) over the rate of the last :data:`RATE_WINDOW_S` seconds of item
+        and sub-step events of this run. With fewer than two such events: the mean
+        item time of the manifest times the items left, else the run's rate so far
+        (elapsed time over the done share of its first item).
     step : str or None
         While running: the latest sub-step of an item being computed, worded by the
         reporter (``"img7: region 12/40"``); None when the job reports none.
@@ -174,6 +178,9 @@ class _Tracked:
     # the latest sub-step of each item being computed in the current run, in order
     steps: dict = field(default_factory=dict)
     finished_this_run: int = 0
+    # (event time, items finished in this run + the done share of the items being
+    # computed) at each item or sub-step event of the last RATE_WINDOW_S seconds
+    samples: deque = field(default_factory=deque)
 
 
 class JobWatcher:
@@ -287,23 +294,22 @@ class JobWatcher:
                 if tracked.offset == 0:
                     tracked.lines.clear()
                     tracked.steps.clear()
+                    tracked.samples.clear()
                 tracked.offset, tracked.size = offset, size
                 for ev in events:
                     if isinstance(ev, JobStarted):
                         tracked.last_start = ev
                         tracked.steps.clear()
+                        tracked.samples.clear()
                         tracked.finished_this_run = 0
                         if tracked.job == "?":
                             tracked.job = ev.job
                     elif isinstance(ev, JobFinished):
                         tracked.last_finish = ev
                         tracked.steps.clear()
-                    elif isinstance(ev, ItemProgress):
-                        tracked.steps.pop(ev.item, None)  # the latest item last
-                        tracked.steps[ev.item] = ev
-                    elif isinstance(ev, (ItemDone, ItemFailed)):
-                        tracked.steps.pop(ev.item, None)
-                        tracked.finished_this_run += 1
+                        tracked.samples.clear()
+                    elif isinstance(ev, (ItemProgress, ItemDone, ItemFailed)):
+                        _count_progress(tracked, ev)
                     line = event_line(ev)
                     if line is not None:
                         tracked.seq += 1
@@ -343,20 +349,40 @@ class JobWatcher:
         if state == "running":
             with self._lock:
                 steps = list(t.steps.values())
+                samples = (t.samples[0], t.samples[-1]) if len(t.samples) > 1 else None
             in_progress = sum(e.fraction or 0.0 for e in steps)
             if steps:
                 step = report.step_text(steps[-1])
-            per_item = t.mean
-            if not per_item and in_progress > 0 and start is not None:
-                # nothing done yet: the rate of the run so far, sub-steps included
-                per_item = max(0.0, time.time() - start.t) / (t.finished_this_run + in_progress)
-            if per_item:
-                eta = max(0.0, (total - c.done - c.failed - in_progress) * per_item)
+            left = max(0.0, total - c.done - c.failed - in_progress)
+            rate = None
+            if samples is not None and samples[1][0] > samples[0][0] and samples[1][1] > samples[0][1]:
+                rate = (samples[1][1] - samples[0][1]) / (samples[1][0] - samples[0][0])
+            if rate:
+                eta = left / rate
+            elif t.mean:
+                eta = left * t.mean
+            elif in_progress > 0 and start is not None:
+                # one sub-step seen, nothing done yet: the rate of the run so far
+                eta = left * max(0.0, time.time() - start.t) / (t.finished_this_run + in_progress)
         return JobSnapshot(
             job_dir=t.job_dir, job=t.job, input=t.input, state=state, total=total, done=c.done,
             failed=c.failed, pid=pid, eta_s=eta, error=error,
             started=start.t if start else t.launched_at, step=step, in_progress=in_progress,
         )
+
+
+def _count_progress(t: _Tracked, ev: Event) -> None:
+    """Follow an item or sub-step event: the latest sub-step of each item being
+    computed, the items finished in this run, and a rate sample (see :data:`RATE_WINDOW_S`)."""
+    if isinstance(ev, ItemProgress):
+        t.steps.pop(ev.item, None)  # the latest item last
+        t.steps[ev.item] = ev
+    else:
+        t.steps.pop(ev.item, None)
+        t.finished_this_run += 1
+    t.samples.append((ev.t, t.finished_this_run + sum(e.fraction or 0.0 for e in t.steps.values())))
+    while t.samples and t.samples[0][0] < ev.t - RATE_WINDOW_S:
+        t.samples.popleft()
 
 
 def _read_job_toml(t: _Tracked) -> None:

@@ -155,8 +155,8 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         run = screen.query_one("#run", Button)
         # the image job does not take it: the status line says why and names the job that does
         await wait_for(pilot, lambda: "does not take" in _status(screen), what="refusal")
-        assert _status(screen).startswith("tuidummy does not take this input: ") and "input for: tuicsv" in _status(
-            screen)
+        assert _status(screen).startswith("tuidummy does not take this input (input for: tuicsv): ")
+        assert "not an image file" in _status(screen)
         assert run.disabled
         assert "input for: tuicsv" in str(screen.query_one("#input-line").content)
         await pilot.press("ctrl+r")

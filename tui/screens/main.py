@@ -280,7 +280,9 @@ class MainScreen(Screen):
         if why is None:
             return None
         takers = [n for n, p in problems.items() if p is None]
-        return f"{name} does not take this input: {why}" + (f" (input for: {', '.join(takers)})" if takers else "")
+        # the jobs that take it first: the status line is one line, a long reason is cut
+        return f"{name} does not take this input" + (f" (input for: {', '.join(takers)})" if takers else "") + \
+            f": {why}"
 
     def _request_check(self, path: Path) -> None:
         """Ask every job (a file) or the jobs with their own check (a folder) whether

@@ -472,8 +472,17 @@ class PropagateJob(Job):
                                                 f"{self.project.spec.mask_mode})")
         if doc is None:
             return []
-        ids = sorted({int(a["category_id"]) for a in doc["annotations"]})
+        # the categories of every ready group's references (not only the ids predicted so
+        # far), so partial and resumed runs share one category list
         mode = self.project.spec.mask_mode
+        found = {int(a["category_id"]) for a in doc["annotations"]}
+        if mode == "position":
+            found |= set(QUADRANT_NAMES)
+        elif mode == "binary":
+            found |= {1}
+        else:
+            found |= {i for p in self.plans if p.ready for i in p.object_ids}
+        ids = sorted(found)
         doc["categories"] = [
             {"id": i, "name": QUADRANT_NAMES.get(i, f"object {i}") if mode == "position" else
              ("object" if mode == "binary" else f"object {i}"), "supercategory": "object"}

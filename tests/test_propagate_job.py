@@ -320,6 +320,8 @@ def test_changed_references_are_refused_until_fresh_and_new_groups_just_run(proj
     spec = _spec(d, "fake")
     params = PropagateParams(device="cpu")
     job_dir = tmp_path / "job"
+    listing = PropagateJob(params, spec, tmp_path / "listed")
+    assert len(listing.list_items()) == 5 and not (tmp_path / "listed").exists()  # listing writes nothing
     first = run_job(PropagateJob(params, spec, job_dir))
     assert first.status == "done" and first.done == 5, first.error
     proj = load_project(spec)

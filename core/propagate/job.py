@@ -298,36 +298,49 @@ class PropagateJob(Job):
                 "groups": {p.group.slug: p.fingerprint for p in self.plans if p.ready}}
 
     def _check_state(self) -> None:
-        """Refuse to mix outputs of changed references or settings into a folder that
-        has done items from the earlier ones; record the current state otherwise."""
-        from segdeck.core.jobs.manifest import Manifest
+        """Refuse to mix outputs of changed references or settings into a folder that has
+        done items from the earlier ones. Read-only: :meth:`write` records the state with
+        the first output of a run, so listing the items (as ``segdeck view`` does) writes
+        nothing."""
+        from segdeck.core.jobs.manifest import MANIFEST_NAME, Manifest
 
-        path = self.job_dir / STATE_NAME
+        self._state_pending = True
+        old = self._read_state()
+        if not old:
+            return
         new = self._state()
-        old = None
-        if path.is_file():
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                old = None
-        if old:
-            changed = [p for p in self.plans if p.ready
-                       and old.get("groups", {}).get(p.group.slug) not in (None, p.fingerprint)]
-            if old.get("model") != new["model"] or old.get("mask_mode") != new["mask_mode"]:
-                changed = [p for p in self.plans if p.ready]
-            if changed:
-                with Manifest(self.job_dir, readonly=True) as m:
-                    done = m.done_items()
-                stale = [p for p in changed if any(r.key in done for r in p.group.rows)]
-                if stale:
-                    raise SpecError(
-                        f"{self.job_dir}: the references or settings of group {stale[0].group.label} changed since "
-                        f"its images were done here ({len(stale)} group(s)); run with --fresh to redo them, "
-                        "or give --out another folder"
-                    )
-            merged = {**old.get("groups", {}), **new["groups"]}
-            new = {**new, "groups": merged}
-        imageio.write_text_atomic(path, json.dumps(new, indent=1, sort_keys=True))
+        changed = [p for p in self.plans if p.ready
+                   and old.get("groups", {}).get(p.group.slug) not in (None, p.fingerprint)]
+        if old.get("model") != new["model"] or old.get("mask_mode") != new["mask_mode"]:
+            changed = [p for p in self.plans if p.ready]
+        if not changed or not (self.job_dir / MANIFEST_NAME).exists():
+            return
+        with Manifest(self.job_dir, readonly=True) as m:
+            done = m.done_items()
+        stale = [p for p in changed if any(r.key in done for r in p.group.rows)]
+        if stale:
+            raise SpecError(
+                f"{self.job_dir}: the references or settings of group {stale[0].group.label} changed since "
+                f"its images were done here ({len(stale)} group(s)); run with --fresh to redo them, "
+                "or give --out another folder"
+            )
+
+    def _read_state(self) -> dict | None:
+        try:
+            return json.loads((self.job_dir / STATE_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _record_state(self) -> None:
+        """Write ``propagate.json`` (this run's settings and reference fingerprints, merged
+        over the groups recorded before); once per run, before its first output."""
+        if not getattr(self, "_state_pending", False):
+            return
+        old = self._read_state() or {}
+        new = self._state()
+        new["groups"] = {**old.get("groups", {}), **new["groups"]}
+        imageio.write_text_atomic(self.job_dir / STATE_NAME, json.dumps(new, indent=1, sort_keys=True))
+        self._state_pending = False
 
     def load(self, item):
         return imageio.load_rgb(item.paths[0])
@@ -431,6 +444,7 @@ class PropagateJob(Job):
 
     def write(self, item: str, result) -> list[str]:
         image, labels, stats, row, group_label = result
+        self._record_state()
         stem = self.output_stem(item)
         ov = self.params.overlay
         names = outputs.output_names(stem, ov.format)

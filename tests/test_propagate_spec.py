@@ -120,6 +120,7 @@ def test_project_groups_paths_and_missing_files(tmp_path):
     (b"id,name\n1,a\n2,\n", 'path = "name"\n', "empty image path (column 'name') on line(s) 3"),
     (b"id,name\n a b ,x\na-b,y\n", 'path = "name"\n', "primary keys 'a b' (line 2) and 'a-b' (line 3) give the same"),
     (b"id,name\n", 'path = "name"\n', "no data rows"),
+    (b'id,name\n"a\nb",x\n', 'path = "name"\n', "primary key 'id' holds a line break on line(s) 2"),
 ])
 def test_project_refuses_bad_csvs_with_one_line(tmp_path, csv_text, spec, message):
     with pytest.raises(SpecError) as err:

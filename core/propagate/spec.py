@@ -568,6 +568,10 @@ def load_project(spec_path: str | Path, spec: ProjectSpec | None = None) -> Proj
     empty = [line for line, rec in records if not rec[spec.key].strip()]
     if empty:
         raise SpecError(f"{csv_path}: empty primary key {spec.key!r} on line(s) {', '.join(map(str, empty[:_NAMED]))}")
+    broken = [line for line, rec in records if "\n" in rec[spec.key].strip() or "\r" in rec[spec.key].strip()]
+    if broken:
+        raise SpecError(f"{csv_path}: primary key {spec.key!r} holds a line break on line(s) "
+                        f"{', '.join(map(str, broken[:_NAMED]))}")
     first: dict[str, int] = {}
     dups: dict[str, list[int]] = {}
     for line, rec in records:

@@ -263,7 +263,8 @@ class PropagateJob(Job):
             self.notes.append((self.project.missing_text(), "warning"))
         for p in self.plans:
             if not p.ready:
-                self.notes.append((f"group {p.group.label}: {p.status} ({len(p.targets)} images not written)",
+                n = len(p.targets)
+                self.notes.append((f"group {p.group.label}: {p.status} ({n} image{'s' * (n != 1)} not written)",
                                    "warning"))
             elif p.problems:
                 self.notes.append((f"group {p.group.label}: {'; '.join(p.problems)}", "warning"))

@@ -177,6 +177,9 @@ def test_reference_store_round_trip_and_progress(tmp_path):
     assert list(store.labelled(g)) == ["2"]
     store.choose(g, ["2", "3"], turn=1)
     assert store.chosen(g) == (["2", "3"], 1)
+    store.save(g, "References", np.ones((6, 8), np.uint8))  # a key named like the reference list
+    assert store.chosen(g) == (["2", "3"], 1) and sorted(store.labelled(g)) == ["2", "References"]
+    assert store.paths(g, "References")[1].name == "References~ref.json"
 
 
 def test_position_mode_quadrants_ties_and_more_than_four():

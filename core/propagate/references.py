@@ -81,8 +81,15 @@ class ReferenceStore:
         return self.refs_dir / group.slug
 
     def paths(self, group: Group, key: str) -> tuple[Path, Path]:
-        """(label map PNG, JSON) paths of ``key`` in ``group``."""
+        """(label map PNG, JSON) paths of ``key`` in ``group``.
+
+        The stem is the key's slug; a key whose slug is ``references`` (any case) gets
+        ``references~ref`` instead (``~`` is outside the slug alphabet), so its JSON never
+        meets the group's ``references.json``.
+        """
         stem = file_slug(key)
+        if stem.lower() + ".json" == CHOICE_NAME:
+            stem += "~ref"
         folder = self._folder(group)
         return folder / f"{stem}.png", folder / f"{stem}.json"
 

@@ -387,33 +387,36 @@ def main_deep_mix(args) -> int:
 
 
 def build_decode_set(folder: Path, n: int, side: int = 1024, seed: int = 5) -> int:
-    """Write ``n`` JPEG files of about ``side`` pixels (longer side) into ``folder``: random
-    crops (35-100 % of the side) of the package photos with colour jitter, resized to
-    ``side``; every fifth file a near-duplicate (JPEG quality, small rotation or crop) of
-    an earlier one. Returns the number of files written."""
+    """Write ``n`` JPEG files of ``side`` x ``side`` pixels into ``folder``: each a 2 x 2
+    mosaic of random crops (15-40 % of the side) of random package photos, flipped at
+    random, with colour jitter, so that the files show different content; every fifth
+    file a near-duplicate (small rotation and zoom, another JPEG quality) of an earlier
+    one. Returns the number of files written."""
     import cv2
 
     rng = np.random.default_rng(seed)
     photos = [img for _name, img in _photos()]
     folder.mkdir(parents=True, exist_ok=True)
     made: list[np.ndarray] = []
+    half = side // 2
     for k in range(n):
         if made and k % 5 == 4:
             img = made[int(rng.integers(len(made)))]
-            h, w = img.shape[:2]
             a = float(rng.uniform(-6, 6))
-            m = cv2.getRotationMatrix2D((w / 2, h / 2), a, 1.0 + float(rng.uniform(0, 0.15)))
-            img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            m = cv2.getRotationMatrix2D((side / 2, side / 2), a, 1.0 + float(rng.uniform(0, 0.15)))
+            img = cv2.warpAffine(img, m, (side, side), borderMode=cv2.BORDER_REPLICATE)
         else:
-            ph = photos[int(rng.integers(len(photos)))]
-            h, w = ph.shape[:2]
-            f = float(rng.uniform(0.35, 1.0))
-            ch, cw = max(16, int(h * f)), max(16, int(w * f))
-            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            crop = ph[y:y + ch, x:x + cw].astype(np.float32) * rng.uniform(0.8, 1.2, 3).astype(np.float32)
-            s_ = side / max(ch, cw)
-            img = cv2.resize(np.clip(crop, 0, 255).astype(np.uint8), (round(cw * s_), round(ch * s_)),
-                             interpolation=cv2.INTER_CUBIC)
+            img = np.empty((side, side, 3), np.uint8)
+            for r in range(2):
+                for c in range(2):
+                    ph = photos[int(rng.integers(len(photos)))]
+                    h, w = ph.shape[:2]
+                    f = float(rng.uniform(0.15, 0.4))
+                    e = max(16, int(min(h, w) * f))
+                    y, x = int(rng.integers(0, h - e + 1)), int(rng.integers(0, w - e + 1))
+                    part = cv2.resize(ph[y:y + e, x:x + e], (half, half), interpolation=cv2.INTER_CUBIC)
+                    img[r * half:(r + 1) * half, c * half:(c + 1) * half] = part[:, ::-1] if rng.random() < 0.5 else part
+            img = np.clip(img.astype(np.float32) * rng.uniform(0.8, 1.2, 3).astype(np.float32), 0, 255).astype(np.uint8)
             if len(made) < 2000:
                 made.append(img)
         cv2.imwrite(str(folder / f"d{k:06d}.jpg"), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
@@ -428,11 +431,15 @@ def main_decode_run(args) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="segdeck-decode-"))
     try:
-        folder = tmp / "set"
+        folder = Path(args.decode_dir) if args.decode_dir else tmp / "set"
         t0 = time.perf_counter()
-        n = build_decode_set(folder, args.decode_n)
-        size = sum(p.stat().st_size for p in folder.iterdir())
-        print(f"decode run: {n} JPEG files of 1024 px written in {time.perf_counter() - t0:.0f} s "
+        if folder.is_dir() and len(list(folder.glob("d*.jpg"))) == args.decode_n:
+            n = args.decode_n
+            print(f"decode run: reusing the {n} files of {folder}")
+        else:
+            n = build_decode_set(folder, args.decode_n)
+        size = sum(p.stat().st_size for p in folder.glob("d*.jpg"))
+        print(f"decode run: {n} JPEG files of 1024 px ready in {time.perf_counter() - t0:.0f} s "
               f"({size / n / 1024:.0f} KiB each on average)", flush=True)
         cmd = [sys.executable, "-m", "segdeck", "run", "cluster", str(folder), "--out", str(tmp / "out"),
                "--output", "symlink", "--events"]
@@ -686,6 +693,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-run", action="store_true",
                     help="time a whole run over --decode-n real 1024-px JPEG files (decoding included)")
     ap.add_argument("--decode-n", type=int, default=10_000, help="files of --decode-run")
+    ap.add_argument("--decode-dir", default=None, help="--decode-run: write (or reuse) the files here and keep them")
     ap.add_argument("--decode-baseline", action="store_true", help="--decode-run: also time the PHash baseline process")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="target size of the near-duplicate set")

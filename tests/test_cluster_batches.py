@@ -138,3 +138,26 @@ def test_dup_warns_when_its_candidate_search_is_approximate(tmp_path, monkeypatc
     labels, _, _ = job.cluster([f"{k}.jpg" for k in range(10)], feats, events.append)
     assert len(set(labels.tolist())) == 1  # identical codes: one cluster through the HNSW search
     assert any(isinstance(e, Message) and e.level == "warning" and "approximate HNSW" in e.text for e in events)
+
+
+def test_multi_index_search_split_into_bounded_blocks_finds_every_pair(monkeypatch):
+    """Codes of similar images crowd a few buckets; the multi-index search splits such a
+    block of queries into bounded sub-blocks and still returns exactly the brute-force pairs."""
+    from segdeck.core.cluster import similarity
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**63, 20, dtype=np.uint64)
+
+    def noisy(m):
+        c = base[rng.integers(0, 20, m)].copy()
+        for _ in range(5):
+            c ^= np.uint64(1) << rng.integers(0, 64, m).astype(np.uint64)
+        return c
+
+    codes, alts = noisy(600), noisy(600 * 6).reshape(600, 6)
+    brute = similarity._hamming_brute(codes, alts, 8, 512)
+    monkeypatch.setattr(similarity, "MIH_BLOCK_CANDIDATES", 5000)  # many sub-blocks
+    mih = similarity._hamming_mih(codes, alts, 8, 2048)
+    assert len(brute[0]) > 1000
+    for a, b in zip(brute, mih, strict=True):
+        np.testing.assert_array_equal(a, b)

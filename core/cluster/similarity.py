@@ -38,6 +38,10 @@ BRUTE_LIMIT = 3000
 #: switches to an approximate HNSW k-nearest-neighbour search.
 MIH_MAX_CANDIDATES = 3e9
 
+#: Multi-index hashing checks the candidates of a block of queries at once; a block is
+#: split so that it holds at most this many (bounds the temporaries to ~200 MB).
+MIH_BLOCK_CANDIDATES = 5_000_000
+
 #: Neighbours per code asked from the HNSW index in the approximate Hamming search.
 ANN_K = 32
 
@@ -196,20 +200,30 @@ def _hamming_mih(codes, codes_b, radius, block):
         qc = ((codes >> shift) & np.uint64(0xFFFF)).astype(np.int64)
         for s in range(0, n, block):
             q = qc[s:s + block]
-            keys = (q[:, None] ^ masks[None, :]).ravel()
-            cnt = counts[keys]
-            total = int(cnt.sum())
-            if total == 0:
-                continue
-            qidx = np.repeat(np.repeat(np.arange(s, s + len(q)), len(masks)), cnt)
-            # positions: starts[key] + 0..cnt-1 for each key
-            offs = np.repeat(starts[keys] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(total)
-            cand = order[offs]
-            d = popcount64(codes[qidx] ^ db[cand])
-            ok = d <= radius
-            out_i.append(qidx[ok])
-            out_j.append(owner[cand[ok]])
-            out_d.append(d[ok].astype(np.int64))
+            keys2 = q[:, None] ^ masks[None, :]
+            per_query = counts[keys2].sum(1)
+            # sub-blocks of at most MIH_BLOCK_CANDIDATES candidates (codes of similar
+            # images share buckets: a block of queries can meet far more than the
+            # uniform estimate, and every candidate costs ~40 bytes of temporaries)
+            csum = np.cumsum(per_query)
+            lo = 0
+            while lo < len(q):
+                done = int(csum[lo - 1]) if lo else 0
+                hi = max(lo + 1, int(np.searchsorted(csum, done + MIH_BLOCK_CANDIDATES, side="right")))
+                keys = keys2[lo:hi].ravel()
+                cnt = counts[keys]
+                total = int(cnt.sum())
+                if total:
+                    qidx = np.repeat(np.repeat(np.arange(s + lo, s + hi), len(masks)), cnt)
+                    # positions: starts[key] + 0..cnt-1 for each key
+                    offs = np.repeat(starts[keys] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(total)
+                    cand = order[offs]
+                    d = popcount64(codes[qidx] ^ db[cand])
+                    ok = d <= radius
+                    out_i.append(qidx[ok])
+                    out_j.append(owner[cand[ok]])
+                    out_d.append(d[ok].astype(np.int64))
+                lo = hi
     if not out_i:
         return (np.zeros(0, np.int64),) * 3
     return _finish(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))

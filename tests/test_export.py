@@ -319,3 +319,45 @@ def test_annotate_folder_exports(tmp_path):
     lm = json.loads((export_job("labelme", out, tmp_path / "lm") / "d" / "p.json").read_text())
     assert {s["label"] for s in lm["shapes"]} == {"label-2", "label-7"}
     assert (tmp_path / "lm" / "d" / lm["imagePath"]).resolve() == img_path.resolve()
+
+
+@pytest.mark.timeout(120)
+def test_propagate_job_exports_find_key_named_outputs(tmp_path, monkeypatch):
+    """A CSV-driven job names its outputs after the primary key, not the image path:
+    the exports ask the job rebuilt from job.toml, so the masks are the job's label
+    maps and labelme points at the real image under the spec's root."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from test_propagate_job import _NearestPropagator, _ref_map, _spec, _write_photo
+
+    from segdeck.core.jobs.runner import run_job
+    from segdeck.core.propagate import ReferenceStore, load_project
+    from segdeck.core.propagate import job as job_mod
+    from segdeck.core.propagate.job import PropagateJob, PropagateParams
+
+    monkeypatch.setattr(job_mod, "open_propagator", lambda *a, **k: _NearestPropagator())
+    for n, name in enumerate(["r", "t1", "t2"]):
+        _write_photo(tmp_path / "photos" / "x" / f"{name}.jpg", (32, 40), 1, n)
+    (tmp_path / "meta.csv").write_text("id,specimen,name\nK-r,x,r\nK-t1,x,t1\nK-t2,x,t2\n")
+    spec = _spec(tmp_path)
+    proj = load_project(spec)
+    group = proj.groups[0]
+    store = ReferenceStore(proj.refs_dir)
+    for row in proj.sampled_references(group):
+        store.save(group, row.key, _ref_map((32, 40)), image=row.relpath)
+    params = PropagateParams(device="cpu")
+    job_dir = tmp_path / "job"
+    summary = run_job(PropagateJob(params, spec, job_dir))
+    assert summary.status == "done" and summary.done >= 1, summary.error
+    src = load_source(job_dir)
+    assert src.images and all(img.labels_path.is_file() for img in src.images)
+    assert all(img.path == tmp_path / "photos" / img.file_name for img in src.images)
+    masks = export_job("masks", job_dir, tmp_path / "masks")
+    for img in src.images:
+        got = imageio.read_label_map(masks / f"{Path(img.file_name).with_suffix('')}.png")
+        assert np.array_equal(got, imageio.read_label_map(img.labels_path))
+    labelme = export_job("labelme", job_dir, tmp_path / "labelme")
+    for img in src.images:
+        json_path = labelme / f"{Path(img.file_name).with_suffix('')}.json"
+        doc = json.loads(json_path.read_text())
+        assert (json_path.parent / doc["imagePath"]).resolve() == img.path.resolve()

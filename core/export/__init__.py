@@ -2,7 +2,8 @@
 
 One module per format, one registry (:data:`FORMATS`); each module has ``write(src, out,
 options) -> list[Path]`` and reads the shared :class:`~.source.ExportSource`
-(:func:`~.source.load_source`) of a ``segment`` / ``automask`` job folder or an
+(:func:`~.source.load_source`) of a job folder that has ``coco.json`` (segment, automask,
+describe, propagate) or an
 ``annotate`` folder. Used by jobs after a run (``export.formats``, files in
 ``<job>/export/<format>/``) and by ``segdeck export FORMAT JOB_DIR [--out DIR]``.
 

@@ -2,10 +2,13 @@
 
 Two kinds of folder are understood:
 
-* a job folder of ``segment`` or ``automask`` (``job.toml`` + ``coco.json``, or the
-  per-image COCO sidecars in ``parts/`` when ``coco.json`` is not assembled yet): the
-  annotations are the job's COCO annotations (RLE; ``automask`` masks may overlap), the
-  label maps its ``<stem>.labels.png``, the image root its input folder;
+* a job folder of a job that writes COCO (``segment``, ``automask``, ``describe``,
+  ``propagate``: ``job.toml`` + ``coco.json``, or the per-image COCO sidecars in
+  ``parts/`` when ``coco.json`` is not assembled yet): the annotations are the job's
+  COCO annotations (RLE; ``automask`` masks may overlap), the label maps its
+  ``<stem>.labels.png`` (the stem and the image path asked of the job rebuilt from
+  ``job.toml``, so a CSV-driven job's key-named outputs are found), the image root its
+  input folder (or the images' common folder);
 * an ``annotate`` session folder (``<stem>.labels.png`` + ``<stem>.session.npz``): one
   annotation per painted colour index ``k`` (category ``label-k``), its RLE taken from the
   label map; image paths from the sessions, the image root the folder whose
@@ -23,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from segdeck.core.errors import SegdeckError
+
+#: Jobs whose folders hold no regions (every other job writes ``coco.json``).
+NO_REGIONS = ("cluster",)
 
 #: Annotation keys that are COCO's own; every other key is a segdeck statistic or score.
 COCO_KEYS = ("id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd", "score", "attributes")
@@ -125,8 +131,10 @@ def _load_job(job_dir: Path, meta: dict) -> ExportSource:
     from segdeck.core.imageio import flat_item_name
 
     kind = str(meta.get("job", ""))
-    if kind not in ("segment", "automask"):
-        raise ExportError(f"{job_dir}: a {kind or 'unknown'} job has no regions to export (segment, automask, annotate folders do)")
+    if kind in NO_REGIONS:
+        raise ExportError(f"{job_dir}: a {kind} job has no regions to export "
+                          "(jobs that write coco.json do: segment, automask, describe, propagate; "
+                          "and annotate folders)")
     coco_path = job_dir / outputs.COCO_NAME
     if coco_path.is_file():
         try:
@@ -139,20 +147,58 @@ def _load_job(job_dir: Path, meta: dict) -> ExportSource:
             raise ExportError(f"{job_dir}: no finished image yet (neither coco.json nor parts/*.coco.json)")
     inp = Path(str(meta.get("input", "")))
     root = inp.parent if inp.suffix and not inp.is_dir() else inp
+    named = _job_names(job_dir)
+    by_tail = _ByTail(named)
     by_image: dict[int, list[dict]] = {}
     for ann in doc.get("annotations", []):
         by_image.setdefault(int(ann["image_id"]), []).append(ann)
     images = []
     for rec in doc.get("images", []):
         name = str(rec["file_name"])
-        stem = flat_item_name(name)
+        # the job's own names (a CSV-driven job: item = the record's key, outputs named
+        # after it, the image under the spec's root); else by the flattened file name
+        found = named.get(str(rec.get("key", name))) or by_tail(name)
+        stem, path = found or (flat_item_name(name), root / name)
         images.append(ExportImage(
-            id=int(rec["id"]), file_name=name, path=root / name, width=int(rec["width"]),
+            id=int(rec["id"]), file_name=name, path=path, width=int(rec["width"]),
             height=int(rec["height"]), labels_path=job_dir / outputs.output_names(stem)["labels"],
             annotations=by_image.get(int(rec["id"]), []),
         ))
+
     categories = doc.get("categories") or outputs.DEFAULT_CATEGORIES
     return ExportSource(job_dir, kind, root, categories, images)
+
+
+def _job_names(job_dir: Path) -> dict[str, tuple[str, Path]]:
+    """item -> (output stem, image path), asked of the job rebuilt from ``job.toml``;
+    empty when it cannot be rebuilt (an old folder, a job no longer registered)."""
+    from segdeck.core.jobs.registry import rebuild_job
+
+    try:
+        job = rebuild_job(job_dir)
+        return {str(item): (job.output_stem(item), job.item_path(item)) for item in job.list_items()}
+    except Exception:  # noqa: BLE001 - fall back to names (the folder layout of image jobs)
+        return {}
+
+
+class _ByTail:
+    """Find the job entry whose image path ends with a COCO ``file_name`` (relative to a
+    root the job knows, e.g. a project spec's image root): one index per path depth."""
+
+    def __init__(self, named: dict[str, tuple[str, Path]]):
+        self.named = named
+        self.index: dict[int, dict[tuple[str, ...], tuple[str, Path] | None]] = {}
+
+    def __call__(self, file_name: str) -> tuple[str, Path] | None:
+        parts = Path(file_name).parts
+        n = len(parts)
+        if n not in self.index:
+            table: dict[tuple[str, ...], tuple[str, Path] | None] = {}
+            for v in self.named.values():
+                tail = v[1].parts[-n:]
+                table[tail] = None if tail in table else v  # ambiguous: no match
+            self.index[n] = table
+        return self.index[n].get(parts)
 
 
 def _annotate_root(job_dir: Path, paths: list[Path]) -> Path | None:

@@ -86,6 +86,38 @@ def get_job_class(name: str) -> type[Job]:
     return getattr(importlib.import_module(module), attr)
 
 
+def rebuild_job(job_dir: str | Path) -> Job:
+    """The job of a job folder, rebuilt from its ``job.toml`` (registered class, saved
+    parameters, input), to ask it what it names things: ``list_items``, ``item_path``,
+    ``output_stem``. Nothing is run or written.
+
+    Raises
+    ------
+    SegdeckError
+        ``job.toml`` missing or unreadable, an unknown job, or parameters that no longer
+        validate (one line each).
+    """
+    import tomllib
+
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.params import validate
+
+    job_dir = Path(job_dir)
+    try:
+        doc = tomllib.loads((job_dir / _JOB_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SegdeckError(f"{job_dir}: cannot read {_JOB_MARKER} ({exc})") from None
+    try:
+        cls = get_job_class(str(doc.get("job", "")))
+    except (ValueError, ImportError) as exc:
+        raise SegdeckError(f"{job_dir}: {exc}") from None
+    try:
+        params = validate(cls.Params, doc.get("params", {}))
+    except (ValueError, SegdeckError) as exc:
+        raise SegdeckError(f"{job_dir}: its saved parameters no longer validate ({exc})") from None
+    return cls(params, doc.get("input", ""), job_dir)
+
+
 def jobs_for_input(path: str | Path) -> list[str]:
     """Names of the registered jobs that take ``path`` as their input
     (``Job.check_input`` accepts it): the image jobs for a folder of images or an image,

@@ -89,11 +89,9 @@ def job_items(job_dir: Path) -> list[ViewItem]:
     masks = {_stem(p): p for p in job_dir.glob(f"*{LABELS_SUFFIX}")}
     out = []
     try:
-        from segdeck.core.jobs.registry import get_job_class
-        from segdeck.core.params import validate
+        from segdeck.core.jobs.registry import rebuild_job
 
-        cls = get_job_class(str(doc.get("job", "")))
-        job = cls(validate(cls.Params, doc.get("params", {})), doc.get("input", ""), job_dir)
+        job = rebuild_job(job_dir)
         for item in job.list_items():
             stem = job.output_stem(item)
             if stem in masks:

@@ -36,6 +36,11 @@ if TYPE_CHECKING:  # pydantic and core.params load with the first form, not at s
 
 METHOD_FIELD = "method"
 
+#: A field's ``json_schema_extra`` entry that keeps it out of the form.
+HIDDEN_MARK = ("tui", "hidden")
+#: The value typed into a text field to find out whether the model overwrites it.
+_PROBE = "segdeck-form-probe"
+
 
 #: Width of the label column in cells (the .tcss ``.field-name`` width); a longer
 #: name gets a line of its own above its input instead of being wrapped mid-word.
@@ -68,6 +73,77 @@ def range_text(spec: FieldSpec) -> str:
     if hi is not None:
         return f"{'<=' if spec.le is not None else '<'} {hi:g}"
     return ""
+
+
+def _field_info(model: type[BaseModel], dotted: str):
+    """The pydantic ``FieldInfo`` of a dotted (nested) field, or None."""
+    import typing
+
+    info = None
+    cls: Any = model
+    for part in dotted.split("."):
+        fields = getattr(cls, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return None
+        info = fields[part]
+        cls = info.annotation
+        if typing.get_origin(cls) is not None:  # Optional[Section]: the section class
+            cls = next((a for a in typing.get_args(cls) if hasattr(a, "model_fields")), None)
+    return info
+
+
+def _marked_hidden(model: type[BaseModel], dotted: str) -> bool:
+    info = _field_info(model, dotted)
+    extra = getattr(info, "json_schema_extra", None)
+    return isinstance(extra, dict) and extra.get(HIDDEN_MARK[0]) == HIDDEN_MARK[1]
+
+
+_HIDDEN_CACHE: dict[type, frozenset[str]] = {}
+
+
+def form_hidden_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Dotted names of the fields of ``model`` that the form does not show.
+
+    A field is hidden when it is marked ``json_schema_extra={"tui": "hidden"}``, or when
+    it is *derived*: a text field whose value the model's validators replace with one
+    computed from other fields (a probe value typed into it alone, every other field at
+    its default, validates but does not survive; e.g. ``checkpoint_sha256``, always the
+    sha256 of the ``checkpoint`` file). Such a field is bookkeeping, not a setting: it
+    stays in the model, so validation fills it in for ``job.toml`` and the run name.
+
+    Parameters
+    ----------
+    model : type of pydantic.BaseModel
+        A job's params model.
+
+    Returns
+    -------
+    frozenset of str
+        Remembered per model class (one validation per text field, once).
+    """
+    if model in _HIDDEN_CACHE:
+        return _HIDDEN_CACHE[model]
+    from pydantic import ValidationError
+
+    from segdeck.core.params import field_specs, get_dotted, set_dotted
+
+    hidden = set()
+    for spec in field_specs(model):
+        if _marked_hidden(model, spec.name):
+            hidden.add(spec.name)
+            continue
+        if spec.kind != "str":
+            continue
+        data: dict = {}
+        set_dotted(data, spec.name, _PROBE)
+        try:
+            value = get_dotted(model.model_validate(data), spec.name)
+        except (ValidationError, ValueError, TypeError, OSError, AttributeError, KeyError):
+            continue  # the probe is refused (a path that must exist ...): an input
+        if value != _PROBE:
+            hidden.add(spec.name)
+    _HIDDEN_CACHE[model] = frozenset(hidden)
+    return _HIDDEN_CACHE[model]
 
 
 class FieldInput(Input):
@@ -160,7 +236,8 @@ class ParamForm(VerticalScroll):
         self.params, self.errors = None, {}
         await self.remove_children()
         self.model = model
-        self.specs = field_specs(model) if model is not None else []
+        hidden = form_hidden_fields(model) if model is not None else frozenset()
+        self.specs = [s for s in field_specs(model) if s.name not in hidden] if model is not None else []
         self._values = {s.name: s.default for s in self.specs}
         self._widgets, self._errs, self._rows, self._sections = {}, {}, {}, {}
         self._notes, self._note_text = {}, {}

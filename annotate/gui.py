@@ -565,8 +565,10 @@ class WindowLoop:
                     self.last_input = time.monotonic()
                     self.on_key(code)
                 self.idle()
-                if self.outcome is None and not all(self.gui.is_open(n) for n in self.windows):
-                    self.outcome = Outcome.QUIT
+                if self.outcome is None:
+                    closed = [n for n in self.windows if not self.gui.is_open(n)]
+                    if closed:
+                        self.on_windows_closed(closed)
                 if self.outcome is None:
                     self.draw_dirty()
         finally:
@@ -587,7 +589,21 @@ class WindowLoop:
         quiet = time.monotonic() - self.last_input - self.idle_after
         return int(min(self.idle_max_ms, self.wait_ms + quiet * (self.idle_max_ms - self.wait_ms)))
 
+    def reopen(self, names) -> None:
+        """Open the windows ``names`` again (closed by the user) and redraw every window."""
+        for name in names:
+            self.gui.close(name)  # whatever is left of it
+            self.gui.open(name, self._callback(name), self.positions.get(name))
+        self.mark()
+
     # -- overridden --------------------------------------------------------
+    def on_windows_closed(self, names: list[str]) -> None:
+        """The user closed the windows ``names`` (the window manager's close button:
+        ``cv2.getWindowProperty(name, WND_PROP_VISIBLE) < 1``). Default: the session
+        ends with ``Outcome.QUIT``; a session with work to lose asks first instead
+        (it sets no outcome and calls :meth:`reopen`)."""
+        self.outcome = Outcome.QUIT
+
     def idle(self) -> None:
         """Called on every turn of the loop; draw by marking windows dirty."""
 

@@ -23,7 +23,7 @@ from segdeck.annotate.gui import (
     place_next_to,
     put_status,
 )
-from segdeck.annotate.state import PALETTE, PaintState
+from segdeck.annotate.state import PALETTE, Outcome, PaintState
 
 PALETTE_BGR = np.ascontiguousarray(PALETTE[:, ::-1])
 BOUNDARY_BGR = np.array((80, 230, 230), np.uint8)
@@ -252,6 +252,17 @@ class PaintWindow(WindowLoop):
         if act.startswith(("zoom_", "pan_")):
             return self._view(act, self.state.pointer)
         return self._after(self.state.action(act))
+
+    def on_windows_closed(self, names: list[str]) -> None:
+        """A window closed with the window manager's X is the quit key: with unsaved
+        painting the closed window comes back with the question in the status bar
+        (:meth:`PaintState.window_closed`; closing again or ``q`` quits without saving,
+        space saves); else the session ends (``Outcome.QUIT``)."""
+        if self.state.window_closed():
+            self.outcome = Outcome.QUIT
+            return
+        self.reopen(names)
+        self._after(True)
 
     # -- drawing -------------------------------------------------------------
     def status_text(self) -> str:

@@ -670,6 +670,32 @@ class PaintState(GestureState):
             return self.select_colour(int(name.split("_")[1]))
         return False
 
+    def window_closed(self) -> bool:
+        """The user closed a window with the window manager (the title bar's X): like
+        the quit key.
+
+        Without unsaved painting the session ends (``outcome`` becomes ``"quit"``). With
+        unsaved painting (:attr:`unsaved`) the first close only asks, as the first ``q``
+        does: ``confirming`` becomes ``"quit"`` and :attr:`message` says how to quit
+        without saving (close again, or the quit key) and how to save; the window loop
+        then shows the window again. A close while that question is shown quits.
+
+        Returns
+        -------
+        bool
+            True when the session ends, False when the window must come back.
+        """
+        if self.unsaved and self.confirming != Outcome.QUIT:
+            self.action(Outcome.QUIT)
+            again = "/".join(self.keymap.keys_for(self.session, "quit")) or "quit"
+            save = "/".join(self.keymap.keys_for(self.session, "save_next")) or "save_next"
+            self.message = f"unsaved painting: close again or {again} to quit without saving, {save} saves"
+            self.ui_dirty = True
+            return False
+        self._cancel_confirm()
+        self.outcome = Outcome.QUIT
+        return True
+
     def consume_changes(self) -> tuple[set[int], list, bool]:
         """Return and clear (dirty segments, dirty regions, dirty_all)."""
         out = (self.dirty_segments, self.dirty_regions, self.dirty_all)

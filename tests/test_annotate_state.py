@@ -855,3 +855,89 @@ def test_sam_launch_prints_no_torch_warnings(tmp_path):
                        timeout=240)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
     assert "torch.jit.script" not in r.stderr and "not writable" not in r.stderr, r.stderr[-2000:]
+
+
+# -- closing a window with the window manager's X --------------------------------------------
+class ClosableGui(FakeGui):
+    """A :class:`FakeGui` whose windows the user can close (the title bar's X): a
+    script item ``_close(name)`` closes one; ``open`` shows it again (counted)."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.closed: set[str] = set()
+        self.opened: list[str] = []
+
+    def open(self, name, cb, position=None):
+        super().open(name, cb, position)
+        self.closed.discard(name)
+        self.opened.append(name)
+
+    def is_open(self, name):
+        return name not in self.closed
+
+
+def _close(window):
+    def act(gui):
+        gui.closed.add(window)
+
+    return act
+
+
+def test_state_window_closed_is_the_quit_key(three_regions):
+    _, labels = three_regions
+    st = PaintState(labels)
+    assert st.window_closed() and st.outcome == "quit"  # nothing painted: the session ends
+    st = PaintState(labels)
+    st.mouse("down", "left", 5, 5)
+    assert not st.window_closed() and st.outcome is None  # unsaved: asks first
+    assert st.confirming == "quit" and "close again" in st.message and "space saves" in st.message
+    assert st.window_closed() and st.outcome == "quit"  # closed again: quits without saving
+    st = PaintState(labels)
+    st.mouse("down", "left", 5, 5)
+    st.key(ord("q"))  # q asked; closing the window now confirms like a second q
+    assert st.window_closed() and st.outcome == "quit"
+    st = PaintState(labels, unsaved=True)  # a mask handed over by GrabCut / SAM
+    assert not st.window_closed() and st.outcome is None
+
+
+def test_x_close_with_unsaved_painting_reopens_and_asks(three_regions):
+    """Known defect: closing the paint window with the window manager's X ended the run
+    and dropped unsaved painting, while ``q`` asks. Now the window comes back with the
+    question; a second close quits, and a close without painting quits at once."""
+    img, labels = three_regions
+    seg, col = PaintWindow.SEG, PaintWindow.COL
+    gui = ClosableGui([_click(seg, "down", "left", 10, 10), -1, _close(seg), -1, -1])
+    st = PaintState(labels)
+    win = PaintWindow(st, img, gui=gui, max_window=(400, 300))
+    gui.script.append(lambda g: setattr(g, "asked", (win.outcome, st.confirming, win.status_text())))
+    gui.script += [-1, _close(seg), -1]
+    assert win.run() == "quit"
+    outcome, confirming, status = gui.asked
+    assert outcome is None and confirming == "quit", "the close ended the session without asking"
+    assert "close again or q to quit without saving" in status
+    assert gui.opened == [seg, col, seg], gui.opened  # the closed window was opened again
+    assert gui.shown[-2:] == [seg, col]  # and drawn again, the question in its status bar
+    # nothing painted: a close ends the session at once, no window comes back
+    gui = ClosableGui([-1, _close(col), -1, ord("n")])
+    win = PaintWindow(PaintState(labels), img, gui=gui, max_window=(400, 300))
+    assert win.run() == "quit" and gui.opened == [seg, col]
+    # the colour window's X asks as well
+    gui = ClosableGui([_click(seg, "down", "left", 10, 10), -1, _close(col), -1, ord("z"), -1, -1])
+    win = PaintWindow(PaintState(labels), img, gui=gui, max_window=(400, 300))
+    assert win.run() == "quit" and gui.opened == [seg, col, col]
+
+
+def test_x_close_then_space_keeps_the_painting(tmp_path):
+    from segdeck.core.imageio import read_label_map
+
+    img = _square_image()
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "sq.png"), img[:, :, ::-1])
+    out = tmp_path / "out"
+    seg = PaintWindow.SEG
+    gui = ClosableGui([ord("2"), _click(seg, "down", "left", 160, 120), -1, _close(seg), -1, ord(" ")])
+    code, reports = _run([src / "sq.png"], src, out, gui)
+    assert code == 0
+    assert any(r.get("kind") == "labels" for r in reports if r["event"] == "saved")
+    assert set(np.unique(read_label_map(out / "sq.png.labels.png"))) == {0, 2}

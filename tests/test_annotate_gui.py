@@ -209,10 +209,51 @@ class Driver:
         self.err.seek(0)
         return self.err.read()[-2000:]
 
+    def wm_close(self, win: str) -> None:
+        """Close ``win`` as a window manager does on its title bar's X: a ``WM_PROTOCOLS``
+        client message with ``WM_DELETE_WINDOW`` (Xvfb has no window manager; ``xdotool
+        windowclose`` would destroy the X window under Qt's feet instead)."""
+        send_wm_delete(self.env.get("SEGDECK_TEST_XDO_DISPLAY", self.env["DISPLAY"]), int(win))
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def send_wm_delete(display: str, window: int) -> None:
+    """Send ``WM_DELETE_WINDOW`` to X window ``window`` on ``display`` (libX11 via ctypes)."""
+    import ctypes
+    import ctypes.util
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                    ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                    ("format", ctypes.c_int), ("l", ctypes.c_long * 5)]
+
+    class XEvent(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.POINTER(XEvent)]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open display {display}"
+    try:
+        ev = XEvent()
+        ev.xclient.type = 33  # ClientMessage
+        ev.xclient.window = window
+        ev.xclient.message_type = x11.XInternAtom(dpy, b"WM_PROTOCOLS", False)
+        ev.xclient.format = 32
+        ev.xclient.l[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", False)
+        x11.XSendEvent(dpy, window, False, 0, ctypes.byref(ev))
+        x11.XFlush(dpy)
+    finally:
+        x11.XCloseDisplay(dpy)
 
 
 def three_band_image(path: Path) -> np.ndarray:
@@ -333,6 +374,54 @@ def test_paint_wheel_zoom_and_quit_asks_about_unsaved_painting(xdisplay, tmp_pat
     assert any(r.get("kind") == "labels" for r in lines)
     lm = cv2.imread(str(out / "a.png.labels.png"), cv2.IMREAD_UNCHANGED)
     assert lm[120, 130] == 1 and lm[120, 112] == 0, "the click did not land where the zoomed view showed"
+
+
+@pytest.mark.timeout(150)
+def test_paint_window_x_close_asks_about_unsaved_painting(xdisplay, tmp_path):
+    """Known defect: closing the paint window with the window manager's X (Qt sees
+    ``WM_DELETE_WINDOW``, highgui reports ``WND_PROP_VISIBLE < 1``) quit and dropped the
+    unsaved painting. Now the window comes back with the question and space saves;
+    without painting the close ends the session at once."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    three_band_image(src / "a.png")
+    out = tmp_path / "ann"
+    cmd = SEGDECK + ["annotate", "paint", str(src), "--method", "slic", "--set", "region_size=20",
+                     "--max-window", f"720x{480 + STATUS_BAR}", "--out", str(out)]
+    d = Driver(cmd, xdisplay, tmp_path)
+    try:
+        seg = d.window("segdeck paint")
+        d.window("segdeck colours")
+        d.click(seg, 60, 240)  # paint the red band
+        drawn = d.drawn("segdeck paint")
+        d.wm_close(seg)
+        deadline = time.time() + 20
+        while d.drawn("segdeck paint") <= drawn and d.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert d.proc.poll() is None, f"the X button quit with unsaved painting: {d.stderr()}"
+        seg2 = d.window("segdeck paint")  # shown again (a new X window), drawn again
+        assert d.drawn("segdeck paint") > drawn
+        assert not (out / "a.png.labels.png").exists()
+        d.key_until(seg2, "space", lambda: d.saved() > 0 or d.proc.poll() is not None)  # save instead
+        code, lines = d.finish()
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    assert "Traceback" not in d.stderr()
+    lm = cv2.imread(str(out / "a.png.labels.png"), cv2.IMREAD_UNCHANGED)
+    assert lm is not None and lm[120, 30] == 1  # display (60, 240) is image (30, 120)
+    # nothing unsaved: the X ends the session like q, nothing is written
+    (tmp_path / "second").mkdir()
+    out2 = tmp_path / "ann2"
+    d = Driver(cmd[:-1] + [str(out2)], xdisplay, tmp_path / "second")
+    try:
+        seg = d.window("segdeck paint")
+        d.wm_close(seg)
+        code, lines = d.finish(timeout=30)
+    finally:
+        d.kill()
+    assert code == 0, d.stderr()
+    assert not any(r.get("event") == "saved" for r in lines) and not (out2 / "a.png.labels.png").exists()
 
 
 @pytest.mark.timeout(150)

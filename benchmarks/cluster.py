@@ -442,13 +442,13 @@ def main_decode_run(args) -> int:
         print(f"decode run: {n} JPEG files of 1024 px ready in {time.perf_counter() - t0:.0f} s "
               f"({size / n / 1024:.0f} KiB each on average)", flush=True)
         cmd = [sys.executable, "-m", "segdeck", "run", "cluster", str(folder), "--out", str(tmp / "out"),
-               "--output", "symlink", "--events"]
+               "--output", "symlink", "--events", "--method", args.decode_method]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         dt = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         warn = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "warning" in ln.lower()]
-        print(f"segdeck run cluster (dup, defaults, {os.cpu_count()} CPUs visible): {dt:.1f} s whole process, "
+        print(f"segdeck run cluster ({args.decode_method}, defaults, {os.cpu_count()} CPUs visible): {dt:.1f} s whole process, "
               f"{1000 * dt / n:.1f} ms per image, exit {proc.returncode}, peak RSS {rss:.0f} MiB", flush=True)
         for ln in warn[:5]:
             print(f"    {ln[:300]}")
@@ -693,6 +693,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-run", action="store_true",
                     help="time a whole run over --decode-n real 1024-px JPEG files (decoding included)")
     ap.add_argument("--decode-n", type=int, default=10_000, help="files of --decode-run")
+    ap.add_argument("--decode-method", default="dup", help="--decode-run: the cluster method (default dup)")
     ap.add_argument("--decode-dir", default=None, help="--decode-run: write (or reuse) the files here and keep them")
     ap.add_argument("--decode-baseline", action="store_true", help="--decode-run: also time the PHash baseline process")
     ap.add_argument("--seed", type=int, default=0)

@@ -303,6 +303,7 @@ class MainScreen(Screen):
     def on_folder_tree_folder_chosen(self, message: FolderTree.FolderChosen) -> None:
         self.input_path, self.input_count = message.path, message.count
         self.input_is_file = message.is_file
+        self.query_one(JobList).set_focus_input(message.path)
         self._update_input_line()
         self._update_run_state()
         if self.query_one(FolderTree).has_focus and not message.is_file:

@@ -1,8 +1,10 @@
 """Table of the jobs found in output folders or launched here: state, progress bar,
-done / failed counts, ETA."""
+done / failed counts, ETA and input; the jobs of the folder chosen in the folder tree
+come first."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,26 +46,87 @@ def short_name(name: str, width: int) -> str:
     if width < 2:
         return name[:width]
     job = name.split("-", 1)[0] + "-"
-    head = job if len(job) <= width // 3 else name[: max(1, width // 3)]
+    head = job if len(job) <= width // 2 else name[: max(1, width // 3)]
     tail = width - len(head) - 1
     return f"{head}…{name[len(name) - tail:]}" if tail > 0 else name[: width - 1] + "…"
+
+
+def input_labels(inputs) -> dict[str, str]:
+    """Short labels that tell the inputs apart: each input's name, with as many parent
+    folders in front as it takes to differ from the others of the same name
+    (``/a/photos`` and ``/b/photos`` -> ``a/photos``, ``b/photos``).
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Input paths (folders or files) as recorded in the job folders; ``""`` (unknown)
+        gets ``""``.
+
+    Returns
+    -------
+    dict
+        input path -> label.
+    """
+    paths = {p: Path(p).parts for p in set(inputs) if p}
+    labels: dict[str, str] = {"": ""}
+    depth = {p: 1 for p in paths}
+    while True:
+        cur = {p: str(Path(*parts[-depth[p]:])) for p, parts in paths.items()}
+        seen: dict[str, list[str]] = {}
+        for p, label in cur.items():
+            seen.setdefault(label, []).append(p)
+        clashes = [p for group in seen.values() if len(group) > 1 for p in group if depth[p] < len(paths[p])]
+        if not clashes:
+            break
+        for p in clashes:
+            depth[p] += 1
+    labels.update(cur)
+    return labels
+
+
+def short_input(label: str, width: int) -> str:
+    """An input label in ``width`` cells: in full when it fits, else its end (the name,
+    where inputs of the same job differ; a file's suffix) behind an ellipsis, with the
+    start kept when there is room: ``holiday-photos-2024`` -> ``holid…2024`` in 10."""
+    if len(label) <= width:
+        return label
+    if width < 2:
+        return label[:width]
+    head = (width - 1) // 2 if width >= 8 else 0
+    tail = width - 1 - head
+    return f"{label[:head]}…{label[len(label) - tail:]}"
+
+
+def _norm(path: str | Path) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
 class JobList(DataTable):
     """One row per job folder, keyed by the folder path.
 
     The job column takes the width the others leave (names in full when they fit,
-    :func:`short_name` past that); on a narrow table the input column goes and the
-    progress bar shrinks (the job summary beside the log shows both).
+    :func:`short_name` past that). The input column tells apart runs of the same job
+    (the same folder name) on different inputs (:func:`input_labels`,
+    :func:`short_input`); on a narrow table the columns shrink, and on an 80-column
+    terminal the progress bar gives way to its percentage (the job summary beside the
+    log shows the bar).
+
+    Rows are newest first, the jobs of the folder chosen in the folder tree
+    (:meth:`set_focus_input`: run on it or on a folder or file inside it) before the
+    others.
     """
 
     COLUMNS = ("job", "state", "progress", "done", "failed", "ETA", "input")
     #: Widths in cells of the columns other than ``job`` (wide table).
     WIDTHS = {"state": 11, "progress": BAR_WIDTH + 5, "done": 9, "failed": 6, "ETA": 7, "input": 12}
     #: ... and on a table narrower than ``NARROW`` cells.
-    NARROW_WIDTHS = {"state": 11, "progress": 6 + 5, "done": 7, "failed": 6, "ETA": 7}
+    NARROW_WIDTHS = {"state": 11, "progress": 6 + 5, "done": 7, "failed": 6, "ETA": 7, "input": 10}
     NARROW = 110
     MIN_JOB = 16
+    #: The job column's width below which the progress column shows only the percentage.
+    BAR_MIN_JOB = 24
+    #: The progress column without a bar: ``100%``.
+    PERCENT_WIDTH = 4
 
     @dataclass
     class Chosen(Message):
@@ -76,6 +139,9 @@ class JobList(DataTable):
         self.snapshots: dict[Path, JobSnapshot] = {}
         self._order: list[Path] = []
         self.widths: dict[str, int] = {"job": 24, **self.WIDTHS}
+        #: the folder (or input file) chosen in the folder tree: its jobs come first
+        self.focus_input: str | None = None
+        self._labels: dict[str, str] = {"": ""}
 
     def on_mount(self) -> None:
         self._layout_columns(self.size.width or 100)
@@ -89,6 +155,9 @@ class JobList(DataTable):
         column gets the rest: every other column has 1 cell of padding each side)."""
         others = dict(self.WIDTHS if width >= self.NARROW else self.NARROW_WIDTHS)
         used = sum(others.values()) + 2 * (len(others) + 1) + 2  # padding, scrollbar
+        if width - used < self.BAR_MIN_JOB:
+            used -= others["progress"] - self.PERCENT_WIDTH
+            others["progress"] = self.PERCENT_WIDTH
         return {"job": max(self.MIN_JOB, width - used), **others}
 
     def _layout_columns(self, width: int) -> bool:
@@ -107,14 +176,17 @@ class JobList(DataTable):
         from segdeck.core.jobs.status import format_eta
 
         bar_style = {"failed": "yellow", "error": "red", "done": "green"}.get(s.state, "cyan")
+        bar = self.widths["progress"] - 5
         cells = {
             "job": short_name(s.job_dir.name, self.widths["job"]),
             "state": Text(s.state, style=STATE_STYLES.get(s.state, "")),
-            "progress": progress_bar(s.fraction, width=self.widths["progress"] - 5, style=bar_style),
+            "progress": progress_bar(s.fraction, width=bar, style=bar_style) if bar > 0
+            else Text(f"{min(1.0, max(0.0, s.fraction)) * 100:.0f}%", style=bar_style),
             "done": f"{s.done}/{s.total}",
             "failed": Text(str(s.failed), style="red" if s.failed else "dim"),
             "ETA": format_eta(s.eta_s) if s.state == "running" else "",
-            "input": Path(s.input).name if s.input else "",
+            "input": Text(short_input(self._labels.get(s.input) or Path(s.input).name, self.widths.get("input", 0)),
+                          style="" if self.is_focus_job(s) else "dim"),
         }
         return {k: v for k, v in cells.items() if k in self.widths}
 
@@ -129,10 +201,39 @@ class JobList(DataTable):
         if selected in order:
             self.move_cursor(row=order.index(selected))
 
+    def is_focus_job(self, snap: JobSnapshot) -> bool:
+        """Whether ``snap`` ran on the chosen folder or on a folder or file inside it
+        (every job, when no folder is chosen)."""
+        if self.focus_input is None:
+            return True
+        if not snap.input:
+            return False
+        path = _norm(snap.input)
+        return path == self.focus_input or path.startswith(self.focus_input.rstrip(os.sep) + os.sep)
+
+    def ordered(self, snapshots: list[JobSnapshot]) -> list[JobSnapshot]:
+        """``snapshots`` newest first (by start time), the chosen folder's jobs before
+        the others."""
+        newest = sorted(snapshots, key=lambda s: (s.started or 0.0, str(s.job_dir)), reverse=True)
+        return sorted(newest, key=lambda s: not self.is_focus_job(s))
+
+    def set_focus_input(self, path: str | Path | None) -> None:
+        """The folder (or input file) chosen in the folder tree: its jobs move to the
+        top, the others' input is dimmed; the selected job stays selected."""
+        focus = None if path is None else _norm(path)
+        if focus == self.focus_input:
+            return
+        self.focus_input = focus
+        if self.snapshots:
+            self._rebuild(self.ordered(list(self.snapshots.values())))
+
     def update_jobs(self, snapshots: list[JobSnapshot]) -> None:
         """Add new jobs, update changed rows (cheap: only cells that changed)."""
+        snapshots = self.ordered(snapshots)
         order = [s.job_dir for s in snapshots]
-        if order != self._order:
+        labels = input_labels(s.input for s in snapshots)
+        if order != self._order or labels != self._labels:
+            self._labels = labels
             self._rebuild(snapshots)
         else:
             for s in snapshots:

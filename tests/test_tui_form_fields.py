@@ -109,3 +109,27 @@ async def test_automask_form_has_no_sha_field_but_params_keep_it(tmp_path, monke
         assert to_toml_dict(form.params)["checkpoint_sha256"] == sha
         assert f"ckpt{sha[:8]}" in cls.run_name(form.params)
         assert "checkpoint_sha256" not in form.launch_values()  # the run computes it again
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_hints_use_the_form_width_at_80_columns(tmp_path, dummy_job):
+    """At 80 columns the hint under a field was indented by the label column (18 cells of
+    a 48-cell form), so long help ran to 20 lines (cluster's ``method``); now hints, notes
+    and errors use the form's width there, and stay under the inputs on a wide terminal."""
+    from segdeck.tui.app import SegdeckApp
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    imageio.write_image(photos / "a.png", np.zeros((8, 8, 3), np.uint8))
+    for size, narrow in (((80, 40), True), ((160, 50), False)):
+        app = SegdeckApp(photos)
+        async with app.run_test(size=size) as pilot:
+            screen, form = await ready_form(app, pilot)
+            await pilot.pause()
+            hint = screen.query_one("#row-p-delay .hint")
+            field_width = form.scrollable_content_region.width
+            if narrow:
+                assert hint.content_region.width >= field_width - 4, (hint.content_region, field_width)
+            else:
+                assert hint.content_region.x - form.scrollable_content_region.x >= 18

@@ -168,7 +168,8 @@ class JobList(DataTable):
         self.clear(columns=True)
         for col in self.COLUMNS:
             if col in widths:
-                self.add_column(col, key=col, width=widths[col])
+                label = "%" if col == "progress" and widths[col] <= self.PERCENT_WIDTH else col
+                self.add_column(label, key=col, width=widths[col])
         self._order = []
         return True
 

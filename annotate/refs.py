@@ -72,6 +72,47 @@ def id_colour(obj_id: int) -> np.ndarray:
     return np.array([round(b * 255), round(g * 255), round(r * 255)], np.uint8)
 
 
+#: The status line's font as ``put_status`` draws it (Hershey simplex, scale 0.45,
+#: thickness 1) and its left margin, to measure what fits the bar.
+_STATUS_FONT = (cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+_STATUS_MARGIN = 6
+
+
+def status_text_width(text: str) -> int:
+    """Width in pixels of ``text`` on the status line of the annotation windows."""
+    font, scale, thickness = _STATUS_FONT
+    return int(cv2.getTextSize(text, font, scale, thickness)[0][0])
+
+
+def fit_status(parts: list[str], message: str, width: int) -> str:
+    """The status line's text for a bar ``width`` pixels wide.
+
+    ``parts`` (position, group progress, object count, ...) come first and the message
+    last, joined by ``" | "``, when the whole fits. When it does not (a portrait photo
+    makes the window narrow; a long group label), the message comes first, so a
+    question such as "q again to quit without saving, space saves" or a refusal is
+    never the part the bar cuts off; the parts follow as far as they fit.
+
+    Parameters
+    ----------
+    parts : list of str
+        The state shown on every frame, in display order; empty strings are left out.
+    message : str
+        The last action's message ("" for none).
+    width : int
+        Bar width in pixels.
+
+    Returns
+    -------
+    str
+    """
+    parts = [p for p in parts if p]
+    whole = " | ".join(parts + ([message] if message else []))
+    if not message or status_text_width(whole) <= width - 2 * _STATUS_MARGIN:
+        return whole
+    return " | ".join([message, *parts])
+
+
 @dataclass(frozen=True)
 class Reference:
     """One reference image of a group.
@@ -944,16 +985,27 @@ class RefsWindow(WindowLoop):
             self._outline, self._cache_key = out, key
         return self._outline
 
+    def status_text(self, width: int) -> str:
+        """The status line of the shown reference for a window ``width`` pixels wide:
+        position and key, group progress, object count, the ID being typed and the last
+        message (first when the whole does not fit: :func:`fit_status`)."""
+        st = self.state
+        img = st.current
+        parts = [f"{st.index + 1}/{len(st.refs)} {st.ref.key}", st.progress()]
+        if img is None or img.image is None:
+            loading = img.error if img is not None and img.error else "loading and computing candidate masks ..."
+            return fit_status(parts, loading, width)
+        parts += [f"{len(img.ids)} object(s)", f"typing ID {st.typing}" if st.typing else ""]
+        return fit_status(parts, st.message, width)
+
     def draw(self, name: str) -> np.ndarray:
         st, v = self.state, self.view
         img = st.current
         frame = np.zeros((v.dh + STATUS_BAR, v.dw, 3), np.uint8)
         disp = frame[: v.dh]
-        head = f"{st.index + 1}/{len(st.refs)} {st.ref.key} | {st.progress()}"
         if img is None or img.image is None:
             disp[:] = 48
-            text = f"{head} | " + (img.error if img is not None and img.error else "loading and computing candidate masks ...")
-            put_status(frame[v.dh :], text, self.hints)
+            put_status(frame[v.dh :], self.status_text(v.dw), self.hints)
             return frame
         disp[:] = v.image_view(np.ascontiguousarray(img.image[:, :, ::-1]))
         rows, cols = v.sample_index()
@@ -983,8 +1035,7 @@ class RefsWindow(WindowLoop):
                 cv2.putText(disp, str(obj), (u - 6, w + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
                 cv2.putText(disp, str(obj), (u - 6, w + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
                             cv2.LINE_AA)
-        typing = f" | typing ID {st.typing}" if st.typing else ""
-        put_status(frame[v.dh :], f"{head} | {len(img.ids)} object(s){typing} | {st.message}", self.hints)
+        put_status(frame[v.dh :], self.status_text(v.dw), self.hints)
         return frame
 
 

@@ -433,3 +433,34 @@ def test_a_prompt_while_the_engine_is_busy_follows_when_it_is_free():
     threading.Timer(0.2, lock.release).start()
     key(st, "space")
     assert len(eng.calls) == 2 and st.pending is None and st.saves == 1
+
+
+def test_a_narrow_window_shows_the_message_before_the_state():
+    """A portrait photo (or a long group label) makes the status bar shorter than the
+    whole line: the question about unsaved references comes first, where the bar does
+    not cut it; a wide bar keeps the usual order."""
+    from segdeck.annotate.refs import RefsWindow, fit_status, status_text_width
+
+    refs = [Reference("specimen=ABC-12345, view=dorsal", "ABC-12345-0001", "a.png"),
+            Reference("specimen=ABC-12345, view=dorsal", "ABC-12345-0002", "b.png")]
+    st = make_state(refs=refs)
+    win = RefsWindow(st, max_window=(560, 560), gui=object(), background=False)
+    click(st, 7, 7)
+    key(st, "1")
+    key(st, "q")
+    question = "1 unsaved reference(s): q again to quit without saving, space saves"
+    assert st.message == question
+    width = 560
+    narrow = win.status_text(width)
+    assert narrow.startswith(question + " | 1/2 ABC-12345-0001 | "), narrow
+    assert status_text_width(question) <= width - 12  # the question itself is on screen
+    wide = win.status_text(4000)
+    assert wide.startswith("1/2 ABC-12345-0001 | group specimen=ABC-12345, view=dorsal") and wide.endswith(question)
+    assert "typing ID 1" in wide and "1 object(s)" in wide
+    win._sync_view()  # what the window loop does before drawing
+    frame = win.draw("segdeck refs")
+    assert frame.shape[1] == win.view.dw <= 560
+    # no message: nothing moves; a message that fits stays last
+    assert fit_status(["1/2 a", "b"], "", 100) == "1/2 a | b"
+    assert fit_status(["1/2 a", "b"], "ok", 4000) == "1/2 a | b | ok"
+    assert fit_status(["1/2 a", "", "b"], "a long message " * 5, 200).startswith("a long message")

@@ -163,6 +163,81 @@ def _output_root(path: Path) -> Path:
     return default_output_root(path)
 
 
+def results_of(path: Path, limit: int = 3) -> list[tuple[Path, int]]:
+    """Result folders made from the input ``path`` that hold label maps.
+
+    A newcomer gives ``segdeck view`` the folder (or the project spec) they ran a job
+    on; its results are elsewhere: in the job folders of its output root
+    (``<name>.segdeck/``, also when ``path`` is that root itself) and in recently run
+    job folders (``segdeck jobs``) whose ``job.toml`` names ``path`` as input (``--out``).
+
+    Parameters
+    ----------
+    path : Path
+        A folder of images, an image, a project spec or an output root.
+    limit : int
+        At most this many folders.
+
+    Returns
+    -------
+    list of (Path, int)
+        Folders and their number of ``*.labels.png``, newest first; only folders with
+        at least one. Never raises (unreadable folders are left out).
+    """
+    try:
+        target = path.resolve()
+        folders: list[Path] = []
+        roots = [_output_root(path)]
+        if path.is_dir() and path.name.endswith(imageio.OUTPUT_ROOT_SUFFIX):
+            roots.append(path)
+        elif path.is_dir():  # a project folder: the output roots of the inputs in it
+            roots += sorted(c for c in path.iterdir() if c.is_dir() and c.name.endswith(imageio.OUTPUT_ROOT_SUFFIX))
+        for root in roots:
+            if root.is_dir():
+                folders += [d for d in root.iterdir() if d.is_dir()]
+        from segdeck.core.jobs.registry import recent
+
+        for job_dir in recent():
+            try:
+                doc = tomllib.loads((job_dir / "job.toml").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue
+            if doc.get("input") and Path(str(doc["input"])).resolve() == target:
+                folders.append(job_dir)
+    except OSError:
+        return []
+    found: dict[Path, tuple[float, int]] = {}
+    for d in folders:
+        try:
+            key = d.resolve()
+            if key in found:
+                continue
+            n = sum(1 for _ in d.glob(f"*{LABELS_SUFFIX}"))
+            if n:
+                found[key] = (d.stat().st_mtime, n)
+        except OSError:
+            continue
+    newest = sorted(found.items(), key=lambda kv: -kv[1][0])[:limit]
+    return [(d, n) for d, (_t, n) in newest]
+
+
+def _results_hint(path: Path) -> str:
+    """``"; its results: A (5 label maps), B (3 label maps): segdeck view FOLDER"`` or ""."""
+    found = results_of(path)
+    if not found:
+        return ""
+    here = Path.cwd()
+
+    def show(d: Path) -> str:
+        try:
+            return str(d.relative_to(here))
+        except ValueError:
+            return str(d)
+
+    listed = ", ".join(f"{show(d)} ({n} label map{'s' * (n != 1)})" for d, n in found)
+    return f"; its results: {listed}: segdeck view FOLDER"
+
+
 def resolve(path: str | Path) -> tuple[list[ViewItem], int]:
     """The items to walk and where to start for PATH (see the module docstring).
 
@@ -182,10 +257,10 @@ def resolve(path: str | Path) -> tuple[list[ViewItem], int]:
     if p.is_dir():
         items = folder_items(p)
         if not items:
-            raise SegdeckError(f"{path}: no label maps (*{LABELS_SUFFIX}) in this folder")
+            raise SegdeckError(f"{path}: no label maps (*{LABELS_SUFFIX}) in this folder{_results_hint(p)}")
         return items, 0
     if not imageio.is_image_path(p):
-        raise SegdeckError(f"{path}: not an image, a label map or a folder of results")
+        raise SegdeckError(f"{path}: not an image, a label map or a folder of results{_results_hint(p)}")
     if p.name.endswith(LABELS_SUFFIX):
         items = folder_items(p.parent)
         for i, it in enumerate(items):

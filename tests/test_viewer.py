@@ -169,3 +169,49 @@ def test_propagate_job_folder_finds_images_through_the_spec(tmp_path):
     imageio.write_label_map(job_dir / "k2.labels.png", lm)
     items, _ = resolve(job_dir)
     assert [(it.name, it.image) for it in items] == [("k-1", root / "s 1" / "one.png"), ("k2", root / "two.png")]
+
+
+def test_an_input_folder_or_spec_without_label_maps_names_its_results(tmp_path, monkeypatch):
+    """`segdeck view` on the folder (or spec) a job ran on: one line naming the result
+    folders that hold its label maps (the output root's, and a job run with --out
+    elsewhere found through the recent jobs), newest first; none: the plain line."""
+    from segdeck.core.jobs.registry import remember
+
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "pics"
+    src.mkdir()
+    imageio.write_image(src / "x.png", blocks(4))
+    lm = np.zeros((60, 80), np.uint8)
+    lm[10:20, 10:30] = 3
+    ann = tmp_path / "pics.segdeck" / "annotate-slic"
+    ann.mkdir(parents=True)
+    imageio.write_label_map(ann / "x.png.labels.png", lm)
+    (tmp_path / "pics.segdeck" / "empty-job").mkdir()  # no label maps: not named
+    other = tmp_path / "elsewhere" / "segment-x"
+    other.mkdir(parents=True)
+    (other / "job.toml").write_text(f'job = "segment"\ninput = "{src}"\n', encoding="utf-8")
+    imageio.write_label_map(other / "x.png.labels.png", lm)
+    imageio.write_label_map(other / "y.png.labels.png", lm)
+    remember(other)
+    os.utime(ann, (1, 1))  # older than the --out job
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SegdeckError) as err:
+        resolve(src)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"{src}: no label maps")
+    assert line.endswith("its results: elsewhere/segment-x (2 label maps), "
+                         "pics.segdeck/annotate-slic (1 label map): segdeck view FOLDER"), line
+    with pytest.raises(SegdeckError, match=r"folder; its results: pics.segdeck/annotate-slic \(1 label map\)"):
+        resolve(tmp_path / "pics.segdeck")  # the output root itself
+    spec = tmp_path / "p.toml"
+    spec.write_text('csv = "m.csv"\n', encoding="utf-8")
+    job = tmp_path / "p.segdeck" / "propagate-a"
+    job.mkdir(parents=True)
+    imageio.write_label_map(job / "k1.labels.png", lm)
+    with pytest.raises(SegdeckError, match=r"not an image.*its results: p.segdeck/propagate-a \(1 label map\)"):
+        resolve(spec)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    with pytest.raises(SegdeckError) as err:
+        resolve(lonely)
+    assert str(err.value) == f"{lonely}: no label maps (*.labels.png) in this folder"

@@ -60,7 +60,7 @@ class DupParams(BaseModel):
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
     orb_features: int = Field(200, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(3, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
-    min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails correlate less than this are rejected unverified (-1: off)")
+    min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails (whole images or their centres, the better) correlate less than this are rejected unverified (-1: off)")
     crop_radius: int = Field(8, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
     centre_radius: int = Field(18, ge=-1, le=32, description="rotated copies (black or filled corners): centre hashes within this many bits, then verified (-1: off)")
     dense_min_cc: float = Field(0.95, ge=-1.0, le=1.01, description="low-texture pairs (too few ORB keypoints): accepted when their aligned 32x32 images correlate at least this much (above 1: off)")

@@ -35,7 +35,7 @@ from segdeck.core import outputs
 from segdeck.core.jobs.base import Job
 from segdeck.core.jobs.events import Message, Sink
 from segdeck.core.models import SAM_MODELS
-from segdeck.core.params import JobParams
+from segdeck.core.params import DERIVED, JobParams
 from segdeck.core.regions import RegionFilterParams
 from segdeck.core.sam.params import GeneratorParams, check_point_grids, fill_checkpoint_sha256
 
@@ -57,6 +57,7 @@ class _AutomaskHead(JobParams):
     )
     checkpoint_sha256: str | None = Field(
         None, description="sha256 of the checkpoint file (filled in from the file; recorded in job.toml and the run name)",
+        json_schema_extra=DERIVED,
     )
 
     _fill_checkpoint_sha256 = model_validator(mode="after")(fill_checkpoint_sha256)

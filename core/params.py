@@ -55,6 +55,10 @@ class FieldSpec:
         Numeric bounds from the field's constraints.
     optional : bool
         Whether ``None`` is allowed.
+    derived : bool
+        Filled in by the model's validators (e.g. a checkpoint's sha256), never typed by
+        a user: recorded in ``job.toml`` and the run name, not offered as a CLI option or
+        a form field. Declared with ``json_schema_extra=DERIVED``.
     """
 
     name: str
@@ -67,11 +71,17 @@ class FieldSpec:
     gt: float | None = None
     lt: float | None = None
     optional: bool = False
+    derived: bool = False
 
     @property
     def group(self) -> str:
         """The nested-model name this field belongs to, or ``""`` at top level."""
         return self.name.rpartition(".")[0]
+
+
+#: ``json_schema_extra`` of a field filled in by validators, not by a user (see
+#: :attr:`FieldSpec.derived`); the TUI form hides it too (its ``"tui": "hidden"`` mark).
+DERIVED = {"derived": True, "tui": "hidden"}
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -130,6 +140,7 @@ def field_specs(model_cls: type[BaseModel], prefix: str = "") -> list[FieldSpec]
                 description=(info.description or "").strip(),
                 choices=choices,
                 optional=optional,
+                derived=isinstance(info.json_schema_extra, dict) and bool(info.json_schema_extra.get("derived")),
                 **bounds,
             )
         )

@@ -227,3 +227,21 @@ def test_automask_job_end_to_end(tmp_path):
         clear_engine_cache()
         restore_spec("sam-hq-vit_tiny")
         mp.undo()
+
+
+def test_checkpoint_sha256_is_derived_not_an_option():
+    """The checkpoint's sha256 is filled in from the file: recorded, never typed. The CLI
+    does not offer it (the TUI form hides it by the same mark)."""
+    import subprocess
+    import sys
+
+    from segdeck.core.automask import AutomaskParams
+    from segdeck.core.params import field_specs
+    from segdeck.core.propagate.job import PropagateParams
+
+    for model in (AutomaskParams, PropagateParams):
+        specs = {s.name: s for s in field_specs(model)}
+        assert specs["checkpoint_sha256"].derived and not specs["checkpoint"].derived
+    out = subprocess.run([sys.executable, "-m", "segdeck", "run", "automask", "--help"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "--checkpoint " in out and "--checkpoint-sha256" not in out

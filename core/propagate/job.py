@@ -51,7 +51,7 @@ from segdeck.core.errors import SegdeckError, SetupError
 from segdeck.core.jobs.base import Job
 from segdeck.core.jobs.events import Message, Sink
 from segdeck.core.jobs.items import Item
-from segdeck.core.params import JobParams
+from segdeck.core.params import DERIVED, JobParams
 from segdeck.core.propagate.modes import QUADRANT_NAMES, apply_mode, reference_labels
 from segdeck.core.propagate.references import ReferenceEntry, ReferenceStore
 from segdeck.core.propagate.spec import Group, Project, Row, SpecError, file_slug, load_project
@@ -69,6 +69,7 @@ class PropagateParams(JobParams):
     )
     checkpoint_sha256: str | None = Field(
         None, description="sha256 of the checkpoint file (filled in from the file; recorded in job.toml and the run name)",
+        json_schema_extra=DERIVED,
     )
     batch_size: int = Field(1, ge=1, le=256, description="targets per forward pass")
     max_frames: int | None = Field(None, ge=1, description="at most this many targets per group (for trying settings)")

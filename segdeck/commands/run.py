@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
                         help="send the images' bytes to the workers (no shared file system) instead of their paths")
         group = jp.add_argument_group("parameters")
         for spec in field_specs(cls.Params):
+            if spec.derived:  # filled in by the params' validators (job.toml records it)
+                continue
             flag = "--" + spec.name.replace("_", "-")
             help_txt = spec.description or spec.name
             rng = []

@@ -320,6 +320,9 @@ class RefsState(GestureState):
     keymap : Keymap, optional
     report : callable (dict) -> None, optional
         Called with ``{"event": "saved", "kind": "reference", ...}`` after each save.
+    start : int, optional
+        The reference shown first (clamped to the list; :func:`first_unlabelled`
+        resumes a session where the last one stopped).
 
     Attributes
     ----------
@@ -338,7 +341,7 @@ class RefsState(GestureState):
     def __init__(self, refs: list[Reference], load: Callable[[Reference], RefImage], store: ReferenceSink, *,
                  swap: Callable[[Reference, list[Reference]], Reference | None] | None = None,
                  engine: PromptEngine | None = None, engine_lock: threading.Lock | None = None,
-                 keymap: Keymap | None = None, report: Callable[[dict], None] | None = None):
+                 keymap: Keymap | None = None, report: Callable[[dict], None] | None = None, start: int = 0):
         super().__init__(keymap)
         if not refs:
             raise ValueError("no references to label")
@@ -350,7 +353,7 @@ class RefsState(GestureState):
         self.engine_lock = engine_lock or threading.Lock()
         self.report = report or (lambda event: None)
         self.images: dict[Reference, RefImage] = {}
-        self.index = 0
+        self.index = min(max(int(start), 0), len(self.refs) - 1)
         self.selected: int | None = None
         self.typing: str | None = None
         self.show_candidates = True
@@ -1130,13 +1133,27 @@ class ProjectRefs:
         return Reference(g.label, new[pos].key, new[pos].path)
 
 
+def first_unlabelled(refs: list[Reference], store: ReferenceSink) -> int:
+    """Index of the first reference of ``refs`` its group has not saved yet (0 when all
+    are saved): reopening the window continues where the last session stopped instead
+    of walking through the labelled references again (each one a candidate computation)."""
+    saved: dict[str, set[str]] = {}
+    for i, ref in enumerate(refs):
+        if ref.group not in saved:
+            saved[ref.group] = set(store.labelled(ref.group))
+        if ref.key not in saved[ref.group]:
+            return i
+    return 0
+
+
 def run_refs(project_refs: ProjectRefs, engine, *, params=None, max_side: int = 1024,
              max_window: tuple[int, int] = (1280, 800), keymap: Keymap | None = None, gui: Gui | None = None,
              frames_log: Path | None = None, report: Callable[[dict], None] | None = None) -> int:
     """Run the reference-labelling window over a project until the user quits.
 
     Candidates are cached under ``<refs_dir>/.candidates/`` (a name no group folder can
-    have). Every save is reported as ``{"event": "saved", "kind": "reference", "file",
+    have). The window opens at the first reference not saved yet
+    (:func:`first_unlabelled`). Every save is reported as ``{"event": "saved", "kind": "reference", "file",
     "image", "group", "key", "ids", "progress"}``; the end as ``{"event": "done",
     "references": N, "saved_references": K, "refs_dir": ...}``.
 
@@ -1171,8 +1188,12 @@ def run_refs(project_refs: ProjectRefs, engine, *, params=None, max_side: int = 
     refs_dir = Path(project_refs.project.refs_dir)
     source = CandidateSource(engine, params, refs_dir / ".candidates", lock) if engine is not None else None
     load = make_loader(source, project_refs.load_saved, max_side)
+    start = first_unlabelled(refs, project_refs)
     state = RefsState(refs, load, project_refs, swap=project_refs.swap, engine=engine, engine_lock=lock,
-                      keymap=keymap, report=report)
+                      keymap=keymap, report=report, start=start)
+    if start:
+        back = "/".join(state.keymap.keys_for("refs", "previous")) or "previous"
+        state.message = f"{start} reference(s) before this one already labelled ({back} goes back)"
     win = RefsWindow(state, max_window=max_window, gui=gui, frames_log=frames_log)
     win.run()
     report({"event": "done", "references": len(state.refs), "saved_references": state.saves,

@@ -464,3 +464,29 @@ def test_a_narrow_window_shows_the_message_before_the_state():
     assert fit_status(["1/2 a", "b"], "", 100) == "1/2 a | b"
     assert fit_status(["1/2 a", "b"], "ok", 4000) == "1/2 a | b | ok"
     assert fit_status(["1/2 a", "", "b"], "a long message " * 5, 200).startswith("a long message")
+
+
+def test_reopening_starts_at_the_first_reference_not_labelled(tmp_path):
+    """A second session over a half-labelled project opens at the first reference its
+    group has not saved (not at reference 1 again); all saved: the first one."""
+    from segdeck.annotate.refs import first_unlabelled
+    from segdeck.core.propagate import load_project
+
+    spec = write_project(tmp_path)
+    pr = ProjectRefs(load_project(spec))
+    refs = pr.references()
+    assert first_unlabelled(refs, pr) == 0
+    m = np.zeros((24, 32), np.uint8)
+    m[2:6, 3:9] = 4
+    for ref in refs[:3]:  # group s1 done, the first of s2
+        pr.save(ref.group, ref.key, m, [4])
+    reopened = ProjectRefs(load_project(spec))
+    assert first_unlabelled(reopened.references(), reopened) == 3
+    st = RefsState(refs, lambda r: RefImage.build(r, np.zeros((24, 32, 3), np.uint8), (m > 0)[None]), reopened,
+                   keymap=KM, start=first_unlabelled(refs, reopened))
+    assert st.index == 3 and st.ref == refs[3]
+    key(st, "p")
+    assert st.index == 2  # the labelled ones are a key away
+    pr.save(refs[3].group, refs[3].key, m, [4])
+    assert first_unlabelled(refs, ProjectRefs(load_project(spec))) == 0
+    assert RefsState(refs, st.load, pr, start=99).index == len(refs) - 1  # clamped

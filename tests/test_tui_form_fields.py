@@ -14,7 +14,7 @@ from tui_helpers import ready_form
 
 from segdeck.core import imageio
 from segdeck.core.jobs import registry
-from segdeck.core.params import JobParams, field_specs, to_toml_dict
+from segdeck.core.params import DERIVED, JobParams, field_specs, to_toml_dict
 
 SIZE = (100, 30)
 
@@ -31,7 +31,7 @@ class _Section(JobParams):
 
 class _Probe(JobParams):
     path: str | None = Field(None, description="a file")
-    path_upper: str | None = Field(None, description="derived: the path in capitals")
+    path_upper: str | None = Field(None, description="derived: the path in capitals", json_schema_extra=DERIVED)
     name: str = Field("a", description="a plain text setting")
     mode: Literal["a", "b"] = Field("a", description="a choice")
     section: _Section = Field(default_factory=_Section)

@@ -39,7 +39,6 @@ METHOD_FIELD = "method"
 #: A field's ``json_schema_extra`` entry that keeps it out of the form.
 HIDDEN_MARK = ("tui", "hidden")
 #: The value typed into a text field to find out whether the model overwrites it.
-_PROBE = "segdeck-form-probe"
 
 
 #: Width of the label column in cells (the .tcss ``.field-name`` width); a longer
@@ -102,14 +101,11 @@ _HIDDEN_CACHE: dict[type, frozenset[str]] = {}
 
 
 def form_hidden_fields(model: type[BaseModel]) -> frozenset[str]:
-    """Dotted names of the fields of ``model`` that the form does not show.
-
-    A field is hidden when it is marked ``json_schema_extra={"tui": "hidden"}``, or when
-    it is *derived*: a text field whose value the model's validators replace with one
-    computed from other fields (a probe value typed into it alone, every other field at
-    its default, validates but does not survive; e.g. ``checkpoint_sha256``, always the
-    sha256 of the ``checkpoint`` file). Such a field is bookkeeping, not a setting: it
-    stays in the model, so validation fills it in for ``job.toml`` and the run name.
+    """Dotted names of the fields of ``model`` that the form does not show: those marked
+    ``json_schema_extra={"tui": "hidden"}`` and the derived ones
+    (:data:`segdeck.core.params.DERIVED`, e.g. ``checkpoint_sha256``, always the sha256
+    of the ``checkpoint`` file). They stay in the model, so validation fills them in for
+    ``job.toml`` and the run name.
 
     Parameters
     ----------
@@ -119,30 +115,13 @@ def form_hidden_fields(model: type[BaseModel]) -> frozenset[str]:
     Returns
     -------
     frozenset of str
-        Remembered per model class (one validation per text field, once).
+        Remembered per model class.
     """
-    if model in _HIDDEN_CACHE:
-        return _HIDDEN_CACHE[model]
-    from pydantic import ValidationError
+    if model not in _HIDDEN_CACHE:
+        from segdeck.core.params import field_specs
 
-    from segdeck.core.params import field_specs, get_dotted, set_dotted
-
-    hidden = set()
-    for spec in field_specs(model):
-        if _marked_hidden(model, spec.name):
-            hidden.add(spec.name)
-            continue
-        if spec.kind != "str":
-            continue
-        data: dict = {}
-        set_dotted(data, spec.name, _PROBE)
-        try:
-            value = get_dotted(model.model_validate(data), spec.name)
-        except (ValidationError, ValueError, TypeError, OSError, AttributeError, KeyError):
-            continue  # the probe is refused (a path that must exist ...): an input
-        if value != _PROBE:
-            hidden.add(spec.name)
-    _HIDDEN_CACHE[model] = frozenset(hidden)
+        _HIDDEN_CACHE[model] = frozenset(
+            spec.name for spec in field_specs(model) if spec.derived or _marked_hidden(model, spec.name))
     return _HIDDEN_CACHE[model]
 
 

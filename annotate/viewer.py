@@ -15,6 +15,9 @@ folder's layout:
   (:func:`segdeck.core.imageio.flatten_name`);
 - an image: the result folders under the ``.segdeck`` folders of its own folder and of
   the folders above it (up to :data:`SEARCH_UP` levels) that hold a label map for it.
+- a ``propagate`` reference store (``<spec stem>.refs/``, a group folder in it, or one
+  reference's ``<key>.png``): each reference's label map over its image, found
+  through the project spec beside the store (:func:`reference_items`).
 
 :class:`ViewerState` is window-free (items, index, overlay switch, opacity);
 :class:`ViewerWindow` draws it (wheel zoom like the other windows) and reports each
@@ -138,11 +141,74 @@ def annotation_items(folder: Path) -> list[ViewItem]:
     return [ViewItem(s, images.get(s), p) for s, p in sorted(masks.items())]
 
 
+def _reference_records(folder: Path) -> list[tuple[dict, Path]]:
+    """(record, label map) of the reference records directly in ``folder`` (a group
+    folder of a propagate reference store: ``<key>.json`` beside ``<key>.png``)."""
+    import json
+
+    from segdeck.core.propagate.references import CHOICE_NAME
+
+    out = []
+    for js in sorted(folder.glob("*.json")):
+        png = js.with_suffix(".png")
+        if js.name.lower() == CHOICE_NAME or not png.is_file():
+            continue
+        try:
+            meta = json.loads(js.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(meta, dict) and "key" in meta and "ids" in meta:
+            out.append((meta, png))
+    return out
+
+
+def _store_spec_root(store: Path) -> Path | None:
+    """The image root of the project spec whose reference store is ``store`` (a spec
+    ``*.toml`` in the store's folder or the one above it), or None."""
+    from segdeck.core.propagate import load_project
+
+    target = store.resolve()
+    for base in (store.parent, store.parent.parent):
+        for spec in sorted(base.glob("*.toml")):
+            try:
+                project = load_project(spec)
+            except Exception:  # noqa: BLE001 - any spec that does not load is not this store's
+                continue
+            if project.refs_dir.resolve() == target:
+                return project.root
+    return None
+
+
+def reference_items(folder: Path) -> list[ViewItem]:
+    """The references of a ``propagate`` reference store (``segdeck annotate refs``):
+    the store ``<spec stem>.refs/`` (every group) or one group folder in it.
+
+    Each reference's label map ``<key>.png`` is paired with its image: the record's
+    image path under the root of the project spec that owns the store (found beside
+    the store or one folder up); without that spec the label maps show alone.
+    Empty when ``folder`` holds no reference record.
+    """
+    groups = [folder] if _reference_records(folder) else sorted(
+        d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if folder.is_dir() else []
+    found = [(g, rec) for g in groups for rec in _reference_records(g)]
+    if not found:
+        return []
+    store = folder.parent if groups == [folder] else folder
+    root = _store_spec_root(store)
+    out = []
+    for group, (meta, png) in found:
+        image = root / str(meta["image"]) if root is not None and meta.get("image") else None
+        name = f"{group.name}/{meta['key']}" if len(groups) > 1 else str(meta["key"])
+        out.append(ViewItem(name, image, png))
+    return out
+
+
 def folder_items(folder: Path) -> list[ViewItem]:
-    """The pairs of a result folder: a job folder or an annotation folder."""
+    """The pairs of a result folder: a job folder, an annotation folder, or a propagate
+    reference store (or one of its group folders)."""
     if (folder / "job.toml").is_file():
         return job_items(folder)
-    return annotation_items(folder)
+    return annotation_items(folder) or reference_items(folder)
 
 
 def _result_folders(image: Path) -> list[Path]:
@@ -261,6 +327,11 @@ def resolve(path: str | Path) -> tuple[list[ViewItem], int]:
         return items, 0
     if not imageio.is_image_path(p):
         raise SegdeckError(f"{path}: not an image, a label map or a folder of results{_results_hint(p)}")
+    if not p.name.endswith(LABELS_SUFFIX) and p.with_suffix(".json").is_file():  # a reference's label map?
+        items = reference_items(p.parent)
+        for i, it in enumerate(items):
+            if it.mask is not None and it.mask.resolve() == p.resolve():
+                return items, i
     if p.name.endswith(LABELS_SUFFIX):
         items = folder_items(p.parent)
         for i, it in enumerate(items):

@@ -215,3 +215,39 @@ def test_an_input_folder_or_spec_without_label_maps_names_its_results(tmp_path, 
     with pytest.raises(SegdeckError) as err:
         resolve(lonely)
     assert str(err.value) == f"{lonely}: no label maps (*.labels.png) in this folder"
+
+
+def test_a_reference_store_shows_each_reference_over_its_image(tmp_path):
+    """`segdeck view P.refs` (or a group folder, or one reference's PNG): the labelled
+    references of `annotate refs` over their images, found through the spec; an image
+    beside an unrelated JSON (LabelMe) stays an image."""
+    from segdeck.core.propagate import ReferenceStore, load_project
+
+    photos = tmp_path / "photos"
+    for k in ("a", "b", "c"):
+        imageio.write_image(photos / "g1" / f"{k}.png", blocks(4))
+    (tmp_path / "m.csv").write_text("id,grp\na,g1\nb,g1\nc,g1\n", encoding="utf-8")
+    spec = tmp_path / "p.toml"
+    spec.write_text('csv = "m.csv"\nkey = "id"\ntemplate = "{grp}/{id}.png"\ngroup_by = ["grp"]\n'
+                    'root = "photos"\nreferences = 2\n', encoding="utf-8")
+    project = load_project(spec)
+    store = ReferenceStore(project.refs_dir)
+    lm = np.zeros((60, 80), np.uint8)
+    lm[5:25, 5:25] = 2
+    group = project.groups[0]
+    for key in ("a", "c"):
+        store.save(group, key, lm, image=project.row(key).relpath)
+    (project.refs_dir / ".candidates").mkdir()
+    (project.refs_dir / group.slug / "references.json").write_text('{"keys": ["a", "c"], "turn": 0}')
+    gdir = project.refs_dir / group.slug
+    want = [ViewItem("a", photos / "g1" / "a.png", gdir / "a.png"), ViewItem("c", photos / "g1" / "c.png", gdir / "c.png")]
+    assert resolve(project.refs_dir) == (want, 0)
+    assert resolve(gdir) == (want, 0)
+    assert resolve(gdir / "c.png") == (want, 1)
+    shown = load_item(want[1])
+    assert shown.note == "" and (shown.labels == lm).all()
+    # a photo beside a LabelMe JSON is an image, not a reference
+    other = tmp_path / "lm"
+    imageio.write_image(other / "x.png", blocks(3))
+    (other / "x.json").write_text('{"shapes": [], "imagePath": "x.png"}')
+    assert resolve(other / "x.png") == ([ViewItem("x.png", other / "x.png", None)], 0)

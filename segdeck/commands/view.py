@@ -16,7 +16,8 @@ from segdeck.commands import err_console, fail
 def add_parser(sub) -> None:
     p = sub.add_parser("view", help="show images with their label maps (a mask, an image or a job folder)",
                        description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("path", metavar="PATH", help="a label map (NAME.labels.png), an image, or a job / annotation folder")
+    p.add_argument("path", metavar="PATH", help="a label map (NAME.labels.png), an image, a job / annotation folder, "
+                                              "or the reference store of `annotate refs` (SPEC_STEM.refs)")
     p.add_argument("--keymap", default="default", metavar="NAME",
                    help="keymap: default, xanylabeling or a .toml path (plus your keymap.toml, see `segdeck keys`)")
     p.add_argument("--max-window", default=None, metavar="WxH",

@@ -38,7 +38,10 @@ def xdisplay(request):
     # -displayfd: Xvfb picks a free display number itself and writes it to the pipe, so
     # test runs in parallel never share (and then kill) each other's server
     rfd, wfd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+    # -noreset: without it Xvfb resets when its last client disconnects (between two
+    # windows of a test), and a client connecting during the reset is refused
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp",
+                             "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(wfd,))
     os.close(wfd)
     with os.fdopen(rfd) as pipe:

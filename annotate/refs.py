@@ -704,6 +704,32 @@ class RefsState(GestureState):
             return img is not None and bool(img.ids)
         return False
 
+    def window_closed(self) -> bool:
+        """The user closed the window with the window manager (the title bar's X): like
+        the quit key.
+
+        Without unsaved references the session ends (:attr:`outcome` becomes
+        ``Outcome.QUIT``). With unsaved ones the first close only asks: ``confirming``
+        becomes ``"quit"`` and :attr:`message` says how to quit without saving (close
+        again, or the quit key) and how to save; the window then comes back. A close
+        while that question is shown quits.
+
+        Returns
+        -------
+        bool
+            True when the session ends, False when the window must come back.
+        """
+        if self.unsaved() and self.confirming != "quit":
+            self.confirming = "quit"
+            again = "/".join(self.keymap.keys_for(self.session, "quit")) or "quit"
+            save = "/".join(self.keymap.keys_for(self.session, "save")) or "save"
+            self.message = (f"{len(self.unsaved())} unsaved reference(s): close again or {again} to quit "
+                            f"without saving, {save} saves")
+            return False
+        self.confirming = None
+        self.outcome = Outcome.QUIT
+        return True
+
     def action(self, name: str | None) -> bool:
         if name is None:
             return False
@@ -932,6 +958,16 @@ class RefsWindow(WindowLoop):
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def on_windows_closed(self, names: list[str]) -> None:
+        """The window closed with the window manager's X is the quit key: with unsaved
+        references it comes back with the question in the status bar
+        (:meth:`RefsState.window_closed`; closing again or the quit key quits without
+        saving, the save key saves); else the session ends."""
+        if self.state.window_closed():
+            self.outcome = Outcome.QUIT
+            return
+        self.reopen(names)
 
     # -- input -----------------------------------------------------------------------------
     def on_key(self, code: int) -> bool:

@@ -490,3 +490,44 @@ def test_reopening_starts_at_the_first_reference_not_labelled(tmp_path):
     pr.save(refs[3].group, refs[3].key, m, [4])
     assert first_unlabelled(refs, ProjectRefs(load_project(spec))) == 0
     assert RefsState(refs, st.load, pr, start=99).index == len(refs) - 1  # clamped
+
+
+def test_closing_the_window_with_unsaved_references_asks_first():
+    """The window manager's close button is the quit key: nothing unsaved ends the
+    session; unsaved references bring the window back with the question, and a second
+    close (or q) quits without saving."""
+    from segdeck.annotate.refs import RefsWindow
+
+    class FakeGui:
+        def __init__(self):
+            self.calls = []
+
+        def open(self, name, on_mouse, position=None):
+            self.calls.append(("open", name))
+
+        def close(self, name):
+            self.calls.append(("close", name))
+
+    st = make_state()
+    win = RefsWindow(st, gui=FakeGui(), background=False)
+    win.on_windows_closed(["segdeck refs"])
+    assert win.outcome is Outcome.QUIT  # nothing to lose
+    st = make_state()
+    gui = FakeGui()
+    win = RefsWindow(st, gui=gui, background=False)
+    click(st, 7, 7)
+    key(st, "1")
+    win.on_windows_closed(["segdeck refs"])
+    assert win.outcome is None and st.outcome is None
+    assert gui.calls == [("close", "segdeck refs"), ("open", "segdeck refs")]  # shown again
+    assert st.message == "1 unsaved reference(s): close again or q to quit without saving, space saves"
+    win.on_windows_closed(["segdeck refs"])
+    assert win.outcome is Outcome.QUIT and st.store.saved == {}  # quit without saving
+    # asked, then the quit key quits as well
+    st = make_state()
+    win = RefsWindow(st, gui=FakeGui(), background=False)
+    click(st, 7, 7)
+    key(st, "2")
+    win.on_windows_closed(["segdeck refs"])
+    key(st, "q")
+    assert st.outcome is Outcome.QUIT

@@ -107,3 +107,15 @@ def test_dense_similarity_separates_a_shifted_copy_from_a_neighbour():
     assert dedup.dense_similarity(a, shifted) > 0.97
     assert dedup.dense_similarity(a, tiles[1]) < dedup.dense_similarity(a, shifted)
     assert dedup.dense_similarity(a, np.full_like(a, 128)) == 0.0
+
+
+def test_thumbnail_correlation_in_chunks_equals_all_at_once():
+    rng = np.random.default_rng(1)
+    thumbs = rng.integers(0, 256, (30, 16, 16)).astype(np.uint8)
+    a, b = rng.integers(0, 30, 500), rng.integers(0, 30, 500)
+    mirrored = rng.random(500) < 0.5
+    whole = dedup.thumb_ncc(thumbs, a, b, mirrored)
+    np.testing.assert_allclose(dedup.thumb_ncc(thumbs, a, b, mirrored, chunk=7), whole, atol=1e-6)
+    # a mirrored pair of an image and its mirror image correlates perfectly
+    m = np.concatenate([thumbs[:1], thumbs[:1, :, ::-1]])
+    assert dedup.thumb_ncc(m, np.array([0]), np.array([1]), np.array([True]))[0] > 0.999

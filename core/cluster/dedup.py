@@ -67,7 +67,7 @@ class DupParams(BaseModel):
     crop_max_images: int = Field(3_000, ge=0, le=10_000_000, description="above this many images the crop candidates are skipped (logged): their search grows with n^2 (2,000 photos: ~10 s)")
 
 
-def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Normalised cross-correlation of grayscale thumbnails of image pairs.
 
     Parameters
@@ -78,6 +78,9 @@ def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.nda
         Pair indices.
     mirrored : ndarray of bool, shape (m,)
         Compare ``a`` with the mirror image of ``b``.
+    chunk : int
+        Pairs per vectorised step (bounds memory: a million candidate pairs of 16 x 16
+        thumbnails at once took gigabytes).
 
     Returns
     -------
@@ -97,8 +100,12 @@ def thumb_ncc(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, mirrored: np.nda
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
 
     u, um = unit(th), unit(th[:, :, ::-1])
-    ub = np.where(mirrored[:, None], um[pos[b]], u[pos[b]])
-    return np.einsum("ij,ij->i", u[pos[a]], ub)
+    out = np.empty(len(a), np.float32)
+    for s in range(0, len(a), chunk):  # (chunk, s * s) temporaries, not (m, s * s)
+        pa, pb, mi = pos[a[s:s + chunk]], pos[b[s:s + chunk]], mirrored[s:s + chunk]
+        ub = np.where(mi[:, None], um[pb], u[pb])
+        out[s:s + chunk] = np.einsum("ij,ij->i", u[pa], ub)
+    return out
 
 
 #: RANSAC iterations of the verification. A pair is accepted only when at least 30 % of

@@ -205,3 +205,29 @@ def test_position_mode_quadrants_ties_and_more_than_four():
     assert np.array_equal(reference_labels(lab, "position"), pos5)
     with pytest.raises(ValueError):
         apply_mode(lab, "bogus")
+
+
+def test_the_metadata_csv_given_as_the_spec_says_how_to_write_one(tmp_path):
+    """A newcomer hands the CSV (or an image) where the spec goes (`annotate refs`,
+    `run propagate`): one line saying a spec is expected and which key names the CSV,
+    not a TOML parse error."""
+    from segdeck.core.propagate.job import PropagateJob
+
+    csv = tmp_path / "metadata.csv"
+    csv.write_text("id,specimen,view\n1,a,d\n", encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_spec(csv)
+    line = str(err.value)
+    assert "\n" not in line and "not valid TOML" not in line
+    assert "a project spec (.toml) is expected" in line and 'csv = "metadata.csv"' in line
+    with pytest.raises(ValueError, match='csv = "metadata.csv"'):
+        PropagateJob.check_input(csv)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 not utf-8 \xff")
+    with pytest.raises(SpecError) as err:
+        load_spec(photo)
+    assert str(err.value) == f"{photo}: a project spec (.toml) is expected"
+    spec = tmp_path / "bad.toml"
+    spec.write_bytes(b"csv = \"\xff\"\n")
+    with pytest.raises(SpecError, match="not UTF-8 text"):  # a spec with a bad byte keeps its own line
+        load_spec(spec)

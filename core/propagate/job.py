@@ -54,7 +54,15 @@ from segdeck.core.jobs.items import Item
 from segdeck.core.params import DERIVED, JobParams
 from segdeck.core.propagate.modes import QUADRANT_NAMES, apply_mode, reference_labels
 from segdeck.core.propagate.references import ReferenceEntry, ReferenceStore
-from segdeck.core.propagate.spec import Group, Project, Row, SpecError, file_slug, load_project
+from segdeck.core.propagate.spec import (
+    Group,
+    Project,
+    Row,
+    SpecError,
+    file_slug,
+    load_project,
+    not_a_spec_line,
+)
 from segdeck.core.sam.params import fill_checkpoint_sha256
 
 STATE_NAME = "propagate.json"
@@ -235,7 +243,7 @@ class PropagateJob(Job):
         if not input_path.exists():
             raise ValueError(f"input {input_path} does not exist")
         if not input_path.is_file() or input_path.suffix.lower() != ".toml":
-            raise ValueError(f"{input_path}: a project spec (.toml) is expected")
+            raise ValueError(not_a_spec_line(input_path))
         load_project(input_path)
 
     @classmethod

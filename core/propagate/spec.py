@@ -238,6 +238,24 @@ class ProjectSpec(BaseModel):
         return used
 
 
+#: Suffixes of metadata tables: given where the spec is expected, they get a hint.
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+
+
+def not_a_spec_line(path: str | Path) -> str:
+    """The one-line refusal of ``path`` where a project spec (TOML) is expected.
+
+    A metadata table (``.csv``, ``.tsv``, ...) is the likely mix-up: the line says how
+    to write the spec that names it (``csv = "<name>"`` plus the key, the image paths
+    and the groups), so the user does not have to guess the layout.
+    """
+    path = Path(path)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return (f"{path}: a project spec (.toml) is expected, not the metadata table; write one beside it "
+                f"with csv = \"{path.name}\", key, template (or path) and group_by (README: propagate)")
+    return f"{path}: a project spec (.toml) is expected"
+
+
 def load_spec(path: str | Path) -> ProjectSpec:
     """Read and validate a project spec TOML file.
 
@@ -255,6 +273,8 @@ def load_spec(path: str | Path) -> ProjectSpec:
         Missing or unreadable file, bad TOML, unknown or bad keys (one line).
     """
     path = Path(path)
+    if path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
+        raise SpecError(not_a_spec_line(path))
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -264,6 +284,8 @@ def load_spec(path: str | Path) -> ProjectSpec:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
+        if path.suffix.lower() != ".toml":  # an image, a spreadsheet, ...
+            raise SpecError(not_a_spec_line(path)) from None
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); a TOML spec file is expected") from None
     try:
         data = tomllib.loads(text)

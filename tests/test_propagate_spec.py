@@ -231,3 +231,24 @@ def test_the_metadata_csv_given_as_the_spec_says_how_to_write_one(tmp_path):
     spec.write_bytes(b"csv = \"\xff\"\n")
     with pytest.raises(SpecError, match="not UTF-8 text"):  # a spec with a bad byte keeps its own line
         load_spec(spec)
+
+
+def test_a_spec_setting_given_as_a_run_option_says_where_it_lives(tmp_path):
+    """`segdeck run propagate p.toml --set mask_mode=binary`: one line per field, the
+    spec's settings named as such (edit p.toml), a real typo keeps its suggestion."""
+    import os
+    import subprocess
+    import sys
+
+    from segdeck.core.propagate import ProjectSpec
+    from segdeck.core.propagate.job import PropagateJob
+
+    assert set(PropagateJob.input_settings) == set(ProjectSpec.model_fields)  # every spec key, no other
+    spec = _project(tmp_path, b"id,spec,name\n1,a,x\n", images=["a/x.png"])
+    env = {**os.environ, "SEGDECK_STATE_DIR": str(tmp_path / "state")}
+    r = subprocess.run([sys.executable, "-m", "segdeck", "run", "propagate", str(spec), "--set", "mask_mode=binary",
+                        "--set", "max_frame=2"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "  mask_mode: a setting of p.toml, not a run option (edit it there)" in r.stderr.splitlines(), r.stderr
+    assert "max_frame: unknown parameter; did you mean 'max_frames'?" in r.stderr
+    assert not (tmp_path / "p.segdeck").exists()  # refused before a job folder exists

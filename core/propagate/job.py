@@ -220,6 +220,9 @@ class PropagateJob(Job):
         "image of the group with SAM 2's memory; label maps, overlays, per-object CSV, COCO RLE"
     )
     input_help = "a project spec (TOML: csv, key, path or template, group_by, root, ...; see the README)"
+    #: Settings of the project spec, not parameters: `--set mask_mode=...` says so.
+    input_settings = ("csv", "key", "path", "template", "group_by", "root", "model", "mask_mode", "references",
+                      "seed", "refs_dir")
     tui_model_field = ""  # the model is the spec's
     tui_input_files = (".toml",)  # the folder tree lists spec files
     tui_annotate = "refs"  # `a` on a spec: segdeck annotate refs SPEC

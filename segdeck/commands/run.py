@@ -117,7 +117,7 @@ def run(args) -> int:
     try:
         params = resolve(cls.Params, cls.name, preset=args.preset, config=args.config, sets=args.sets, overrides=overrides)
     except SegdeckError as exc:
-        return bail(str(exc), what="bad parameters")
+        return bail(_input_settings_hint(cls, str(exc), input_path), what="bad parameters")
     executor = None
     if args.executor == "ray":
         from segdeck.core.jobs.executors import RayExecutor, import_ray
@@ -200,6 +200,22 @@ def _clip(text: str, n: int) -> str:
 def _print_last_line(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _input_settings_hint(cls, message: str, input_path: Path) -> str:
+    """``message`` with each ``NAME: unknown parameter ...`` line about a setting of the
+    job's input file (``cls.input_settings``, e.g. a propagate spec's ``mask_mode``)
+    replaced by where that setting lives."""
+    settings = set(getattr(cls, "input_settings", ()))
+    if not settings:
+        return message
+    out = []
+    for line in message.splitlines():
+        name, sep, rest = line.partition(": unknown parameter")
+        if sep and name.strip() in settings:
+            line = f"{name}: a setting of {input_path.name}, not a run option (edit it there)"
+        out.append(line)
+    return "\n".join(out)
 
 
 def _fail_lines(what: str, message: str) -> int:

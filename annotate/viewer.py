@@ -550,12 +550,21 @@ class ViewerWindow(WindowLoop):
             m = lab > 0
             a = st.opacity
             disp[m] = (disp[m].astype(np.float32) * (1 - a) + col[m].astype(np.float32) * a).astype(np.uint8)
+        put_status(frame[v.dh :], self.status_text(v.dw), self.hints)
+        return frame
+
+    def status_text(self, width: int) -> str:
+        """The status line for a window ``width`` pixels wide: position and name, object
+        count, overlay state, then the notes (image not found, mask scaled, ...) and the
+        last message, which come first when the whole does not fit
+        (:func:`segdeck.annotate.refs.fit_status`)."""
+        from segdeck.annotate.refs import fit_status
+
+        st, ld = self.state, self.loaded
         n = 0 if ld.labels is None else len(np.unique(ld.labels)) - int((ld.labels == 0).any())
         state = f"overlay {int(st.opacity * 100)}%" if st.overlay else "overlay off"
         parts = [f"{st.index + 1}/{len(st.items)} {st.item.name}", f"{n} object(s)", state]
-        parts += [t for t in (ld.note, st.message) if t]
-        put_status(frame[v.dh :], " | ".join(parts), self.hints)
-        return frame
+        return fit_status(parts, " | ".join(t for t in (ld.note, st.message) if t), width)
 
 
 def run_viewer(items: list[ViewItem], start: int = 0, *, max_window: tuple[int, int] = (1280, 800),

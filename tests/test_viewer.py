@@ -251,3 +251,26 @@ def test_a_reference_store_shows_each_reference_over_its_image(tmp_path):
     imageio.write_image(other / "x.png", blocks(3))
     (other / "x.json").write_text('{"shapes": [], "imagePath": "x.png"}')
     assert resolve(other / "x.png") == ([ViewItem("x.png", other / "x.png", None)], 0)
+
+
+def test_a_narrow_viewer_shows_the_notes_before_the_state(tmp_path):
+    """A long flattened name in a narrow (portrait) window: the note that the image was
+    not found comes first, where the bar does not cut it; a wide bar keeps the order."""
+    from segdeck.annotate.refs import status_text_width
+    from segdeck.annotate.viewer import ViewerWindow
+
+    lm = np.zeros((200, 60), np.uint8)
+    lm[10:50, 10:40] = 1
+    name = "specimens__2024__drawer-17__tray-B__" + "x" * 40 + ".jpg"
+    mask = tmp_path / f"{name}.labels.png"
+    imageio.write_label_map(mask, lm)
+    st = ViewerState([ViewItem(name, None, mask)], 0, load_keymap("default", user_file=False))
+    win = ViewerWindow(st, max_window=(400, 700), gui=object())
+    width = win.view.dw
+    assert width < 400
+    narrow = win.status_text(width)
+    assert narrow.startswith("image not found | 1/1 specimens__2024"), narrow
+    assert status_text_width("image not found") < width
+    wide = win.status_text(5000)
+    assert wide == f"1/1 {name} | 1 object(s) | overlay 50% | image not found"
+    assert win.draw("segdeck view").shape[1] == width

@@ -666,10 +666,13 @@ def main_scale(args) -> int:
     t_phash = time.perf_counter() - t0
     from segdeck.core.cluster.dedup import DupParams
 
-    radius = args.dup_radius if args.dup_radius is not None else DupParams().radius
+    from segdeck.core.cluster.dedup import EDGE_SCALE
+
+    dup_defaults = DupParams()
+    radius = args.dup_radius if args.dup_radius is not None else dup_defaults.radius
     t0 = time.perf_counter()
     i2, j2, d2 = similarity.hamming_pairs(codes[:, 0], radius=radius, codes_b=codes)
-    labels2 = graph.average_linkage(n, i2, j2, 0.2 * d2 / 64.0, max_distance=0.5)
+    labels2 = graph.average_linkage(n, i2, j2, EDGE_SCALE * d2 / 64.0, max_distance=dup_defaults.max_distance)
     t_dup = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"hash (phash + mirrored phash, imagehash-compatible): {t_hash:.1f} s")

@@ -252,3 +252,28 @@ def test_a_spec_setting_given_as_a_run_option_says_where_it_lives(tmp_path):
     assert "  mask_mode: a setting of p.toml, not a run option (edit it there)" in r.stderr.splitlines(), r.stderr
     assert "max_frame: unknown parameter; did you mean 'max_frames'?" in r.stderr
     assert not (tmp_path / "p.segdeck").exists()  # refused before a job folder exists
+
+
+def test_a_passing_dry_run_ends_with_a_dry_run_line(tmp_path):
+    """`--dry-run` with every group ready: the table, then `dry run done`, exit 0 (it
+    used to end with "nothing to do: 0 done", which reads as if nothing would run)."""
+    import os
+    import subprocess
+    import sys
+
+    from segdeck.core.propagate import ReferenceStore, load_project
+
+    spec = _project(tmp_path, b"id,spec,name\n1,a,x\n2,a,y\n", spec='template = "{spec}/{name}.png"\ngroup_by = ["spec"]\n'
+                    'references = 1\n', images=["a/x.png", "a/y.png"])
+    project = load_project(spec)
+    ref = project.sampled_references(project.groups[0])[0]
+    w, h = imageio.image_size(ref.path)
+    lm = np.zeros((h, w), np.uint8)
+    lm[:2, :2] = 1
+    ReferenceStore(project.refs_dir).save(project.groups[0], ref.key, lm, image=ref.relpath)
+    env = {**os.environ, "SEGDECK_STATE_DIR": str(tmp_path / "state")}
+    r = subprocess.run([sys.executable, "-m", "segdeck", "run", "propagate", str(spec), "--dry-run"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "dry run: 1 group(s) ready, 1 images to propagate; no model loaded" in r.stderr
+    assert "dry run done: nothing computed -> " in r.stderr and "nothing to do" not in r.stderr, r.stderr

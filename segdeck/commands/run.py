@@ -159,7 +159,12 @@ def run(args) -> int:
         if args.json:
             _print_last_line(json.dumps(_summary_dict(summary)))
         return code
-    err_console.print(summary_line(summary), soft_wrap=True)
+    if getattr(params, "dry_run", False) and summary.status == "done":  # "nothing to do" would read as a verdict
+        from rich.markup import escape
+
+        err_console.print(f"[green]dry run done[/]: nothing computed -> {escape(str(summary.job_dir))}", soft_wrap=True)
+    else:
+        err_console.print(summary_line(summary), soft_wrap=True)
     # the last stdout line is machine-readable, never wrapped: $(segdeck run ... | tail -1)
     if args.json:
         _print_last_line(json.dumps(_summary_dict(summary)))

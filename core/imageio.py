@@ -22,9 +22,12 @@ from segdeck.core.errors import ImageError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
-#: Folders that :func:`discover` never enters: segdeck's output roots and job folders.
+#: Folders that :func:`discover` never enters: segdeck's output roots, job folders and
+#: other folders segdeck writes label maps into (a propagate project's reference store),
+#: each recognised by a marker file.
 OUTPUT_ROOT_SUFFIX = ".segdeck"
 JOB_MARKER = "job.toml"
+STORE_MARKER = ".segdeck-store"
 
 #: Default bound on decoded pixels (width * height); larger files are refused as
 #: possible decompression bombs. 200 MP covers every camera sensor in use.
@@ -41,7 +44,8 @@ def is_image_path(path: str | Path) -> bool:
 
 
 def _is_output_dir(path: Path) -> bool:
-    return path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
+    return (path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
+            or (path / STORE_MARKER).is_file())
 
 
 def discover(root: str | Path, *, recursive: bool = True) -> list[Path]:
@@ -59,8 +63,8 @@ def discover(root: str | Path, *, recursive: bool = True) -> list[Path]:
     list of Path
         Image paths (suffixes png, jpg, jpeg, tif, tiff, any case), sorted by their
         path relative to ``root``. Hidden entries, segdeck output folders (named
-        ``*.segdeck`` or holding a ``job.toml``) are skipped; a symlink loop is
-        entered once.
+        ``*.segdeck``, or holding a ``job.toml`` or a ``.segdeck-store`` marker such
+        as a reference store) are skipped; a symlink loop is entered once.
 
     Raises
     ------

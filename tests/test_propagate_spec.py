@@ -182,6 +182,21 @@ def test_reference_store_round_trip_and_progress(tmp_path):
     assert store.paths(g, "References")[1].name == "References~ref.json"
 
 
+def test_image_jobs_never_take_reference_label_maps_for_photos(tmp_path):
+    """The store marks its folder, wherever it is (the default p.refs or a custom
+    refs_dir): `segdeck run segment PROJECT_DIR` lists the photos, not the label maps."""
+    from segdeck.core import imageio
+
+    spec = _project(tmp_path, b"id,spec,name\n1,s1,a\n2,s1,b\n", images=["s1/a.png", "s1/b.png"])
+    proj = load_project(spec)
+    custom = ReferenceStore(tmp_path / "labels")  # a refs_dir named like any folder
+    for store in (ReferenceStore(proj.refs_dir), custom):
+        store.save(proj.groups[0], "1", np.ones((6, 8), np.uint8))
+    found = [p.relative_to(tmp_path).as_posix() for p in imageio.discover(tmp_path)]
+    assert found and not [f for f in found if f.startswith(("p.refs/", "labels/"))], found
+    assert (proj.refs_dir / imageio.STORE_MARKER).is_file()
+
+
 def test_position_mode_quadrants_ties_and_more_than_four():
     lab = np.zeros((10, 10), np.int32)
     lab[0:2, 0:2] = 7  # top-left

@@ -11,6 +11,10 @@ Layout under ``refs_dir`` (default ``<spec stem>.refs/`` beside the spec)::
                                    reference list after swaps (optional; written by the
                                    labelling window)
 
+``refs_dir`` holds a ``.segdeck-store`` marker (:data:`segdeck.core.imageio.STORE_MARKER`),
+written with the first reference, so image jobs run on the project folder never take
+the reference label maps for photos.
+
 Both files of a reference are written atomically, the PNG first: a reference counts as
 labelled when its JSON exists (the JSON is the completeness marker). Slugs are
 :func:`~segdeck.core.propagate.spec.file_slug`; :func:`~.spec.load_project` refuses
@@ -140,6 +144,7 @@ class ReferenceStore:
             raise ValueError(f"reference {key!r}: ids {chosen} differ from the labels in the map {present}")
         png, js = self.paths(group, key)
         png.parent.mkdir(parents=True, exist_ok=True)
+        self._mark()
         imageio.write_label_map(png, labels)
         h, w = labels.shape
         meta = {"key": key, "image": image, "group": dict(group.values), "group_label": group.label,
@@ -233,10 +238,17 @@ class ReferenceStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReferenceError(f"{path}: not a reference list ({exc})") from None
 
+    def _mark(self) -> None:
+        """Write the store marker that keeps image jobs out of this folder (once)."""
+        marker = self.refs_dir / imageio.STORE_MARKER
+        if not marker.is_file():
+            imageio.write_text_atomic(marker, "segdeck reference store: label maps, not photos\n")
+
     def choose(self, group: Group, keys: Sequence[str], turn: int = 0) -> None:
         """Record the group's reference keys (after a swap) and the swap count."""
         path = self._folder(group) / CHOICE_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._mark()
         imageio.write_text_atomic(path, json.dumps({"keys": list(keys), "turn": int(turn)}))
 
     def progress(self, group: Group, wanted: int) -> str:

@@ -361,3 +361,21 @@ def test_propagate_job_exports_find_key_named_outputs(tmp_path, monkeypatch):
         json_path = labelme / f"{Path(img.file_name).with_suffix('')}.json"
         doc = json.loads(json_path.read_text())
         assert (json_path.parent / doc["imagePath"]).resolve() == img.path.resolve()
+
+
+def test_labelme_shape_description_is_the_region_text(job, tmp_path):
+    """A describe job's annotations carry ``description``: labelme / X-AnyLabeling show
+    it in the shape's own description field, not only in attributes."""
+    import shutil
+
+    copy = tmp_path / "job"
+    shutil.copytree(job, copy, ignore=shutil.ignore_patterns("export"))
+    doc = json.loads((copy / "coco.json").read_text())
+    first = doc["annotations"][0]
+    first["description"] = "a red ring on grey"
+    (copy / "coco.json").write_text(json.dumps(doc))
+    out = export_job("labelme", copy, tmp_path / "lm")
+    shapes = [s for p in out.rglob("*.json") for s in json.loads(p.read_text())["shapes"]]
+    described = [s for s in shapes if s["group_id"] == first["id"]]
+    assert described and all(s["description"] == "a red ring on grey" for s in described)
+    assert all(s["description"] == "" for s in shapes if s["group_id"] != first["id"])

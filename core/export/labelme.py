@@ -37,7 +37,7 @@ def image_document(src: ExportSource, img, json_path: Path) -> dict:
                 "label": names.get(int(ann["category_id"]), str(ann["category_id"])),
                 "points": ring.astype(float).tolist(),
                 "group_id": int(ann["id"]),
-                "description": "",
+                "description": str(ann.get("description") or ""),  # describe: the region's text
                 "shape_type": "polygon",
                 "flags": {},
                 "mask": None,

@@ -120,6 +120,10 @@ class Job(ABC):
     #: (e.g. ``"refs"``: ``segdeck annotate refs SPEC``); empty: none (``a`` on a folder
     #: or an image always opens ``annotate paint``).
     tui_annotate: ClassVar[str] = ""
+    #: Form fields passed to that ``segdeck annotate`` window: dotted field -> its
+    #: option (e.g. ``{"checkpoint": "--checkpoint"}``); a field the form has and that
+    #: holds a value goes on the command line as ``OPTION VALUE``.
+    tui_annotate_fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: JobParams, input_path: str | Path, job_dir: str | Path):
         if not isinstance(params, self.Params):

@@ -226,6 +226,8 @@ class PropagateJob(Job):
     tui_model_field = ""  # the model is the spec's
     tui_input_files = (".toml",)  # the folder tree lists spec files
     tui_annotate = "refs"  # `a` on a spec: segdeck annotate refs SPEC
+    # the refs window loads the spec's model: with the form's fine-tuned weights, if any
+    tui_annotate_fields = {"checkpoint": "--checkpoint", "model": "--model"}
     tui_field_notes = {
         "dry_run": "checks the spec, CSV, files and references and prints a table per group; loads no model",
         "image_size": "leave empty for trained weights (1024); small sizes are for quick trials",

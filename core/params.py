@@ -274,8 +274,13 @@ def _or_list(names: list[str]) -> str:
 
 
 def _error_line(err: dict, model_cls: type[BaseModel] | None) -> list[str]:
-    loc = ".".join(str(p) for p in err["loc"]) or "(params)"
+    loc = ".".join(str(p) for p in err["loc"])
     got = err.get("input")
+    msg = str(err["msg"])
+    if err.get("type") == "value_error" and msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]  # our validators' own words, without pydantic's prefix
+    if not loc:  # a model validator: its message names the fields itself
+        return [msg]
     if err.get("type") == "extra_forbidden":
         lines = []
         for name in _dotted_leaves(got, loc):
@@ -293,7 +298,7 @@ def _error_line(err: dict, model_cls: type[BaseModel] | None) -> list[str]:
         spec = next((s for s in field_specs(model_cls) if s.name == loc), None)
         close = difflib.get_close_matches(got, [str(c) for c in spec.choices], n=1) if spec else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
-    return [f"{loc}: {err['msg']}{got_txt}{hint}"]
+    return [f"{loc}: {msg}{got_txt}{hint}"]
 
 
 def format_validation_error(exc: ValidationError, model_cls: type[BaseModel] | None = None) -> str:

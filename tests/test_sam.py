@@ -685,8 +685,16 @@ def test_missing_checkpoint_file_is_a_parameter_error(photos, tmp_path):
     from segdeck.core.errors import SegdeckError
     from segdeck.core.params import resolve
 
-    with pytest.raises(SegdeckError, match="no such file"):
+    with pytest.raises(SegdeckError, match="no such file") as info:
         resolve(AutomaskParams, "automask", overrides={"checkpoint": str(tmp_path / "nope.pt")})
+    assert str(info.value) == f"checkpoint {tmp_path / 'nope.pt'}: no such file"  # no pydantic prefixes
+    not_torch = tmp_path / "photo.pt"
+    not_torch.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint")
+    with pytest.raises(SetupError) as info:
+        from segdeck.core.sam.loading import read_state_dict
+
+        read_state_dict(M.get_spec("sam2.1-tiny"), not_torch)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)  # not torch's unsafe advice
     with pytest.raises(SetupError, match="not found"):
         from segdeck.core.sam import open_engine
 

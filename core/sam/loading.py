@@ -62,6 +62,13 @@ def read_state_dict(spec: ModelSpec, path: str | Path) -> dict:
         raise SetupError(f"{path}: checkpoint file not found") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in str(exc):
+            # torch's advice (load with weights_only=False) would run code from the file
+            import re
+
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+            reason = ("not a PyTorch file of plain tensors (refused by the safe loader"
+                      + (f": {detail.group(1).strip()}" if detail else "") + ")")
         raise SetupError(
             f"{path}: not a readable checkpoint for {spec.name} (truncated or corrupt?): {reason[:160]}"
         ) from None

@@ -155,7 +155,8 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         run = screen.query_one("#run", Button)
         # the image job does not take it: the status line says why and names the job that does
         await wait_for(pilot, lambda: "does not take" in _status(screen), what="refusal")
-        assert _status(screen).startswith("tuidummy does not take this input (input for: tuicsv): ")
+        # the job that takes it first, with its key: the status line is cut at 80 columns
+        assert _status(screen).startswith("s: switch to tuicsv · tuidummy does not take this input: ")
         assert "not an image file" in _status(screen)
         assert run.disabled
         assert "input for: tuicsv" in str(screen.query_one("#input-line").content)

@@ -46,6 +46,11 @@ fields without any screen code.
     the ``segdeck annotate`` mode that ``a`` opens on an input file the job takes
     (``"refs"``: ``segdeck annotate refs SPEC``, reference labelling of a spec file).
 
+``tui_annotate_fields`` (:func:`annotate_fields`)
+    {dotted form field: option} passed to that window from the form of the job
+    (``{"checkpoint": "--checkpoint"}``: fine-tuned weights when no registered model is
+    cached); a field the form has and that holds a value goes on as ``OPTION VALUE``.
+
 ``ANNOTATE_MODE``
     the mode ``a`` passes to ``segdeck annotate MODE PATH --method M``; the process's
     stdout JSON lines are shown in the log pane.
@@ -127,6 +132,11 @@ def annotate_mode(cls: type | None) -> str:
     return getattr(cls, "tui_annotate", "") or "" if cls is not None else ""
 
 
+def annotate_fields(cls: type | None) -> dict[str, str]:
+    """The job's form fields passed to its annotate window: dotted field -> option."""
+    return dict(getattr(cls, "tui_annotate_fields", {}) or {}) if cls is not None else {}
+
+
 def checks_input(cls: type | None) -> bool:
     """Whether the job has its own ``check_input`` (it takes something other than a
     folder of images or an image, so a folder's image count does not answer it)."""
@@ -152,6 +162,6 @@ def input_problem(cls: type, path) -> str | None:
     return None
 
 
-__all__ = ["ANNOTATE_MODE", "annotate_mode", "checks_input", "curve", "curve_field", "extra_model_fields",
+__all__ = ["ANNOTATE_MODE", "annotate_fields", "annotate_mode", "checks_input", "curve", "curve_field", "extra_model_fields",
            "field_notes", "input_files", "input_problem", "load", "model_field", "no_curve_reason", "offers_models",
            "tool_screen"]

@@ -105,6 +105,12 @@ class JobSnapshot:
     in_progress : float
         How much of the items being computed is done, from their latest sub-steps
         (0.3 for "region 12/40"); part of :attr:`fraction`.
+    shown : float
+        The highest :attr:`fraction` an earlier snapshot of the same run had, 0..1: the
+        bar never goes back within a run. A cancel puts the item being computed back
+        to pending (its sub-steps are redone by a re-run), and the manifest's done
+        count can lag an ``ItemDone`` event by a moment; the bar keeps its position,
+        while :attr:`done` is the manifest's count. A new run starts again from 0.
     """
 
     job_dir: Path
@@ -120,14 +126,15 @@ class JobSnapshot:
     started: float | None
     step: str | None = None
     in_progress: float = 0.0
+    shown: float = 0.0
 
     @property
     def fraction(self) -> float:
         """Finished share of the items, 0..1 (the sub-steps of the items being
-        computed included, as on the CLI bar)."""
+        computed included, as on the CLI bar), never below :attr:`shown`."""
         if not self.total:
             return 1.0 if self.finished else 0.0
-        return min(1.0, (self.done + self.failed + self.in_progress) / self.total)
+        return min(1.0, max(self.shown, (self.done + self.failed + self.in_progress) / self.total))
 
     @property
     def finished(self) -> bool:
@@ -181,6 +188,8 @@ class _Tracked:
     # (event time, items finished in this run + the done share of the items being
     # computed) at each item or sub-step event of the last RATE_WINDOW_S seconds
     samples: deque = field(default_factory=deque)
+    # the highest bar share a snapshot of the current run showed (JobSnapshot.shown)
+    shown: float = 0.0
 
 
 class JobWatcher:
@@ -295,6 +304,7 @@ class JobWatcher:
                     tracked.lines.clear()
                     tracked.steps.clear()
                     tracked.samples.clear()
+                    tracked.shown = 0.0
                 tracked.offset, tracked.size = offset, size
                 for ev in events:
                     if isinstance(ev, JobStarted):
@@ -302,6 +312,7 @@ class JobWatcher:
                         tracked.steps.clear()
                         tracked.samples.clear()
                         tracked.finished_this_run = 0
+                        tracked.shown = 0.0
                         if tracked.job == "?":
                             tracked.job = ev.job
                     elif isinstance(ev, JobFinished):
@@ -364,11 +375,15 @@ class JobWatcher:
             elif in_progress > 0 and start is not None:
                 # one sub-step seen, nothing done yet: the rate of the run so far
                 eta = left * max(0.0, time.time() - start.t) / (t.finished_this_run + in_progress)
-        return JobSnapshot(
+        snap = JobSnapshot(
             job_dir=t.job_dir, job=t.job, input=t.input, state=state, total=total, done=c.done,
             failed=c.failed, pid=pid, eta_s=eta, error=error,
             started=start.t if start else t.launched_at, step=step, in_progress=in_progress,
+            shown=t.shown if state not in ("new", "starting") else 0.0,  # a relaunch: from 0
         )
+        if state not in ("new", "starting"):
+            t.shown = snap.fraction
+        return snap
 
 
 def _count_progress(t: _Tracked, ev: Event) -> None:

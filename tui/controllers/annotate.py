@@ -48,7 +48,7 @@ class AnnotateController(Controller):
         #: The log lines of the last annotate process (the log pane shows them).
         self.log_lines: list[LogLine] = []
 
-    def launch(self, mode: str, input_path: Path, method: str | None) -> bool:
+    def launch(self, mode: str, input_path: Path, method: str | None, options=()) -> bool:
         """Start the process on ``input_path`` and show its output in the log pane.
 
         Parameters
@@ -59,6 +59,9 @@ class AnnotateController(Controller):
             The folder (or image) to annotate.
         method : str or None
             The oversegmentation method; None: annotate's default.
+        options : sequence of str
+            More options for the command line (``["--checkpoint", "ft.pt"]``: the form's
+            values a job declares in ``tui_annotate_fields``).
 
         Returns
         -------
@@ -68,8 +71,9 @@ class AnnotateController(Controller):
         if not launch.annotate_available():
             self.notify("the annotate command is not available in this install", severity="warning")
             return False
-        return self.start(launch.annotate_command(mode, input_path, method), "annotate",
-                          f"annotate {mode} {input_path}")
+        options = [str(o) for o in options]
+        return self.start(launch.annotate_command(mode, input_path, method) + options, "annotate",
+                          " ".join([f"annotate {mode} {input_path}", *options]))
 
     def start(self, cmd: list[str], what: str, title: str) -> bool:
         """Start the window command ``cmd`` and show its output in the log pane.

@@ -76,6 +76,7 @@ class MainScreen(Screen):
         Binding("ctrl+t", "threshold", "Threshold picker", priority=True),
         Binding("t", "job_tool", "Threshold picker / job tool", show=False),
         Binding("m", "models", "Models"),
+        Binding("s", "switch_job", "Switch job"),
         Binding("escape", "escape", "Leave the field / stop the threshold curve", show=False, priority=True),
         Binding("f5", "rescan", "Rescan folders and jobs", show=False),
         Binding("f2", "toggle_pane('folders')", "Show/hide folders", show=False),
@@ -99,6 +100,8 @@ class MainScreen(Screen):
         #: input path -> {job name: why it does not take it, None when it does}
         self.input_problems: dict[Path, dict[str, str | None]] = {}
         self._checking: set[Path] = set()
+        #: The job ``s`` switches to: one that takes the selected input the form's job refuses.
+        self.offered_job: str | None = None
         self.presets: dict[str, dict] = {}
         self._applied_preset: str | None = None
         self._set_job_lock = asyncio.Lock()
@@ -259,6 +262,14 @@ class MainScreen(Screen):
             reason = f"invalid: {', '.join(bad)}" + (f" — {general}" if general else "")
         else:
             reason = self._input_reason() or ""
+        if form.model is not None:  # the offer does not need valid values
+            offer = self._offer()
+            if offer != self.offered_job:
+                self.offered_job = offer
+                self.refresh_bindings()
+            if offer and not (form.params is None and reason.startswith("invalid")):
+                # the key first: a status line is one line, cut at a narrow terminal
+                reason = f"s: switch to {offer} · {reason}"
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
         text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
@@ -279,10 +290,48 @@ class MainScreen(Screen):
         why = problems[name]
         if why is None:
             return None
-        takers = [n for n, p in problems.items() if p is None]
-        # the jobs that take it first: the status line is one line, a long reason is cut
-        return f"{name} does not take this input" + (f" (input for: {', '.join(takers)})" if takers else "") + \
-            f": {why}"
+        return f"{name} does not take this input: {why}"
+
+    def takers(self) -> list[str] | None:
+        """The jobs that take the selected input, in the picker's order (None: not known
+        yet). A file: the jobs' checks; a folder: its image count for the image jobs, the
+        checks for the jobs with their own."""
+        problems = self.input_problems.get(self.input_path)
+        out = []
+        for name, cls in self.jobs.items():
+            if self.input_is_file or hooks.checks_input(cls):
+                if problems is None or name not in problems:
+                    return None
+                if problems[name] is None:
+                    out.append(name)
+            elif self.input_count is None:
+                return None
+            elif self.input_count > 0:
+                out.append(name)
+        return out
+
+    def _offer(self) -> str | None:
+        """The job ``s`` switches to: the first job that takes the selected input when
+        the form's job does not (None: it does, no job does, or not known yet)."""
+        name = self.job_name
+        takers = self.takers()
+        if name is None or not takers or name in takers:
+            return None
+        if self.input_is_file or hooks.checks_input(self.job_class):
+            problems = self.input_problems.get(self.input_path) or {}
+            if problems.get(name, "") is None:
+                return None
+        return takers[0]
+
+    async def action_switch_job(self) -> None:
+        """Show the form of the job that takes the selected input (:meth:`_offer`)."""
+        offer = self._offer()
+        if offer is None:
+            self.notify("the form's job takes this input" if self.job_name in (self.takers() or [])
+                        else "no job takes this input", severity="warning")
+            return
+        self.query_one("#job-select", Select).value = offer
+        await self.set_job(offer)
 
     def _request_check(self, path: Path) -> None:
         """Ask every job (a file) or the jobs with their own check (a folder) whether
@@ -505,6 +554,8 @@ class MainScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "threshold":  # dimmed in the footer for jobs without a curve
             return True if hooks.curve(self.job_class) else None
+        if action == "switch_job":  # in the footer only while a job is offered
+            return bool(self.offered_job)
         return True
 
     # ---- threshold picker --------------------------------------------------------
@@ -631,10 +682,26 @@ class MainScreen(Screen):
                 continue
             why = known[name] if name in known else hooks.input_problem(self.jobs[name], path)
             if why is None:
-                self.annotator.launch(mode, path, None)
+                self.annotator.launch(mode, path, None, self._annotate_options(name))
                 return
         self.notify(f"no annotate window for {path.name} (a folder or an image opens annotate paint)",
                     severity="warning")
+
+    def _annotate_options(self, name: str) -> list[str]:
+        """``[OPTION, VALUE, ...]`` from the form for job ``name``'s annotate window: the
+        fields it declares (``tui_annotate_fields``) that the form has and that hold a
+        value; none when the form is another job's."""
+        if name != self.job_name:
+            return []
+        form = self.query_one(ParamForm)
+        options: list[str] = []
+        for field, option in hooks.annotate_fields(self.jobs.get(name)).items():
+            if form.spec(field) is None:
+                continue
+            value = form.value(field)
+            if value is not None and str(value) != "":
+                options += [option, str(value)]
+        return options
 
     def action_view_results(self) -> None:
         """Open ``segdeck view`` on the selected job's folder: its results in a window."""

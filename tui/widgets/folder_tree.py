@@ -3,7 +3,9 @@ input files other than images that the jobs take (a CSV, a spec file).
 
 The counts come from :func:`segdeck.core.imageio.discover` run once in a thread
 worker, so the tree appears at once and fills in its numbers when they are ready.
-segdeck output folders (``*.segdeck``, job folders) and hidden folders are skipped.
+segdeck output folders (``*.segdeck``, job folders, a propagate project's reference
+store ``*.refs`` with its hidden ``.candidates`` cache) and hidden folders are skipped:
+neither listed nor counted, so a reference label map is no photo.
 Which files are listed is the jobs' word (``Job.tui_input_files``, a set of suffixes
 given to :meth:`FolderTree.set_file_suffixes`); images are counted, never listed.
 """
@@ -27,10 +29,22 @@ MAX_FOLDERS = 5000
 MAX_FILES = 200
 
 
-def _skip_dir(path: Path) -> bool:
-    from segdeck.core.imageio import JOB_MARKER, OUTPUT_ROOT_SUFFIX
+#: Folder-name endings of segdeck outputs besides ``*.segdeck``: the reference store of
+#: ``segdeck annotate refs`` (``<spec stem>.refs``, label maps as PNG).
+REFS_SUFFIX = ".refs"
 
-    return path.name.startswith(".") or path.name.endswith(OUTPUT_ROOT_SUFFIX) or (path / JOB_MARKER).is_file()
+
+def _output_name(name: str) -> bool:
+    """Whether a folder named ``name`` is hidden or a segdeck output by its name."""
+    from segdeck.core.imageio import OUTPUT_ROOT_SUFFIX
+
+    return name.startswith(".") or name.endswith((OUTPUT_ROOT_SUFFIX, REFS_SUFFIX))
+
+
+def _skip_dir(path: Path) -> bool:
+    from segdeck.core.imageio import JOB_MARKER
+
+    return _output_name(path.name) or (path / JOB_MARKER).is_file()
 
 
 def painted_counts(images: list[Path], folders: list[Path]) -> dict[Path, int]:
@@ -82,7 +96,8 @@ def scan_folders(root: Path, suffixes=()) -> tuple[dict[Path, list[Path]], dict[
     children : dict
         folder -> its sub-folders (segdeck outputs and hidden folders left out).
     counts : dict
-        folder -> number of images under it (as :func:`discover` finds them).
+        folder -> number of images under it (as :func:`discover` finds them, less
+        those inside a folder the tree skips, such as a ``*.refs`` reference store).
     painted : dict
         folder -> images with a saved painting, for folders that have annotations.
     files : dict
@@ -110,6 +125,9 @@ def scan_folders(root: Path, suffixes=()) -> tuple[dict[Path, list[Path]], dict[
         images = discover(root)
     except (FileNotFoundError, OSError):
         images = []
+    # the tree's own rule on top of discover's (which skips *.segdeck and job folders):
+    # a reference store's label maps are outputs, not photos
+    images = [img for img in images if not any(_output_name(part) for part in img.relative_to(root).parts[:-1])]
     for img in images:
         folder = img.parent
         while True:

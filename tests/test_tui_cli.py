@@ -222,3 +222,28 @@ def test_jobs_cancel_says_when_nothing_runs(tmp_path, dummy_env, monkeypatch, ca
     capsys.readouterr()
     assert main(["jobs", "--cancel", str(src)]) == 1
     assert "nothing to cancel: none of the 1 jobs listed is running" in capsys.readouterr().err
+
+
+def test_jobs_why_keeps_a_multi_line_reason_under_its_job(tmp_path, capsys):
+    """A reason of several lines (a propagate dry run's per-group table) is printed
+    indented under its job, not as lines that read like other jobs' entries."""
+    from tui_dummy_job import DummyJob, DummyParams
+
+    from segdeck.core.errors import SegdeckError
+    from segdeck.core.jobs.runner import job_dir_for, run_job
+
+    class TableJob(DummyJob):
+        def setup(self, emit):
+            raise SegdeckError("dry run: 1 of 2 groups cannot be propagated\n  group  refs\n  ant    0/2")
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    imageio.write_image(root / "0.png", np.zeros((4, 4, 3), np.uint8))
+    params = DummyParams(delay=0.0)
+    job_dir = job_dir_for(TableJob, params, root, None)
+    assert run_job(TableJob(params, root, job_dir)).status == "error"
+    assert main(["jobs", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    why = lines[next(i for i, line in enumerate(lines) if line.strip() == "why") + 1:]
+    assert why[0].strip().endswith("dry run: 1 of 2 groups cannot be propagated")
+    assert why[1] == "        group  refs" and why[2] == "        ant    0/2"

@@ -64,7 +64,10 @@ def run(args) -> int:
         table.add_row(info.job, state, str(info.counts.done), str(info.counts.failed), str(info.counts.total),
                       format_eta(info.eta_s) if info.state == "running" else "", escape(str(d)))
         if info.reason:
-            reasons.append(f"  [{colour or 'default'}]{escape(d.name)}[/] ({info.state}): {escape(info.reason)}")
+            # a multi-line reason (a dry run's per-group table) stays under its job, indented
+            first, *rest = info.reason.splitlines() or [""]
+            reasons.append(f"  [{colour or 'default'}]{escape(d.name)}[/] ({info.state}): {escape(first)}"
+                           + "".join(f"\n      {escape(line)}" for line in rest))
         if args.cancel and info.state == "running" and info.pid:
             from segdeck.tui.jobwatch import cancel_job
 

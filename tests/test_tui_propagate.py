@@ -81,14 +81,63 @@ def test_scan_counts_no_reference_label_maps(project):
 
 
 @pytest.mark.asyncio
-@pytest.mark.timeout(90)
-async def test_spec_offers_its_job_passes_the_checkpoint_and_counts_only_photos(project, monkeypatch):
+@pytest.mark.timeout(60)
+async def test_tree_neither_lists_nor_counts_the_reference_store(project):
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.folder_tree import FolderTree
+
+    app = SegdeckApp(project)
+    async with app.run_test(size=NARROW) as pilot:
+        tree = app.screen.query_one(FolderTree)
+        await wait_for(pilot, lambda: tree.scanned, what="folders counted")
+        assert tree.counts[project] == len(PHOTOS)  # 5 photos, not 7 with 2 reference label maps
+        assert all(n.data != project / "project.refs" for n in tree._walk(tree.root))
+        assert "(5 images)" in str(tree.root.label)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_picked_spec_offers_the_job_that_takes_it_with_one_key(project):
     from textual.widgets import Button, Static
 
-    from segdeck.tui import launch
     from segdeck.tui.app import SegdeckApp
     from segdeck.tui.widgets.folder_tree import FolderTree
     from segdeck.tui.widgets.param_form import ParamForm
+
+    spec = project / "project.toml"
+    app = SegdeckApp(project)
+    async with app.run_test(size=NARROW) as pilot:
+        screen, form = await ready_form(app, pilot, job="segment")
+        tree = screen.query_one(FolderTree)
+        tree.focus()
+        await _select_path(pilot, tree, spec)
+        # segment's form: s offers propagate, first in the line
+        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to propagate"), what="the offer")
+        assert "segment does not take this input" in _status(screen)
+        status = screen.query_one("#form-status", Static)
+        assert status.region.width >= len("s: switch to propagate"), status.region  # readable at 80 columns
+        assert screen.query_one("#run", Button).disabled
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.job_name == "propagate" and form.model is screen.jobs["propagate"].Params
+                       and form.params is not None, what="propagate's form")
+        await wait_for(pilot, lambda: _status(screen) == "ready: project.toml → Ctrl+R", what="ready")
+        assert screen.offered_job is None
+        # back on the photos folder with propagate's form: s offers the first image job
+        await _select_path(pilot, tree, project / "photos")
+        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to segment"), what="offer of a folder")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.job_name == "segment" and form.model is screen.jobs["segment"].Params,
+                       what="segment's form")
+        await wait_for(pilot, lambda: _status(screen).startswith("ready: photos"), what="ready on photos")
+        assert isinstance(screen.query_one(ParamForm), ParamForm)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_annotate_refs_gets_the_forms_checkpoint(project, monkeypatch):
+    from segdeck.tui import launch
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.folder_tree import FolderTree
 
     spec = project / "project.toml"
     ckpt = project / "fine-tuned.pt"
@@ -101,46 +150,21 @@ async def test_spec_offers_its_job_passes_the_checkpoint_and_counts_only_photos(
     monkeypatch.setattr(launch, "start_annotate", lambda cmd: started.append(cmd) or real_start(cmd))
     app = SegdeckApp(project)
     async with app.run_test(size=NARROW) as pilot:
-        screen, _ = await ready_form(app, pilot, job="segment")
-        tree = screen.query_one(FolderTree)
-        await wait_for(pilot, lambda: tree.scanned and spec in tree.files.get(project, []), what="spec listed")
-        # 3. the reference store is no photo folder: 5 photos, not 7
-        assert tree.counts[project] == len(PHOTOS)
-        assert all(n.data != project / "project.refs" for n in tree._walk(tree.root))
-        assert "(5 images)" in str(tree.root.label)
-        # 1. the spec picked with segment's form: s offers propagate, first in the line
-        tree.focus()
-        await _select_path(pilot, tree, spec)
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to propagate"), what="the offer")
-        assert "segment does not take this input" in _status(screen)
-        status = screen.query_one("#form-status", Static)
-        assert status.region.width >= len("s: switch to propagate"), status.region  # readable at 80 columns
-        assert screen.query_one("#run", Button).disabled
-        await pilot.press("s")
-        form = screen.query_one(ParamForm)
-        await wait_for(pilot, lambda: screen.job_name == "propagate" and form.model is screen.jobs["propagate"].Params
-                       and form.params is not None, what="propagate's form")
-        await wait_for(pilot, lambda: _status(screen) == "ready: project.toml → Ctrl+R", what="ready")
-        assert screen.offered_job is None
-        # 2. a: annotate refs with the form's fine-tuned weights
+        screen, form = await ready_form(app, pilot, job="propagate")
         form.apply_values({"checkpoint": str(ckpt)})
         await wait_for(pilot, lambda: form.params is not None and form.params.checkpoint == str(ckpt),
                        what="checkpoint in the form")
+        tree = screen.query_one(FolderTree)
         tree.focus()
+        await _select_path(pilot, tree, spec)
+        await wait_for(pilot, lambda: screen.input_path == spec, what="spec picked")
         await pilot.press("a")
         await wait_for(pilot, lambda: any(ln.text == "annotate finished" for ln in screen.annotator.log_lines),
                        what="annotate ran")
         assert len(started) == 1
-        cmd = started[0]
-        assert cmd[-4:] == ["refs", str(spec), "--checkpoint", str(ckpt)]
-        assert "--model" not in cmd  # propagate's form has no model field: the spec's model
-        # back on the photos folder with propagate's form: s offers the first image job
-        await _select_path(pilot, tree, project / "photos")
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to segment"), what="offer of a folder")
-        await pilot.press("s")
-        await wait_for(pilot, lambda: screen.job_name == "segment" and form.model is screen.jobs["segment"].Params,
-                       what="segment's form")
-        await wait_for(pilot, lambda: _status(screen).startswith("ready: photos"), what="ready on photos")
+        assert started[0][-4:] == ["refs", str(spec), "--checkpoint", str(ckpt)]
+        assert "--model" not in started[0]  # propagate's form has no model field: the spec's model
+        assert screen.annotator.log_lines[0].text == f"annotate refs {spec} --checkpoint {ckpt}"
 
 
 @pytest.mark.asyncio

@@ -79,6 +79,14 @@ def test_scan_counts_no_reference_label_maps(project):
     assert project / "project.refs" not in children[project] and project / "project.refs" not in counts
     assert files[project] == [project / "project.toml"]
 
+    # a store under another name is known by its marker (discover skips it too)
+    from segdeck.core.imageio import STORE_MARKER
+
+    (project / "project.refs").rename(project / "labels")
+    (project / "labels" / STORE_MARKER).write_text("")
+    children, counts, _painted, _files = scan_folders(project, (".toml",))
+    assert counts[project] == len(PHOTOS) and project / "labels" not in children[project]
+
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)

@@ -4,7 +4,8 @@ input files other than images that the jobs take (a CSV, a spec file).
 The counts come from :func:`segdeck.core.imageio.discover` run once in a thread
 worker, so the tree appears at once and fills in its numbers when they are ready.
 segdeck output folders (``*.segdeck``, job folders, a propagate project's reference
-store ``*.refs`` with its hidden ``.candidates`` cache) and hidden folders are skipped:
+store, marked ``.segdeck-store`` or named ``*.refs``, with its hidden ``.candidates``
+cache) and hidden folders are skipped:
 neither listed nor counted, so a reference label map is no photo.
 Which files are listed is the jobs' word (``Job.tui_input_files``, a set of suffixes
 given to :meth:`FolderTree.set_file_suffixes`); images are counted, never listed.
@@ -42,9 +43,12 @@ def _output_name(name: str) -> bool:
 
 
 def _skip_dir(path: Path) -> bool:
-    from segdeck.core.imageio import JOB_MARKER
+    """Whether the tree leaves ``path`` out: hidden, a segdeck output by its name, a job
+    folder, or a folder marked as a store of label maps (:data:`imageio.STORE_MARKER`:
+    a reference store under any name; older stores are known by ``*.refs``)."""
+    from segdeck.core.imageio import JOB_MARKER, STORE_MARKER
 
-    return _output_name(path.name) or (path / JOB_MARKER).is_file()
+    return _output_name(path.name) or (path / JOB_MARKER).is_file() or (path / STORE_MARKER).is_file()
 
 
 def painted_counts(images: list[Path], folders: list[Path]) -> dict[Path, int]:

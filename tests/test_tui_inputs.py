@@ -154,9 +154,9 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         await wait_for(pilot, lambda: screen.input_is_file and screen.input_path == csv, what="CSV picked")
         run = screen.query_one("#run", Button)
         # the image job does not take it: the status line says why and names the job that does
-        await wait_for(pilot, lambda: "does not take" in _status(screen), what="refusal")
+        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to "), what="refusal")
         # the job that takes it first, with its key: the status line is cut at 80 columns
-        assert _status(screen).startswith("s: switch to tuicsv · tuidummy does not take this input: ")
+        assert _status(screen).startswith("s: switch to tuicsv · tuidummy: ")
         assert "not an image file" in _status(screen)
         assert run.disabled
         assert "input for: tuicsv" in str(screen.query_one("#input-line").content)
@@ -198,7 +198,9 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         await _select_path(pilot, tree, root / "photos")
         await wait_for(pilot, lambda: not screen.input_is_file and screen.input_path == root / "photos",
                        what="folder picked")
-        await wait_for(pilot, lambda: "does not take" in _status(screen), what="refusal of a folder")
+        # the image job takes the folder: s offers it, then the CSV job's reason
+        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to tuidummy · tuicsv: "),
+                       what="refusal of a folder")
         assert "a CSV file (id, text) is expected" in _status(screen) and run.disabled
         # a CSV without the column it needs: refused with the job's reason, by every job
         await _select_path(pilot, tree, root / "tables" / "other.csv")

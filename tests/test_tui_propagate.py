@@ -121,9 +121,10 @@ async def test_picked_spec_offers_the_job_that_takes_it_with_one_key(project):
         await _select_path(pilot, tree, spec)
         # segment's form: s offers propagate, first in the line
         await wait_for(pilot, lambda: _status(screen).startswith("s: switch to propagate"), what="the offer")
-        assert "segment does not take this input" in _status(screen)
+        # then segment's reason, without the path the input line shows
+        assert _status(screen).startswith("s: switch to propagate · segment: not an image file")
         status = screen.query_one("#form-status", Static)
-        assert status.region.width >= len("s: switch to propagate"), status.region  # readable at 80 columns
+        assert status.region.width >= len("s: switch to propagate · segment"), status.region  # at 80 columns
         assert screen.query_one("#run", Button).disabled
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.job_name == "propagate" and form.model is screen.jobs["propagate"].Params

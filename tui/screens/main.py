@@ -268,13 +268,17 @@ class MainScreen(Screen):
                 self.offered_job = offer
                 self.refresh_bindings()
             if offer and not (form.params is None and reason.startswith("invalid")):
-                # the key first: a status line is one line, cut at a narrow terminal
-                reason = f"s: switch to {offer} · {reason}"
+                # the key first, then the form's job's reason in short: a status line
+                # is one line, cut at a narrow terminal
+                why = (self.input_problems.get(self.input_path) or {}).get(self.job_name or "")
+                reason = f"s: switch to {offer} · {self.job_name}: " + (
+                    self._short_why(why) if why else "no images in the selected folder")
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
         text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
         if str(status.content) != text:  # one fixed-size line: no re-layout of the screen
             status.update(text, layout=False)
+            status.tooltip = text if reason else None  # the whole line, where a mouse is
 
     def _input_reason(self) -> str | None:
         """Why the form's job cannot run on the selected input (None: it can). A folder
@@ -290,7 +294,15 @@ class MainScreen(Screen):
         why = problems[name]
         if why is None:
             return None
-        return f"{name} does not take this input: {why}"
+        return f"{name} does not take this input: {self._short_why(why)}"
+
+    def _short_why(self, why: str) -> str:
+        """A job's refusal without the input's path in front (the input line shows it):
+        the status line is one line, 37 cells beside Run on an 80-column terminal."""
+        for prefix in (str(self.input_path), self.input_path.name):
+            if prefix and why.startswith(prefix + ": "):
+                return why[len(prefix) + 2:]
+        return why
 
     def takers(self) -> list[str] | None:
         """The jobs that take the selected input, in the picker's order (None: not known

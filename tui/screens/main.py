@@ -267,12 +267,11 @@ class MainScreen(Screen):
             if offer != self.offered_job:
                 self.offered_job = offer
                 self.refresh_bindings()
-            if offer and not (form.params is None and reason.startswith("invalid")):
+            if offer and reason and not (form.params is None and reason.startswith("invalid")):
                 # the key first, then the form's job's reason in short: a status line
                 # is one line, cut at a narrow terminal
-                why = (self.input_problems.get(self.input_path) or {}).get(self.job_name or "")
-                reason = f"s: switch to {offer} · {self.job_name}: " + (
-                    self._short_why(why) if why else "no images in the selected folder")
+                reason = f"s: switch to {offer} · " + (reason if reason.startswith(f"{self.job_name}: ")
+                                                         else f"{self.job_name}: {reason}")
         run.disabled = bool(reason)
         status.set_class(bool(reason), "bad")
         text = reason or f"ready: {self.input_path.name or self.input_path} → Ctrl+R"
@@ -294,7 +293,7 @@ class MainScreen(Screen):
         why = problems[name]
         if why is None:
             return None
-        return f"{name} does not take this input: {self._short_why(why)}"
+        return f"{name}: {self._short_why(why)}"  # the reason in the 37 cells of 80 columns
 
     def _short_why(self, why: str) -> str:
         """A job's refusal without the input's path in front (the input line shows it):

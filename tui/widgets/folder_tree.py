@@ -154,6 +154,7 @@ class FolderTree(Tree[Path]):
         counts: dict
         painted: dict
         files: dict
+        suffixes: frozenset = frozenset()
 
     @dataclass
     class FolderChosen(Message):
@@ -199,11 +200,16 @@ class FolderTree(Tree[Path]):
 
     @work(thread=True, exclusive=True, group="folder-scan")
     def _scan(self) -> None:
-        children, counts, painted, files = scan_folders(self.root_path, self.file_suffixes)
-        self.post_message(self.Scanned(children, counts, painted, files))
+        suffixes = self.file_suffixes
+        children, counts, painted, files = scan_folders(self.root_path, suffixes)
+        self.post_message(self.Scanned(children, counts, painted, files, suffixes))
 
     def on_folder_tree_scanned(self, message: Scanned) -> None:
         message.stop()
+        if message.suffixes != self.file_suffixes:
+            # a scan started before the suffixes changed (an exclusive thread worker is
+            # not stopped, it finishes): its files are not the ones wanted, a newer scan follows
+            return
         self.counts = message.counts
         self.painted = message.painted
         self.files = message.files

@@ -126,6 +126,9 @@ async def test_picked_spec_offers_the_job_that_takes_it_with_one_key(project):
         status = screen.query_one("#form-status", Static)
         assert status.region.width >= len("s: switch to propagate · segment"), status.region  # at 80 columns
         assert screen.query_one("#run", Button).disabled
+        line = screen.query_one("#input-line", Static)
+        assert str(line.content) == "input: root/project.toml (input for: propagate)"
+        assert line.region.width >= len(str(line.content)), line.region  # whole at 80 columns
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.job_name == "propagate" and form.model is screen.jobs["propagate"].Params
                        and form.params is not None, what="propagate's form")

@@ -394,10 +394,14 @@ class MainScreen(Screen):
         if self.input_is_file:
             problems = self.input_problems.get(self.input_path) or {}
             takers = [n for n, p in problems.items() if p is None]
-            n = f"file; input for: {', '.join(takers)}" if takers else ("file; no job takes it" if problems else "file")
+            n = f"input for: {', '.join(takers)}" if takers else ("no job takes it" if problems else "file")
         else:
             n = "counting…" if self.input_count is None else f"{self.input_count} images"
-        self.query_one("#input-line", Static).update(f"input: {self.input_path}  ({n})")
+        # under the root: from the root's name on, so the "(...)" part fits at 80 columns
+        shown = self.input_path
+        if self.input_path.is_relative_to(self.root) and self.root.name:
+            shown = Path(self.root.name) / self.input_path.relative_to(self.root)
+        self.query_one("#input-line", Static).update(f"input: {shown} ({n})")
 
     # ---- polling ---------------------------------------------------------------------
     def on_jobs_polled(self, message: JobsPolled) -> None:

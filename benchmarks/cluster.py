@@ -664,9 +664,7 @@ def main_scale(args) -> int:
     i, j, d = similarity.hamming_pairs(codes[:, 0], radius=10)
     _, labels = graph.connected_components(n, i, j)
     t_phash = time.perf_counter() - t0
-    from segdeck.core.cluster.dedup import DupParams
-
-    from segdeck.core.cluster.dedup import EDGE_SCALE
+    from segdeck.core.cluster.dedup import EDGE_SCALE, DupParams
 
     dup_defaults = DupParams()
     radius = args.dup_radius if args.dup_radius is not None else dup_defaults.radius

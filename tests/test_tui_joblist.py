@@ -89,7 +89,7 @@ async def test_same_job_on_two_inputs_at_80_columns(tmp_path, dummy_job):
             node.parent.expand()
             await pilot.pause()
             tree.move_cursor(node)
-            await wait_for(pilot, lambda: table.focus_input == str(folders[k].resolve()), what=f"folder {k} chosen")
+            await wait_for(pilot, lambda k=k: table.focus_input == str(folders[k].resolve()), what=f"folder {k} chosen")
             await pilot.pause()
             assert table._order[0] == jobs_dirs[k], rows()
             assert rows()[0][-1] == ("one/photos", "two/photos")[k]

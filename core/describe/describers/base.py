@@ -31,7 +31,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from segdeck.core.errors import RunStop, SegdeckError
+from segdeck.core.errors import RunStop
 
 #: Grey level of the neutral background around a masked crop (RGB = (128, 128, 128)).
 NEUTRAL_GREY = 128

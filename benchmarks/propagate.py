@@ -56,21 +56,11 @@ NAME = "sam2.1-tiny"
 
 def random_checkpoint(workdir: Path) -> Path:
     """A seeded random-weight SAM 2.1-tiny in the official layout ``{"model": sd}``."""
-    import torch
-
     from segdeck.core import models as M
-    from segdeck.core.sam.loading import build_empty, save_checkpoint
+    from segdeck.core.sam.loading import save_random_checkpoint
 
     spec = M.get_spec(NAME)
-    torch.manual_seed(0)
-    model = build_empty(spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    ckpt = workdir / spec.filename
-    save_checkpoint(spec, model, ckpt)
-    return ckpt
+    return save_random_checkpoint(spec, workdir / spec.filename, seed=0)
 
 
 def _photos(n: int, w: int, h: int) -> list[np.ndarray]:

@@ -75,22 +75,13 @@ def _iou(a, b) -> float:
 
 
 def setup_model(workdir: Path):
-    import torch
-
     from segdeck.core import models as M
-    from segdeck.core.sam.loading import build_empty, save_checkpoint
+    from segdeck.core.sam.loading import save_random_checkpoint
 
     os.environ[M.ENV_MODEL_DIR] = str(workdir / "models")
     name = "sam2.1-tiny"
     spec = M.get_spec(name)
-    torch.manual_seed(0)
-    model = build_empty(spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    ckpt = workdir / spec.filename
-    save_checkpoint(spec, model, ckpt)
+    ckpt = save_random_checkpoint(spec, workdir / spec.filename, seed=0)
     M.register(dataclasses.replace(spec, sha256=M.file_sha256(ckpt), bytes=ckpt.stat().st_size), replace=True)
     M.import_file(name, ckpt)
     return name

@@ -46,22 +46,11 @@ def folder(tmp_path):
 def sam_model(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("sam2")
-    import torch
-    from test_sam import install_random_model, restore_spec
-
-    from segdeck.core import models as M
-    from segdeck.core.sam import clear_engine_cache
+    from test_sam import random_models
 
     d = tmp_path_factory.mktemp("models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(M.ENV_MODEL_DIR, str(d))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    install_random_model("sam2.1-tiny", d)
-    clear_engine_cache()
-    yield d
-    clear_engine_cache()
-    restore_spec("sam2.1-tiny")
-    mp.undo()
+    with random_models(d, ["sam2.1-tiny"]):
+        yield d
 
 
 SMALL = {"model": "sam2.1-tiny", "device": "cpu", "min_area": 20, "points.grid_columns": 4, "points.grid_rows": 3,

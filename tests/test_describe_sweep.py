@@ -4,7 +4,6 @@ random-weight SAM 2.1-tiny."""
 
 from __future__ import annotations
 
-import os
 import threading
 from types import SimpleNamespace
 
@@ -102,30 +101,17 @@ def _scene(h=96, w=128):
 def sam_env(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("sam2")
-    import torch
-    from test_sam import install_random_model, restore_spec
-
-    from segdeck.core import models as M
-    from segdeck.core.sam import clear_engine_cache
+    from test_sam import random_models
 
     d = tmp_path_factory.mktemp("models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(M.ENV_MODEL_DIR, str(d))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     names = ["sam2.1-tiny"]
     try:
         import segment_anything_hq  # noqa: F401
         names.append("sam-hq-vit_tiny")
     except ImportError:
         pass
-    for name in names:
-        install_random_model(name, d)
-    clear_engine_cache()
-    yield names
-    clear_engine_cache()
-    for name in names:
-        restore_spec(name)
-    mp.undo()
+    with random_models(d, names):
+        yield names
 
 
 def official_loop(predictor, image, points, min_area):

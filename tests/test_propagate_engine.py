@@ -11,7 +11,6 @@ the real 1024. Mask quality is never checked, only agreement.
 
 from __future__ import annotations
 
-import os
 from unittest import mock
 
 import numpy as np
@@ -20,7 +19,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from segdeck.core import models as M  # noqa: E402
 from segdeck.core.errors import SetupError  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -57,20 +55,10 @@ TARGETS = [_photo(100, 140, 3), _photo(150, 96, 19), _photo(90, 90, 41)]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from test_sam import install_random_model, restore_spec
+    from test_sam import random_models
 
-    from segdeck.core.sam.video import clear_propagator_cache
-
-    d = tmp_path_factory.mktemp("models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(M.ENV_MODEL_DIR, str(d))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    ckpt = install_random_model("sam2.1-tiny", d)
-    clear_propagator_cache()
-    yield ckpt
-    clear_propagator_cache()
-    restore_spec("sam2.1-tiny")
-    mp.undo()
+    with random_models(tmp_path_factory.mktemp("models"), ["sam2.1-tiny"]) as paths:
+        yield paths["sam2.1-tiny"]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ official predictors / generators; never checks mask quality."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -31,18 +32,11 @@ def random_checkpoint(name: str, seed: int = 0) -> tuple[Path, str]:
     layout once per test session; returns (path, sha256)."""
     key = (name, seed)
     if key not in _BUILT:
-        from segdeck.core.sam.loading import build_empty, save_checkpoint
+        from segdeck.core.sam.loading import save_random_checkpoint
 
         spec = M.get_spec(name)
-        torch.manual_seed(seed)
-        model = build_empty(spec)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.02)
         _BUILD_DIR.mkdir(parents=True, exist_ok=True)
-        path = _BUILD_DIR / f"{name}-{seed}{Path(spec.filename).suffix}"
-        save_checkpoint(spec, model, path)
+        path = save_random_checkpoint(spec, _BUILD_DIR / f"{name}-{seed}{Path(spec.filename).suffix}", seed)
         _BUILT[key] = (path, M.file_sha256(path))
     return _BUILT[key]
 
@@ -67,6 +61,31 @@ def restore_spec(name: str) -> None:
         M.register(_ORIGINAL.pop(name), replace=True)
 
 
+@contextlib.contextmanager
+def random_models(model_dir: Path, names):
+    """A module's model set-up: ``$SEGDECK_MODEL_DIR`` = ``model_dir`` holding the random
+    checkpoints of ``names`` (registered with their sha256), 1–2 torch threads, the
+    engine and propagator caches cleared on entry and exit, the registry restored.
+    Yields {name: checkpoint path}."""
+    from segdeck.core.sam import clear_engine_cache
+    from segdeck.core.sam.video import clear_propagator_cache
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(M.ENV_MODEL_DIR, str(model_dir))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    try:
+        paths = {name: install_random_model(name, model_dir) for name in names}
+        clear_engine_cache()
+        clear_propagator_cache()
+        yield paths
+    finally:
+        clear_engine_cache()
+        clear_propagator_cache()
+        for name in names:
+            restore_spec(name)
+        mp.undo()
+
+
 def test_image(h=240, w=320):
     import cv2
     import skimage.data
@@ -79,20 +98,9 @@ test_image.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from segdeck.core.sam import clear_engine_cache
-
     d = tmp_path_factory.mktemp("models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(M.ENV_MODEL_DIR, str(d))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    for name in ("sam2.1-tiny", "sam-hq-vit_tiny"):
-        install_random_model(name, d)
-    clear_engine_cache()
-    yield d
-    clear_engine_cache()
-    for name in ("sam2.1-tiny", "sam-hq-vit_tiny"):
-        restore_spec(name)
-    mp.undo()
+    with random_models(d, ("sam2.1-tiny", "sam-hq-vit_tiny")):
+        yield d
 
 
 @pytest.fixture(scope="module", params=["sam2.1-tiny", "sam-hq-vit_tiny"])

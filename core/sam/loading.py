@@ -140,3 +140,26 @@ def save_checkpoint(spec: ModelSpec, model, path: str | Path) -> None:
     key = get_family(spec.family).checkpoint_key
     obj = state if key is None else {key: state}
     torch.save(obj, path)
+
+
+def save_random_checkpoint(spec: ModelSpec, path: str | Path, seed: int = 0) -> Path:
+    """Build ``spec``'s architecture with seeded random weights (the packaged init plus
+    N(0, 0.02) noise from a ``torch.Generator`` seeded with ``seed``) and save it in the
+    family's official layout. For tests and benchmarks, where no trained weights can be
+    downloaded: the same seed gives the same file's weights on every machine.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_empty(spec)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    save_checkpoint(spec, model, path)
+    return Path(path)

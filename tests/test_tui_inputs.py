@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import pytest
-from tui_helpers import TESTS, ready_form, wait_for
+from tui_helpers import TESTS, form_status, ready_form, select_path, wait_for
 
 from segdeck.core import imageio
 
@@ -54,25 +54,6 @@ def root(tmp_path):
     (tables / "other.csv").write_text("id,words\nq1,x\n")
     (tables / "notes.txt").write_text("not an input\n")
     return root.resolve()
-
-
-async def _select_path(pilot, tree, path) -> None:
-    """Move the folder tree's cursor to ``path``'s node (its folders expanded first:
-    a node has a line on screen only once the tree has laid its lines out again)."""
-    node = next(n for n in tree._walk(tree.root) if n.data == path)
-    parent = node.parent
-    while parent is not None:
-        parent.expand()
-        parent = parent.parent
-    await wait_for(pilot, lambda: node.line >= 0, what=f"{path.name} shown in the tree")
-    tree.move_cursor(node)
-    await wait_for(pilot, lambda: tree.cursor_node is node, what=f"cursor on {path.name}")
-
-
-def _status(screen) -> str:
-    from textual.widgets import Static
-
-    return str(screen.query_one("#form-status", Static).content)
 
 
 # ---- the watcher ----------------------------------------------------------------------
@@ -151,14 +132,14 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         await wait_for(pilot, lambda: csv in tree.files.get(root / "tables", []), what="CSV listed in the tree")
         assert tree.files[root / "tables"] == [csv, root / "tables" / "other.csv"]
         tree.focus()
-        await _select_path(pilot, tree, csv)
+        await select_path(pilot, tree, csv)
         await wait_for(pilot, lambda: screen.input_is_file and screen.input_path == csv, what="CSV picked")
         run = screen.query_one("#run", Button)
         # the image job does not take it: the status line says why and names the job that does
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to "), what="refusal")
+        await wait_for(pilot, lambda: form_status(screen).startswith("s: switch to "), what="refusal")
         # the job that takes it first, with its key: the status line is cut at 80 columns
-        assert _status(screen).startswith("s: switch to tuicsv · tuidummy: ")
-        assert "not an image file" in _status(screen)
+        assert form_status(screen).startswith("s: switch to tuicsv · tuidummy: ")
+        assert "not an image file" in form_status(screen)
         assert run.disabled
         assert "input for: tuicsv" in str(screen.query_one("#input-line").content)
         await pilot.press("ctrl+r")
@@ -169,7 +150,7 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
         await wait_for(pilot, lambda: form.model is screen.jobs["tuicsv"].Params and form.params is not None,
                        what="CSV job's form")
         await wait_for(pilot, lambda: not run.disabled, what="run enabled")
-        assert _status(screen) == "ready: groups.csv → Ctrl+R"
+        assert form_status(screen) == "ready: groups.csv → Ctrl+R"
         form.apply_values({"steps": 30, "delay": 0.05})
         await wait_for(pilot, lambda: form.params is not None and form.params.steps == 30, what="values applied")
         await pilot.press("ctrl+r")
@@ -196,18 +177,18 @@ async def test_csv_job_picked_from_the_folder_tree_runs_with_sub_steps(root, two
             "r1.txt": "ALPHA", "r2.txt": "BETA", "r3.txt": "GAMMA"}
         assert "now:" not in summary.content.plain
         # a folder with the CSV job picked: the job's own check says why not
-        await _select_path(pilot, tree, root / "photos")
+        await select_path(pilot, tree, root / "photos")
         await wait_for(pilot, lambda: not screen.input_is_file and screen.input_path == root / "photos",
                        what="folder picked")
         # the image job takes the folder: s offers it, then the CSV job's reason
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to tuidummy · tuicsv: "),
+        await wait_for(pilot, lambda: form_status(screen).startswith("s: switch to tuidummy · tuicsv: "),
                        what="refusal of a folder")
-        assert "a CSV file (id, text) is expected" in _status(screen) and run.disabled
+        assert "a CSV file (id, text) is expected" in form_status(screen) and run.disabled
         # a CSV without the column it needs: refused with the job's reason, by every job
-        await _select_path(pilot, tree, root / "tables" / "other.csv")
-        await wait_for(pilot, lambda: "no column 'text'" in _status(screen), what="bad CSV refused")
+        await select_path(pilot, tree, root / "tables" / "other.csv")
+        await wait_for(pilot, lambda: "no column 'text'" in form_status(screen), what="bad CSV refused")
         # no offer: the job's own reason right after its name (readable at 80 columns)
-        assert _status(screen).startswith("tuicsv: ") and "no job takes it" in str(screen.query_one("#input-line").content)
+        assert form_status(screen).startswith("tuicsv: ") and "no job takes it" in str(screen.query_one("#input-line").content)
         assert isinstance(screen.query_one(ParamForm), ParamForm)
 
 
@@ -261,7 +242,7 @@ async def test_view_and_reference_windows_start_from_their_keys(root, two_jobs, 
         tree = screen.query_one(FolderTree)
         await wait_for(pilot, lambda: root / "tables" in tree.files, what="files listed")
         tree.focus()
-        await _select_path(pilot, tree, root / "tables" / "groups.csv")
+        await select_path(pilot, tree, root / "tables" / "groups.csv")
         await wait_for(pilot, lambda: screen.input_path == root / "tables" / "groups.csv", what="CSV picked")
         await pilot.press("a")
         await wait_for(pilot, lambda: any(ln.text == "annotate finished" for ln in screen.annotator.log_lines),
@@ -271,14 +252,14 @@ async def test_view_and_reference_windows_start_from_their_keys(root, two_jobs, 
         log = screen.query_one(JobLog)
         assert log.source == "annotate" and any(ln.text.endswith(" saved refs.json") for ln in log.lines)
         # a file no job annotates: a word, no process
-        await _select_path(pilot, tree, root / "tables" / "other.csv")
+        await select_path(pilot, tree, root / "tables" / "other.csv")
         await wait_for(pilot, lambda: screen.input_path == root / "tables" / "other.csv", what="other CSV picked")
         await pilot.press("a")
         await pilot.pause()
         assert len(annotates) == 1
         assert any("no annotate window for other.csv" in n.message for n in app._notifications)
         # a folder: annotate paint, as before
-        await _select_path(pilot, tree, root / "photos")
+        await select_path(pilot, tree, root / "photos")
         await wait_for(pilot, lambda: screen.input_path == root / "photos", what="folder picked")
         await pilot.press("a")
         await wait_for(pilot, lambda: len(annotates) == 2, what="paint started")

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 import pytest
-from tui_helpers import ready_form, wait_for
+from tui_helpers import form_status, ready_form, select_path, wait_for
 
 from segdeck.core import imageio
 
@@ -49,26 +49,6 @@ def project(tmp_path, monkeypatch):
     (refs / ".candidates").mkdir()
     imageio.write_image(refs / ".candidates" / "c.png", np.ones((16, 24), np.uint8))
     return root
-
-
-async def _select_path(pilot, tree, path) -> None:
-    """Move the folder tree's cursor to ``path``'s node."""
-    await wait_for(pilot, lambda: tree.scanned and any(n.data == path for n in tree._walk(tree.root)),
-                   what=f"{path.name} in the tree")
-    node = next(n for n in tree._walk(tree.root) if n.data == path)
-    parent = node.parent
-    while parent is not None:
-        parent.expand()
-        parent = parent.parent
-    await wait_for(pilot, lambda: node.line >= 0, what=f"{path.name} shown in the tree")
-    tree.move_cursor(node)
-    await wait_for(pilot, lambda: tree.cursor_node is node, what=f"cursor on {path.name}")
-
-
-def _status(screen) -> str:
-    from textual.widgets import Static
-
-    return str(screen.query_one("#form-status", Static).content)
 
 
 def test_scan_counts_no_reference_label_maps(project):
@@ -118,11 +98,11 @@ async def test_picked_spec_offers_the_job_that_takes_it_with_one_key(project):
         screen, form = await ready_form(app, pilot, job="segment")
         tree = screen.query_one(FolderTree)
         tree.focus()
-        await _select_path(pilot, tree, spec)
+        await select_path(pilot, tree, spec)
         # segment's form: s offers propagate, first in the line
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to propagate"), what="the offer")
+        await wait_for(pilot, lambda: form_status(screen).startswith("s: switch to propagate"), what="the offer")
         # then segment's reason, without the path the input line shows
-        assert _status(screen).startswith("s: switch to propagate · segment: not an image file")
+        assert form_status(screen).startswith("s: switch to propagate · segment: not an image file")
         status = screen.query_one("#form-status", Static)
         assert status.region.width >= len("s: switch to propagate · segment"), status.region  # at 80 columns
         assert screen.query_one("#run", Button).disabled
@@ -132,15 +112,15 @@ async def test_picked_spec_offers_the_job_that_takes_it_with_one_key(project):
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.job_name == "propagate" and form.model is screen.jobs["propagate"].Params
                        and form.params is not None, what="propagate's form")
-        await wait_for(pilot, lambda: _status(screen) == "ready: project.toml → Ctrl+R", what="ready")
+        await wait_for(pilot, lambda: form_status(screen) == "ready: project.toml → Ctrl+R", what="ready")
         assert screen.offered_job is None
         # back on the photos folder with propagate's form: s offers the first image job
-        await _select_path(pilot, tree, project / "photos")
-        await wait_for(pilot, lambda: _status(screen).startswith("s: switch to segment"), what="offer of a folder")
+        await select_path(pilot, tree, project / "photos")
+        await wait_for(pilot, lambda: form_status(screen).startswith("s: switch to segment"), what="offer of a folder")
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.job_name == "segment" and form.model is screen.jobs["segment"].Params,
                        what="segment's form")
-        await wait_for(pilot, lambda: _status(screen).startswith("ready: photos"), what="ready on photos")
+        await wait_for(pilot, lambda: form_status(screen).startswith("ready: photos"), what="ready on photos")
         assert isinstance(screen.query_one(ParamForm), ParamForm)
 
 
@@ -168,7 +148,7 @@ async def test_annotate_refs_gets_the_forms_checkpoint(project, monkeypatch):
                        what="checkpoint in the form")
         tree = screen.query_one(FolderTree)
         tree.focus()
-        await _select_path(pilot, tree, spec)
+        await select_path(pilot, tree, spec)
         await wait_for(pilot, lambda: screen.input_path == spec, what="spec picked")
         await pilot.press("a")
         await wait_for(pilot, lambda: any(ln.text == "annotate finished" for ln in screen.annotator.log_lines),

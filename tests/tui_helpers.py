@@ -38,3 +38,26 @@ async def ready_form(app, pilot, job="tuidummy"):
                    and form.model is screen.jobs[job].Params, what="form built")
     await wait_for(pilot, lambda: screen.input_count is not None, what="folder counts")
     return screen, form
+
+
+async def select_path(pilot, tree, path) -> None:
+    """Move the folder tree's cursor to ``path``'s node, once a scan has listed it (its
+    folders expanded first: a node has a line on screen only once the tree has laid its
+    lines out again)."""
+    await wait_for(pilot, lambda: tree.scanned and any(n.data == path for n in tree._walk(tree.root)),
+                   what=f"{path.name} in the tree")
+    node = next(n for n in tree._walk(tree.root) if n.data == path)
+    parent = node.parent
+    while parent is not None:
+        parent.expand()
+        parent = parent.parent
+    await wait_for(pilot, lambda: node.line >= 0, what=f"{path.name} shown in the tree")
+    tree.move_cursor(node)
+    await wait_for(pilot, lambda: tree.cursor_node is node, what=f"cursor on {path.name}")
+
+
+def form_status(screen) -> str:
+    """The text of the main screen's form status line (beside Run)."""
+    from textual.widgets import Static
+
+    return str(screen.query_one("#form-status", Static).content)

@@ -41,6 +41,7 @@ consumers:
 	  || echo "note: $(CONSUMERS) could not be created (see $(CONSUMERS)/install.log); export consumer tests will skip"; }
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 lint: $(STAMP)

@@ -194,6 +194,13 @@ def dense_similarity(ga: np.ndarray, gb: np.ndarray) -> float:
     return best
 
 
+#: Equalise the histogram of each image before ORB (:func:`orb_keys`). On the held-out
+#: generator's development seeds 1 and 2 it cut the pairs lost by the verification from
+#: 46 to 17 (recall 0.91/0.92 -> 0.96/0.94) with no new false pair: low-contrast tiles had
+#: 0-10 FAST keypoints at the fixed threshold and could not be checked.
+EQUALIZE = True
+
+
 def orb_detector(n_features: int = 100, levels: int = 4):
     """The ``cv2.ORB`` detector :func:`orb_keys` uses (small patches for small images)."""
     import cv2
@@ -202,9 +209,16 @@ def orb_detector(n_features: int = 100, levels: int = 4):
 
 
 def orb_keys(
-    gray: np.ndarray, side: int = 128, n_features: int = 100, levels: int = 4, detector=None
+    gray: np.ndarray, side: int = 128, n_features: int = 100, levels: int = 4, detector=None,
+    equalize: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ORB keypoints of a grayscale image resized so its longer side is ``side``.
+
+    With ``equalize`` (default :data:`EQUALIZE`) the resized image's histogram is equalised first
+    (``cv2.equalizeHist``): the FAST threshold of the detector is absolute, so a
+    low-contrast image (haze, shade, a darkened copy) would otherwise give a handful of
+    keypoints and could not be verified; equalisation is also invariant to the monotonic
+    brightness, contrast and gamma edits a copy may carry.
 
     ``detector`` (from :func:`orb_detector` with the same ``n_features`` and ``levels``)
     saves creating one per call, which costs about a third of the detection itself at
@@ -223,6 +237,8 @@ def orb_keys(
     if abs(s - 1) > 1e-3:
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    if EQUALIZE if equalize is None else equalize:
+        gray = cv2.equalizeHist(np.ascontiguousarray(gray))
     orb = detector if detector is not None else orb_detector(n_features, levels)
     kps, des = orb.detectAndCompute(gray, None)
     if des is None or not kps:
@@ -337,6 +353,11 @@ class PairDecisions:
         (its own ORB + RANSAC check passed), ``"dense"`` (a low-texture pair aligned by
         :func:`dense_similarity`), ``"link"`` (between two groups whose checked pairs
         mostly passed); ``""`` for a rejected pair.
+    reason : ndarray of str (object), shape (m,)
+        Why a pair was rejected: ``"prefilter"`` (thumbnails did not correlate,
+        ``min_ncc``), ``"verify"`` (checked and failed), ``"unchecked"`` (its link ran out of
+        ``verify_per_link`` rounds before the pair's turn), ``"nogray"`` (no images to
+        verify with); ``""`` for an accepted pair.
     checked : int
         Pairs that went through the geometric verification.
     dense : int
@@ -351,10 +372,13 @@ class PairDecisions:
     route: np.ndarray | None = None
     checked: int = 0
     dense: int = 0
+    reason: np.ndarray | None = None
 
     def __post_init__(self):
         if self.route is None:
             self.route = np.zeros(len(self.i), np.int8)
+        if self.reason is None:
+            self.reason = np.full(len(self.i), "", dtype=object)
 
     @property
     def accepted(self) -> np.ndarray:
@@ -523,6 +547,7 @@ def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thum
         r = np.maximum(r, thumb_ncc(centre_thumbs, i[band], j[band], dec.mirrored[band]))
         # crop pairs passed their own window-aligned check (whole thumbnails are not aligned)
         keep = inside | (r >= params.min_ncc) | (dec.route[band] == 1)
+        dec.reason[band[~keep]] = "prefilter"
         band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
     link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
     order = np.lexsort((d[band], link))
@@ -646,6 +671,7 @@ def decide_pairs(
     dec = PairDecisions(i, j, d, mirrored, stage, route)
     band = np.nonzero(stage == "")[0]
     if gray is None or not len(band):
+        dec.reason[band] = "nogray"
         return dec  # without images, uncertain candidates are dropped
     band, link = _links(n, dec, band, params, thumbs, gray, centre_thumbs)
     # verify the closest pair of each link, then the next closest of the links not yet
@@ -656,6 +682,7 @@ def decide_pairs(
     rank = np.arange(len(link)) - start
     keys: dict = {}
     passed = np.zeros(len(band), bool)
+    tried = np.zeros(len(band), bool)
     dense_passed = np.zeros(len(band), bool)
     good_links = np.zeros(0, np.int64)
     for r in range(params.verify_per_link):
@@ -663,6 +690,7 @@ def decide_pairs(
         if not len(sel):
             break
         todo = band[sel]
+        tried[sel] = True
         inliers, n_keys = _verify(dec, todo, params, gray, workers, cancel, keys)
         ok = inliers >= params.min_inliers
         dec.checked += int(len(todo))
@@ -677,9 +705,11 @@ def decide_pairs(
         # the sure groups are pure (sure pairs are near-identical), so one verified pair
         # between two groups means the groups are copies of one image: the link is accepted
         good_links = np.union1d(good_links, link[sel[ok | np.isin(np.arange(len(sel)), dense_ok)]])
+    dec.reason[band] = np.where(tried, "verify", "unchecked")
     dec.stage[band[np.isin(link, good_links)]] = "link"
     dec.stage[band[passed]] = "verified"
     dec.stage[band[dense_passed]] = "dense"
+    dec.reason[dec.accepted] = ""
     return dec
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 from skimage import data
-
-from segdeck.core.cluster import dedup, features
 from test_cluster_dup_rotations import _cluster, _rotate
+
+from segdeck.core.cluster import dedup
 
 
 def _low_contrast_tiles() -> list[np.ndarray]:

@@ -1,0 +1,484 @@
+"""Dense alignment of two near-duplicate images: Fourier-Mellin registration, then NCC.
+
+A verifier for candidate pairs of the ``dup`` method (:mod:`segdeck.core.cluster.dedup`)
+that, unlike keypoint matching, does not need texture: it estimates the similarity
+transform (rotation, scale, translation) between two images from their Fourier spectra,
+warps one onto the other and scores the pair by the normalised cross-correlation (NCC)
+of the overlap, black fill of rotated copies left out.
+
+Method (Reddy & Chatterji 1996)
+-------------------------------
+1. **Per image** (:func:`prepare`, once): the grayscale image is resized so its longer side
+   is :data:`ALIGN_SIDE` pixels (aspect kept) and centred on a square canvas. Black fill
+   (dark pixels connected to the border, e.g. the corners of a copy rotated on the same
+   canvas) is marked invalid and replaced by the mean. The zero-mean content, multiplied
+   by a Hann window, gives the spectrum's magnitude ``|F|`` (translation-invariant),
+   weighted by the paper's high-pass ``(1 - X)(2 - X)``, ``X = cos(pi u) cos(pi v)``, and
+   resampled on a log-polar grid (:data:`LP_ANGLES` angles over [0, 180) degrees: ``|F|``
+   is centrally symmetric; :data:`LP_RADII` log-spaced radii). The phase-only spectrum of
+   that log-polar image is stored, as is the phase-only spectrum of the windowed canvas.
+2. **Per pair** (:func:`align_pairs`, batched): a rotation of the image is a cyclic
+   shift of the log-polar magnitude along the angle axis, a scale change a shift along
+   the log-radius axis; phase correlation of the two log-polar images gives both (peak
+   searched only within ``max_angle`` and ``max_scale``, sub-bin by a parabola through
+   the peak and its neighbours). The second image is rotated and scaled accordingly, and
+   phase correlation of the two canvases gives the translation. The warped second image
+   and its validity mask are laid over the first; the score is the Pearson correlation
+   (NCC) of the pixels valid in both (the warped image's support, fill excluded), after a
+   light blur (:data:`NCC_BLUR`) that tolerates perspective and JPEG. Pairs whose overlap
+   covers less than ``min_overlap`` of the smaller image score 0.
+
+Cost: a pair is two small inverse FFTs, one forward FFT, two warps and an NCC at
+:data:`ALIGN_SIDE` = 64 px (about 0.1 ms on one core); :func:`prepare` about 0.2 ms per
+image.
+
+Conventions
+-----------
+The transform maps the first image ``a`` onto the second image ``b`` in the sense of
+``cv2.getRotationMatrix2D``: ``b`` looks like ``a`` rotated by ``angle`` degrees
+counter-clockwise as displayed (y axis down), scaled by ``scale`` (``scale > 1``: the
+content is larger in ``b``, measured in each image's own pixels) and shifted so that
+``a``'s centre lands at ``b``'s centre plus ``(dx, dy)`` (pixels of ``b``, x right,
+y down)::
+
+    x_b - c_b = scale * R(angle) (x_a - c_a) + (dx, dy)
+
+with ``c`` the image centre ``((w - 1) / 2, (h - 1) / 2)`` and ``R(angle)`` the rotation
+matrix of ``cv2.getRotationMatrix2D`` (``[[cos, sin], [-sin, cos]]``). Mirror images are
+not aligned: like :func:`segdeck.core.cluster.dedup.orient_pairs`, the caller passes the
+mirrored image (``prepare(gray[:, ::-1])``) for pairs whose mirrored hash was closer.
+
+Reference: B. S. Reddy and B. N. Chatterji, "An FFT-based technique for translation,
+rotation, and scale-invariant image registration", IEEE Transactions on Image Processing
+5(8), 1266-1271, 1996.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Side (pixels) of the square canvas everything is computed on. Larger gives finer
+#: angle and scale estimates and sharper NCC (less tolerance to perspective and blur) at
+#: a cost growing with its square.
+ALIGN_SIDE = 64
+
+#: Rows of the log-polar magnitude: angles over [0, 180) degrees (180/64 = 2.8 degrees
+#: a row before sub-bin refinement).
+LP_ANGLES = 64
+
+#: Columns of the log-polar magnitude: log-spaced radii from :data:`LP_MIN_RADIUS` to
+#: ``ALIGN_SIDE / 2`` (about 4.4 % scale change a column at the defaults).
+LP_RADII = 64
+
+#: Smallest radius (frequency bins) of the log-polar grid: the lowest frequencies hold
+#: the window's own spectrum and the image's overall shading, not its structure.
+LP_MIN_RADIUS = 2.0
+
+#: Pixels at or below this grey level that touch the image border (4-connected) are
+#: fill (black corners of a rotated copy, letterbox bars), unless they make up more than
+#: :data:`MAX_FILL_FRACTION` of the image (then it is a dark photo, not fill).
+FILL_LEVEL = 12
+
+#: See :data:`FILL_LEVEL`.
+MAX_FILL_FRACTION = 0.5
+
+#: Gaussian sigma (canvas pixels) applied before the NCC: tolerance to perspective,
+#: small residual misalignment, blur and JPEG differences, at the price of detail that
+#: tells look-alike textures apart.
+NCC_BLUR = 1.0
+
+#: Default smallest overlap (fraction of the smaller image's valid area) for a score.
+MIN_OVERLAP = 0.35
+
+#: Images whose valid pixels vary less than this (grey-level standard deviation at
+#: :data:`ALIGN_SIDE`) are flat: they score 0 against anything.
+MIN_STD = 2.0
+
+#: Width (fraction of the spectrum's radius) of the Gaussian low-pass applied to the
+#: translation's cross-power spectrum: high frequencies (noise, JPEG, blur, text) carry
+#: phase that agrees poorly between near-duplicates; down-weighting them sharpens the peak.
+TRANSLATION_LOWPASS = 0.35
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Per-image data of :func:`prepare` (everything a pair needs that one image decides).
+
+    Attributes
+    ----------
+    size : tuple of int
+        ``(w, h)`` of the original image in pixels.
+    factor : float
+        Canvas pixels per original pixel (``ALIGN_SIDE / max(w, h)``).
+    centre : tuple of float
+        ``(x, y)`` of the content's centre on the canvas (canvas pixels).
+    image : ndarray of float32, shape (S, S)
+        Blurred grey levels on the canvas (0 outside the content), for the NCC.
+    valid : ndarray of float32, shape (S, S)
+        1 where the canvas holds image content that is not fill, else 0.
+    window : ndarray of float32, shape (S, S)
+        Zero-mean content times a Hann window (0 outside), for the spectra.
+    spectrum : ndarray of complex64, shape (S, S // 2 + 1)
+        Phase-only ``rfft2`` of ``window``.
+    logpolar : ndarray of complex64, shape (LP_ANGLES, LP_RADII // 2 + 1)
+        Phase-only ``rfft2`` of the log-polar, high-passed magnitude spectrum.
+    n_valid : int
+        Number of valid canvas pixels.
+    flat : bool
+        The image has (almost) no contrast: every pair with it scores 0.
+    """
+
+    size: tuple[int, int]
+    factor: float
+    centre: tuple[float, float]
+    image: np.ndarray
+    valid: np.ndarray
+    window: np.ndarray
+    spectrum: np.ndarray
+    logpolar: np.ndarray
+    n_valid: int
+    flat: bool
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Result of :func:`align` for one pair (conventions in the module docstring).
+
+    Attributes
+    ----------
+    score : float
+        NCC of the aligned overlap, clipped to [0, 1]; 0 when ``reason`` is not empty.
+    angle : float
+        Rotation from ``a`` to ``b`` in degrees, counter-clockwise as displayed.
+    scale : float
+        Size of ``b``'s content over ``a``'s, each in its own pixels.
+    dx, dy : float
+        Where ``a``'s centre lands in ``b``, relative to ``b``'s centre (pixels of ``b``).
+    overlap : float
+        Overlap of the aligned images over the smaller one's valid area, in [0, 1].
+    reason : str
+        Why the score is 0 without an NCC: ``"flat"`` (an image without contrast),
+        ``"overlap"`` (overlap below ``min_overlap``); empty otherwise.
+    """
+
+    score: float
+    angle: float
+    scale: float
+    dx: float
+    dy: float
+    overlap: float
+    reason: str = ""
+
+
+def _grids(side: int = ALIGN_SIDE):
+    """Constant arrays of one canvas size (cached): log-polar sampling maps, high-pass
+    filter, radial Hann window and translation low-pass."""
+    key = side
+    got = _GRID_CACHE.get(key)
+    if got is not None:
+        return got
+    import cv2
+
+    c = side / 2.0  # centre of the fftshifted spectrum (bin index)
+    theta = np.pi * np.arange(LP_ANGLES) / LP_ANGLES
+    log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), LP_RADII)
+    r = np.exp(log_r)
+    map_x = (c + r[None, :] * np.cos(theta)[:, None]).astype(np.float32)
+    map_y = (c - r[None, :] * np.sin(theta)[:, None]).astype(np.float32)
+    f = np.fft.fftshift(np.fft.fftfreq(side))
+    x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :]
+    highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)
+    radial = np.hanning(LP_RADII + 2)[1:-1].astype(np.float32)[None, :]
+    fy = np.fft.fftfreq(side)[:, None]
+    fx = np.fft.rfftfreq(side)[None, :]
+    lowpass = np.exp(-(fx ** 2 + fy ** 2) / (2 * (TRANSLATION_LOWPASS * 0.5) ** 2)).astype(np.float32)
+    got = {"map_x": map_x, "map_y": map_y, "highpass": highpass, "radial": radial, "lowpass": lowpass,
+           "dlog": float(log_r[1] - log_r[0]), "cv2": cv2}
+    _GRID_CACHE[key] = got
+    return got
+
+
+_GRID_CACHE: dict = {}
+
+
+def _phase_only(z: np.ndarray) -> np.ndarray:
+    return (z / np.maximum(np.abs(z), 1e-6)).astype(np.complex64)
+
+
+def fill_mask(gray: np.ndarray) -> np.ndarray:
+    """Fill pixels of a grayscale image: dark (<= :data:`FILL_LEVEL`) and 4-connected to
+    the border, e.g. the black corners of a copy rotated on the same canvas.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W)
+        Grey levels 0..255 (any real dtype).
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        True on fill; all False when the dark border region covers more than
+        :data:`MAX_FILL_FRACTION` of the image (a dark photo, not fill).
+    """
+    import cv2
+
+    dark = (gray <= FILL_LEVEL).astype(np.uint8)
+    if not dark[0].any() and not dark[-1].any() and not dark[:, 0].any() and not dark[:, -1].any():
+        return np.zeros(gray.shape, bool)
+    _n, lab = cv2.connectedComponents(dark, connectivity=4)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    border = border[border > 0]
+    fill = np.isin(lab, border)
+    if fill.mean() > MAX_FILL_FRACTION:
+        return np.zeros(gray.shape, bool)
+    return fill
+
+
+def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
+    """Everything :func:`align_pairs` needs of one image, computed once.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+        Grayscale image, any size (an (H, W, 3) array is averaged to grey).
+    side : int
+        Canvas side in pixels (:data:`ALIGN_SIDE`); both images of a pair must use the same.
+
+    Returns
+    -------
+    Prepared
+
+    Raises
+    ------
+    ValueError
+        An empty image or one that is not 2-D (or 3-D with channels).
+    """
+    import cv2
+
+    g = np.asarray(gray)
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    if g.ndim != 2 or g.shape[0] < 1 or g.shape[1] < 1:
+        raise ValueError(f"align.prepare: expected an (H, W) grayscale image, got shape {np.shape(gray)}")
+    grids = _grids(side)
+    h, w = g.shape
+    f = side / max(h, w)
+    nw, nh = max(1, min(side, round(w * f))), max(1, min(side, round(h * f)))
+    small = cv2.resize(g.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    fill = fill_mask(small)
+    if fill.any():  # interpolation and JPEG smear the fill's edge: one pixel more
+        fill = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    valid_small = ~fill
+    x0, y0 = (side - nw) // 2, (side - nh) // 2
+    n_valid = int(valid_small.sum())
+    vals = small[valid_small]
+    mean = float(vals.mean()) if n_valid else 0.0
+    flat = n_valid < 16 or float(vals.std()) < MIN_STD
+    z = np.where(valid_small, small - mean, 0.0).astype(np.float32)
+    if nh > 2 and nw > 2:
+        z *= cv2.createHanningWindow((nw, nh), cv2.CV_32F)
+    window = np.zeros((side, side), np.float32)
+    window[y0:y0 + nh, x0:x0 + nw] = z
+    image = np.zeros((side, side), np.float32)
+    blurred = cv2.GaussianBlur(np.where(valid_small, small, mean).astype(np.float32), (0, 0), NCC_BLUR)
+    image[y0:y0 + nh, x0:x0 + nw] = blurred
+    valid = np.zeros((side, side), np.float32)
+    valid[y0:y0 + nh, x0:x0 + nw] = valid_small
+    spec = np.fft.rfft2(window)
+    mag = np.abs(np.fft.fftshift(np.fft.fft2(window))).astype(np.float32) * grids["highpass"]
+    lp = cv2.remap(np.log1p(mag), grids["map_x"], grids["map_y"], cv2.INTER_LINEAR)
+    lp = (lp - lp.mean()) * grids["radial"]
+    return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image=image,
+                    valid=valid, window=window, spectrum=_phase_only(spec), logpolar=_phase_only(np.fft.rfft2(lp)),
+                    n_valid=n_valid, flat=flat)
+
+
+def _parabola(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    den = lo - 2 * mid + hi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(den < -1e-12, 0.5 * (lo - hi) / den, 0.0)
+    return np.clip(off, -0.5, 0.5)
+
+
+def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale: float, dlog: float):
+    """Phase correlation of log-polar spectra, batched: (k, A, R/2+1) x2 -> canvas angle
+    (degrees, cv2 sense, a -> b) and scale (b over a) of each pair, shape (k,)."""
+    corr = np.fft.irfft2(pb * np.conj(pa), s=(LP_ANGLES, LP_RADII), axes=(-2, -1))
+    ka = min(LP_ANGLES // 2 - 1, int(np.ceil(max_angle / (180.0 / LP_ANGLES))))
+    kr = min(LP_RADII // 2 - 1, int(np.ceil(np.log(max_scale) / dlog)))
+    rows = np.arange(-ka, ka + 1) % LP_ANGLES
+    cols = np.arange(-kr, kr + 1) % LP_RADII
+    sub = corr[:, rows][:, :, cols]
+    k = len(sub)
+    flat_idx = sub.reshape(k, -1).argmax(axis=1)
+    ri, ci = np.divmod(flat_idx, len(cols))
+    ar = np.arange(k)
+    r0, c0 = rows[ri], cols[ci]
+    dr = _parabola(corr[ar, (r0 - 1) % LP_ANGLES, c0], corr[ar, r0, c0], corr[ar, (r0 + 1) % LP_ANGLES, c0])
+    dc = _parabola(corr[ar, r0, (c0 - 1) % LP_RADII], corr[ar, r0, c0], corr[ar, r0, (c0 + 1) % LP_RADII])
+    shift_r = (ri - ka) + dr
+    shift_c = (ci - kr) + dc
+    angle = shift_r * (180.0 / LP_ANGLES)
+    scale = np.exp(-shift_c * dlog)
+    return angle, scale
+
+
+def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phase correlation of canvas ``a`` (phase-only spectra (k, S, S/2+1)) and the warped
+    canvases ``b`` (k, S, S): the shift (dx, dy) that moves warped ``b`` onto ``a``."""
+    fb = np.fft.rfft2(warped, axes=(-2, -1))
+    cross = fa * np.conj(fb)
+    cross = cross / np.maximum(np.abs(cross), 1e-6) * lowpass
+    corr = np.fft.irfft2(cross, s=(side, side), axes=(-2, -1))
+    k = len(corr)
+    idx = corr.reshape(k, -1).argmax(axis=1)
+    y0, x0 = np.divmod(idx, side)
+    ar = np.arange(k)
+    dy = _parabola(corr[ar, (y0 - 1) % side, x0], corr[ar, y0, x0], corr[ar, (y0 + 1) % side, x0])
+    dx = _parabola(corr[ar, y0, (x0 - 1) % side], corr[ar, y0, x0], corr[ar, y0, (x0 + 1) % side])
+    ty = ((y0 + side // 2) % side - side // 2) + dy
+    tx = ((x0 + side // 2) % side - side // 2) + dx
+    return tx, ty
+
+
+def _masked_ncc(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    n = float(m.sum())
+    if n < 2:
+        return 0.0
+    av, bv = a[m], b[m]
+    av = av - av.mean()
+    bv = bv - bv.mean()
+    den = float(np.sqrt(np.dot(av, av) * np.dot(bv, bv)))
+    return float(np.dot(av, bv) / den) if den > 1e-6 else 0.0
+
+
+def _as_prepared(x, side: int) -> Prepared:
+    return x if isinstance(x, Prepared) else prepare(x, side)
+
+
+def align_pairs(
+    items: Sequence[Prepared],
+    i: np.ndarray,
+    j: np.ndarray,
+    max_angle: float = 20.0,
+    max_scale: float = 1.8,
+    min_overlap: float = MIN_OVERLAP,
+) -> dict[str, np.ndarray]:
+    """Align and score many pairs of prepared images, batched.
+
+    Parameters
+    ----------
+    items : sequence of Prepared
+        From :func:`prepare`, all with the same canvas side.
+    i, j : array_like of int, shape (k,)
+        Pairs ``(items[i[t]], items[j[t]])``: ``a = items[i[t]]``, ``b = items[j[t]]``.
+    max_angle : float
+        Largest rotation searched (degrees, either sense; at most 90).
+    max_scale : float
+        Scale changes searched on the canvas: [1 / max_scale, max_scale] (> 1). Both
+        images are resized to the same longer side first, so this bounds the zoom of a
+        crop, not a size difference of the files.
+    min_overlap : float
+        Pairs whose aligned overlap covers less than this fraction of the smaller image's
+        valid area score 0 (reason ``"overlap"``).
+
+    Returns
+    -------
+    dict of ndarray, each of shape (k,)
+        ``score`` (float64 in [0, 1]), ``angle`` (degrees), ``scale``, ``dx``, ``dy``
+        (pixels of ``b``), ``overlap`` (float64) and ``reason`` (object: ``""``,
+        ``"flat"`` or ``"overlap"``), as in :class:`Alignment`.
+
+    Raises
+    ------
+    ValueError
+        ``i`` and ``j`` of different lengths, or images prepared at different sides.
+    """
+    import cv2
+
+    i = np.asarray(i, np.int64).ravel()
+    j = np.asarray(j, np.int64).ravel()
+    if len(i) != len(j):
+        raise ValueError(f"align_pairs: i and j differ in length ({len(i)} vs {len(j)})")
+    k = len(i)
+    out = {"score": np.zeros(k), "angle": np.zeros(k), "scale": np.ones(k), "dx": np.zeros(k), "dy": np.zeros(k),
+           "overlap": np.zeros(k), "reason": np.full(k, "", dtype=object)}
+    if not k:
+        return out
+    side = items[int(i[0])].image.shape[0]
+    if any(items[int(t)].image.shape[0] != side for t in np.concatenate([i, j])):
+        raise ValueError("align_pairs: images prepared with different canvas sides")
+    flat = np.array([items[int(a)].flat or items[int(b)].flat for a, b in zip(i, j, strict=True)], bool)
+    out["reason"][flat] = "flat"
+    todo = np.nonzero(~flat)[0]
+    if not len(todo):
+        return out
+    grids = _grids(side)
+    pa = np.stack([items[int(i[t])].logpolar for t in todo])
+    pb = np.stack([items[int(j[t])].logpolar for t in todo])
+    angle, scale = _rotation_scale(pa, pb, min(max_angle, 89.0), max(max_scale, 1.0 + 1e-6), grids["dlog"])
+    c = (side - 1) / 2.0
+    mats = []
+    warped = np.empty((len(todo), side, side), np.float32)
+    for n, t in enumerate(todo):
+        b = items[int(j[t])]
+        # canvas b -> canvas a: the inverse of a -> b (rotate by -angle, scale by 1/scale)
+        m = cv2.getRotationMatrix2D((c, c), -float(angle[n]), 1.0 / float(scale[n]))
+        mats.append(m)
+        warped[n] = cv2.warpAffine(b.window, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
+    fa = np.stack([items[int(i[t])].spectrum for t in todo])
+    tx, ty = _translation(fa, warped, grids["lowpass"], side)
+    for n, t in enumerate(todo):
+        a, b = items[int(i[t])], items[int(j[t])]
+        m = mats[n].copy()
+        m[0, 2] += tx[n]
+        m[1, 2] += ty[n]
+        wv = cv2.warpAffine(b.valid, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
+        both = (wv > 0.999) & (a.valid > 0.5)
+        s_ab = float(scale[n])
+        area_b = b.n_valid / (s_ab * s_ab)  # b's valid area in a's canvas pixels
+        ov = float(both.sum()) / max(1.0, min(float(a.n_valid), area_b))
+        ov = min(1.0, ov)
+        # a -> b in original pixels: invert canvas b -> a, then undo each canvas's factor
+        lin = np.linalg.inv(m[:, :2])
+        trans = -lin @ m[:, 2]
+        ca, cb = np.array(a.centre), np.array(b.centre)
+        d = (lin @ ca + trans - cb) / b.factor
+        out["angle"][t] = float(angle[n])
+        out["scale"][t] = s_ab * a.factor / b.factor
+        out["dx"][t], out["dy"][t] = float(d[0]), float(d[1])
+        out["overlap"][t] = ov
+        if ov < min_overlap:
+            out["reason"][t] = "overlap"
+            continue
+        wb = cv2.warpAffine(b.image, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
+        out["score"][t] = max(0.0, _masked_ncc(a.image, wb, both))
+    return out
+
+
+def align(a, b, max_angle: float = 20.0, max_scale: float = 1.8, min_overlap: float = MIN_OVERLAP,
+          side: int = ALIGN_SIDE) -> Alignment:
+    """Align image ``b`` to image ``a`` and score the pair (one-pair form of :func:`align_pairs`).
+
+    Parameters
+    ----------
+    a, b : ndarray of uint8, shape (H, W), or Prepared
+        Grayscale images (any sizes) or their :func:`prepare` results.
+    max_angle, max_scale, min_overlap
+        As in :func:`align_pairs`.
+    side : int
+        Canvas side for images not yet prepared.
+
+    Returns
+    -------
+    Alignment
+    """
+    pa, pb = _as_prepared(a, side), _as_prepared(b, side)
+    r = align_pairs([pa, pb], np.array([0]), np.array([1]), max_angle=max_angle, max_scale=max_scale,
+                    min_overlap=min_overlap)
+    return Alignment(score=float(r["score"][0]), angle=float(r["angle"][0]), scale=float(r["scale"][0]),
+                     dx=float(r["dx"][0]), dy=float(r["dy"][0]), overlap=float(r["overlap"][0]),
+                     reason=str(r["reason"][0]))

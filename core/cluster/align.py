@@ -10,8 +10,7 @@ Method (Reddy & Chatterji 1996)
 -------------------------------
 1. **Per image** (:func:`prepare`, once): the grayscale image is resized so its longer side
    is :data:`ALIGN_SIDE` pixels (aspect kept) and centred on a square canvas. Black fill
-   (dark pixels connected to the border, e.g. the corners of a copy rotated on the same
-   canvas) is marked invalid and replaced by the mean. The zero-mean content, multiplied
+   (dark triangles at the corners of a copy rotated on the same canvas, :func:`fill_mask`) is marked invalid and replaced by the mean. The zero-mean content, multiplied
    by a Hann window, gives the spectrum's magnitude ``|F|`` (translation-invariant),
    weighted by the paper's high-pass ``(1 - X)(2 - X)``, ``X = cos(pi u) cos(pi v)``, and
    resampled on a log-polar grid (:data:`LP_ANGLES` angles over [0, 180) degrees: ``|F|``
@@ -77,13 +76,9 @@ LP_RADII = 64
 #: the window's own spectrum and the image's overall shading, not its structure.
 LP_MIN_RADIUS = 2.0
 
-#: Pixels at or below this grey level that touch the image border (4-connected) are
-#: fill (black corners of a rotated copy, letterbox bars), unless they make up more than
-#: :data:`MAX_FILL_FRACTION` of the image (then it is a dark photo, not fill).
+#: Grey level at or below which a pixel may be fill (:func:`fill_mask`): JPEG leaves
+#: black corners at 0..6, their edges a little brighter.
 FILL_LEVEL = 12
-
-#: See :data:`FILL_LEVEL`.
-MAX_FILL_FRACTION = 0.5
 
 #: Gaussian sigma (canvas pixels) applied before the NCC: tolerance to perspective,
 #: small residual misalignment, blur and JPEG differences, at the price of detail that
@@ -208,9 +203,18 @@ def _phase_only(z: np.ndarray) -> np.ndarray:
     return (z / np.maximum(np.abs(z), 1e-6)).astype(np.complex64)
 
 
+def _run(line: np.ndarray) -> int:
+    """Length of the leading run of True in a 1-D bool array."""
+    return len(line) if line.all() else int(np.argmin(line))
+
+
 def fill_mask(gray: np.ndarray) -> np.ndarray:
-    """Fill pixels of a grayscale image: dark (<= :data:`FILL_LEVEL`) and 4-connected to
-    the border, e.g. the black corners of a copy rotated on the same canvas.
+    """Fill pixels of a grayscale image: the black corners of a copy rotated on its canvas.
+
+    At each corner, the dark (<= :data:`FILL_LEVEL`) runs along the two edges span a
+    right triangle; it is fill when at least 90 % of it is dark and the band just past
+    its hypotenuse is mostly not dark (a straight cut, not a dark object that touches the
+    corner, such as a black coat: JPEG leaves both at the same grey levels).
 
     Parameters
     ----------
@@ -220,20 +224,29 @@ def fill_mask(gray: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of bool, shape (H, W)
-        True on fill; all False when the dark border region covers more than
-        :data:`MAX_FILL_FRACTION` of the image (a dark photo, not fill).
+        True on fill.
     """
-    import cv2
-
-    dark = (gray <= FILL_LEVEL).astype(np.uint8)
-    if not dark[0].any() and not dark[-1].any() and not dark[:, 0].any() and not dark[:, -1].any():
-        return np.zeros(gray.shape, bool)
-    _n, lab = cv2.connectedComponents(dark, connectivity=4)
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    border = border[border > 0]
-    fill = np.isin(lab, border)
-    if fill.mean() > MAX_FILL_FRACTION:
-        return np.zeros(gray.shape, bool)
+    g = np.asarray(gray)
+    h, w = g.shape
+    fill = np.zeros((h, w), bool)
+    dark = g <= FILL_LEVEL
+    for sy in (1, -1):
+        for sx in (1, -1):
+            d = dark[::sy, ::sx]
+            f = fill[::sy, ::sx]
+            p, q = _run(d[0]), _run(d[:, 0])
+            if p < 2 or q < 2 or p == w or q == h:
+                continue
+            bh, bw = min(h, int(q * 1.5) + 1), min(w, int(p * 1.5) + 1)
+            yy, xx = np.mgrid[0:bh, 0:bw]
+            u = (xx + 0.5) / p + (yy + 0.5) / q
+            tri = u < 1.0
+            if d[:bh, :bw][tri].mean() < 0.9:
+                continue
+            band = (u >= 1.2) & (u < 1.5)
+            if band.any() and d[:bh, :bw][band].mean() > 0.5:
+                continue
+            f[:bh, :bw] |= tri
     return fill
 
 

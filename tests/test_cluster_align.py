@@ -1,0 +1,104 @@
+"""Dense alignment verifier (core/cluster/align.py): rotation, crop, scale, neighbours, flat images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from segdeck.core.cluster import align
+
+
+@pytest.fixture(scope="module")
+def camera() -> np.ndarray:
+    return skimage.data.camera()
+
+
+def _tile(img: np.ndarray, y: int, x: int, side: int = 112) -> np.ndarray:
+    return np.ascontiguousarray(img[y:y + side, x:x + side])
+
+
+def _rotate_black(g: np.ndarray, angle: float) -> np.ndarray:
+    h, w = g.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(g, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+@pytest.mark.parametrize("angle", [8.0, -8.0])
+def test_rotated_copy_with_black_corners_scores_high_and_angle_recovered(camera, angle):
+    a = _tile(camera, 180, 200)
+    b = _rotate_black(a, angle)
+    r = align.align(a, b)
+    assert r.reason == ""
+    assert r.score > 0.9
+    assert abs(r.angle - angle) < 1.5  # cv2.getRotationMatrix2D sense: b is a rotated by +angle
+    assert abs(r.scale - 1.0) < 0.05
+    assert abs(r.dx) < 1.5 and abs(r.dy) < 1.5
+
+
+def test_black_corners_are_fill_not_content(camera):
+    b = _rotate_black(_tile(camera, 180, 200), 8.0)
+    fill = align.fill_mask(b)
+    assert fill[0, 0] and fill[-1, -1] and fill[0, -1] and fill[-1, 0]
+    assert not fill[56, 56]
+    assert 0.02 < fill.mean() < 0.15  # four small triangles
+
+
+def test_crop_of_12_percent_per_side_scores_high_scale_and_shift(camera):
+    a = _tile(camera, 180, 200)
+    cut = round(0.12 * 112)
+    b = a[cut:112 - cut, cut:112 - cut]
+    r = align.align(a, b)
+    assert r.score > 0.9
+    assert abs(r.scale - 1.0) < 0.05  # same pixels: the crop does not zoom
+    assert abs(r.angle) < 1.5
+    # asymmetric crop: a's centre (55.5, 55.5) lies at (35.5, 45.5) in b, whose centre is (43, 43)
+    c = a[10:97, 20:107]
+    r = align.align(a, c)
+    assert r.score > 0.9
+    assert abs(r.dx - (-7.5)) < 1.5 and abs(r.dy - 2.5) < 1.5
+
+
+def test_crop_resized_back_gives_the_zoom(camera):
+    a = _tile(camera, 180, 200)
+    b = cv2.resize(a[14:98, 14:98], (112, 112), interpolation=cv2.INTER_CUBIC)
+    r = align.align(a, b)
+    assert r.score > 0.9
+    assert abs(r.scale / (112 / 84) - 1.0) < 0.05
+    r = align.align(b, a)  # the other way round: the inverse zoom
+    assert abs(r.scale / (84 / 112) - 1.0) < 0.05
+
+
+def test_neighbouring_tile_scores_low(camera):
+    a = _tile(camera, 180, 200)
+    for y, x in ((180, 312), (292, 200), (68, 200)):
+        r = align.align(a, _tile(camera, y, x))
+        assert r.score < 0.6, (y, x, r)
+
+
+def test_constant_images_score_zero_with_a_reason(camera):
+    flat = np.full((60, 80), 128, np.uint8)
+    r = align.align(flat, _tile(camera, 180, 200))
+    assert r.score == 0.0 and r.reason == "flat"
+    r = align.align(flat, np.zeros((5, 300), np.uint8))
+    assert r.score == 0.0 and r.reason == "flat"
+    r = align.align(np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.uint8))
+    assert r.score == 0.0 and r.reason == "flat"
+
+
+def test_batched_equals_single_and_bad_input(camera):
+    a = _tile(camera, 180, 200)
+    imgs = [a, _rotate_black(a, 5.0), _tile(camera, 180, 312), a[10:100, 5:90]]
+    preps = [align.prepare(g) for g in imgs]
+    i, j = np.array([0, 0, 0, 1]), np.array([1, 2, 3, 3])
+    r = align.align_pairs(preps, i, j)
+    for t in range(len(i)):
+        one = align.align(imgs[i[t]], imgs[j[t]])
+        assert r["score"][t] == pytest.approx(one.score, abs=1e-6)
+        assert r["angle"][t] == pytest.approx(one.angle, abs=1e-6)
+    assert r["score"][1] < 0.6 < min(r["score"][0], r["score"][2], r["score"][3])
+    with pytest.raises(ValueError):
+        align.align_pairs(preps, np.array([0, 1]), np.array([1]))
+    with pytest.raises(ValueError):
+        align.prepare(np.zeros((0, 5), np.uint8))

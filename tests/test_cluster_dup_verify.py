@@ -42,3 +42,36 @@ def test_equalised_orb_verifies_low_contrast_copies_and_keeps_neighbours_apart(m
         for b in range(len(grays)):
             if truth[a] != truth[b]:
                 assert labels[a] != labels[b]
+
+
+def _edited(tile: np.ndarray, k: int) -> np.ndarray:
+    """A rotated (3-7 degrees, replicated border), perspective-warped and blurred copy."""
+    import cv2
+
+    h, w = tile.shape
+    g = _rotate(tile, 3.0 + k % 5, cv2.BORDER_REPLICATE)
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    jitter = np.float32([[4, -3], [-5, 2], [3, 5], [-2, -4]]) * (1 + k % 3) / 2
+    g = cv2.warpPerspective(g, cv2.getPerspectiveTransform(src, src + jitter), (w, h), borderMode=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(g, (0, 0), 1.6 + 0.2 * (k % 3))
+
+
+def test_second_orb_pass_on_smaller_blurred_images_finds_blurred_warped_copies(monkeypatch):
+
+    photo = data.camera()
+    tiles = [np.ascontiguousarray(photo[r:r + 112, c:c + 112]) for r in (60, 172, 284) for c in (40, 152, 264)]
+    grays, truth = [], []
+    for t, tile in enumerate(tiles):
+        grays += [tile, _edited(tile, t)]
+        truth += [t, t]
+    labels, stats, dec = _cluster(grays)
+    found = sum(labels[2 * t] == labels[2 * t + 1] for t in range(len(tiles)))
+    monkeypatch.setattr(dedup, "RETRY_SIDE", 0)  # first pass only
+    off, stats_off, _ = _cluster(grays)
+    found_off = sum(off[2 * t] == off[2 * t + 1] for t in range(len(tiles)))
+    assert stats["retried"] > 0 and stats_off["retried"] == 0
+    assert found > found_off, (found, found_off)
+    for a in range(len(grays)):
+        for b in range(len(grays)):
+            if truth[a] != truth[b]:
+                assert labels[a] != labels[b]

@@ -31,7 +31,7 @@ def test_rotated_copy_with_black_corners_scores_high_and_angle_recovered(camera,
     b = _rotate_black(a, angle)
     r = align.align(a, b)
     assert r.reason == ""
-    assert r.score > 0.9
+    assert r.ncc > 0.95 and r.score > 0.75
     assert abs(r.angle - angle) < 1.5  # cv2.getRotationMatrix2D sense: b is a rotated by +angle
     assert abs(r.scale - 1.0) < 0.05
     assert abs(r.dx) < 1.5 and abs(r.dy) < 1.5
@@ -50,13 +50,13 @@ def test_crop_of_12_percent_per_side_scores_high_scale_and_shift(camera):
     cut = round(0.12 * 112)
     b = a[cut:112 - cut, cut:112 - cut]
     r = align.align(a, b)
-    assert r.score > 0.9
+    assert r.ncc > 0.95 and r.score > 0.75
     assert abs(r.scale - 1.0) < 0.05  # same pixels: the crop does not zoom
     assert abs(r.angle) < 1.5
     # asymmetric crop: a's centre (55.5, 55.5) lies at (35.5, 45.5) in b, whose centre is (43, 43)
     c = a[10:97, 20:107]
     r = align.align(a, c)
-    assert r.score > 0.9
+    assert r.ncc > 0.95 and r.score > 0.75
     assert abs(r.dx - (-7.5)) < 1.5 and abs(r.dy - 2.5) < 1.5
 
 
@@ -64,7 +64,7 @@ def test_crop_resized_back_gives_the_zoom(camera):
     a = _tile(camera, 180, 200)
     b = cv2.resize(a[14:98, 14:98], (112, 112), interpolation=cv2.INTER_CUBIC)
     r = align.align(a, b)
-    assert r.score > 0.9
+    assert r.ncc > 0.95 and r.score > 0.75
     assert abs(r.scale / (112 / 84) - 1.0) < 0.05
     r = align.align(b, a)  # the other way round: the inverse zoom
     assert abs(r.scale / (84 / 112) - 1.0) < 0.05
@@ -74,7 +74,7 @@ def test_neighbouring_tile_scores_low(camera):
     a = _tile(camera, 180, 200)
     for y, x in ((180, 312), (292, 200), (68, 200)):
         r = align.align(a, _tile(camera, y, x))
-        assert r.score < 0.6, (y, x, r)
+        assert r.score < 0.45 and r.peak < 0.3, (y, x, r)
 
 
 def test_constant_images_score_zero_with_a_reason(camera):
@@ -97,7 +97,9 @@ def test_batched_equals_single_and_bad_input(camera):
         one = align.align(imgs[i[t]], imgs[j[t]])
         assert r["score"][t] == pytest.approx(one.score, abs=1e-6)
         assert r["angle"][t] == pytest.approx(one.angle, abs=1e-6)
-    assert r["score"][1] < 0.6 < min(r["score"][0], r["score"][2], r["score"][3])
+    assert r["score"][1] < 0.45 < 0.75 < min(r["score"][0], r["score"][2], r["score"][3])
+    r2 = align.align_pairs(preps, i, j, candidates=2)  # the best of two peaks: never worse
+    assert np.all(r2["score"] >= r["score"] - 1e-9)
     with pytest.raises(ValueError):
         align.align_pairs(preps, np.array([0, 1]), np.array([1]))
     with pytest.raises(ValueError):

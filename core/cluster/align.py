@@ -21,10 +21,17 @@ Method (Reddy & Chatterji 1996)
    the log-radius axis; phase correlation of the two log-polar images gives both (peak
    searched only within ``max_angle`` and ``max_scale``, sub-bin by a parabola through
    the peak and its neighbours). The second image is rotated and scaled accordingly, and
-   phase correlation of the two canvases gives the translation. The warped second image
-   and its validity mask are laid over the first; the score is the Pearson correlation
-   (NCC) of the pixels valid in both (the warped image's support, fill excluded), after a
-   light blur (:data:`NCC_BLUR`) that tolerates perspective and JPEG. Pairs whose overlap
+   phase correlation of the two canvases gives the translation (cross-power spectrum
+   weighted by a Gaussian low-pass, :data:`TRANSLATION_LOWPASS`). The warped second
+   image and its validity mask are laid over the first.
+3. **Score**: the mean of two measures in [0, 1]: ``ncc``, the Pearson correlation of the
+   pixels valid in both (the warped image's support, fill excluded) after a light blur
+   (:data:`NCC_BLUR`, tolerates perspective and JPEG), and ``peak``, the height of the
+   translation's phase-correlation peak (how many frequencies agree in phase). Smooth
+   look-alikes (neighbouring tiles of one photo: sky, a blurred background, a black
+   surround) reach a high ``ncc`` after alignment but a low ``peak``; text overlays and
+   perspective lower ``peak`` more than ``ncc``; on the development pairs the mean
+   separates better than either (``benchmarks/cluster_align.py``). Pairs whose overlap
    covers less than ``min_overlap`` of the smaller image score 0.
 
 Cost: a pair is two small inverse FFTs, one forward FFT, two warps and an NCC at
@@ -111,9 +118,12 @@ class Prepared:
     centre : tuple of float
         ``(x, y)`` of the content's centre on the canvas (canvas pixels).
     image : ndarray of float32, shape (S, S)
-        Blurred grey levels on the canvas (0 outside the content), for the NCC.
+        Blurred grey levels on the canvas minus their mean over the valid pixels (0
+        outside the content), for the NCC.
     valid : ndarray of float32, shape (S, S)
         1 where the canvas holds image content that is not fill, else 0.
+    image_valid : ndarray of float32, shape (S, S, 2)
+        ``image`` and ``valid`` as two channels (warped together, one call).
     window : ndarray of float32, shape (S, S)
         Zero-mean content times a Hann window (0 outside), for the spectra.
     spectrum : ndarray of complex64, shape (S, S // 2 + 1)
@@ -131,6 +141,7 @@ class Prepared:
     centre: tuple[float, float]
     image: np.ndarray
     valid: np.ndarray
+    image_valid: np.ndarray
     window: np.ndarray
     spectrum: np.ndarray
     logpolar: np.ndarray
@@ -145,7 +156,12 @@ class Alignment:
     Attributes
     ----------
     score : float
-        NCC of the aligned overlap, clipped to [0, 1]; 0 when ``reason`` is not empty.
+        ``(ncc + peak) / 2`` in [0, 1]; 0 when ``reason`` is not empty.
+    ncc : float
+        NCC of the aligned overlap (valid pixels of both), clipped to [0, 1].
+    peak : float
+        Height of the translation's phase-correlation peak over the highest possible
+        (1: every weighted frequency's phase agrees), clipped to [0, 1].
     angle : float
         Rotation from ``a`` to ``b`` in degrees, counter-clockwise as displayed.
     scale : float
@@ -166,6 +182,8 @@ class Alignment:
     dy: float
     overlap: float
     reason: str = ""
+    ncc: float = 0.0
+    peak: float = 0.0
 
 
 def _grids(side: int = ALIGN_SIDE):
@@ -297,15 +315,17 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     window[y0:y0 + nh, x0:x0 + nw] = z
     image = np.zeros((side, side), np.float32)
     blurred = cv2.GaussianBlur(np.where(valid_small, small, mean).astype(np.float32), (0, 0), NCC_BLUR)
-    image[y0:y0 + nh, x0:x0 + nw] = blurred
+    image[y0:y0 + nh, x0:x0 + nw] = (blurred - mean) * valid_small
     valid = np.zeros((side, side), np.float32)
     valid[y0:y0 + nh, x0:x0 + nw] = valid_small
-    spec = np.fft.rfft2(window)
-    mag = np.abs(np.fft.fftshift(np.fft.fft2(window))).astype(np.float32) * grids["highpass"]
+    fft = _fft()
+    full = fft.fft2(window)
+    spec = full[:, :side // 2 + 1]  # = rfft2(window)
+    mag = np.abs(np.fft.fftshift(full)).astype(np.float32) * grids["highpass"]
     lp = cv2.remap(np.log1p(mag), grids["map_x"], grids["map_y"], cv2.INTER_LINEAR)
     lp = (lp - lp.mean()) * grids["radial"]
     return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image=image,
-                    valid=valid, window=window, spectrum=_phase_only(spec), logpolar=_phase_only(np.fft.rfft2(lp)),
+                    valid=valid, image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window, spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)),
                     n_valid=n_valid, flat=flat)
 
 
@@ -316,36 +336,44 @@ def _parabola(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(off, -0.5, 0.5)
 
 
-def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale: float, dlog: float):
+def _fft():
+    try:
+        import scipy.fft as fft  # faster than numpy.fft on small float32 batches
+    except ImportError:  # pragma: no cover - scipy is a dependency of scikit-image
+        fft = np.fft
+    return fft
+
+
+def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale: float, dlog: float,
+                    candidates: int = 1):
     """Phase correlation of log-polar spectra, batched: (k, A, R/2+1) x2 -> canvas angle
-    (degrees, cv2 sense, a -> b) and scale (b over a) of each pair, shape (k,)."""
-    corr = np.fft.irfft2(pb * np.conj(pa), s=(LP_ANGLES, LP_RADII), axes=(-2, -1))
+    (degrees, cv2 sense, a -> b) and scale (b over a) of the ``candidates`` highest peaks
+    of each pair (at least 2 bins apart), each of shape (k, candidates)."""
+    corr = _fft().irfft2(pb * np.conj(pa), s=(LP_ANGLES, LP_RADII), axes=(-2, -1))
     ka = min(LP_ANGLES // 2 - 1, int(np.ceil(max_angle / (180.0 / LP_ANGLES))))
     kr = min(LP_RADII // 2 - 1, int(np.ceil(np.log(max_scale) / dlog)))
     rows = np.arange(-ka, ka + 1) % LP_ANGLES
     cols = np.arange(-kr, kr + 1) % LP_RADII
     sub = corr[:, rows][:, :, cols]
     k = len(sub)
-    flat_idx = sub.reshape(k, -1).argmax(axis=1)
-    ri, ci = np.divmod(flat_idx, len(cols))
     ar = np.arange(k)
-    r0, c0 = rows[ri], cols[ci]
-    dr = _parabola(corr[ar, (r0 - 1) % LP_ANGLES, c0], corr[ar, r0, c0], corr[ar, (r0 + 1) % LP_ANGLES, c0])
-    dc = _parabola(corr[ar, r0, (c0 - 1) % LP_RADII], corr[ar, r0, c0], corr[ar, r0, (c0 + 1) % LP_RADII])
-    shift_r = (ri - ka) + dr
-    shift_c = (ci - kr) + dc
-    angle = shift_r * (180.0 / LP_ANGLES)
-    scale = np.exp(-shift_c * dlog)
-    return angle, scale
+    angles, scales = [], []
+    for _ in range(candidates):
+        flat_idx = sub.reshape(k, -1).argmax(axis=1)
+        ri, ci = np.divmod(flat_idx, len(cols))
+        r0, c0 = rows[ri], cols[ci]
+        dr = _parabola(corr[ar, (r0 - 1) % LP_ANGLES, c0], corr[ar, r0, c0], corr[ar, (r0 + 1) % LP_ANGLES, c0])
+        dc = _parabola(corr[ar, r0, (c0 - 1) % LP_RADII], corr[ar, r0, c0], corr[ar, r0, (c0 + 1) % LP_RADII])
+        angles.append(np.clip((ri - ka) + dr, -ka, ka) * (180.0 / LP_ANGLES))
+        scales.append(np.exp(-((ci - kr) + dc) * dlog))
+        for d in (-1, 0, 1):
+            for e in (-1, 0, 1):
+                sub[ar, np.clip(ri + d, 0, len(rows) - 1), np.clip(ci + e, 0, len(cols) - 1)] = -np.inf
+    return np.stack(angles, axis=1), np.stack(scales, axis=1)
 
 
-def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Phase correlation of canvas ``a`` (phase-only spectra (k, S, S/2+1)) and the warped
-    canvases ``b`` (k, S, S): the shift (dx, dy) that moves warped ``b`` onto ``a``."""
-    fb = np.fft.rfft2(warped, axes=(-2, -1))
-    cross = fa * np.conj(fb)
-    cross = cross / np.maximum(np.abs(cross), 1e-6) * lowpass
-    corr = np.fft.irfft2(cross, s=(side, side), axes=(-2, -1))
+def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Highest peak of each (S, S) cyclic correlation surface, sub-pixel: (tx, ty, y0, x0)."""
     k = len(corr)
     idx = corr.reshape(k, -1).argmax(axis=1)
     y0, x0 = np.divmod(idx, side)
@@ -354,18 +382,54 @@ def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: 
     dx = _parabola(corr[ar, y0, (x0 - 1) % side], corr[ar, y0, x0], corr[ar, y0, (x0 + 1) % side])
     ty = ((y0 + side // 2) % side - side // 2) + dy
     tx = ((x0 + side // 2) % side - side // 2) + dx
-    return tx, ty
+    return tx, ty, y0, x0
 
 
-def _masked_ncc(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
-    n = float(m.sum())
-    if n < 2:
-        return 0.0
-    av, bv = a[m], b[m]
-    av = av - av.mean()
-    bv = bv - bv.mean()
-    den = float(np.sqrt(np.dot(av, av) * np.dot(bv, bv)))
-    return float(np.dot(av, bv) / den) if den > 1e-6 else 0.0
+def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: int):
+    """Phase correlation of canvas ``a`` (phase-only spectra (k, S, S/2+1)) and the warped
+    canvases ``b`` (k, S, S): the shift (tx, ty) that moves warped ``b`` onto ``a`` (each (k,))."""
+    fft = _fft()
+    fb = fft.rfft2(warped, axes=(-2, -1))
+    cross = fa * np.conj(fb)
+    cross = cross / np.maximum(np.abs(cross), 1e-6) * lowpass
+    corr = fft.irfft2(cross, s=(side, side), axes=(-2, -1))
+    tx, ty, y0, x0 = _peak(corr, side)
+    # peak height over the highest possible (all phases agree): 1 for identical images
+    height = corr[np.arange(len(corr)), y0, x0] / max(1e-12, float(fft.irfft2(lowpass, s=(side, side))[0, 0]))
+    return tx, ty, height
+
+
+def _warp_all(items, jj: np.ndarray, mats: np.ndarray, side: int, field: str) -> np.ndarray:
+    import cv2
+
+    first = getattr(items[int(jj[0])], field) if len(jj) else np.zeros((side, side), np.float32)
+    out = np.empty((len(jj), *first.shape), np.float32)
+    for n, t in enumerate(jj.tolist()):
+        out[n] = cv2.warpAffine(getattr(items[t], field), mats[n], (side, side), flags=cv2.INTER_LINEAR,
+                                borderValue=0)
+    return out
+
+
+def _ncc_batch(items, ii: np.ndarray, jj: np.ndarray, mats: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """NCC of each ``a`` with ``b`` warped by ``mats`` (k, 2, 3) over the pixels valid in
+    both, and the overlap count; (k,) each."""
+    k = len(ii)
+    va = np.stack([items[t].valid for t in ii.tolist()]).reshape(k, -1)
+    ia = np.stack([items[t].image for t in ii.tolist()]).reshape(k, -1)
+    w = _warp_all(items, jj, mats, side, "image_valid").reshape(k, -1, 2)
+    both = ((w[:, :, 1] > 0.999) & (va > 0.5)).astype(np.float32)
+    a = ia * both
+    b = w[:, :, 0] * both
+    n = both.sum(axis=1, dtype=np.float64)
+    sa, sb = a.sum(axis=1, dtype=np.float64), b.sum(axis=1, dtype=np.float64)
+    saa = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    sbb = np.einsum("ij,ij->i", b, b, dtype=np.float64)
+    sab = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    nn = np.maximum(n, 1.0)
+    var = np.maximum(saa - sa * sa / nn, 0.0) * np.maximum(sbb - sb * sb / nn, 0.0)
+    ok = (n >= 2) & (var > 1e-6)
+    ncc = np.where(ok, (sab - sa * sb / nn) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
+    return ncc, n
 
 
 def _as_prepared(x, side: int) -> Prepared:
@@ -379,6 +443,7 @@ def align_pairs(
     max_angle: float = 20.0,
     max_scale: float = 1.8,
     min_overlap: float = MIN_OVERLAP,
+    candidates: int = 1,
 ) -> dict[str, np.ndarray]:
     """Align and score many pairs of prepared images, batched.
 
@@ -389,7 +454,8 @@ def align_pairs(
     i, j : array_like of int, shape (k,)
         Pairs ``(items[i[t]], items[j[t]])``: ``a = items[i[t]]``, ``b = items[j[t]]``.
     max_angle : float
-        Largest rotation searched (degrees, either sense; at most 90).
+        Largest rotation searched (degrees, either sense; at most 89), rounded up to
+        whole log-polar rows (2.8 degrees).
     max_scale : float
         Scale changes searched on the canvas: [1 / max_scale, max_scale] (> 1). Both
         images are resized to the same longer side first, so this bounds the zoom of a
@@ -397,13 +463,17 @@ def align_pairs(
     min_overlap : float
         Pairs whose aligned overlap covers less than this fraction of the smaller image's
         valid area score 0 (reason ``"overlap"``).
+    candidates : int
+        Rotation-scale peaks tried per pair (the best-scoring one is kept); each costs
+        another translation search and NCC. Combined edits (perspective, text over a
+        rotated crop) sometimes put the right peak second.
 
     Returns
     -------
     dict of ndarray, each of shape (k,)
-        ``score`` (float64 in [0, 1]), ``angle`` (degrees), ``scale``, ``dx``, ``dy``
-        (pixels of ``b``), ``overlap`` (float64) and ``reason`` (object: ``""``,
-        ``"flat"`` or ``"overlap"``), as in :class:`Alignment`.
+        ``score``, ``ncc``, ``peak`` (float64 in [0, 1]), ``angle`` (degrees), ``scale``,
+        ``dx``, ``dy`` (pixels of ``b``), ``overlap`` (float64) and ``reason`` (object:
+        ``""``, ``"flat"`` or ``"overlap"``), as in :class:`Alignment`.
 
     Raises
     ------
@@ -418,69 +488,80 @@ def align_pairs(
         raise ValueError(f"align_pairs: i and j differ in length ({len(i)} vs {len(j)})")
     k = len(i)
     out = {"score": np.zeros(k), "angle": np.zeros(k), "scale": np.ones(k), "dx": np.zeros(k), "dy": np.zeros(k),
-           "overlap": np.zeros(k), "reason": np.full(k, "", dtype=object)}
+           "overlap": np.zeros(k), "reason": np.full(k, "", dtype=object), "ncc": np.zeros(k), "peak": np.zeros(k)}
     if not k:
         return out
     side = items[int(i[0])].image.shape[0]
-    if any(items[int(t)].image.shape[0] != side for t in np.concatenate([i, j])):
+    if any(items[int(t)].image.shape[0] != side for t in np.concatenate([i, j]).tolist()):
         raise ValueError("align_pairs: images prepared with different canvas sides")
-    flat = np.array([items[int(a)].flat or items[int(b)].flat for a, b in zip(i, j, strict=True)], bool)
+    flat = np.array([items[a].flat or items[b].flat for a, b in zip(i.tolist(), j.tolist(), strict=True)], bool)
     out["reason"][flat] = "flat"
     todo = np.nonzero(~flat)[0]
     if not len(todo):
         return out
+    ii, jj = i[todo], j[todo]
     grids = _grids(side)
-    pa = np.stack([items[int(i[t])].logpolar for t in todo])
-    pb = np.stack([items[int(j[t])].logpolar for t in todo])
-    angle, scale = _rotation_scale(pa, pb, min(max_angle, 89.0), max(max_scale, 1.0 + 1e-6), grids["dlog"])
+    pa = np.stack([items[t].logpolar for t in ii.tolist()])
+    pb = np.stack([items[t].logpolar for t in jj.tolist()])
+    angles, scales = _rotation_scale(pa, pb, min(max_angle, 89.0), max(max_scale, 1.0 + 1e-6), grids["dlog"],
+                                     max(1, int(candidates)))
+    kc = angles.shape[1]
+    fa = np.stack([items[t].spectrum for t in ii.tolist()])
+    n_a = np.array([items[t].n_valid for t in ii.tolist()], float)
+    n_b0 = np.array([items[t].n_valid for t in jj.tolist()], float)
     c = (side - 1) / 2.0
-    mats = []
-    warped = np.empty((len(todo), side, side), np.float32)
-    for n, t in enumerate(todo):
-        b = items[int(j[t])]
-        # canvas b -> canvas a: the inverse of a -> b (rotate by -angle, scale by 1/scale)
-        m = cv2.getRotationMatrix2D((c, c), -float(angle[n]), 1.0 / float(scale[n]))
-        mats.append(m)
-        warped[n] = cv2.warpAffine(b.window, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
-    fa = np.stack([items[int(i[t])].spectrum for t in todo])
-    tx, ty = _translation(fa, warped, grids["lowpass"], side)
-    for n, t in enumerate(todo):
-        a, b = items[int(i[t])], items[int(j[t])]
-        m = mats[n].copy()
-        m[0, 2] += tx[n]
-        m[1, 2] += ty[n]
-        wv = cv2.warpAffine(b.valid, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
-        both = (wv > 0.999) & (a.valid > 0.5)
-        s_ab = float(scale[n])
-        area_b = b.n_valid / (s_ab * s_ab)  # b's valid area in a's canvas pixels
-        ov = float(both.sum()) / max(1.0, min(float(a.n_valid), area_b))
-        ov = min(1.0, ov)
-        # a -> b in original pixels: invert canvas b -> a, then undo each canvas's factor
-        lin = np.linalg.inv(m[:, :2])
-        trans = -lin @ m[:, 2]
-        ca, cb = np.array(a.centre), np.array(b.centre)
-        d = (lin @ ca + trans - cb) / b.factor
-        out["angle"][t] = float(angle[n])
-        out["scale"][t] = s_ab * a.factor / b.factor
-        out["dx"][t], out["dy"][t] = float(d[0]), float(d[1])
-        out["overlap"][t] = ov
-        if ov < min_overlap:
-            out["reason"][t] = "overlap"
-            continue
-        wb = cv2.warpAffine(b.image, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
-        out["score"][t] = max(0.0, _masked_ncc(a.image, wb, both))
+    best = None
+    for q in range(kc):
+        angle, scale = angles[:, q], scales[:, q]
+        # canvas b -> canvas a: the inverse of a -> b (rotate by -angle, scale by 1 / scale)
+        mats = np.stack([cv2.getRotationMatrix2D((c, c), -float(a), 1.0 / float(s))
+                         for a, s in zip(angle, scale, strict=True)])
+        warped = _warp_all(items, jj, mats, side, "window")
+        tx, ty, height = _translation(fa, warped, grids["lowpass"], side)
+        mats[:, 0, 2] += tx
+        mats[:, 1, 2] += ty
+        ncc, n_both = _ncc_batch(items, ii, jj, mats, side)
+        n_b = n_b0 / (scale * scale)  # in a's canvas pixels
+        overlap = np.minimum(1.0, n_both / np.maximum(1.0, np.minimum(n_a, n_b)))
+        ncc = np.clip(ncc, 0.0, 1.0)
+        height = np.clip(height, 0.0, 1.0)
+        score = np.where(overlap < min_overlap, -1.0, 0.5 * (ncc + height))
+        cand = {"score": score, "ncc": ncc, "peak": height, "overlap": overlap, "angle": angle, "scale": scale,
+                "mats": mats}
+        if best is None:
+            best = cand
+        else:
+            better = cand["score"] > best["score"]
+            for key, v in cand.items():
+                best[key] = np.where(better[(...,) + (None,) * (v.ndim - 1)], v, best[key])
+    mats, angle, scale, overlap = best["mats"], best["angle"], best["scale"], best["overlap"]
+    fa_, fb_ = (np.array([items[t].factor for t in x.tolist()]) for x in (ii, jj))
+    # a -> b in original pixels: invert canvas b -> a, then undo each canvas's factor
+    lin = np.linalg.inv(mats[:, :, :2])
+    ca = np.array([items[t].centre for t in ii.tolist()])
+    cb = np.array([items[t].centre for t in jj.tolist()])
+    d = (np.einsum("kij,kj->ki", lin, ca - mats[:, :, 2]) - cb) / fb_[:, None]
+    out["dx"][todo], out["dy"][todo] = d[:, 0], d[:, 1]
+    out["angle"][todo] = angle
+    out["scale"][todo] = scale * fa_ / fb_
+    out["overlap"][todo] = overlap
+    low = overlap < min_overlap
+    out["reason"][todo[low]] = "overlap"
+    out["ncc"][todo] = np.where(low, 0.0, best["ncc"])
+    out["peak"][todo] = np.where(low, 0.0, best["peak"])
+    out["score"][todo] = np.where(low, 0.0, best["score"])
     return out
 
 
 def align(a, b, max_angle: float = 20.0, max_scale: float = 1.8, min_overlap: float = MIN_OVERLAP,
-          side: int = ALIGN_SIDE) -> Alignment:
+          side: int = ALIGN_SIDE, candidates: int = 1) -> Alignment:
     """Align image ``b`` to image ``a`` and score the pair (one-pair form of :func:`align_pairs`).
 
     Parameters
     ----------
     a, b : ndarray of uint8, shape (H, W), or Prepared
         Grayscale images (any sizes) or their :func:`prepare` results.
-    max_angle, max_scale, min_overlap
+    max_angle, max_scale, min_overlap, candidates
         As in :func:`align_pairs`.
     side : int
         Canvas side for images not yet prepared.
@@ -491,7 +572,7 @@ def align(a, b, max_angle: float = 20.0, max_scale: float = 1.8, min_overlap: fl
     """
     pa, pb = _as_prepared(a, side), _as_prepared(b, side)
     r = align_pairs([pa, pb], np.array([0]), np.array([1]), max_angle=max_angle, max_scale=max_scale,
-                    min_overlap=min_overlap)
+                    min_overlap=min_overlap, candidates=candidates)
     return Alignment(score=float(r["score"][0]), angle=float(r["angle"][0]), scale=float(r["scale"][0]),
                      dx=float(r["dx"][0]), dy=float(r["dy"][0]), overlap=float(r["overlap"][0]),
-                     reason=str(r["reason"][0]))
+                     reason=str(r["reason"][0]), ncc=float(r["ncc"][0]), peak=float(r["peak"][0]))

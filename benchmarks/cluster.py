@@ -35,7 +35,7 @@ Run::
 
     .venv/bin/python benchmarks/cluster.py            # near-duplicate set
     .venv/bin/python benchmarks/cluster.py --held-out # held-out set, whole processes
-    .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, tiles of 3 photos + held-out 5
+    .venv/bin/python benchmarks/cluster.py --deep-mix # deep vs phash ARI, 8 development mixes + held-out
     .venv/bin/python benchmarks/cluster.py scale      # 100,000 synthetic hashes
     .venv/bin/python benchmarks/cluster.py --decode-run [--decode-baseline]  # 10,000 real 1024-px JPEGs, decoding included
 """
@@ -321,6 +321,21 @@ def main_held_out(args) -> int:
     return 0
 
 
+#: Development sets of ``--deep-mix``: (name, tiles per photo, tile side, seed). Photos
+#: of the package sets not in the held-out set; 3-5 photos, tiles of 48-96 px, equal
+#: and unequal counts, grey-level and colour photos mixed.
+DEEP_MIX_DEV = [
+    ("brick-coffee-astronaut", {"brick": 20, "coffee": 20, "astronaut": 20}, 64, 0),
+    ("camera-coins-retina", {"camera": 15, "coins": 20, "retina": 25}, 64, 101),
+    ("gravel-grass-ihc-coffee", {"gravel": 12, "grass": 24, "immunohistochemistry": 18, "coffee": 10}, 56, 102),
+    ("hubble-retina-astronaut-brick", {"hubble_deep_field": 25, "retina": 15, "astronaut": 20, "brick": 10}, 80, 103),
+    ("five-48px", {"coins": 12, "camera": 12, "immunohistochemistry": 20, "page": 8, "text": 8}, 48, 104),
+    ("astronaut-coffee-grass-96px", {"astronaut": 18, "coffee": 14, "grass": 22}, 96, 105),
+    ("grey-textures", {"brick": 20, "gravel": 20, "grass": 20}, 64, 106),
+    ("five-72px", {"hubble_deep_field": 30, "immunohistochemistry": 15, "camera": 10, "coffee": 20, "retina": 12},
+     72, 107),
+]
+
 #: Held-out set of ``--deep-mix`` (never tuned on): other photos, another tile size,
 #: unequal counts per photo, its own seed.
 DEEP_MIX_HELD_OUT = {"photos": {"chelsea": 12, "rocket": 18, "sklearn0": 24, "sklearn1": 15, "motorcycle_left": 20},
@@ -350,10 +365,11 @@ def _deep_mix_set(folder: Path, counts: dict[str, int], tile: int, seed: int) ->
 
 def main_deep_mix(args) -> int:
     """Tiles of unrelated photos; ARI against the photo each tile came from of the
-    ``cluster`` job with ``deep`` (default parameters) and with ``phash`` (automatic
-    threshold), on two sets: the development set (brick, coffee, astronaut: 20 tiles of
-    64 px each, ``--seed``) and the held-out set :data:`DEEP_MIX_HELD_OUT` (five other
-    photos, 72 px tiles, 12-24 per photo, fixed seed; never tuned on)."""
+    ``cluster`` job with ``deep`` (default parameters, or ``--deep-params``) and with
+    ``phash`` (automatic threshold), on the development sets :data:`DEEP_MIX_DEV` (mean
+    and per set) and the held-out set :data:`DEEP_MIX_HELD_OUT` (five other photos,
+    72 px tiles, 12-24 per photo, fixed seed; never tuned on). ``--deep-sets`` picks
+    ``dev``, ``held-out`` or ``all``."""
     import json as _json
 
     from sklearn.metrics import adjusted_rand_score
@@ -361,17 +377,24 @@ def main_deep_mix(args) -> int:
     from segdeck.core.cluster.job import ClusterJob, ClusterParams
     from segdeck.core.jobs.runner import job_dir_for, run_job
 
-    sets = [("development", {"brick": 20, "coffee": 20, "astronaut": 20}, 64, args.seed),
-            ("held-out", DEEP_MIX_HELD_OUT["photos"], DEEP_MIX_HELD_OUT["tile"], DEEP_MIX_HELD_OUT["seed"])]
+    overrides = _json.loads(args.deep_params) if args.deep_params else {}
+    sets = []
+    if args.deep_sets in ("dev", "all"):
+        sets += [("dev", *spec) for spec in DEEP_MIX_DEV]
+    if args.deep_sets in ("held-out", "all"):
+        sets.append(("held-out", "held-out", DEEP_MIX_HELD_OUT["photos"], DEEP_MIX_HELD_OUT["tile"],
+                     DEEP_MIX_HELD_OUT["seed"]))
+    print(f"deep parameters: defaults{' with ' + _json.dumps(overrides) if overrides else ''}")
     tmp = Path(tempfile.mkdtemp(prefix="segdeck-deepmix-"))
+    scores: dict[str, dict[str, list[float]]] = {}
     try:
-        for set_name, counts, tile, seed in sets:
+        for group, set_name, counts, tile, seed in sets:
             folder = tmp / set_name / "mix"
             truth = _deep_mix_set(folder, counts, tile, seed)
-            print(f"deep mix, {set_name} set: {len(truth)} tiles ({tile} px) of "
-                  f"{', '.join(sorted(set(truth.values())))} (seed {seed})")
-            for label, params in (("deep (defaults)", ClusterParams(method="deep", output="symlink")),
-                                  ("phash (auto threshold)", ClusterParams(method="phash", output="symlink"))):
+            print(f"deep mix, {group} set {set_name}: {len(truth)} tiles ({tile} px) of "
+                  f"{len(set(truth.values()))} photos {', '.join(sorted(set(truth.values())))} (seed {seed})")
+            for label, params in (("deep", ClusterParams(method="deep", output="symlink", deep=overrides)),
+                                  ("phash", ClusterParams(method="phash", output="symlink"))):
                 job_dir = job_dir_for(ClusterJob, params, folder, tmp / set_name / "out")
                 t0 = time.perf_counter()
                 run_job(ClusterJob(params, folder, job_dir))
@@ -380,7 +403,13 @@ def main_deep_mix(args) -> int:
                 names = sorted(truth)
                 pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
                 ari = adjusted_rand_score([truth[n] for n in names], pred)
-                print(f"  {label}: ARI {ari:.3f}, {len(set(pred))} clusters, {dt:.1f} s  (goal for deep: ARI >= 0.8)")
+                scores.setdefault(group, {}).setdefault(label, []).append(ari)
+                found = len({p for p in pred if not p.startswith("single-")})
+                print(f"  {label:5s}: ARI {ari:.3f}, {found} clusters (+{sum(p.startswith('single-') for p in pred)} "
+                      f"outliers) for {len(set(truth.values()))} photos, {dt:.1f} s")
+        for group, by in scores.items():
+            print(f"{group}: mean ARI over {len(by['deep'])} set(s): deep {np.mean(by['deep']):.3f} "
+                  f"(min {np.min(by['deep']):.3f}), phash {np.mean(by['phash']):.3f}  (goal for deep: ARI >= 0.8)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
@@ -688,7 +717,10 @@ def main(argv=None) -> int:
     ap.add_argument("mode", nargs="?", choices=["dup", "scale", "phash-only"], default="dup")
     ap.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("out_json", nargs="?", help=argparse.SUPPRESS)
-    ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of unrelated photos (development set and held-out set)")
+    ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of unrelated photos (development sets and held-out set)")
+    ap.add_argument("--deep-sets", choices=["dev", "held-out", "all"], default="all", help="--deep-mix: which sets")
+    ap.add_argument("--deep-params", default=None,
+                    help='--deep-mix: JSON of deep parameters over the defaults, e.g. \'{"metric": "combined"}\'')
     ap.add_argument("--held-out", action="store_true",
                     help=f"the held-out set (other tiles, other edits, seed {HELD_OUT_SEED}); whole-process timings")
     ap.add_argument("--decode-run", action="store_true",

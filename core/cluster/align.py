@@ -92,6 +92,15 @@ FILL_LEVEL = 12
 #: tells look-alike textures apart.
 NCC_BLUR = 1.0
 
+#: Default largest rotation searched (degrees, either sense). Near-duplicates are
+#: rotated by a few degrees; a wider search finds more spurious alignments of
+#: look-alikes (rows of coins match at 15 degrees). Rounded up to whole log-polar rows.
+MAX_ANGLE = 12.0
+
+#: Default largest zoom searched between the two canvases (and its inverse): a crop of
+#: 15 % per side, resized back, zooms by 1 / 0.7 = 1.43.
+MAX_SCALE = 1.6
+
 #: Default smallest overlap (fraction of the smaller image's valid area) for a score.
 MIN_OVERLAP = 0.35
 
@@ -195,13 +204,13 @@ def _grids(side: int = ALIGN_SIDE):
         return got
     import cv2
 
-    c = side / 2.0  # centre of the fftshifted spectrum (bin index)
     theta = np.pi * np.arange(LP_ANGLES) / LP_ANGLES
     log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), LP_RADII)
     r = np.exp(log_r)
-    map_x = (c + r[None, :] * np.cos(theta)[:, None]).astype(np.float32)
-    map_y = (c - r[None, :] * np.sin(theta)[:, None]).astype(np.float32)
-    f = np.fft.fftshift(np.fft.fftfreq(side))
+    # frequency (0, 0) at bin (0, 0), negative frequencies reached by wrapping (BORDER_WRAP)
+    map_x = (r[None, :] * np.cos(theta)[:, None]).astype(np.float32)
+    map_y = (-r[None, :] * np.sin(theta)[:, None]).astype(np.float32)
+    f = np.fft.fftfreq(side)
     x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :]
     highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)
     radial = np.hanning(LP_RADII + 2)[1:-1].astype(np.float32)[None, :]
@@ -251,6 +260,8 @@ def fill_mask(gray: np.ndarray) -> np.ndarray:
     for sy in (1, -1):
         for sx in (1, -1):
             d = dark[::sy, ::sx]
+            if h < 2 or w < 2 or not (d[0, 0] and d[0, 1] and d[1, 0]):
+                continue
             f = fill[::sy, ::sx]
             p, q = _run(d[0]), _run(d[:, 0])
             if p < 2 or q < 2 or p == w or q == h:
@@ -321,8 +332,8 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     fft = _fft()
     full = fft.fft2(window)
     spec = full[:, :side // 2 + 1]  # = rfft2(window)
-    mag = np.abs(np.fft.fftshift(full)).astype(np.float32) * grids["highpass"]
-    lp = cv2.remap(np.log1p(mag), grids["map_x"], grids["map_y"], cv2.INTER_LINEAR)
+    mag = np.abs(full).astype(np.float32) * grids["highpass"]
+    lp = cv2.remap(np.log1p(mag), grids["map_x"], grids["map_y"], cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
     lp = (lp - lp.mean()) * grids["radial"]
     return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image=image,
                     valid=valid, image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window, spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)),
@@ -387,14 +398,14 @@ def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: int):
     """Phase correlation of canvas ``a`` (phase-only spectra (k, S, S/2+1)) and the warped
-    canvases ``b`` (k, S, S): the shift (tx, ty) that moves warped ``b`` onto ``a`` (each (k,))."""
+    canvases ``b`` (k, S, S): the shift (tx, ty) that moves warped ``b`` onto ``a`` and the
+    peak's height over the highest possible (1: every weighted phase agrees), each (k,)."""
     fft = _fft()
     fb = fft.rfft2(warped, axes=(-2, -1))
     cross = fa * np.conj(fb)
     cross = cross / np.maximum(np.abs(cross), 1e-6) * lowpass
     corr = fft.irfft2(cross, s=(side, side), axes=(-2, -1))
     tx, ty, y0, x0 = _peak(corr, side)
-    # peak height over the highest possible (all phases agree): 1 for identical images
     height = corr[np.arange(len(corr)), y0, x0] / max(1e-12, float(fft.irfft2(lowpass, s=(side, side))[0, 0]))
     return tx, ty, height
 
@@ -440,8 +451,8 @@ def align_pairs(
     items: Sequence[Prepared],
     i: np.ndarray,
     j: np.ndarray,
-    max_angle: float = 20.0,
-    max_scale: float = 1.8,
+    max_angle: float = MAX_ANGLE,
+    max_scale: float = MAX_SCALE,
     min_overlap: float = MIN_OVERLAP,
     candidates: int = 1,
 ) -> dict[str, np.ndarray]:
@@ -553,7 +564,7 @@ def align_pairs(
     return out
 
 
-def align(a, b, max_angle: float = 20.0, max_scale: float = 1.8, min_overlap: float = MIN_OVERLAP,
+def align(a, b, max_angle: float = MAX_ANGLE, max_scale: float = MAX_SCALE, min_overlap: float = MIN_OVERLAP,
           side: int = ALIGN_SIDE, candidates: int = 1) -> Alignment:
     """Align image ``b`` to image ``a`` and score the pair (one-pair form of :func:`align_pairs`).
 

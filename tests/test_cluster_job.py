@@ -136,7 +136,7 @@ def test_sample_curve_for_the_picker(folder):
 
 def test_deep_autoencoder_trains_saves_and_is_reused(folder):
     src, _ = folder
-    params = ClusterParams(method="deep", deep={"epochs": 2, "image_size": 16, "latent": 8, "batch": 8,
+    params = ClusterParams(method="deep", deep={"features": "autoencoder", "epochs": 2, "image_size": 16, "latent": 8, "batch": 8,
                                                  "k_min": 2, "k_max": 4, "algorithms": ["kmeans", "gmm", "hdbscan"]})
     events = []
     job_dir, summary = _run(src, params, sink=events.append)

@@ -18,7 +18,7 @@ from segdeck.core.jobs.runner import job_dir_for, run_job
 from tests.test_cluster import scene
 from tests.test_cluster_job import _run, _save, folder  # noqa: F401 - the fixture
 
-DEEP_FAST = {"epochs": 1, "image_size": 16, "latent": 8, "batch": 8, "k_min": 2, "k_max": 4,
+DEEP_FAST = {"features": "autoencoder", "epochs": 1, "image_size": 16, "latent": 8, "batch": 8, "k_min": 2, "k_max": 4,
              "algorithms": ["kmeans", "gmm"]}
 
 

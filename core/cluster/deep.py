@@ -2,6 +2,19 @@
 
 Features
 --------
+Every image gets two layout-free descriptors, so that tiles or crops of one photo
+with different content still share them:
+
+* a joint HSV colour histogram (:func:`colour_histogram`);
+* texture descriptors (:func:`texture_descriptors`): uniform LBP histograms at three
+  radii (Ojala et al., TPAMI 2002), the radial log power spectrum, Gabor energies
+  (Manjunath and Ma, TPAMI 1996) and SPAM noise-residual co-occurrences (Pevny et al.,
+  IEEE TIFS 2010) -- texture, sharpness, grain and sensor noise of the photo.
+
+``features`` adds a learned embedding beside them, or not:
+
+* ``descriptors`` (default): the two descriptors alone; no model, nothing to download
+  or train.
 * ``autoencoder``: a small convolutional autoencoder trained on the folder itself
   (images at ``image_size`` x ``image_size``), loss MSE, L1 or *perceptual* (mean
   absolute difference of a pretrained torchvision backbone's features of input and
@@ -16,24 +29,39 @@ Pretrained weights are torchvision's files, fetched and verified (SHA-256 prefix
 from the file name) by the model manager :mod:`segdeck.core.models`; offline, the
 job stops with the manager's message saying where to put the file.
 
+:func:`combine` centres each block (embedding, colour histogram, each of the four
+texture blocks) and scales it to unit mean norm, then weights it (``colour_weight``,
+``texture_weight``). On the development mixes of ``benchmarks/cluster.py --deep-mix``
+the descriptors alone scored a higher ARI than with the autoencoder's embedding
+beside them.
+
 Model selection
 ---------------
 :func:`select_model` runs KMeans, Agglomerative (Ward), GaussianMixture (each over
 ``k_min..k_max``), DBSCAN (eps from the k-distance quantiles) and HDBSCAN (a few
-minimum cluster sizes) on standardised (and PCA-reduced) features and scores each
-with the silhouette (higher is better), Davies-Bouldin (lower) and Calinski-Harabasz
-(higher) indices, computed on the non-noise points and then **charged for the noise**:
-with ``c`` the share of points clustered (not noise), silhouette and
-Calinski-Harabasz are multiplied by ``c`` and Davies-Bouldin divided by it, so a
-DBSCAN run that sets aside the hard points cannot win on the easy ones alone.
-**Ranking rule** (``metric``): ``silhouette``, ``davies_bouldin`` or
-``calinski_harabasz`` pick the best candidate under that one index; ``combined``
-(default) gives each valid candidate its rank under each index (1 = best) and the
-lowest sum of the three ranks wins, ties broken by the higher silhouette. A candidate
-is invalid when it finds fewer than 2 clusters, puts every point in its own cluster,
-or leaves more than half of the points as noise; when no candidate is valid there is
-no clustering (every image is an outlier, and the report says why). Every
-candidate's scores go into the report.
+minimum cluster sizes) on the centred, PCA-reduced features and scores each with
+
+* **modularity** (Newman, PNAS 2006) of the candidate's partition of the
+  ``neighbours``-nearest-neighbour graph of the images (higher is better); noise
+  points are clusters of one, so their edges count as cut. It asks whether the
+  images' nearest neighbours fall in their own cluster, not whether clusters are round
+  and far apart as the indices below do;
+* the silhouette (higher), Davies-Bouldin (lower) and Calinski-Harabasz (higher)
+  indices, computed on the non-noise points and then **charged for the noise**:
+  with ``c`` the share of points clustered (not noise), silhouette and
+  Calinski-Harabasz are multiplied by ``c`` and Davies-Bouldin divided by it, so a
+  DBSCAN run that sets aside the hard points cannot win on the easy ones alone.
+
+**Ranking rule** (``metric``): ``modularity`` (default), ``silhouette``,
+``davies_bouldin`` or ``calinski_harabasz`` pick the best candidate under that one
+score; ``combined`` gives each valid candidate its rank under each of the three
+indices (1 = best) and the lowest sum of the three ranks wins. Ties go to the higher
+silhouette. On the development mixes, modularity picked the number of photos (or one
+more) where the three indices picked 2 or 10-14 clusters. A candidate is invalid
+when it finds fewer than 2 clusters, puts every point in its own cluster, or leaves
+more than half of the points as noise; when no candidate is valid there is no
+clustering (every image is an outlier, and the report says why). Every candidate's
+scores go into the report.
 """
 
 from __future__ import annotations
@@ -61,7 +89,10 @@ BACKBONES = {
 ALGORITHMS = ("kmeans", "agglomerative", "gmm", "dbscan", "hdbscan")
 
 #: Scoring rules of the model selection (see the module docstring).
-METRICS = ("combined", "silhouette", "davies_bouldin", "calinski_harabasz")
+METRICS = ("modularity", "combined", "silhouette", "davies_bouldin", "calinski_harabasz")
+
+#: Neighbours per image of the k-nearest-neighbour graph the modularity is computed on.
+KNN_NEIGHBOURS = 10
 
 
 class DeepParams(BaseModel):
@@ -69,7 +100,9 @@ class DeepParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    features: Literal["autoencoder", "resnet18"] = Field("autoencoder", description="embedding: autoencoder trained on the folder, or a pretrained ResNet-18")
+    features: Literal["descriptors", "autoencoder", "resnet18"] = Field(
+        "descriptors", description="features: colour and texture descriptors only, or with the embedding of an "
+                                   "autoencoder trained on the folder or of a pretrained ResNet-18")
     loss: Literal["mse", "l1", "perceptual"] = Field("mse", description="autoencoder training loss")
     backbone: Literal["vgg19", "resnet18"] = Field("vgg19", description="pretrained network of the perceptual loss")
     weights: Literal["pretrained", "random"] = Field("pretrained", description="backbone weights; random = untrained (offline trials and tests only)")
@@ -80,11 +113,14 @@ class DeepParams(BaseModel):
     lr: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate")
     train_max: int = Field(5000, ge=1, le=1_000_000, description="train on at most this many images (random sample)")
     algorithms: list[str] = Field(default_factory=lambda: list(ALGORITHMS), description="clustering candidates, comma-separated: kmeans, agglomerative, gmm, dbscan, hdbscan")
-    metric: Literal["combined", "silhouette", "davies_bouldin", "calinski_harabasz"] = Field(
-        "combined", description="model selection score: the combined rank of the three indices, or one of them")
+    metric: Literal["modularity", "combined", "silhouette", "davies_bouldin", "calinski_harabasz"] = Field(
+        "modularity", description="model selection score: modularity on the nearest-neighbour graph, the "
+                                  "combined rank of silhouette, Davies-Bouldin and Calinski-Harabasz, or one of them")
+    neighbours: int = Field(KNN_NEIGHBOURS, ge=2, le=200, description="neighbours per image in the nearest-neighbour graph of the modularity score")
     k_min: int = Field(2, ge=2, le=1000, description="smallest number of clusters tried")
     k_max: int = Field(12, ge=2, le=1000, description="largest number of clusters tried")
-    colour_weight: float = Field(2.0, ge=0, le=100, description="weight of the global colour histogram beside the embedding in the model selection (0 = the embedding alone)")
+    colour_weight: float = Field(2.0, ge=0, le=100, description="weight of the global colour histogram in the model selection (0 = left out)")
+    texture_weight: float = Field(1.0, ge=0, le=100, description="weight of each texture descriptor block (LBP, power spectrum, Gabor, SPAM residuals; 0 = left out)")
     batch_size: int = Field(5000, ge=10, le=1_000_000, description="cluster in batches of this many images, merged through representatives")
 
     @field_validator("image_size")
@@ -114,6 +150,8 @@ class DeepParams(BaseModel):
     def _k_range(self):
         if self.k_max < self.k_min:
             raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+        if self.features == "descriptors" and self.colour_weight == 0 and self.texture_weight == 0:
+            raise ValueError("features 'descriptors' with colour_weight 0 and texture_weight 0 leave nothing to cluster")
         return self
 
 
@@ -402,6 +440,171 @@ def colour_histogram(image: np.ndarray) -> np.ndarray:
     return np.sqrt(h / max(float(h.sum()), 1.0)).astype(np.float32)
 
 
+#: Blocks of :func:`texture_descriptors`, in order: (name, length).
+TEXTURE_BLOCKS = (("lbp", 54), ("spectrum", 10), ("gabor", 24), ("spam", 56))
+
+#: (points, radius) of the three rotation-invariant uniform LBP histograms.
+LBP_SCALES = ((8, 1), (16, 2), (24, 3))
+#: Wavelengths (pixels) of the Gabor filter bank, 4 orientations each.
+GABOR_WAVELENGTHS = (3.0, 6.0, 12.0)
+#: Truncation of the SPAM residuals: differences are clipped to [-T, T].
+SPAM_T = 3
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
+
+
+def lbp_histograms(gray: np.ndarray) -> np.ndarray:
+    """Rotation-invariant uniform local binary pattern histograms (Ojala, Pietikainen and
+    Maenpaa, "Multiresolution gray-scale and rotation invariant texture classification
+    with local binary patterns", TPAMI 2002) at :data:`LBP_SCALES`, each normalised to
+    sum 1 and square-rooted, concatenated.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+
+    Returns
+    -------
+    ndarray of float64, shape (54,)
+        ``P + 2`` bins per scale (10 + 18 + 26).
+    """
+    from skimage.feature import local_binary_pattern
+
+    out = []
+    for p, r in LBP_SCALES:
+        codes = local_binary_pattern(gray, p, r, method="uniform").astype(np.int64)
+        h = np.bincount(codes.ravel(), minlength=p + 2).astype(np.float64)
+        out.append(np.sqrt(h / max(h.sum(), 1.0)))
+    return np.concatenate(out)
+
+
+def power_spectrum_profile(gray: np.ndarray) -> np.ndarray:
+    """The radially averaged log power spectrum of the image resized to 64 x 64
+    (Hann-windowed, mean removed) in 9 rings from 1 to 32 cycles per image: the 9 ring
+    values minus their mean (the spectrum's shape: blur, grain, scale of the texture)
+    and that mean (its level: contrast).
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+
+    Returns
+    -------
+    ndarray of float64, shape (10,)
+    """
+    import cv2
+
+    g = gray.astype(np.float32)
+    if g.shape != (64, 64):
+        g = cv2.resize(g, (64, 64), interpolation=cv2.INTER_AREA)
+    g = g - g.mean()
+    power = np.abs(np.fft.fftshift(np.fft.fft2(g * np.outer(np.hanning(64), np.hanning(64))))) ** 2
+    yy, xx = np.mgrid[-32:32, -32:32]
+    radius = np.hypot(yy, xx)
+    edges = (1, 2, 3, 4, 6, 8, 11, 16, 22, 32)
+    rings = np.array([np.log(power[(radius >= a) & (radius < b)].mean() + 1e-3)
+                      for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    return np.concatenate([rings - rings.mean(), [rings.mean()]])
+
+
+def gabor_energies(gray: np.ndarray) -> np.ndarray:
+    """Log mean and log standard deviation of the Gabor energy (the modulus of an
+    even/odd filter pair) at the wavelengths :data:`GABOR_WAVELENGTHS` and 4
+    orientations (Manjunath and Ma, "Texture features for browsing and retrieval of
+    image data", TPAMI 1996).
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+
+    Returns
+    -------
+    ndarray of float64, shape (24,)
+        Ordered wavelength, orientation, (log mean, log std).
+    """
+    import cv2
+
+    g = gray.astype(np.float32) / 255.0
+    out = []
+    for lam in GABOR_WAVELENGTHS:
+        size = int(lam * 2) * 2 + 1
+        for theta in np.arange(4) * np.pi / 4:
+            even = cv2.getGaborKernel((size, size), 0.56 * lam, theta, lam, 1.0, 0)
+            even -= even.mean()  # no response to flat areas
+            odd = cv2.getGaborKernel((size, size), 0.56 * lam, theta, lam, 1.0, np.pi / 2)
+            energy = np.hypot(cv2.filter2D(g, -1, even), cv2.filter2D(g, -1, odd))
+            out += [np.log(float(energy.mean()) + 1e-4), np.log(float(energy.std()) + 1e-4)]
+    return np.array(out)
+
+
+def spam_residuals(gray: np.ndarray) -> np.ndarray:
+    """Noise-residual statistics in the manner of SPAM (Pevny, Bas and Fridrich,
+    "Steganalysis by subtractive pixel adjacency matrix", IEEE TIFS 2010): the joint
+    histogram of two neighbouring first-order differences (clipped to
+    [-:data:`SPAM_T`, :data:`SPAM_T`], 49 bins) and the histogram of the second-order
+    difference (7 bins), horizontal and vertical averaged, each normalised and
+    square-rooted. They describe the sensor noise, grain and compression of the photo
+    more than its content.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W), H and W >= 3
+
+    Returns
+    -------
+    ndarray of float64, shape (56,)
+    """
+    t = SPAM_T
+    g = gray.astype(np.int32)
+    pairs = np.zeros((2 * t + 1) ** 2)
+    second = np.zeros(2 * t + 1)
+    for a in (g, g.T):
+        d = np.clip(a[:, 1:] - a[:, :-1], -t, t) + t
+        pairs += np.bincount((d[:, :-1] * (2 * t + 1) + d[:, 1:]).ravel(), minlength=(2 * t + 1) ** 2)
+        d2 = np.clip(a[:, :-2] - 2 * a[:, 1:-1] + a[:, 2:], -t, t) + t
+        second += np.bincount(d2.ravel(), minlength=2 * t + 1)
+    return np.concatenate([np.sqrt(pairs / max(pairs.sum(), 1.0)), np.sqrt(second / max(second.sum(), 1.0))])
+
+
+def texture_descriptors(image: np.ndarray) -> np.ndarray:
+    """The hand-made texture descriptors of one image, the blocks of
+    :data:`TEXTURE_BLOCKS` concatenated: :func:`lbp_histograms`,
+    :func:`power_spectrum_profile`, :func:`gabor_energies`, :func:`spam_residuals`, all
+    on the grey levels.
+
+    Every block ignores where things are in the picture (histograms and averages over
+    the whole image), so tiles or crops of one photo with different content share the
+    photo's texture, grain and sharpness. A grey-level offset changes no block (LBP up
+    to ties flipped by rounding at its interpolated samples); a flip does not change the
+    power spectrum.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W, 3), H and W >= 8
+        RGB.
+
+    Returns
+    -------
+    ndarray of float32, shape (144,)
+    """
+    gray = _gray(image)
+    return np.concatenate([lbp_histograms(gray), power_spectrum_profile(gray), gabor_energies(gray),
+                           spam_residuals(gray)]).astype(np.float32)
+
+
+def texture_blocks(texture: np.ndarray) -> list[np.ndarray]:
+    """Split (n, 144) :func:`texture_descriptors` rows into the :data:`TEXTURE_BLOCKS`."""
+    out, start = [], 0
+    for _name, size in TEXTURE_BLOCKS:
+        out.append(texture[:, start:start + size])
+        start += size
+    return out
+
+
 def _unit_block(b: np.ndarray) -> np.ndarray:
     """Centre a block of features and scale it to a mean squared row norm of 1."""
     b = np.asarray(b, np.float64)
@@ -410,9 +613,17 @@ def _unit_block(b: np.ndarray) -> np.ndarray:
     return b / rms if rms > 1e-12 else b
 
 
-def combine(emb: np.ndarray, colour: np.ndarray | None = None, colour_weight: float = 2.0) -> np.ndarray:
-    """The features the model selection clusters: the embedding and the colour histogram,
-    each centred and scaled to unit mean norm, the histogram times ``colour_weight``.
+def combine(
+    emb: np.ndarray | None,
+    colour: np.ndarray | None = None,
+    colour_weight: float = 2.0,
+    texture: np.ndarray | None = None,
+    texture_weight: float = 1.0,
+) -> np.ndarray:
+    """The features the model selection clusters: the embedding, the colour histogram
+    and each block of the texture descriptors, each block centred and scaled to unit
+    mean norm, the histogram times ``colour_weight``, each texture block times
+    ``texture_weight``.
 
     Scaling whole blocks (not single dimensions) keeps each block's own geometry: a
     per-dimension standardisation would blow rare histogram bins and nearly dead
@@ -420,20 +631,33 @@ def combine(emb: np.ndarray, colour: np.ndarray | None = None, colour_weight: fl
 
     Parameters
     ----------
-    emb : ndarray, shape (n, d)
+    emb : ndarray, shape (n, d), or None
+        A learned embedding (autoencoder, ResNet-18); None: descriptors only.
     colour : ndarray, shape (n, 192), optional
-        :func:`colour_histogram` of each image; None or ``colour_weight == 0``: the
-        embedding alone.
+        :func:`colour_histogram` of each image; None or ``colour_weight == 0``: left out.
     colour_weight : float
+    texture : ndarray, shape (n, 144), optional
+        :func:`texture_descriptors` of each image; None or ``texture_weight == 0``: left out.
+    texture_weight : float
 
     Returns
     -------
-    ndarray of float64, shape (n, d) or (n, d + 192)
+    ndarray of float64, shape (n, D)
+        D = d (if emb) + 192 (if colour) + 144 (if texture).
+
+    Raises
+    ------
+    ValueError
+        Nothing left to cluster (no embedding and both weights 0).
     """
-    z = _unit_block(emb)
-    if colour is None or colour_weight <= 0:
-        return z
-    return np.hstack([z, colour_weight * _unit_block(colour)])
+    blocks = [] if emb is None else [_unit_block(emb)]
+    if colour is not None and colour_weight > 0:
+        blocks.append(colour_weight * _unit_block(colour))
+    if texture is not None and texture_weight > 0:
+        blocks += [texture_weight * _unit_block(b) for b in texture_blocks(np.asarray(texture))]
+    if not blocks:
+        raise ValueError("no features to cluster: no embedding, and the colour and texture weights are 0")
+    return np.hstack(blocks)
 
 
 # ------------------------------------------------------------------ model selection
@@ -441,7 +665,7 @@ def combine(emb: np.ndarray, colour: np.ndarray | None = None, colour_weight: fl
 class Candidate:
     """One clustering candidate and its scores (None when invalid).
 
-    The three scores are already charged for noise (module docstring); ``rank_sum`` is
+    The scores are already charged for noise (module docstring); ``rank_sum`` is
     the candidate's rank under the selection metric (the sum of its three ranks for
     ``combined``), 1 = best.
     """
@@ -455,6 +679,7 @@ class Candidate:
     calinski_harabasz: float | None
     valid: bool
     rank_sum: int | None = None
+    modularity: float | None = None
 
 
 def _prepare(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -507,13 +732,65 @@ def _candidates(x: np.ndarray, algorithms: Sequence[str], k_min: int, k_max: int
             raise ValueError(f"unknown clustering algorithm {alg!r}; known: {', '.join(ALGORITHMS)}")
 
 
+def knn_graph(x: np.ndarray, n_neighbors: int = KNN_NEIGHBOURS):
+    """The symmetric, unweighted k-nearest-neighbour graph of the rows of ``x``: an edge
+    joins i and j when either is among the other's ``n_neighbors`` nearest (Euclidean).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float64, shape (n, n)
+        0/1 adjacency, no self-loops.
+    """
+    from sklearn.neighbors import kneighbors_graph
+
+    nn = max(1, min(n_neighbors, len(x) - 1))
+    a = kneighbors_graph(x, nn, mode="connectivity", include_self=False)
+    return a.maximum(a.T).tocsr()
+
+
+def modularity(adjacency, labels: np.ndarray) -> float:
+    """Newman-Girvan modularity of a partition of a graph (Newman, "Modularity and
+    community structure in networks", PNAS 2006): the share of edges inside the
+    clusters minus the share expected if edges joined nodes at random with the same
+    degrees; in [-0.5, 1), higher is better.
+
+    Parameters
+    ----------
+    adjacency : scipy.sparse matrix or ndarray, shape (n, n)
+        Symmetric, non-negative.
+    labels : ndarray of int, shape (n,)
+        Cluster of each node; -1 (noise) counts as a cluster of its own for each such
+        node, so the edges of noise points all count as cut.
+
+    Returns
+    -------
+    float
+        0.0 for a graph without edges.
+    """
+    import scipy.sparse as sp
+
+    a = sp.csr_matrix(adjacency, dtype=np.float64)
+    two_m = float(a.sum())
+    if two_m <= 0:
+        return 0.0
+    lab = np.asarray(labels, np.int64).copy()
+    noise = lab < 0
+    lab[noise] = lab.max(initial=-1) + 1 + np.arange(int(noise.sum()))
+    _, lab = np.unique(lab, return_inverse=True)
+    member = sp.csr_matrix((np.ones(len(lab)), (np.arange(len(lab)), lab)))
+    inside = (member.T @ a @ member).diagonal()
+    degree = np.asarray(member.T @ np.asarray(a.sum(axis=1)).ravel()).ravel()
+    return float(inside.sum() / two_m - ((degree / two_m) ** 2).sum())
+
+
 def select_model(
     features: np.ndarray,
     algorithms: Sequence[str] = ALGORITHMS,
     k_min: int = 2,
     k_max: int = 12,
     seed: int = 0,
-    metric: str = "combined",
+    metric: str = "modularity",
+    n_neighbors: int = KNN_NEIGHBOURS,
 ) -> tuple[np.ndarray, list[Candidate], Candidate | None]:
     """Cluster with every candidate and keep the best by the ranking rule ``metric``.
 
@@ -525,15 +802,17 @@ def select_model(
     k_min, k_max : int
         Cluster counts tried by the algorithms that take one.
     seed : int
-    metric : {"combined", "silhouette", "davies_bouldin", "calinski_harabasz"}
+    metric : {"modularity", "combined", "silhouette", "davies_bouldin", "calinski_harabasz"}
         Ranking rule (module docstring); scores are charged for noise.
+    n_neighbors : int
+        Neighbours per point of the k-nearest-neighbour graph of ``modularity``.
 
     Returns
     -------
     labels : ndarray of int64, shape (n,)
         Labels of the winner (-1 = noise); all -1 when no candidate is valid.
     candidates : list of Candidate
-        Every candidate with its scores and rank sum.
+        Every candidate with its scores and rank.
     best : Candidate or None
     """
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
@@ -544,6 +823,7 @@ def select_model(
     if n < 3:
         return np.full(n, -1, np.int64), [], None
     x = _prepare(features, seed)
+    graph = knn_graph(x, n_neighbors)
     cands: list[Candidate] = []
     labels_of: list[np.ndarray] = []
     for alg, setting, lab in _candidates(x, algorithms, k_min, max(k_min, k_max), seed):
@@ -552,14 +832,15 @@ def select_model(
         k = len(np.unique(lab[keep]))
         noise = int((~keep).sum())
         valid = 2 <= k < keep.sum() and noise <= n / 2
-        sil = db = ch = None
+        sil = db = ch = mod = None
         if valid:
             xs, ls = x[keep], lab[keep]
             cover = len(xs) / n  # noise counts against the candidate
             sil = cover * float(silhouette_score(xs, ls, sample_size=min(len(xs), 2000), random_state=seed))
             db = float(davies_bouldin_score(xs, ls)) / cover
             ch = cover * float(calinski_harabasz_score(xs, ls))
-        cands.append(Candidate(alg, setting, k, noise, sil, db, ch, valid))
+            mod = modularity(graph, lab)  # noise points: clusters of their own
+        cands.append(Candidate(alg, setting, k, noise, sil, db, ch, valid, modularity=mod))
         labels_of.append(lab)
     valid = [c for c in cands if c.valid]
     if not valid:
@@ -574,8 +855,12 @@ def select_model(
 
     per = {"silhouette": ranks([c.silhouette for c in valid], True),
            "davies_bouldin": ranks([c.davies_bouldin for c in valid], False),
-           "calinski_harabasz": ranks([c.calinski_harabasz for c in valid], True)}
-    r = sum(per.values()) if metric == "combined" else per[metric]
+           "calinski_harabasz": ranks([c.calinski_harabasz for c in valid], True),
+           "modularity": ranks([c.modularity for c in valid], True)}
+    if metric == "combined":
+        r = per["silhouette"] + per["davies_bouldin"] + per["calinski_harabasz"]
+    else:
+        r = per[metric]
     for c, s in zip(valid, r, strict=False):
         c.rank_sum = int(s)
     best = min(valid, key=lambda c: (c.rank_sum, -c.silhouette))

@@ -1,7 +1,9 @@
-"""``deep``: embeddings of an autoencoder trained on the folder or of a pretrained
-ResNet-18 (:mod:`segdeck.core.cluster.deep`), clustered by model selection over five
-algorithms; with ``--threshold``, images whose embeddings' cosine similarity reaches
-the threshold are linked instead (HNSW search above a few thousand images)."""
+"""``deep``: colour and texture descriptors, alone (the default) or beside the
+embedding of an autoencoder trained on the folder or of a pretrained ResNet-18
+(:mod:`segdeck.core.cluster.deep`), clustered by model selection over five algorithms
+(default score: modularity on the nearest-neighbour graph); with ``--threshold``,
+images whose feature vectors' cosine similarity reaches the threshold are linked
+instead (HNSW search above a few thousand images)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from segdeck.core.cluster.methods.base import Clustering, IndexedMethod, registe
 
 class Deep(IndexedMethod):
     name = "deep"
-    description = "deep embeddings (autoencoder or ResNet-18) and clustering model selection"
+    description = "colour/texture descriptors (+ autoencoder or ResNet-18 embedding) and clustering model selection"
     has_curve = False
     needs_model = True
     default_threshold = 0.9
@@ -22,7 +24,7 @@ class Deep(IndexedMethod):
 
     def feature_key(self, params, model_digest: str = "") -> str:
         d = params.deep
-        return f"deep:v2:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
+        return f"deep:v3:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
 
     def decode_side(self, params) -> int:
         return max(2 * params.deep.image_size, 128)
@@ -32,6 +34,8 @@ class Deep(IndexedMethod):
         from segdeck.core.cluster import deep
 
         d = job.params.deep
+        if d.features == "descriptors":
+            return "descriptors"
         if d.features == "resnet18":
             return f"resnet18-{d.weights}"
         path = job.job_dir / deep.AE_NAME
@@ -39,12 +43,15 @@ class Deep(IndexedMethod):
 
     def setup(self, job, emit) -> None:
         """Load the backbone, or load / train the autoencoder (saved in the job folder);
-        sets ``job.model`` and ``job.model_digest``."""
+        sets ``job.model`` and ``job.model_digest``. Descriptors need no model."""
         from segdeck.core.cluster import deep
         from segdeck.core.errors import SetupError
         from segdeck.core.jobs.events import Message, Progress
 
         d = job.params.deep
+        if d.features == "descriptors":
+            job.model, job.model_digest = None, "descriptors"
+            return
         if d.features == "resnet18":
             job.model = deep.build_backbone("resnet18", d.weights, emit)
             job.model_digest = f"resnet18-{d.weights}"
@@ -87,9 +94,14 @@ class Deep(IndexedMethod):
         from segdeck.core.cluster import deep
 
         d = params.deep
+        colour, texture = deep.colour_histogram(image), deep.texture_descriptors(image)
+        if d.features == "descriptors":
+            # the vector compared by --threshold: the two descriptors, each of unit length
+            emb = np.concatenate([colour, texture / max(float(np.linalg.norm(texture)), 1e-12)])
+            return {"emb": emb.astype(np.float32), "colour": colour, "texture": texture}
         kind = "autoencoder" if d.features == "autoencoder" else "backbone"
         size = d.image_size if kind == "autoencoder" else 128
-        return {"emb": deep.embed(job.model, [image], size, kind)[0], "colour": deep.colour_histogram(image)}
+        return {"emb": deep.embed(job.model, [image], size, kind)[0], "colour": colour, "texture": texture}
 
     # ---- similarity (with --threshold) -----------------------------------------------
     def pair(self, fa, fb) -> float:
@@ -131,7 +143,9 @@ class Deep(IndexedMethod):
         from segdeck.core.jobs.events import Message
 
         d = job.params.deep
-        x = deep.combine(np.stack([f["emb"] for f in feats]), np.stack([f["colour"] for f in feats]), d.colour_weight)
+        emb = None if d.features == "descriptors" else np.stack([f["emb"] for f in feats])
+        x = deep.combine(emb, np.stack([f["colour"] for f in feats]), d.colour_weight,
+                         np.stack([f["texture"] for f in feats]), d.texture_weight)
         runs: list[dict] = []
 
         def cluster_fn(idx: np.ndarray) -> np.ndarray:
@@ -139,7 +153,8 @@ class Deep(IndexedMethod):
                 return np.arange(len(idx))
             emit(Message(text=f"model selection on {len(idx)} images ({', '.join(d.algorithms)}, "
                               f"k {d.k_min}..{d.k_max}, metric {d.metric})"))
-            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max, metric=d.metric)
+            labels, cands, best = deep.select_model(x[idx], d.algorithms, d.k_min, d.k_max, metric=d.metric,
+                                                    n_neighbors=d.neighbours)
             runs.append({
                 "images": int(len(idx)),
                 "best": None if best is None else f"{best.algorithm} {best.setting}",
@@ -165,13 +180,18 @@ class Deep(IndexedMethod):
                           f"no valid clustering: {n} images are too few to cluster")
                 emit(Message(text=f"{reason}; every image goes to outliers/", level="warning"))
                 info["outliers_reason"] = reason
-        rules = {"combined": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
+        rules = {"modularity": f"highest modularity on the {d.neighbours}-nearest-neighbour graph; "
+                               "ties: higher silhouette",
+                 "combined": "lowest sum of ranks under silhouette (high), Davies-Bouldin (low), "
                              "Calinski-Harabasz (high); ties: higher silhouette",
                  "silhouette": "highest silhouette", "davies_bouldin": "lowest Davies-Bouldin",
                  "calinski_harabasz": "highest Calinski-Harabasz"}
         info["deep"] = {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
+                        "colour_weight": d.colour_weight, "texture_weight": d.texture_weight,
                         "metric": d.metric,
-                        "ranking_rule": rules[d.metric] + " (scores charged for noise: x or / the clustered share)",
+                        "ranking_rule": rules[d.metric] + (
+                            " (noise points count as clusters of one: their edges are cut)" if d.metric == "modularity"
+                            else " (scores charged for noise: x or / the clustered share)"),
                         "selections": runs}
         extra = [deep.AE_NAME] if (job.job_dir / deep.AE_NAME).is_file() else []
         return Clustering(labels, info, extra, None)

@@ -20,11 +20,16 @@ Printed: per-family pass rate of the positives and false-accept rate of each neg
 kind at the chosen threshold, for the aligner, for ORB (``dedup.orb_keys`` +
 ``dedup.ransac_inliers``, accepted at ``min_inliers``) and for their union; a threshold
 sweep of the aligner; the cost per image (preparation, ORB keypoints) and per pair
-(alignment batched, RANSAC), in microseconds on this machine (one thread).
+(alignment batched, RANSAC), in microseconds on this machine (one thread). With
+``--templates`` also the alternative the aligner was chosen over: a bank of 25 rotated
+(+-10 degrees) and zoomed (0.75..1.35) centre templates of ``b`` matched over ``a``
+(``cv2.matchTemplate``, ``TM_CCOEFF_NORMED``), at the threshold giving the aligner's
+false-accept rate on neighbours.
 
 Run::
 
-    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.8] [--detail]
+    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.65] [--candidates 1]
+        [--templates] [--detail]
 """
 
 from __future__ import annotations
@@ -120,6 +125,64 @@ def score_align(images, pairs, **kw) -> tuple[np.ndarray, float, float]:
     return scores, (t1 - t0) / len(images) * 1e6, (t2 - t1) / len(pairs) * 1e6
 
 
+#: Template bank of the alternative verifier (:func:`score_templates`): rotations
+#: (degrees) and zooms of the centre of ``b`` matched into ``a``.
+BANK_ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)
+BANK_SCALES = (0.75, 0.87, 1.0, 1.15, 1.35)
+BANK_SIDE = 64
+BANK_CENTRE = 0.6
+
+
+def _small(gray: np.ndarray) -> np.ndarray:
+    import cv2
+
+    f = BANK_SIDE / max(gray.shape)
+    size = (max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR).astype(np.float32)
+
+
+def _bank(gray: np.ndarray) -> list[np.ndarray]:
+    """Centre templates of one image: the image resized to a longer side of
+    :data:`BANK_SIDE`, rotated and zoomed about its centre, central :data:`BANK_CENTRE`
+    of the shorter side cut out (float32)."""
+    g = _small(gray)
+    h, w = g.shape
+    t = max(8, int(BANK_CENTRE * min(h, w)))
+    import cv2
+
+    out = []
+    for a in BANK_ANGLES:
+        for s in BANK_SCALES:
+            m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), a, s)
+            r = cv2.warpAffine(g, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            y0, x0 = (h - t) // 2, (w - t) // 2
+            out.append(np.ascontiguousarray(r[y0:y0 + t, x0:x0 + t]))
+    return out
+
+
+def score_templates(images, pairs) -> tuple[np.ndarray, float, float]:
+    """Alternative verifier: the best ``cv2.matchTemplate`` (``TM_CCOEFF_NORMED``) of a bank
+    of rotated and zoomed centre templates of ``b`` (:func:`_bank`) over ``a`` at
+    :data:`BANK_SIDE` px; cost per image (bank) and per pair, microseconds."""
+    import cv2
+
+    t0 = time.perf_counter()
+    banks = [_bank(g) for g in images]
+    small = [_small(g) for g in images]
+    t1 = time.perf_counter()
+    out = np.zeros(len(pairs))
+    for n, (a, b, *_r) in enumerate(pairs):
+        img = small[a]
+        best = 0.0
+        for tmpl in banks[b]:
+            if tmpl.shape[0] > img.shape[0] or tmpl.shape[1] > img.shape[1] or tmpl.std() < 1e-3:
+                continue
+            best = max(best, float(cv2.matchTemplate(img, tmpl, cv2.TM_CCOEFF_NORMED).max()))
+        out[n] = best
+    t2 = time.perf_counter()
+    return out, (t1 - t0) / len(images) * 1e6, (t2 - t1) / len(pairs) * 1e6
+
+
 def score_orb(images, pairs) -> tuple[np.ndarray, float, float]:
     """RANSAC inliers as ``dup`` verifies (its default parameters); cost per image and per pair."""
     from segdeck.core.cluster import dedup
@@ -147,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, action="append", help="development seed(s) (default 1 and 2)")
     ap.add_argument("--threshold", type=float, default=0.65, help="aligner score accepted (default 0.65)")
     ap.add_argument("--candidates", type=int, default=1, help="rotation-scale peaks tried per pair (default 1)")
+    ap.add_argument("--templates", action="store_true",
+                    help="also score the template-bank alternative (about 10x the aligner's cost)")
     ap.add_argument("--detail", action="store_true", help="also print false accepts by photo and the weakest positives")
     args = ap.parse_args(argv)
     seeds = args.seed or [1, 2]
@@ -171,6 +236,11 @@ def main(argv=None) -> int:
     al_ok = sc >= args.threshold
     print(f"aligner: {args.candidates} rotation-scale candidate(s) per pair; union = align or ORB")
     cols = [("align", al_ok), ("orb", orb_ok), ("union", al_ok | orb_ok)]
+    if args.templates:
+        tm, tm_img_us, tm_pair_us = score_templates(images, pairs)
+        neg = ~positive & (kinds != "random")
+        tm_thr = float(np.quantile(tm[neg], 1 - max(np.mean(al_ok[neg]), 1e-4)))  # same false-accept rate
+        cols.append(("template", tm > tm_thr))
     rates = {name: _rates(ok, pairs) for name, ok in cols}
     print(f"\npass rate of positives / false-accept rate of negatives (align score >= {args.threshold}, "
           f"ORB >= {dedup.DupParams().min_inliers} inliers)")
@@ -186,6 +256,9 @@ def main(argv=None) -> int:
               + " ".join(f"{r[k]:14.4f}" for k in NEGATIVES) + f"  {fam}")
     print(f"\ncost (us, one thread, this machine): align prepare {prep_us:.0f}/image, align {pair_us:.0f}/pair "
           f"(batched); ORB keys {orb_img_us:.0f}/image, RANSAC {orb_pair_us:.0f}/pair")
+    if args.templates:
+        print(f"template bank ({len(BANK_ANGLES) * len(BANK_SCALES)} templates, threshold {tm_thr:.3f} for the aligner's "
+              f"false-accept rate on neighbours): bank {tm_img_us:.0f}/image, {tm_pair_us:.0f}/pair")
     if args.detail:
         neg_fa = defaultdict(lambda: [0, 0])
         for ok, (_a, _b, kind, p, ph) in zip(al_ok, pairs, strict=True):

@@ -104,3 +104,24 @@ def test_batched_equals_single_and_bad_input(camera):
         align.align_pairs(preps, np.array([0, 1]), np.array([1]))
     with pytest.raises(ValueError):
         align.prepare(np.zeros((0, 5), np.uint8))
+
+
+def test_pair_aligner_prepares_once_and_mirrors(camera):
+    a = _tile(camera, 180, 200)
+    imgs = [a, np.ascontiguousarray(a[:, ::-1]), _tile(camera, 180, 312)]
+    calls = []
+
+    def gray(k):
+        calls.append(k)
+        return imgs[k]
+
+    aligner = align.PairAligner(gray)
+    r = aligner([0, 0, 0], [1, 1, 2], mirrored=[True, False, False])
+    assert r["score"][0] > 0.9  # a and its mirror image, aligned as (a, mirror of mirror)
+    assert r["score"][1] < 0.6  # the mirror image as it is: not a copy
+    assert r["score"][2] < 0.45
+    r2 = aligner([0], [1], mirrored=[True])
+    assert r2["score"][0] == pytest.approx(r["score"][0])
+    assert sorted(calls) == [0, 1, 1, 2]  # (0), (1, mirrored), (1), (2): each once
+    with pytest.raises(ValueError):
+        aligner([0, 1], [1], mirrored=[True])

@@ -587,3 +587,73 @@ def align(a, b, max_angle: float = MAX_ANGLE, max_scale: float = MAX_SCALE, min_
     return Alignment(score=float(r["score"][0]), angle=float(r["angle"][0]), scale=float(r["scale"][0]),
                      dx=float(r["dx"][0]), dy=float(r["dy"][0]), overlap=float(r["overlap"][0]),
                      reason=str(r["reason"][0]), ncc=float(r["ncc"][0]), peak=float(r["peak"][0]))
+
+
+class PairAligner:
+    """Aligns pairs of images given by index, preparing each (image, mirrored) once.
+
+    The form the ``dup`` pipeline can call with its ``gray(k)`` accessor: only the images
+    that some pair needs are prepared, and a mirrored pair (the mirrored hash was the
+    closer one, :func:`segdeck.core.cluster.dedup.orient_pairs`) is aligned as
+    ``(a, mirror of b)``. Not thread-safe (one per thread, or call from one thread: the
+    pair work is batched numpy and OpenCV).
+
+    Parameters
+    ----------
+    gray : callable
+        ``gray(k)`` returns image ``k`` as (H, W) uint8 grayscale (any size; the ``dup``
+        job's 128-px images are what it was measured on).
+    side : int
+        Canvas side (:data:`ALIGN_SIDE`).
+
+    Examples
+    --------
+    >>> aligner = PairAligner(lambda k: grays[k])  # doctest: +SKIP
+    >>> r = aligner(np.array([0, 0]), np.array([1, 2]), mirrored=np.array([False, True]))  # doctest: +SKIP
+    >>> accepted = r["score"] >= 0.65  # doctest: +SKIP
+    """
+
+    def __init__(self, gray, side: int = ALIGN_SIDE):
+        self.gray = gray
+        self.side = side
+        self._slot: dict[tuple[int, bool], int] = {}
+        self._items: list[Prepared] = []
+
+    def prepared(self, k: int, mirrored: bool = False) -> Prepared:
+        """The :class:`Prepared` of image ``k`` (mirrored left-right when asked), cached."""
+        key = (int(k), bool(mirrored))
+        slot = self._slot.get(key)
+        if slot is None:
+            g = np.asarray(self.gray(key[0]))
+            if key[1]:
+                g = g[:, ::-1]
+            slot = self._slot[key] = len(self._items)
+            self._items.append(prepare(np.ascontiguousarray(g), self.side))
+        return self._items[slot]
+
+    def __call__(self, i, j, mirrored=None, **kwargs) -> dict[str, np.ndarray]:
+        """:func:`align_pairs` of images ``i[t]`` and ``j[t]`` (``j[t]`` mirrored where
+        ``mirrored[t]``); keyword arguments as there.
+
+        Parameters
+        ----------
+        i, j : array_like of int, shape (k,)
+        mirrored : array_like of bool, shape (k,), optional
+
+        Returns
+        -------
+        dict of ndarray
+            As :func:`align_pairs` (``angle``, ``dx``, ``dy`` refer to the mirrored ``b``
+            where it was mirrored).
+        """
+        i = np.asarray(i, np.int64).ravel()
+        j = np.asarray(j, np.int64).ravel()
+        m = np.zeros(len(j), bool) if mirrored is None else np.asarray(mirrored, bool).ravel()
+        if not (len(i) == len(j) == len(m)):
+            raise ValueError(f"PairAligner: i, j, mirrored differ in length ({len(i)}, {len(j)}, {len(m)})")
+        for a, b, f in zip(i.tolist(), j.tolist(), m.tolist(), strict=True):
+            self.prepared(a, False)
+            self.prepared(b, f)
+        si = np.array([self._slot[(a, False)] for a in i.tolist()], np.int64)
+        sj = np.array([self._slot[(b, f)] for b, f in zip(j.tolist(), m.tolist(), strict=True)], np.int64)
+        return align_pairs(self._items, si, sj, **kwargs)

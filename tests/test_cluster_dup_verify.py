@@ -75,3 +75,24 @@ def test_second_orb_pass_on_smaller_blurred_images_finds_blurred_warped_copies(m
         for b in range(len(grays)):
             if truth[a] != truth[b]:
                 assert labels[a] != labels[b]
+
+
+def test_small_average_linkage_cuts_like_scipys_average_linkage():
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    from segdeck.core.cluster import graph
+
+    rng = np.random.default_rng(3)
+    for t in range(200):
+        s = int(rng.integers(3, 25))
+        m = 0.9 + 0.1 * rng.random((s, s))  # "missing" pairs, tie-free
+        k = int(rng.integers(1, s * s // 2))
+        a, b = rng.integers(0, s, k), rng.integers(0, s, k)
+        m[a, b] = rng.random(k) * (0.3 if t % 2 else 0.9)
+        m = np.minimum(m, m.T)
+        np.fill_diagonal(m, 0.0)
+        ours = graph.small_average_linkage(m, 0.75)
+        ref = graph.cut_tree_at(linkage(squareform(m, checks=False), method="average"), 0.75)
+        same = ours[:, None] == ours[None, :]
+        assert np.array_equal(same, ref[:, None] == ref[None, :]), t

@@ -478,8 +478,12 @@ def crop_pairs(
     ok = np.ones(len(i), bool)
     if min_ncc > -1.0:
         boxes: dict[tuple[int, int], list] = {}
+        images: dict[int, np.ndarray] = {}  # gray() may read a cache: once per image
         for t in range(len(i)):
-            g = gray(int(big[t]))
+            k = int(big[t])
+            g = images.get(k)
+            if g is None:
+                g = images[k] = gray(k)
             shape = g.shape[:2]
             if shape not in boxes:
                 boxes[shape] = features.window_boxes(*shape)
@@ -734,7 +738,7 @@ def decide_pairs(
     # second pass: rejected pairs with close hashes and correlated thumbnails, on smaller
     # blurred images (RETRY_*), one pair per link not yet accepted
     failed = tried & ~passed & ~np.isin(link, good_links) & (dec.d[band] <= RETRY_RADIUS)
-    if failed.any() and RETRY_SIDE > 0:
+    if failed.any() and RETRY_SIDE > 0 and not (cancel is not None and cancel()):
         sel = np.nonzero(failed)[0]
         th = thumbs if thumbs is not None else features.thumbnails([gray(k) for k in range(n)])
         ct = centre_thumbs if centre_thumbs is not None else centre_thumbnails(

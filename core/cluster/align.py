@@ -35,8 +35,9 @@ Method (Reddy & Chatterji 1996)
    covers less than ``min_overlap`` of the smaller image score 0.
 
 Cost: a pair is two small inverse FFTs, one forward FFT, two warps and an NCC at
-:data:`ALIGN_SIDE` = 64 px (about 0.1 ms on one core); :func:`prepare` about 0.2 ms per
-image.
+:data:`ALIGN_SIDE` = 48 px, batched over pairs in numpy; an image is one resize, two
+FFTs and a log-polar resampling. ``benchmarks/cluster_align.py`` prints both next to
+ORB + RANSAC measured in the same run (a fraction of ORB's cost per image and per pair).
 
 Conventions
 -----------
@@ -68,16 +69,17 @@ import numpy as np
 
 #: Side (pixels) of the square canvas everything is computed on. Larger gives finer
 #: angle and scale estimates and sharper NCC (less tolerance to perspective and blur) at
-#: a cost growing with its square.
-ALIGN_SIDE = 64
+#: a cost growing with its square; on the development pairs 48 separated a little better
+#: than 40, 56, 64 or 80 (``benchmarks/cluster_align.py``).
+ALIGN_SIDE = 48
 
-#: Rows of the log-polar magnitude: angles over [0, 180) degrees (180/64 = 2.8 degrees
+#: Rows of the log-polar magnitude: angles over [0, 180) degrees (180/48 = 3.75 degrees
 #: a row before sub-bin refinement).
-LP_ANGLES = 64
+LP_ANGLES = 48
 
 #: Columns of the log-polar magnitude: log-spaced radii from :data:`LP_MIN_RADIUS` to
-#: ``ALIGN_SIDE / 2`` (about 4.4 % scale change a column at the defaults).
-LP_RADII = 64
+#: ``ALIGN_SIDE / 2`` (about 5.4 % scale change a column at the defaults).
+LP_RADII = 48
 
 #: Smallest radius (frequency bins) of the log-polar grid: the lowest frequencies hold
 #: the window's own spectrum and the image's overall shading, not its structure.
@@ -90,7 +92,7 @@ FILL_LEVEL = 12
 #: Gaussian sigma (canvas pixels) applied before the NCC: tolerance to perspective,
 #: small residual misalignment, blur and JPEG differences, at the price of detail that
 #: tells look-alike textures apart.
-NCC_BLUR = 1.0
+NCC_BLUR = 0.75
 
 #: Default largest rotation searched (degrees, either sense). Near-duplicates are
 #: rotated by a few degrees; a wider search finds more spurious alignments of
@@ -466,7 +468,7 @@ def align_pairs(
         Pairs ``(items[i[t]], items[j[t]])``: ``a = items[i[t]]``, ``b = items[j[t]]``.
     max_angle : float
         Largest rotation searched (degrees, either sense; at most 89), rounded up to
-        whole log-polar rows (2.8 degrees).
+        whole log-polar rows (3.75 degrees at the defaults).
     max_scale : float
         Scale changes searched on the canvas: [1 / max_scale, max_scale] (> 1). Both
         images are resized to the same longer side first, so this bounds the zoom of a

@@ -204,14 +204,18 @@ def _grids(side: int = ALIGN_SIDE):
     got = _GRID_CACHE.get(key)
     if got is not None:
         return got
-    import cv2
-
     theta = np.pi * np.arange(LP_ANGLES) / LP_ANGLES
     log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), LP_RADII)
     r = np.exp(log_r)
-    # frequency (0, 0) at bin (0, 0), negative frequencies reached by wrapping (BORDER_WRAP)
-    map_x = (r[None, :] * np.cos(theta)[:, None]).astype(np.float32)
-    map_y = (-r[None, :] * np.sin(theta)[:, None]).astype(np.float32)
+    # bilinear sampling of the unshifted spectrum (frequency (0, 0) at bin (0, 0), negative
+    # frequencies wrapped), as a gather of 4 bins with weights per log-polar sample
+    map_x = (r[None, :] * np.cos(theta)[:, None]).ravel()
+    map_y = (-r[None, :] * np.sin(theta)[:, None]).ravel()
+    x0, y0 = np.floor(map_x), np.floor(map_y)
+    fx, fy = map_x - x0, map_y - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    lp_idx = np.stack([((y0 + dy) % side) * side + (x0 + dx) % side for dy in (0, 1) for dx in (0, 1)])
+    lp_w = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]).astype(np.float32)
     f = np.fft.fftfreq(side)
     x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :]
     highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)
@@ -219,8 +223,8 @@ def _grids(side: int = ALIGN_SIDE):
     fy = np.fft.fftfreq(side)[:, None]
     fx = np.fft.rfftfreq(side)[None, :]
     lowpass = np.exp(-(fx ** 2 + fy ** 2) / (2 * (TRANSLATION_LOWPASS * 0.5) ** 2)).astype(np.float32)
-    got = {"map_x": map_x, "map_y": map_y, "highpass": highpass, "radial": radial, "lowpass": lowpass,
-           "dlog": float(log_r[1] - log_r[0]), "cv2": cv2}
+    got = {"lp_idx": lp_idx, "lp_w": lp_w, "highpass": highpass, "radial": radial, "lowpass": lowpass,
+           "dlog": float(log_r[1] - log_r[0])}
     _GRID_CACHE[key] = got
     return got
 
@@ -335,7 +339,7 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     full = fft.fft2(window)
     spec = full[:, :side // 2 + 1]  # = rfft2(window)
     mag = np.abs(full).astype(np.float32) * grids["highpass"]
-    lp = cv2.remap(np.log1p(mag), grids["map_x"], grids["map_y"], cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    lp = (np.log1p(mag).ravel()[grids["lp_idx"]] * grids["lp_w"]).sum(axis=0).reshape(LP_ANGLES, LP_RADII)
     lp = (lp - lp.mean()) * grids["radial"]
     return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image=image,
                     valid=valid, image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window, spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)),

@@ -208,7 +208,8 @@ def _rates(accept: np.ndarray, pairs) -> dict[str, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, action="append", help="development seed(s) (default 1 and 2)")
-    ap.add_argument("--threshold", type=float, default=0.68, help="aligner score accepted (default 0.68)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="aligner score accepted (default align.ACCEPT_SCORE, 0.68)")
     ap.add_argument("--candidates", type=int, default=1, help="rotation-scale peaks tried per pair (default 1)")
     ap.add_argument("--templates", action="store_true",
                     help="also score the template-bank alternative (about 10x the aligner's cost)")
@@ -218,8 +219,10 @@ def main(argv=None) -> int:
     if bench.HELD_OUT_SEED in seeds:
         print(f"seed {bench.HELD_OUT_SEED} is the held-out seed: measure on development seeds only", file=sys.stderr)
         return 2
-    from segdeck.core.cluster import dedup
+    from segdeck.core.cluster import align, dedup
 
+    if args.threshold is None:
+        args.threshold = align.ACCEPT_SCORE
     images, pairs = [], []
     for seed in seeds:
         im, pr = build_pairs(seed)

@@ -65,11 +65,11 @@ def run_pipeline(folder: Path, params, workers: int = 2):
         grays = list(pool.map(lambda n: features.load_gray_small(folder / n, 256), names, chunksize=32))
         feats = list(pool.map(features.dup_feature, grays, chunksize=32))
     small = [features.shrink(g, params.orb_side) for g in grays]
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     decisions: list = []
     labels, stats = dedup.dup_cluster(feats, params, gray=lambda k: small[k], workers=workers, decisions=decisions)
-    t2 = time.perf_counter()
-    return names, labels, decisions[0], feats, {"features": t1 - t0, "cluster": t2 - t1, **stats}
+    t2, c2 = time.perf_counter(), time.process_time()
+    return names, labels, decisions[0], feats, {"features": t1 - t0, "cluster": t2 - t1, "cluster_cpu": c2 - c1, **stats}
 
 
 def diagnose(names, labels, dec, feats, truth, params) -> dict:
@@ -146,8 +146,11 @@ def diagnose(names, labels, dec, feats, truth, params) -> dict:
 
 
 def main(argv=None) -> int:
+    from threadpoolctl import threadpool_limits
+
     from segdeck.core.cluster.dedup import DupParams
 
+    threadpool_limits(1, user_api="blas")  # as the dup job does (methods/dup.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, action="append", help="development seed (repeatable; default 1 and 2)")
     ap.add_argument("--keep", default="/tmp/segdeck-diag", help="build the sets here once and reuse them")
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     for seed in args.seed or [1, 2]:
         folder, truth = load_set(seed, Path(args.keep) if args.keep else None)
         names, labels, dec, feats, st = run_pipeline(folder, params, args.workers)
-        print(f"== seed {seed}: {len(names)} images; features {st['features']:.1f} s, clustering {st['cluster']:.1f} s; "
+        print(f"== seed {seed}: {len(names)} images; features {st['features']:.1f} s, clustering {st['cluster']:.1f} s "
+              f"({st['cluster_cpu']:.1f} s CPU); "
               f"candidates {st['candidates']} (crop {st['crop_candidates']}, centre {st['centre_candidates']}), "
               f"sure {st['sure']}, verified {st['verified']}, dense {st['dense']}, accepted {st['accepted']}")
         res = diagnose(names, labels, dec, feats, truth, params)

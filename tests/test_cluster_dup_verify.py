@@ -1,5 +1,6 @@
 """dup's verification: low-contrast copies are verified by ORB after histogram
-equalisation, and neighbouring tiles of the same photo still stay apart."""
+equalisation, a second ORB pass on smaller blurred images, window-matched crops skip the
+unaligned pre-filter, and neighbouring tiles of the same photo still stay apart."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 from skimage import data
 from test_cluster_dup_rotations import _cluster, _rotate
 
-from segdeck.core.cluster import dedup
+from segdeck.core.cluster import dedup, features
 
 
 def _low_contrast_tiles() -> list[np.ndarray]:
@@ -96,3 +97,23 @@ def test_small_average_linkage_cuts_like_scipys_average_linkage():
         ref = graph.cut_tree_at(linkage(squareform(m, checks=False), method="average"), 0.75)
         same = ours[:, None] == ours[None, :]
         assert np.array_equal(same, ref[:, None] == ref[None, :]), t
+
+
+def test_crop_found_by_whole_hash_and_window_skips_the_unaligned_prefilter():
+    photo = data.camera()
+    grays = []
+    for r, c in ((60, 40), (60, 200), (250, 120)):
+        tile = np.ascontiguousarray(photo[r:r + 112, c:c + 112])
+        grays += [tile, np.ascontiguousarray(tile[13:-11, 12:-14])]  # about 11 % off each side
+    params = dedup.DupParams(min_ncc=0.9, sure_radius=0, radius=24)
+    windows = np.stack([features.window_codes(g) for g in grays])
+    dec = dedup.decide_pairs(features.phash_codes_fast(grays), params, gray=lambda k: grays[k],
+                             thumbs=features.thumbnails(grays), windows=windows)
+    pairs = {(int(a), int(b)): t for t, (a, b) in enumerate(zip(dec.i, dec.j, strict=True))}
+    whole_found = [pairs[(2 * k, 2 * k + 1)] for k in range(3) if (2 * k, 2 * k + 1) in pairs]
+    whole_found = [t for t in whole_found if dec.route[t] == 0]
+    assert whole_found  # some crop is a whole-hash candidate too
+    ncc = dedup.thumb_ncc(features.thumbnails(grays), dec.i[whole_found], dec.j[whole_found], dec.mirrored[whole_found])
+    assert (ncc < 0.9).any()  # the unaligned thumbnails alone would have dropped it
+    for t in whole_found:
+        assert dec.window_ok[t] and dec.reason[t] != "prefilter"

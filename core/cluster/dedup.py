@@ -58,7 +58,7 @@ class DupParams(BaseModel):
     max_rotation: float = Field(20.0, ge=0.0, le=180.0, description="verified pairs: largest rotation between the images (degrees)")
     max_scale: float = Field(1.7, ge=1.0, le=10.0, description="verified pairs: largest scale change (after resizing both to orb_side)")
     orb_side: int = Field(128, ge=32, le=1024, description="longer side (pixels) of the image ORB runs on")
-    orb_features: int = Field(200, ge=20, le=5000, description="ORB keypoints per image")
+    orb_features: int = Field(150, ge=20, le=5000, description="ORB keypoints per image")
     orb_levels: int = Field(3, ge=1, le=8, description="ORB pyramid levels (scale factor 1.2 each); near-duplicates need few")
     min_ncc: float = Field(0.35, ge=-1.0, le=1.0, description="pairs between groups whose 16x16 thumbnails (whole images or their centres, the better) correlate less than this are rejected unverified (-1: off)")
     crop_radius: int = Field(10, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
@@ -367,6 +367,10 @@ class PairDecisions:
         (its own ORB + RANSAC check passed), ``"dense"`` (a low-texture pair aligned by
         :func:`dense_similarity`), ``"link"`` (between two groups whose checked pairs
         mostly passed); ``""`` for a rejected pair.
+    window_ok : ndarray of bool, shape (m,)
+        One image's hash also matched a window of the other and passed the window-aligned
+        thumbnail check of :func:`crop_pairs` (true for every route-1 pair; a whole or
+        centre pair with it skips the ``min_ncc`` pre-filter).
     reason : ndarray of str (object), shape (m,)
         Why a pair was rejected: ``"prefilter"`` (thumbnails did not correlate,
         ``min_ncc``), ``"verify"`` (checked and failed), ``"unchecked"`` (its link ran out of
@@ -390,8 +394,11 @@ class PairDecisions:
     dense: int = 0
     retried: int = 0
     reason: np.ndarray | None = None
+    window_ok: np.ndarray | None = None
 
     def __post_init__(self):
+        if self.window_ok is None:
+            self.window_ok = np.zeros(len(self.i), bool)
         if self.route is None:
             self.route = np.zeros(len(self.i), np.int8)
         if self.reason is None:
@@ -567,7 +574,7 @@ def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thum
             centre_thumbs = centre_thumbnails(gray, np.concatenate([i[band], j[band]]), n)
         r = np.maximum(r, thumb_ncc(centre_thumbs, i[band], j[band], dec.mirrored[band]))
         # crop pairs passed their own window-aligned check (whole thumbnails are not aligned)
-        keep = inside | (r >= params.min_ncc) | (dec.route[band] == 1)
+        keep = inside | (r >= params.min_ncc) | (dec.route[band] == 1) | dec.window_ok[band]
         dec.reason[band[~keep]] = "prefilter"
         band, ga, gb, inside = band[keep], ga[keep], gb[keep], inside[keep]
     link = np.where(inside, n * np.int64(n) + band, np.minimum(ga, gb) * np.int64(n) + np.maximum(ga, gb))
@@ -677,6 +684,7 @@ def decide_pairs(
     n = len(codes)
     i, j, d, mirrored = candidate_pairs(codes, params.radius)
     route = np.zeros(len(i), np.int8)
+    window_ok = None
     if centres is not None and gray is not None and params.centre_radius >= 0:
         ri, rj, rd, rm = centre_pairs(np.asarray(centres, np.uint64).reshape(n, 2), params.centre_radius,
                                       exclude=i * np.int64(n) + j)
@@ -692,12 +700,21 @@ def decide_pairs(
             if thumbs is None:
                 thumbs = features.thumbnails([gray(k) for k in range(n)])
             ci, cj, cd, cm = crop_pairs(codes, np.asarray(windows, np.uint64).reshape(n, -1), params.crop_radius,
-                                        gray, thumbs, params.min_ncc, exclude=i * np.int64(n) + j)
+                                        gray, thumbs, params.min_ncc)
+            # a cropped copy whose whole hash is also close is already a candidate; its window
+            # match (aligned thumbnail check passed) exempts it from the whole-image pre-filter,
+            # which compares unaligned thumbnails
+            known, found = i * np.int64(n) + j, ci * np.int64(n) + cj
+            seen = np.isin(found, known)
+            window_ok = np.concatenate([np.isin(known, found[seen]), np.ones(int((~seen).sum()), bool)])
+            ci, cj, cd, cm = ci[~seen], cj[~seen], cd[~seen], cm[~seen]
             i, j, d = np.concatenate([i, ci]), np.concatenate([j, cj]), np.concatenate([d, cd])
             mirrored = np.concatenate([mirrored, cm])
             route = np.concatenate([route, np.ones(len(ci), np.int8)])
     stage = np.where((d <= params.sure_radius) & (route == 0), "sure", "").astype(object)
     dec = PairDecisions(i, j, d, mirrored, stage, route)
+    if window_ok is not None:
+        dec.window_ok = window_ok
     band = np.nonzero(stage == "")[0]
     if gray is None or not len(band):
         dec.reason[band] = "nogray"

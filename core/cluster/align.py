@@ -57,7 +57,8 @@ y down)::
 with ``c`` the image centre ``((w - 1) / 2, (h - 1) / 2)`` and ``R(angle)`` the rotation
 matrix of ``cv2.getRotationMatrix2D`` (``[[cos, sin], [-sin, cos]]``). Mirror images are
 not aligned: like :func:`segdeck.core.cluster.dedup.orient_pairs`, the caller passes the
-mirrored image (``prepare(gray[:, ::-1])``) for pairs whose mirrored hash was closer.
+mirrored image (``prepare(gray[:, ::-1])``, or ``mirrored`` to :class:`PairAligner`) for
+pairs whose mirrored hash was closer.
 
 Reference: B. S. Reddy and B. N. Chatterji, "An FFT-based technique for translation,
 rotation, and scale-invariant image registration", IEEE Transactions on Image Processing
@@ -139,36 +140,48 @@ class Prepared:
         Canvas pixels per original pixel (``ALIGN_SIDE / max(w, h)``).
     centre : tuple of float
         ``(x, y)`` of the content's centre on the canvas (canvas pixels).
-    image : ndarray of float32, shape (S, S)
-        Blurred grey levels on the canvas minus their mean over the valid pixels (0
-        outside the content), for the NCC.
-    valid : ndarray of float32, shape (S, S)
-        1 where the canvas holds image content that is not fill, else 0.
     image_valid : ndarray of float32, shape (S, S, 2)
-        ``image`` and ``valid`` as two channels (warped together, one call).
+        Channel 0 (:attr:`image`): blurred grey levels on the canvas minus their mean
+        over the valid pixels (0 outside the content), for the NCC; channel 1
+        (:attr:`valid`): 1 where the canvas holds image content that is not fill, else
+        0. Two channels of one array: one warp moves both.
     window : ndarray of float32, shape (S, S)
         Zero-mean content times a Hann window (0 outside), for the spectra.
     spectrum : ndarray of complex64, shape (S, S // 2 + 1)
         Phase-only ``rfft2`` of ``window``.
     logpolar : ndarray of complex64, shape (LP_ANGLES, LP_RADII // 2 + 1)
-        Phase-only ``rfft2`` of the log-polar, high-passed magnitude spectrum.
+        Phase-only ``rfft2`` of ``log(1 + |F| H)`` (``F`` the spectrum of ``window``,
+        ``H`` the high-pass) resampled on the log-polar grid.
     n_valid : int
         Number of valid canvas pixels.
     flat : bool
         The image has (almost) no contrast: every pair with it scores 0.
+
+    Notes
+    -----
+    About 46 KB per image at the default side: prepare the images some pair needs, not
+    a whole large folder at once (:class:`PairAligner` does so).
     """
 
     size: tuple[int, int]
     factor: float
     centre: tuple[float, float]
-    image: np.ndarray
-    valid: np.ndarray
     image_valid: np.ndarray
     window: np.ndarray
     spectrum: np.ndarray
     logpolar: np.ndarray
     n_valid: int
     flat: bool
+
+    @property
+    def image(self) -> np.ndarray:
+        """(S, S) float32 view: zero-mean blurred grey levels (channel 0 of ``image_valid``)."""
+        return self.image_valid[:, :, 0]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(S, S) float32 view: 1 on valid content, 0 elsewhere (channel 1 of ``image_valid``)."""
+        return self.image_valid[:, :, 1]
 
 
 @dataclass(frozen=True)
@@ -352,9 +365,9 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     mag = np.abs(full).astype(np.float32) * grids["highpass"]
     lp = (np.log1p(mag).ravel()[grids["lp_idx"]] * grids["lp_w"]).sum(axis=0).reshape(LP_ANGLES, LP_RADII)
     lp = (lp - lp.mean()) * grids["radial"]
-    return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image=image,
-                    valid=valid, image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window, spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)),
-                    n_valid=n_valid, flat=flat)
+    return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0),
+                    image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window,
+                    spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)), n_valid=n_valid, flat=flat)
 
 
 def _parabola(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -436,7 +436,8 @@ def _translation(fa: np.ndarray, warped: np.ndarray, lowpass: np.ndarray, side: 
     cross = cross / np.maximum(np.abs(cross), 1e-6) * lowpass
     corr = fft.irfft2(cross, s=(side, side), axes=(-2, -1))
     tx, ty, y0, x0 = _peak(corr, side)
-    height = corr[np.arange(len(corr)), y0, x0] / max(1e-12, float(fft.irfft2(lowpass, s=(side, side))[0, 0]))
+    best = float(np.sum(lowpass[:, 0]) + np.sum(lowpass[:, -1]) + 2 * np.sum(lowpass[:, 1:-1])) / (side * side)
+    height = corr[np.arange(len(corr)), y0, x0] / max(1e-12, best)  # best: irfft2(lowpass) at (0, 0)
     return tx, ty, height
 
 

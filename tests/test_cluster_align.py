@@ -38,11 +38,21 @@ def test_rotated_copy_with_black_corners_scores_high_and_angle_recovered(camera,
 
 
 def test_black_corners_are_fill_not_content(camera):
-    b = _rotate_black(_tile(camera, 180, 200), 8.0)
+    b = _rotate_black(_tile(camera, 120, 360), 8.0)  # a tile without dark content
     fill = align.fill_mask(b)
     assert fill[0, 0] and fill[-1, -1] and fill[0, -1] and fill[-1, 0]
     assert not fill[56, 56]
     assert 0.02 < fill.mean() < 0.15  # four small triangles
+
+
+def test_dark_object_at_a_corner_is_content_not_fill(camera):
+    g = _tile(camera, 120, 360).copy()
+    yy, xx = np.mgrid[0:112, 0:112]
+    g[np.hypot(yy, xx) < 40] = 5  # a dark round object in the corner: not a straight cut
+    assert not align.fill_mask(g).any()
+    r = _rotate_black(g, 8.0)  # its rotated copy: the three other corners are fill
+    fill = align.fill_mask(r)
+    assert fill[-1, -1] and fill[0, -1] and fill[-1, 0]
 
 
 def test_crop_of_12_percent_per_side_scores_high_scale_and_shift(camera):

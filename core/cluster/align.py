@@ -269,9 +269,10 @@ def fill_mask(gray: np.ndarray) -> np.ndarray:
     """Fill pixels of a grayscale image: the black corners of a copy rotated on its canvas.
 
     At each corner, the dark (<= :data:`FILL_LEVEL`) runs along the two edges span a
-    right triangle; it is fill when at least 90 % of it is dark and the band just past
-    its hypotenuse is mostly not dark (a straight cut, not a dark object that touches the
-    corner, such as a black coat: JPEG leaves both at the same grey levels).
+    right triangle; it is fill when at least 90 % of it is dark, the band just past its
+    hypotenuse is mostly not dark and the rectangle the runs span holds little more dark
+    than the triangle (a straight cut, not a dark object that touches the corner, such
+    as a black coat or a round shadow: JPEG leaves both at the same grey levels).
 
     Parameters
     ----------
@@ -304,6 +305,8 @@ def fill_mask(gray: np.ndarray) -> np.ndarray:
                 continue
             band = (u >= 1.2) & (u < 1.5)
             if band.any() and d[:bh, :bw][band].mean() > 0.5:
+                continue
+            if d[:q, :p].sum() > 1.15 * p * q / 2 + np.hypot(p, q):  # dark beyond a straight cut
                 continue
             f[:bh, :bw] |= tri
     return fill

@@ -313,7 +313,8 @@ def fill_mask(gray: np.ndarray) -> np.ndarray:
 
 
 def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
-    """Everything :func:`align_pairs` needs of one image, computed once.
+    """Everything :func:`align_pairs` needs of one image, computed once (the one-image
+    form of :func:`prepare_many`).
 
     Parameters
     ----------
@@ -331,6 +332,11 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     ValueError
         An empty image or one that is not 2-D (or 3-D with channels).
     """
+    return prepare_many([gray], side)[0]
+
+
+def _canvas(gray, side: int):
+    """Per-image part of :func:`prepare_many`: resize, fill, canvases (no FFT)."""
     import cv2
 
     g = np.asarray(gray)
@@ -338,7 +344,6 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
         g = g.mean(axis=2)
     if g.ndim != 2 or g.shape[0] < 1 or g.shape[1] < 1:
         raise ValueError(f"align.prepare: expected an (H, W) grayscale image, got shape {np.shape(gray)}")
-    grids = _grids(side)
     h, w = g.shape
     f = side / max(h, w)
     nw, nh = max(1, min(side, round(w * f))), max(1, min(side, round(h * f)))
@@ -346,31 +351,64 @@ def prepare(gray: np.ndarray, side: int = ALIGN_SIDE) -> Prepared:
     fill = fill_mask(small)
     if fill.any():  # interpolation and JPEG smear the fill's edge: one pixel more
         fill = cv2.dilate(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    valid_small = ~fill
-    x0, y0 = (side - nw) // 2, (side - nh) // 2
-    n_valid = int(valid_small.sum())
-    vals = small[valid_small]
+        valid_small = ~fill
+        n_valid = int(valid_small.sum())
+        vals = small[valid_small]
+    else:
+        valid_small, n_valid, vals = None, nh * nw, small
     mean = float(vals.mean()) if n_valid else 0.0
     flat = n_valid < 16 or float(vals.std()) < MIN_STD
-    z = np.where(valid_small, small - mean, 0.0).astype(np.float32)
-    if nh > 2 and nw > 2:
-        z *= cv2.createHanningWindow((nw, nh), cv2.CV_32F)
+    x0, y0 = (side - nw) // 2, (side - nh) // 2
+    layers = np.zeros((side, side, 2), np.float32)  # image, valid
     window = np.zeros((side, side), np.float32)
-    window[y0:y0 + nh, x0:x0 + nw] = z
-    image = np.zeros((side, side), np.float32)
-    blurred = cv2.GaussianBlur(np.where(valid_small, small, mean).astype(np.float32), (0, 0), NCC_BLUR)
-    image[y0:y0 + nh, x0:x0 + nw] = (blurred - mean) * valid_small
-    valid = np.zeros((side, side), np.float32)
-    valid[y0:y0 + nh, x0:x0 + nw] = valid_small
+    z = small - mean
+    blurred = cv2.GaussianBlur(small if valid_small is None else np.where(valid_small, small, mean).astype(np.float32),
+                               (0, 0), NCC_BLUR) - mean
+    if valid_small is not None:
+        z[~valid_small] = 0.0
+        blurred[~valid_small] = 0.0
+        layers[y0:y0 + nh, x0:x0 + nw, 1] = valid_small
+    else:
+        layers[y0:y0 + nh, x0:x0 + nw, 1] = 1.0
+    layers[y0:y0 + nh, x0:x0 + nw, 0] = blurred
+    window[y0:y0 + nh, x0:x0 + nw] = z * cv2.createHanningWindow((nw, nh), cv2.CV_32F) if nh > 2 and nw > 2 else z
+    return dict(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0), image_valid=layers,
+                window=window, n_valid=n_valid, flat=flat)
+
+
+def prepare_many(grays: Sequence[np.ndarray], side: int = ALIGN_SIDE) -> list[Prepared]:
+    """:func:`prepare` of many images, the spectra batched (cheaper per image).
+
+    Parameters
+    ----------
+    grays : sequence of ndarray of uint8, shape (H, W)
+        Grayscale images, any sizes.
+    side : int
+        Canvas side in pixels (:data:`ALIGN_SIDE`).
+
+    Returns
+    -------
+    list of Prepared
+        One per image, in order.
+
+    Raises
+    ------
+    ValueError
+        An empty image or one that is not 2-D (or 3-D with channels).
+    """
+    if not len(grays):
+        return []
+    grids = _grids(side)
+    parts = [_canvas(g, side) for g in grays]
     fft = _fft()
-    full = fft.fft2(window)
-    spec = full[:, :side // 2 + 1]  # = rfft2(window)
-    mag = np.abs(full).astype(np.float32) * grids["highpass"]
-    lp = (np.log1p(mag).ravel()[grids["lp_idx"]] * grids["lp_w"]).sum(axis=0).reshape(LP_ANGLES, LP_RADII)
-    lp = (lp - lp.mean()) * grids["radial"]
-    return Prepared(size=(w, h), factor=f, centre=(x0 + (nw - 1) / 2.0, y0 + (nh - 1) / 2.0),
-                    image_valid=np.ascontiguousarray(np.dstack([image, valid])), window=window,
-                    spectrum=_phase_only(spec), logpolar=_phase_only(fft.rfft2(lp)), n_valid=n_valid, flat=flat)
+    windows = np.stack([p["window"] for p in parts])
+    full = fft.fft2(windows, axes=(-2, -1))
+    spec = _phase_only(full[:, :, :side // 2 + 1])  # = rfft2(window)
+    mag = np.log1p(np.abs(full).astype(np.float32) * grids["highpass"]).reshape(len(parts), -1)
+    lp = (mag[:, grids["lp_idx"]] * grids["lp_w"]).sum(axis=1).reshape(len(parts), LP_ANGLES, LP_RADII)
+    lp = (lp - lp.mean(axis=(1, 2), keepdims=True)) * grids["radial"]
+    logpolar = _phase_only(fft.rfft2(lp, axes=(-2, -1)))
+    return [Prepared(spectrum=spec[k], logpolar=logpolar[k], **p) for k, p in enumerate(parts)]
 
 
 def _parabola(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -685,9 +723,17 @@ class PairAligner:
         m = np.zeros(len(j), bool) if mirrored is None else np.asarray(mirrored, bool).ravel()
         if not (len(i) == len(j) == len(m)):
             raise ValueError(f"PairAligner: i, j, mirrored differ in length ({len(i)}, {len(j)}, {len(m)})")
-        for a, b, f in zip(i.tolist(), j.tolist(), m.tolist(), strict=True):
-            self.prepared(a, False)
-            self.prepared(b, f)
+        need = sorted(({(a, False) for a in i.tolist()} | set(zip(j.tolist(), m.tolist(), strict=True)))
+                      - set(self._slot))
+        for s in range(0, len(need), 256):  # batched, bounded memory
+            chunk = need[s:s + 256]
+            grays = []
+            for k, flip in chunk:
+                g = np.asarray(self.gray(k))
+                grays.append(np.ascontiguousarray(g[:, ::-1]) if flip else g)
+            for key, item in zip(chunk, prepare_many(grays, self.side), strict=True):
+                self._slot[key] = len(self._items)
+                self._items.append(item)
         si = np.array([self._slot[(a, False)] for a in i.tolist()], np.int64)
         sj = np.array([self._slot[(b, f)] for b, f in zip(j.tolist(), m.tolist(), strict=True)], np.int64)
         return align_pairs(self._items, si, sj, **kwargs)

@@ -13,15 +13,19 @@ Pipeline (method ``dup``)
    (copies rotated with black or filled corners, :func:`centre_pairs`).
 3. **Verification.** Pairs within ``sure_radius`` bits of the whole hashes are accepted as
    they are. The others are pre-filtered by thumbnail correlation (``min_ncc``) and
-   checked with ORB features (on the mirrored image when the mirrored hash was the closer
-   one): Lowe's ratio test, then a RANSAC fit of a similarity transform
+   checked with ORB features on histogram-equalised images (:data:`EQUALIZE`; on the
+   mirrored image when the mirrored hash was the closer one): Lowe's ratio test, then a
+   RANSAC fit of a similarity transform
    (``cv2.estimateAffinePartial2D``); the pair is accepted with at least ``min_inliers``
    inliers, at least 30 % of the matches, and a plausible transform (rotation up to
    ``max_rotation``, scale change up to ``max_scale``). Tiles of one photo share colours
    and texture and fool global hashes; they do not share a geometrically consistent set
-   of keypoints. Low-texture images (fewer than :data:`DENSE_MAX_KEYS` keypoints) that
-   ORB cannot check are accepted when their hashes are close (:data:`DENSE_RADIUS`) and
-   their 32-pixel images correlate (``dense_min_cc``, :func:`dense_similarity`).
+   of keypoints. A rejected pair with close hashes and correlated thumbnails is checked
+   once more on smaller, blurred images (:data:`RETRY_SIDE`). Low-texture images (fewer
+   than :data:`DENSE_MAX_KEYS` keypoints) that ORB cannot check are accepted when their
+   hashes are close (:data:`DENSE_RADIUS`) and their 32-pixel images correlate (``dense_min_cc``, :func:`dense_similarity`).
+   Why each rejected pair was rejected is kept (:attr:`PairDecisions.reason`;
+   ``benchmarks/cluster_diagnose.py`` tabulates it per edit family).
 4. **A linkage that does not chain.** Accepted pairs form a sparse graph clustered by
    average linkage with missing pairs counted as "different"
    (:func:`segdeck.core.cluster.graph.average_linkage`): two groups merge only when

@@ -29,7 +29,7 @@ false-accept rate on neighbours.
 
 Run::
 
-    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.68] [--candidates 1]
+    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.68] [--candidates 1] [--side 48]
         [--templates] [--detail]
 """
 
@@ -111,11 +111,12 @@ def build_pairs(seed: int) -> tuple[list[np.ndarray], list[tuple[int, int, str, 
 
 
 def score_align(images, pairs, **kw) -> tuple[np.ndarray, float, float]:
-    """Aligner scores; cost per image (prepare) and per pair (batched), microseconds."""
+    """Aligner scores; cost per image (``prepare_many``) and per pair (``align_pairs``), both batched, microseconds."""
     from segdeck.core.cluster import align
 
+    side = kw.pop("side", align.ALIGN_SIDE)
     t0 = time.perf_counter()
-    prep = [align.prepare(g) for g in images]
+    prep = align.prepare_many(images, side)
     t1 = time.perf_counter()
     i = np.array([p[0] for p in pairs])
     j = np.array([p[1] for p in pairs])
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=None,
                     help="aligner score accepted (default align.ACCEPT_SCORE, 0.68)")
     ap.add_argument("--candidates", type=int, default=1, help="rotation-scale peaks tried per pair (default 1)")
+    ap.add_argument("--side", type=int, default=None, help="aligner canvas side in pixels (default align.ALIGN_SIDE)")
     ap.add_argument("--templates", action="store_true",
                     help="also score the template-bank alternative (about 10x the aligner's cost)")
     ap.add_argument("--detail", action="store_true", help="also print false accepts by photo and the weakest positives")
@@ -253,11 +255,15 @@ def main(argv=None) -> int:
     kinds = np.array([p[2] for p in pairs])
     print(f"seeds {seeds}: {len(images)} images, {int(positive.sum())} positive and {int((~positive).sum())} "
           f"negative pairs (" + ", ".join(f"{k} {int((kinds == k).sum())}" for k in NEGATIVES) + ")")
-    sc, prep_us, pair_us = score_align(images, pairs, candidates=args.candidates)
+    if args.side is not None and not 16 <= args.side <= 256:
+        print(f"--side {args.side}: expected 16..256 pixels", file=sys.stderr)
+        return 2
+    sc, prep_us, pair_us = score_align(images, pairs, candidates=args.candidates, side=args.side or align.ALIGN_SIDE)
     inl, orb_img_us, orb_pair_us = score_orb(images, pairs)
     orb_ok = inl >= dedup.DupParams().min_inliers
     al_ok = sc >= args.threshold
-    print(f"aligner: {args.candidates} rotation-scale candidate(s) per pair; union = align or ORB")
+    print(f"aligner: {args.side or align.ALIGN_SIDE}-px canvas, {args.candidates} rotation-scale candidate(s) per "
+          "pair; union = align or ORB")
     cols = [("align", al_ok), ("orb", orb_ok), ("union", al_ok | orb_ok)]
     if args.templates:
         tm, tm_img_us, tm_pair_us = score_templates(images, pairs)

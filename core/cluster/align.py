@@ -17,8 +17,8 @@ Method (Reddy & Chatterji 1996)
    is marked invalid and replaced by the mean. The zero-mean content, multiplied by a
    Hann window, gives the spectrum's magnitude ``|F|`` (translation-invariant),
    weighted by the paper's high-pass ``(1 - X)(2 - X)``, ``X = cos(pi u) cos(pi v)``, and
-   resampled on a log-polar grid (:data:`LP_ANGLES` angles over [0, 180) degrees: ``|F|``
-   is centrally symmetric; :data:`LP_RADII` log-spaced radii). The phase-only spectrum of
+   resampled on a log-polar grid (``side`` angles over [0, 180) degrees: ``|F|`` is
+   centrally symmetric; ``side`` log-spaced radii). The phase-only spectrum of
    that log-polar image is stored, as is the phase-only spectrum of the windowed canvas.
 2. **Per pair** (:func:`align_pairs`, batched): a rotation of the image is a cyclic
    shift of the log-polar magnitude along the angle axis, a scale change a shift along
@@ -75,16 +75,17 @@ import numpy as np
 #: Side (pixels) of the square canvas everything is computed on. Larger gives finer
 #: angle and scale estimates and sharper NCC (less tolerance to perspective and blur) at
 #: a cost growing with its square; on the development pairs 48 separated a little better
-#: than 40, 56, 64 or 80 (``benchmarks/cluster_align.py``).
+#: than 40, 56, 64 or 80 (``benchmarks/cluster_align.py``). ``side=32`` (with
+#: ``--side 32`` in the benchmark; the log-polar grid and the blur scale with the side)
+#: costs about 0.4x per pair and 0.6x per image; alone it passes fewer rotated crops
+#: (combo 0.855 instead of 0.874 at 0.3 % false accepts, threshold 0.70), together with
+#: ORB about the same (every family >= 0.979 at threshold 0.75, no false accept beyond
+#: ORB's).
 ALIGN_SIDE = 48
 
-#: Rows of the log-polar magnitude: angles over [0, 180) degrees (180/48 = 3.75 degrees
-#: a row before sub-bin refinement).
-LP_ANGLES = 48
-
-#: Columns of the log-polar magnitude: log-spaced radii from :data:`LP_MIN_RADIUS` to
-#: ``ALIGN_SIDE / 2`` (about 5.4 % scale change a column at the defaults).
-LP_RADII = 48
+#: The log-polar grid has ``side`` rows, angles over [0, 180) degrees (3.75 degrees a
+#: row at 48 before sub-bin refinement), and ``side`` columns, log-spaced radii from
+#: :data:`LP_MIN_RADIUS` to ``side / 2`` (about 5.4 % scale change a column at 48).
 
 #: Smallest radius (frequency bins) of the log-polar grid: the lowest frequencies hold
 #: the window's own spectrum and the image's overall shading, not its structure.
@@ -94,9 +95,9 @@ LP_MIN_RADIUS = 2.0
 #: black corners at 0..6, their edges a little brighter.
 FILL_LEVEL = 12
 
-#: Gaussian sigma (canvas pixels) applied before the NCC: tolerance to perspective,
-#: small residual misalignment, blur and JPEG differences, at the price of detail that
-#: tells look-alike textures apart.
+#: Gaussian sigma (pixels of a 48-px canvas, scaled with the side) applied before the
+#: NCC: tolerance to perspective, small residual misalignment, blur and JPEG differences,
+#: at the price of detail that tells look-alike textures apart.
 NCC_BLUR = 0.75
 
 #: Default largest rotation searched (degrees, either sense). Near-duplicates are
@@ -149,7 +150,7 @@ class Prepared:
         Zero-mean content times a Hann window (0 outside), for the spectra.
     spectrum : ndarray of complex64, shape (S, S // 2 + 1)
         Phase-only ``rfft2`` of ``window``.
-    logpolar : ndarray of complex64, shape (LP_ANGLES, LP_RADII // 2 + 1)
+    logpolar : ndarray of complex64, shape (S, S // 2 + 1)
         Phase-only ``rfft2`` of ``log(1 + |F| H)`` (``F`` the spectrum of ``window``,
         ``H`` the high-pass) resampled on the log-polar grid.
     n_valid : int
@@ -228,8 +229,9 @@ def _grids(side: int = ALIGN_SIDE):
     got = _GRID_CACHE.get(key)
     if got is not None:
         return got
-    theta = np.pi * np.arange(LP_ANGLES) / LP_ANGLES
-    log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), LP_RADII)
+    n = side  # log-polar rows (angles) and columns (radii)
+    theta = np.pi * np.arange(n) / n
+    log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), n)
     r = np.exp(log_r)
     # bilinear sampling of the unshifted spectrum (frequency (0, 0) at bin (0, 0), negative
     # frequencies wrapped), as a gather of 4 bins with weights per log-polar sample
@@ -243,7 +245,7 @@ def _grids(side: int = ALIGN_SIDE):
     f = np.fft.fftfreq(side)
     x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :]
     highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)
-    radial = np.hanning(LP_RADII + 2)[1:-1].astype(np.float32)[None, :]
+    radial = np.hanning(n + 2)[1:-1].astype(np.float32)[None, :]
     fy = np.fft.fftfreq(side)[:, None]
     fx = np.fft.rfftfreq(side)[None, :]
     lowpass = np.exp(-(fx ** 2 + fy ** 2) / (2 * (TRANSLATION_LOWPASS * 0.5) ** 2)).astype(np.float32)
@@ -382,7 +384,7 @@ def _canvas(gray, side: int):
     window = np.zeros((side, side), np.float32)
     z = small - mean
     blurred = cv2.GaussianBlur(small if valid_small is None else np.where(valid_small, small, mean).astype(np.float32),
-                               (0, 0), NCC_BLUR) - mean
+                               (0, 0), NCC_BLUR * side / 48.0) - mean
     if valid_small is not None:
         z[~valid_small] = 0.0
         blurred[~valid_small] = 0.0
@@ -424,10 +426,10 @@ def prepare_many(grays: Sequence[np.ndarray], side: int = ALIGN_SIDE) -> list[Pr
     full = fft.fft2(windows, axes=(-2, -1))
     spec = _phase_only(full[:, :, :side // 2 + 1])  # = rfft2(window)
     mag = np.log1p(np.abs(full).astype(np.float32) * grids["highpass"]).reshape(len(parts), -1)
-    lp = np.zeros((len(parts), LP_ANGLES * LP_RADII), np.float32)
+    lp = np.zeros((len(parts), side * side), np.float32)
     for idx, wt in zip(grids["lp_idx"], grids["lp_w"], strict=True):  # bilinear: 4 bins per sample
         lp += mag[:, idx] * wt
-    lp = lp.reshape(len(parts), LP_ANGLES, LP_RADII)
+    lp = lp.reshape(len(parts), side, side)
     lp = (lp - lp.mean(axis=(1, 2), keepdims=True)) * grids["radial"]
     logpolar = _phase_only(fft.rfft2(lp, axes=(-2, -1)))
     return [Prepared(spectrum=spec[k], logpolar=logpolar[k], **p) for k, p in enumerate(parts)]
@@ -454,11 +456,12 @@ def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale:
     """Phase correlation of log-polar spectra, batched: (k, A, R/2+1) x2 -> canvas angle
     (degrees, cv2 sense, a -> b) and scale (b over a) of the ``candidates`` highest peaks
     of each pair (at least 2 bins apart), each of shape (k, candidates)."""
-    corr = _fft().irfft2(pb * np.conj(pa), s=(LP_ANGLES, LP_RADII), axes=(-2, -1))
-    ka = min(LP_ANGLES // 2 - 1, int(np.ceil(max_angle / (180.0 / LP_ANGLES))))
-    kr = min(LP_RADII // 2 - 1, int(np.ceil(np.log(max_scale) / dlog)))
-    rows = np.arange(-ka, ka + 1) % LP_ANGLES
-    cols = np.arange(-kr, kr + 1) % LP_RADII
+    n_a = n_r = pa.shape[-2]  # the log-polar grid is square (side x side)
+    corr = _fft().irfft2(pb * np.conj(pa), s=(n_a, n_r), axes=(-2, -1))
+    ka = min(n_a // 2 - 1, int(np.ceil(max_angle / (180.0 / n_a))))
+    kr = min(n_r // 2 - 1, int(np.ceil(np.log(max_scale) / dlog)))
+    rows = np.arange(-ka, ka + 1) % n_a
+    cols = np.arange(-kr, kr + 1) % n_r
     sub = corr[:, rows][:, :, cols]
     k = len(sub)
     ar = np.arange(k)
@@ -467,9 +470,9 @@ def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale:
         flat_idx = sub.reshape(k, -1).argmax(axis=1)
         ri, ci = np.divmod(flat_idx, len(cols))
         r0, c0 = rows[ri], cols[ci]
-        dr = _parabola(corr[ar, (r0 - 1) % LP_ANGLES, c0], corr[ar, r0, c0], corr[ar, (r0 + 1) % LP_ANGLES, c0])
-        dc = _parabola(corr[ar, r0, (c0 - 1) % LP_RADII], corr[ar, r0, c0], corr[ar, r0, (c0 + 1) % LP_RADII])
-        angles.append(np.clip((ri - ka) + dr, -ka, ka) * (180.0 / LP_ANGLES))
+        dr = _parabola(corr[ar, (r0 - 1) % n_a, c0], corr[ar, r0, c0], corr[ar, (r0 + 1) % n_a, c0])
+        dc = _parabola(corr[ar, r0, (c0 - 1) % n_r], corr[ar, r0, c0], corr[ar, r0, (c0 + 1) % n_r])
+        angles.append(np.clip((ri - ka) + dr, -ka, ka) * (180.0 / n_a))
         scales.append(np.exp(-((ci - kr) + dc) * dlog))
         for d in (-1, 0, 1):
             for e in (-1, 0, 1):

@@ -135,3 +135,17 @@ def test_pair_aligner_prepares_once_and_mirrors(camera):
     assert sorted(calls) == [0, 1, 1, 2]  # (0), (1, mirrored), (1), (2): each once
     with pytest.raises(ValueError):
         aligner([0, 1], [1], mirrored=[True])
+
+
+def test_pair_aligner_threads_give_the_same_result(camera):
+    tiles = [_tile(camera, y, x) for y in (100, 180, 260) for x in (120, 200, 280)]
+    imgs = tiles + [_rotate_black(t, 6.0) for t in tiles]
+    rng = np.random.default_rng(0)
+    i = np.concatenate([rng.integers(0, len(imgs), 600), np.arange(9)])  # the last 9: tile, its rotated copy
+    j = np.concatenate([rng.integers(0, len(imgs), 600), np.arange(9) + 9])
+    m = np.concatenate([rng.random(600) < 0.3, np.zeros(9, bool)])
+    one = align.PairAligner(lambda k: imgs[k])(i, j, mirrored=m)
+    two = align.PairAligner(lambda k: imgs[k])(i, j, mirrored=m, workers=2)
+    for key in ("score", "angle", "dx", "overlap"):
+        np.testing.assert_allclose(two[key], one[key], atol=1e-6)
+    assert np.all(one["score"][-9:] > 0.75)

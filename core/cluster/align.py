@@ -729,7 +729,7 @@ class PairAligner:
             self._items.append(prepare(np.ascontiguousarray(g), self.side))
         return self._items[slot]
 
-    def __call__(self, i, j, mirrored=None, **kwargs) -> dict[str, np.ndarray]:
+    def __call__(self, i, j, mirrored=None, workers: int = 1, **kwargs) -> dict[str, np.ndarray]:
         """:func:`align_pairs` of images ``i[t]`` and ``j[t]`` (``j[t]`` mirrored where
         ``mirrored[t]``); keyword arguments as there.
 
@@ -737,6 +737,9 @@ class PairAligner:
         ----------
         i, j : array_like of int, shape (k,)
         mirrored : array_like of bool, shape (k,), optional
+        workers : int
+            Threads for preparing images and aligning chunks of pairs (OpenCV and the
+            FFTs release the GIL); ``gray`` is then called from these threads.
 
         Returns
         -------
@@ -744,6 +747,8 @@ class PairAligner:
             As :func:`align_pairs` (``angle``, ``dx``, ``dy`` refer to the mirrored ``b``
             where it was mirrored).
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         i = np.asarray(i, np.int64).ravel()
         j = np.asarray(j, np.int64).ravel()
         m = np.zeros(len(j), bool) if mirrored is None else np.asarray(mirrored, bool).ravel()
@@ -751,15 +756,25 @@ class PairAligner:
             raise ValueError(f"PairAligner: i, j, mirrored differ in length ({len(i)}, {len(j)}, {len(m)})")
         need = sorted(({(a, False) for a in i.tolist()} | set(zip(j.tolist(), m.tolist(), strict=True)))
                       - set(self._slot))
-        for s in range(0, len(need), 256):  # batched, bounded memory
-            chunk = need[s:s + 256]
+
+        def prep(chunk):
             grays = []
             for k, flip in chunk:
                 g = np.asarray(self.gray(k))
                 grays.append(np.ascontiguousarray(g[:, ::-1]) if flip else g)
-            for key, item in zip(chunk, prepare_many(grays, self.side), strict=True):
-                self._slot[key] = len(self._items)
-                self._items.append(item)
-        si = np.array([self._slot[(a, False)] for a in i.tolist()], np.int64)
-        sj = np.array([self._slot[(b, f)] for b, f in zip(j.tolist(), m.tolist(), strict=True)], np.int64)
-        return align_pairs(self._items, si, sj, **kwargs)
+            return chunk, prepare_many(grays, self.side)
+
+        chunks = [need[s:s + 256] for s in range(0, len(need), 256)]  # batched, bounded memory
+        with ThreadPoolExecutor(max(1, int(workers))) as pool:
+            for chunk, items in pool.map(prep, chunks):
+                for key, item in zip(chunk, items, strict=True):
+                    self._slot[key] = len(self._items)
+                    self._items.append(item)
+            si = np.array([self._slot[(a, False)] for a in i.tolist()], np.int64)
+            sj = np.array([self._slot[(b, f)] for b, f in zip(j.tolist(), m.tolist(), strict=True)], np.int64)
+            if workers <= 1 or len(si) < 512:
+                return align_pairs(self._items, si, sj, **kwargs)
+            step = -(-len(si) // (2 * int(workers)))
+            parts = list(pool.map(lambda s: align_pairs(self._items, si[s:s + step], sj[s:s + step], **kwargs),
+                                  range(0, len(si), step)))
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

@@ -149,3 +149,15 @@ def test_pair_aligner_threads_give_the_same_result(camera):
     for key in ("score", "angle", "dx", "overlap"):
         np.testing.assert_allclose(two[key], one[key], atol=1e-6)
     assert np.all(one["score"][-9:] > 0.75)
+
+
+def test_align_pairs_in_chunks_equals_one_batch(camera, monkeypatch):
+    imgs = [_tile(camera, y, x) for y in (100, 180) for x in (120, 200, 280)]
+    preps = align.prepare_many(imgs)
+    i, j = np.repeat(np.arange(6), 6), np.tile(np.arange(6), 6)
+    whole = align.align_pairs(preps, i, j)
+    monkeypatch.setattr(align, "PAIR_CHUNK", 5)
+    chunked = align.align_pairs(preps, i, j)
+    for key in ("score", "angle", "scale", "dx", "dy", "overlap"):
+        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-9)
+    assert np.all(whole["score"][i == j] > 0.95)  # each image with itself

@@ -588,13 +588,31 @@ def align_pairs(
     ------
     ValueError
         ``i`` and ``j`` of different lengths, or images prepared at different sides.
-    """
-    import cv2
 
+    Notes
+    -----
+    Pairs are processed :data:`PAIR_CHUNK` at a time (a few tens of MB each).
+    """
     i = np.asarray(i, np.int64).ravel()
     j = np.asarray(j, np.int64).ravel()
     if len(i) != len(j):
         raise ValueError(f"align_pairs: i and j differ in length ({len(i)} vs {len(j)})")
+    if len(i) <= PAIR_CHUNK:
+        return _align_chunk(items, i, j, max_angle, max_scale, min_overlap, candidates)
+    parts = [_align_chunk(items, i[s:s + PAIR_CHUNK], j[s:s + PAIR_CHUNK], max_angle, max_scale, min_overlap,
+                          candidates) for s in range(0, len(i), PAIR_CHUNK)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+#: Pairs aligned per batch by :func:`align_pairs` (bounds its memory).
+PAIR_CHUNK = 1024
+
+
+def _align_chunk(items, i: np.ndarray, j: np.ndarray, max_angle: float, max_scale: float, min_overlap: float,
+                 candidates: int) -> dict[str, np.ndarray]:
+    """:func:`align_pairs` of one batch."""
+    import cv2
+
     k = len(i)
     out = {"score": np.zeros(k), "angle": np.zeros(k), "scale": np.ones(k), "dx": np.zeros(k), "dy": np.zeros(k),
            "overlap": np.zeros(k), "reason": np.full(k, "", dtype=object), "ncc": np.zeros(k), "peak": np.zeros(k)}

@@ -159,5 +159,5 @@ def test_align_pairs_in_chunks_equals_one_batch(camera, monkeypatch):
     monkeypatch.setattr(align, "PAIR_CHUNK", 5)
     chunked = align.align_pairs(preps, i, j)
     for key in ("score", "angle", "scale", "dx", "dy", "overlap"):
-        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-9)
+        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-4)  # float32 FFTs: batch-size rounding
     assert np.all(whole["score"][i == j] > 0.95)  # each image with itself

@@ -147,7 +147,7 @@ def test_pair_aligner_threads_give_the_same_result(camera):
     one = align.PairAligner(lambda k: imgs[k])(i, j, mirrored=m)
     two = align.PairAligner(lambda k: imgs[k])(i, j, mirrored=m, workers=2)
     for key in ("score", "angle", "dx", "overlap"):
-        np.testing.assert_allclose(two[key], one[key], atol=1e-6)
+        np.testing.assert_allclose(two[key], one[key], atol=1e-4)  # float32 FFTs: batch-size rounding
     assert np.all(one["score"][-9:] > 0.75)
 
 

@@ -105,11 +105,11 @@ def test_batched_equals_single_and_bad_input(camera):
     r = align.align_pairs(preps, i, j)
     for t in range(len(i)):
         one = align.align(imgs[i[t]], imgs[j[t]])
-        assert r["score"][t] == pytest.approx(one.score, abs=1e-6)
-        assert r["angle"][t] == pytest.approx(one.angle, abs=1e-6)
+        assert r["score"][t] == pytest.approx(one.score, abs=1e-4)
+        assert r["angle"][t] == pytest.approx(one.angle, abs=1e-4)
     assert r["score"][1] < 0.45 < 0.75 < min(r["score"][0], r["score"][2], r["score"][3])
     r2 = align.align_pairs(preps, i, j, candidates=2)  # the best of two peaks: never worse
-    assert np.all(r2["score"] >= r["score"] - 1e-9)
+    assert np.all(r2["score"] >= r["score"] - 1e-6)
     with pytest.raises(ValueError):
         align.align_pairs(preps, np.array([0, 1]), np.array([1]))
     with pytest.raises(ValueError):

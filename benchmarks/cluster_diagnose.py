@@ -114,7 +114,7 @@ def diagnose(names, labels, dec, feats, truth, params) -> dict:
             why = "linkage"
         else:
             why = dec.reason[t] or "?"
-            misses.append((fam[k], names[k], names[o], dist(k, o), ["whole", "crop", "centre"][dec.route[t]], why))
+            misses.append((fam[k], names[k], names[o], dist(k, o), ["whole", "crop", "centre", "neighbour"][dec.route[t]], why))
         table[fam[k]][why] += 1
     # false pairs: accepted edges across groups
     acc = dec.accepted
@@ -122,7 +122,7 @@ def diagnose(names, labels, dec, feats, truth, params) -> dict:
     for t in np.nonzero(acc)[0]:
         a, b = int(dec.i[t]), int(dec.j[t])
         if group[a] != group[b]:
-            false_edges[(["whole", "crop", "centre"][dec.route[t]], dec.stage[t])] += 1
+            false_edges[(["whole", "crop", "centre", "neighbour"][dec.route[t]], dec.stage[t])] += 1
     same_pred = labels[:, None] == labels[None, :]
     same_true = group[:, None] == group[None, :]
     iu = np.triu_indices(n, 1)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         names, labels, dec, feats, st = run_pipeline(folder, params, args.workers)
         print(f"== seed {seed}: {len(names)} images; features {st['features']:.1f} s, clustering {st['cluster']:.1f} s "
               f"({st['cluster_cpu']:.1f} s CPU); "
-              f"candidates {st['candidates']} (crop {st['crop_candidates']}, centre {st['centre_candidates']}), "
+              f"candidates {st['candidates']} (crop {st['crop_candidates']}, centre {st['centre_candidates']}, neighbour {st['neighbour_candidates']}), "
               f"sure {st['sure']}, verified {st['verified']}, dense {st['dense']}, accepted {st['accepted']}")
         res = diagnose(names, labels, dec, feats, truth, params)
         if args.misses:

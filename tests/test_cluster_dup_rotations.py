@@ -35,7 +35,8 @@ def _cluster(grays, **kw):
     labels, stats = dedup.cluster_codes(
         features.phash_codes_fast(grays), params, gray=lambda k: grays[k], thumbs=features.thumbnails(grays),
         windows=np.stack([features.window_codes(g) for g in grays]),
-        centres=np.stack([features.centre_codes(g) for g in grays]), decisions=decisions)
+        centres=np.stack([features.centre_codes(g) for g in grays]), decisions=decisions,
+        centre_thumbs=features.thumbnails([features.centre_crop(g) for g in grays]))
     return labels, stats, decisions[0]
 
 

@@ -117,3 +117,26 @@ def test_crop_found_by_whole_hash_and_window_skips_the_unaligned_prefilter():
     assert (ncc < 0.9).any()  # the unaligned thumbnails alone would have dropped it
     for t in whole_found:
         assert dec.window_ok[t] and dec.reason[t] != "prefilter"
+
+
+def test_look_alike_candidates_find_cropped_and_rotated_copies_and_keep_neighbours_apart():
+    import cv2
+
+    photo = data.camera()
+    tiles = [np.ascontiguousarray(photo[r:r + 112, c:c + 112]) for r in (60, 172, 284) for c in (40, 152, 264)]
+    grays, truth = [], []
+    for t, tile in enumerate(tiles):
+        rot = _rotate(tile, (7.0 + t % 3) * (1 if t % 2 else -1), cv2.BORDER_CONSTANT)
+        grays += [tile, np.ascontiguousarray(rot[12:-9, 8:-13])]  # rotated, then 8-12 % cut per side
+        truth += [t, t]
+    labels, stats, dec = _cluster(grays)
+    off, stats_off, _ = _cluster(grays, neighbour_k=0)
+    found = sum(labels[2 * t] == labels[2 * t + 1] for t in range(len(tiles)))
+    found_off = sum(off[2 * t] == off[2 * t + 1] for t in range(len(tiles)))
+    assert stats["neighbour_candidates"] > 0 and stats_off["neighbour_candidates"] == 0
+    assert found > found_off, (found, found_off)
+    assert (dec.route[dec.accepted] == 3).any()
+    for a in range(len(grays)):
+        for b in range(len(grays)):
+            if truth[a] != truth[b]:
+                assert labels[a] != labels[b]

@@ -68,6 +68,9 @@ class DupParams(BaseModel):
     crop_radius: int = Field(10, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
     centre_radius: int = Field(18, ge=-1, le=32, description="rotated copies (black or filled corners): centre hashes within this many bits, then verified (-1: off)")
     dense_min_cc: float = Field(0.95, ge=-1.0, le=1.01, description="low-texture pairs (too few ORB keypoints): accepted when their aligned 32x32 images correlate at least this much (above 1: off)")
+    neighbour_k: int = Field(3, ge=0, le=50, description="look-alike candidates: each image's k most correlated 16x16 thumbnails (whole or centre), then verified (0: off)")
+    neighbour_min_ncc: float = Field(0.6, ge=-1.0, le=1.0, description="look-alike candidates: thumbnail correlation at least this")
+    neighbour_max_images: int = Field(3_000, ge=0, le=10_000_000, description="above this many images the look-alike candidates are skipped (logged): all pairs are correlated")
     crop_max_images: int = Field(3_000, ge=0, le=10_000_000, description="above this many images the crop candidates are skipped (logged): their search grows with n^2 (2,000 photos: ~10 s)")
 
 
@@ -365,7 +368,7 @@ class PairDecisions:
     route : ndarray of int8, shape (m,)
         How the pair was found: 0 whole-image hashes; 1 one image's hash against a window
         of the other (a cropped copy, :func:`crop_pairs`); 2 centre hashes (a rotated
-        copy, :func:`centre_pairs`).
+        copy, :func:`centre_pairs`); 3 correlated thumbnails (:func:`neighbour_pairs`).
     stage : ndarray of str (object), shape (m,)
         Why a pair was accepted: ``"sure"`` (within ``sure_radius``), ``"verified"``
         (its own ORB + RANSAC check passed), ``"dense"`` (a low-texture pair aligned by
@@ -534,6 +537,75 @@ def centre_pairs(centres: np.ndarray, radius: int, exclude: np.ndarray | None = 
         i, j, d = i[keep], j[keep], d[keep]
     direct = similarity.popcount64(centres[i, 0] ^ centres[j, 0]).astype(np.int64)
     return i, j, d, direct > d
+
+
+def neighbour_pairs(thumbs: np.ndarray, centre_thumbs: np.ndarray, k: int, min_ncc: float,
+                    exclude: np.ndarray | None = None, chunk: int = 1024
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2d: look-alike candidates, each image's ``k`` most correlated thumbnails.
+
+    Copies that combine a crop with a rotation, or two rotations, change every hash
+    (whole, window, centre) by more than the radii allow, but their 16 x 16 thumbnails
+    still correlate more with each other than with almost any other image. The
+    correlation of two images is the best of whole/whole and centre/centre thumbnails,
+    each also against the mirror image (normalised cross-correlation, as
+    :func:`thumb_ncc`); all pairs are compared, in chunks of ``chunk`` rows (O(n^2): the
+    caller bounds n, ``neighbour_max_images``).
+
+    Parameters
+    ----------
+    thumbs, centre_thumbs : ndarray of uint8, shape (n, s, s)
+        Whole-image and centre thumbnails (:func:`segdeck.core.cluster.features.thumbnails`,
+        :func:`centre_thumbnails`).
+    k : int
+        Neighbours kept per image (0: none).
+    min_ncc : float
+        Smallest correlation of a kept pair.
+    exclude : ndarray of int64, optional
+        Pair keys ``i * n + j`` already candidates (skipped).
+
+    Returns
+    -------
+    i, j : int64 (m,) with i < j; mirrored : bool (m,), the mirrored thumbnails correlated
+    better.
+    """
+    n = len(thumbs)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    if k <= 0 or n < 2:
+        return empty
+
+    def unit(x):
+        x = x.reshape(len(x), -1).astype(np.float32)
+        x = x - x.mean(1, keepdims=True)
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+    t, c = unit(thumbs), unit(centre_thumbs)
+    tm, cm = unit(thumbs[:, :, ::-1]), unit(centre_thumbs[:, :, ::-1])
+    kk = min(k, n - 1)
+    rows, cols, flips = [], [], []
+    for s0 in range(0, n, chunk):
+        s1 = min(n, s0 + chunk)
+        direct = np.maximum(t[s0:s1] @ t.T, c[s0:s1] @ c.T)
+        mirror = np.maximum(t[s0:s1] @ tm.T, c[s0:s1] @ cm.T)
+        best = np.maximum(direct, mirror)
+        best[np.arange(s1 - s0), np.arange(s0, s1)] = -np.inf
+        top = np.argpartition(-best, kk - 1, axis=1)[:, :kk]
+        r = np.repeat(np.arange(s0, s1), kk)
+        col = top.ravel()
+        val = best[r - s0, col]
+        ok = val >= min_ncc
+        rows.append(r[ok])
+        cols.append(col[ok])
+        flips.append(mirror[r[ok] - s0, col[ok]] > direct[r[ok] - s0, col[ok]])
+    r, col, flip = np.concatenate(rows), np.concatenate(cols), np.concatenate(flips)
+    i, j = np.minimum(r, col), np.maximum(r, col)
+    key = i * np.int64(n) + j
+    key, first = np.unique(key, return_index=True)
+    i, j, flip = i[first], j[first], flip[first]
+    if exclude is not None and len(i):
+        keep = ~np.isin(key, exclude)
+        i, j, flip = i[keep], j[keep], flip[keep]
+    return i.astype(np.int64), j.astype(np.int64), flip
 
 
 def centre_thumbnails(gray: Callable[[int], np.ndarray], ids: np.ndarray, n: int,
@@ -718,6 +790,24 @@ def decide_pairs(
             i, j, d = np.concatenate([i, ci]), np.concatenate([j, cj]), np.concatenate([d, cd])
             mirrored = np.concatenate([mirrored, cm])
             route = np.concatenate([route, np.ones(len(ci), np.int8)])
+    # look-alikes: only from the thumbnails the features carry (no decoding for this route)
+    if gray is not None and params.neighbour_k > 0 and thumbs is not None and centre_thumbs is not None:
+        if n > params.neighbour_max_images:
+            if warn is not None:
+                warn(f"dup: {n} images, more than --dup.neighbour-max-images {params.neighbour_max_images}: "
+                     "no look-alike candidates (copies both cropped and rotated may be missed)")
+        else:
+            ni, nj, nm = neighbour_pairs(thumbs, centre_thumbs, params.neighbour_k, params.neighbour_min_ncc,
+                                         exclude=i * np.int64(n) + j)
+            nd = similarity.popcount64(codes[ni, 0] ^ codes[nj, np.where(nm, 1, 0)]).astype(np.int64)
+            if centres is not None and len(ni):
+                cc = np.asarray(centres, np.uint64).reshape(n, 2)
+                nd = np.minimum(nd, similarity.popcount64(cc[ni, 0] ^ cc[nj, np.where(nm, 1, 0)]).astype(np.int64))
+            i, j, d = np.concatenate([i, ni]), np.concatenate([j, nj]), np.concatenate([d, nd])
+            mirrored = np.concatenate([mirrored, nm])
+            route = np.concatenate([route, np.full(len(ni), 3, np.int8)])
+            if window_ok is not None:
+                window_ok = np.concatenate([window_ok, np.zeros(len(ni), bool)])
     stage = np.where((d <= params.sure_radius) & (route == 0), "sure", "").astype(object)
     dec = PairDecisions(i, j, d, mirrored, stage, route)
     if window_ok is not None:
@@ -748,7 +838,7 @@ def decide_pairs(
         ok = inliers >= params.min_inliers
         dec.checked += int(len(todo))
         # low-texture pairs that ORB cannot check: dense correlation (close hashes only)
-        weak = (np.nonzero(~ok & (n_keys < DENSE_MAX_KEYS) & (dec.route[todo] != 1) & (dec.d[todo] <= DENSE_RADIUS))[0]
+        weak = (np.nonzero(~ok & (n_keys < DENSE_MAX_KEYS) & ~np.isin(dec.route[todo], (1, 3)) & (dec.d[todo] <= DENSE_RADIUS))[0]
                 if params.dense_min_cc <= 1.0 else np.zeros(0, np.int64))
         dense_ok = weak[_dense(dec, todo[weak], params, gray, workers, cancel) >= params.dense_min_cc]
         dec.dense += int(len(weak))
@@ -850,7 +940,8 @@ def cluster_codes(
     # accepted edges: distance in [0, EDGE_SCALE] growing with the hash distance; missing pairs = 1
     labels = graph.average_linkage(n, dec.i[acc], dec.j[acc], EDGE_SCALE * dec.d[acc] / 64.0, max_distance=params.max_distance)
     stats = {"candidates": int(len(dec.i)), "crop_candidates": int((dec.route == 1).sum()),
-             "centre_candidates": int((dec.route == 2).sum()), "sure": int((dec.stage == "sure").sum()),
+             "centre_candidates": int((dec.route == 2).sum()),
+             "neighbour_candidates": int((dec.route == 3).sum()), "sure": int((dec.stage == "sure").sum()),
              "verified": dec.checked, "retried": dec.retried, "dense": dec.dense, "accepted": int(acc.sum())}
     return labels, stats
 

@@ -29,7 +29,7 @@ false-accept rate on neighbours.
 
 Run::
 
-    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.68] [--candidates 1] [--side 48]
+    .venv/bin/python benchmarks/cluster_align.py [--seed 1 --seed 2] [--threshold 0.68] [--candidates 1] [--side 48] [--gate 0.08]
         [--templates] [--detail]
 """
 
@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=None,
                     help="aligner score accepted (default align.ACCEPT_SCORE, 0.68)")
     ap.add_argument("--candidates", type=int, default=1, help="rotation-scale peaks tried per pair (default 1)")
+    ap.add_argument("--gate", type=float, default=0.0,
+                    help="min_spectrum_peak of align_pairs (0: off; align.SPECTRUM_GATE is the suggested value)")
     ap.add_argument("--side", type=int, default=None, help="aligner canvas side in pixels (default align.ALIGN_SIDE)")
     ap.add_argument("--templates", action="store_true",
                     help="also score the template-bank alternative (about 10x the aligner's cost)")
@@ -258,12 +260,13 @@ def main(argv=None) -> int:
     if args.side is not None and not 16 <= args.side <= 256:
         print(f"--side {args.side}: expected 16..256 pixels", file=sys.stderr)
         return 2
-    sc, prep_us, pair_us = score_align(images, pairs, candidates=args.candidates, side=args.side or align.ALIGN_SIDE)
+    sc, prep_us, pair_us = score_align(images, pairs, candidates=args.candidates, side=args.side or align.ALIGN_SIDE,
+                                       min_spectrum_peak=args.gate)
     inl, orb_img_us, orb_pair_us = score_orb(images, pairs)
     orb_ok = inl >= dedup.DupParams().min_inliers
     al_ok = sc >= args.threshold
     print(f"aligner: {args.side or align.ALIGN_SIDE}-px canvas, {args.candidates} rotation-scale candidate(s) per "
-          "pair; union = align or ORB")
+          f"pair, spectrum gate {args.gate}; union = align or ORB")
     cols = [("align", al_ok), ("orb", orb_ok), ("union", al_ok | orb_ok)]
     if args.templates:
         tm, tm_img_us, tm_pair_us = score_templates(images, pairs)

@@ -161,3 +161,15 @@ def test_align_pairs_in_chunks_equals_one_batch(camera, monkeypatch):
     for key in ("score", "angle", "scale", "dx", "dy", "overlap"):
         np.testing.assert_allclose(chunked[key], whole[key], atol=1e-4)  # float32 FFTs: batch-size rounding
     assert np.all(whole["score"][i == j] > 0.95)  # each image with itself
+
+
+def test_spectrum_gate_skips_disagreeing_spectra_only(camera):
+    a = _tile(camera, 180, 200)
+    imgs = [a, _rotate_black(a, 8.0), _tile(camera, 180, 312), _tile(camera, 292, 200), _tile(camera, 68, 200)]
+    preps = align.prepare_many(imgs)
+    i, j = np.zeros(4, int), np.arange(1, 5)
+    off = align.align_pairs(preps, i, j)
+    on = align.align_pairs(preps, i, j, min_spectrum_peak=0.2)
+    assert on["reason"][0] == "" and on["score"][0] == pytest.approx(off["score"][0], abs=1e-4)
+    assert list(on["reason"][1:]) == ["spectrum"] * 3 and np.all(on["score"][1:] == 0.0)
+    assert set(off["reason"]) == {""}

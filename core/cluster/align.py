@@ -210,7 +210,8 @@ class Alignment:
         Overlap of the aligned images over the smaller one's valid area, in [0, 1].
     reason : str
         Why the score is 0 without an NCC: ``"flat"`` (an image without contrast),
-        ``"overlap"`` (overlap below ``min_overlap``); empty otherwise.
+        ``"spectrum"`` (below ``min_spectrum_peak``), ``"overlap"`` (overlap below
+        ``min_overlap``); empty otherwise.
     """
 
     score: float
@@ -457,7 +458,8 @@ def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale:
                     candidates: int = 1):
     """Phase correlation of log-polar spectra, batched: (k, A, R/2+1) x2 -> canvas angle
     (degrees, cv2 sense, a -> b) and scale (b over a) of the ``candidates`` highest peaks
-    of each pair (at least 2 bins apart), each of shape (k, candidates)."""
+    of each pair (at least 2 bins apart), each of shape (k, candidates), and the height
+    of the highest peak (k,) (1: the two log-polar spectra agree in every phase)."""
     n_a = n_r = pa.shape[-2]  # the log-polar grid is square (side x side)
     corr = _fft().irfft2(pb * np.conj(pa), s=(n_a, n_r), axes=(-2, -1))
     ka = min(n_a // 2 - 1, int(np.ceil(max_angle / (180.0 / n_a))))
@@ -468,6 +470,7 @@ def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale:
     k = len(sub)
     ar = np.arange(k)
     angles, scales = [], []
+    height = sub.reshape(k, -1).max(axis=1)
     for _ in range(candidates):
         flat_idx = sub.reshape(k, -1).argmax(axis=1)
         ri, ci = np.divmod(flat_idx, len(cols))
@@ -479,7 +482,7 @@ def _rotation_scale(pa: np.ndarray, pb: np.ndarray, max_angle: float, max_scale:
         for d in (-1, 0, 1):
             for e in (-1, 0, 1):
                 sub[ar, np.clip(ri + d, 0, len(rows) - 1), np.clip(ci + e, 0, len(cols) - 1)] = -np.inf
-    return np.stack(angles, axis=1), np.stack(scales, axis=1)
+    return np.stack(angles, axis=1), np.stack(scales, axis=1), height
 
 
 def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -555,6 +558,7 @@ def align_pairs(
     max_scale: float = MAX_SCALE,
     min_overlap: float = MIN_OVERLAP,
     candidates: int = 1,
+    min_spectrum_peak: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Align and score many pairs of prepared images, batched.
 
@@ -578,13 +582,19 @@ def align_pairs(
         Rotation-scale peaks tried per pair (the best-scoring one is kept); each costs
         another translation search and NCC. Combined edits (perspective, text over a
         rotated crop) sometimes put the right peak second.
+    min_spectrum_peak : float
+        A cheap gate: pairs whose log-polar phase correlation peaks lower than this
+        (in [0, 1]) score 0 with reason ``"spectrum"`` without the translation search and
+        NCC (most of the cost). 0 (default): off. On the development pairs at the default
+        side, 0.08 skipped half of the hard negatives and 2 of 4,595 positives that
+        :data:`ACCEPT_SCORE` accepts (:data:`SPECTRUM_GATE`).
 
     Returns
     -------
     dict of ndarray, each of shape (k,)
         ``score``, ``ncc``, ``peak`` (float64 in [0, 1]), ``angle`` (degrees), ``scale``,
         ``dx``, ``dy`` (pixels of ``b``), ``overlap`` (float64) and ``reason`` (object:
-        ``""``, ``"flat"`` or ``"overlap"``), as in :class:`Alignment`.
+        ``""``, ``"flat"``, ``"spectrum"`` or ``"overlap"``), as in :class:`Alignment`.
 
     Raises
     ------
@@ -600,18 +610,21 @@ def align_pairs(
     if len(i) != len(j):
         raise ValueError(f"align_pairs: i and j differ in length ({len(i)} vs {len(j)})")
     if len(i) <= PAIR_CHUNK:
-        return _align_chunk(items, i, j, max_angle, max_scale, min_overlap, candidates)
+        return _align_chunk(items, i, j, max_angle, max_scale, min_overlap, candidates, min_spectrum_peak)
     parts = [_align_chunk(items, i[s:s + PAIR_CHUNK], j[s:s + PAIR_CHUNK], max_angle, max_scale, min_overlap,
-                          candidates) for s in range(0, len(i), PAIR_CHUNK)]
+                          candidates, min_spectrum_peak) for s in range(0, len(i), PAIR_CHUNK)]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
+
+#: Suggested ``min_spectrum_peak`` for :func:`align_pairs` at the default side (see there).
+SPECTRUM_GATE = 0.08
 
 #: Pairs aligned per batch by :func:`align_pairs` (bounds its memory).
 PAIR_CHUNK = 1024
 
 
 def _align_chunk(items, i: np.ndarray, j: np.ndarray, max_angle: float, max_scale: float, min_overlap: float,
-                 candidates: int) -> dict[str, np.ndarray]:
+                 candidates: int, min_spectrum_peak: float) -> dict[str, np.ndarray]:
     """:func:`align_pairs` of one batch."""
     import cv2
 
@@ -632,8 +645,14 @@ def _align_chunk(items, i: np.ndarray, j: np.ndarray, max_angle: float, max_scal
     grids = _grids(side)
     pa = np.stack([items[t].logpolar for t in ii.tolist()])
     pb = np.stack([items[t].logpolar for t in jj.tolist()])
-    angles, scales = _rotation_scale(pa, pb, min(max_angle, 89.0), max(max_scale, 1.0 + 1e-6), grids["dlog"],
-                                     max(1, int(candidates)))
+    angles, scales, lp_height = _rotation_scale(pa, pb, min(max_angle, 89.0), max(max_scale, 1.0 + 1e-6),
+                                                grids["dlog"], max(1, int(candidates)))
+    weak = lp_height < min_spectrum_peak
+    if weak.any():  # the spectra disagree: no rotation and zoom fits, skip the rest
+        out["reason"][todo[weak]] = "spectrum"
+        todo, ii, jj, angles, scales = todo[~weak], ii[~weak], jj[~weak], angles[~weak], scales[~weak]
+        if not len(todo):
+            return out
     kc = angles.shape[1]
     fa = np.stack([items[t].spectrum for t in ii.tolist()])
     n_a = np.array([items[t].n_valid for t in ii.tolist()], float)
@@ -683,14 +702,14 @@ def _align_chunk(items, i: np.ndarray, j: np.ndarray, max_angle: float, max_scal
 
 
 def align(a, b, max_angle: float = MAX_ANGLE, max_scale: float = MAX_SCALE, min_overlap: float = MIN_OVERLAP,
-          side: int = ALIGN_SIDE, candidates: int = 1) -> Alignment:
+          side: int = ALIGN_SIDE, candidates: int = 1, min_spectrum_peak: float = 0.0) -> Alignment:
     """Align image ``b`` to image ``a`` and score the pair (one-pair form of :func:`align_pairs`).
 
     Parameters
     ----------
     a, b : ndarray of uint8, shape (H, W), or Prepared
         Grayscale images (any sizes) or their :func:`prepare` results.
-    max_angle, max_scale, min_overlap, candidates
+    max_angle, max_scale, min_overlap, candidates, min_spectrum_peak
         As in :func:`align_pairs`.
     side : int
         Canvas side for images not yet prepared.
@@ -701,7 +720,7 @@ def align(a, b, max_angle: float = MAX_ANGLE, max_scale: float = MAX_SCALE, min_
     """
     pa, pb = _as_prepared(a, side), _as_prepared(b, side)
     r = align_pairs([pa, pb], np.array([0]), np.array([1]), max_angle=max_angle, max_scale=max_scale,
-                    min_overlap=min_overlap, candidates=candidates)
+                    min_overlap=min_overlap, candidates=candidates, min_spectrum_peak=min_spectrum_peak)
     return Alignment(score=float(r["score"][0]), angle=float(r["angle"][0]), scale=float(r["scale"][0]),
                      dx=float(r["dx"][0]), dy=float(r["dy"][0]), overlap=float(r["overlap"][0]),
                      reason=str(r["reason"][0]), ncc=float(r["ncc"][0]), peak=float(r["peak"][0]))

@@ -237,17 +237,28 @@ def _grids(side: int = ALIGN_SIDE):
     log_r = np.linspace(np.log(LP_MIN_RADIUS), np.log(side / 2.0), n)
     r = np.exp(log_r)
     # bilinear sampling of the unshifted spectrum (frequency (0, 0) at bin (0, 0), negative
-    # frequencies wrapped), as a gather of 4 bins with weights per log-polar sample
+    # frequencies wrapped), as a gather of 4 bins with weights per log-polar sample; bins of
+    # the left half are read from the right half |F(-u, -v)| = |F(u, v)| (real images), so
+    # the half spectrum of ``rfft2`` is enough
+    half = side // 2 + 1
     map_x = (r[None, :] * np.cos(theta)[:, None]).ravel()
     map_y = (-r[None, :] * np.sin(theta)[:, None]).ravel()
     x0, y0 = np.floor(map_x), np.floor(map_y)
     fx, fy = map_x - x0, map_y - y0
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    lp_idx = np.stack([((y0 + dy) % side) * side + (x0 + dx) % side for dy in (0, 1) for dx in (0, 1)])
+    idx = []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            yy, xx = (y0 + dy) % side, (x0 + dx) % side
+            left = xx >= half
+            yy = np.where(left, (side - yy) % side, yy)
+            xx = np.where(left, side - xx, xx)
+            idx.append(yy * half + xx)
+    lp_idx = np.stack(idx)
     lp_w = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]).astype(np.float32)
     f = np.fft.fftfreq(side)
-    x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :]
-    highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)
+    x = np.cos(np.pi * f)[:, None] * np.cos(np.pi * f)[None, :half]
+    highpass = ((1.0 - x) * (2.0 - x)).astype(np.float32)  # on the rfft2 half spectrum
     radial = np.hanning(n + 2)[1:-1].astype(np.float32)[None, :]
     fy = np.fft.fftfreq(side)[:, None]
     fx = np.fft.rfftfreq(side)[None, :]
@@ -426,9 +437,9 @@ def prepare_many(grays: Sequence[np.ndarray], side: int = ALIGN_SIDE) -> list[Pr
     parts = [_canvas(g, side) for g in grays]
     fft = _fft()
     windows = np.stack([p["window"] for p in parts])
-    full = fft.fft2(windows, axes=(-2, -1))
-    spec = _phase_only(full[:, :, :side // 2 + 1])  # = rfft2(window)
-    mag = np.log1p(np.abs(full).astype(np.float32) * grids["highpass"]).reshape(len(parts), -1)
+    half = fft.rfft2(windows, axes=(-2, -1))
+    spec = _phase_only(half)
+    mag = np.log1p(np.abs(half).astype(np.float32) * grids["highpass"]).reshape(len(parts), -1)
     lp = np.zeros((len(parts), side * side), np.float32)
     for idx, wt in zip(grids["lp_idx"], grids["lp_w"], strict=True):  # bilinear: 4 bins per sample
         lp += mag[:, idx] * wt

@@ -71,7 +71,9 @@ def test_batched_equals_unbatched_with_far_apart_duplicates(method, tmp_path, mo
     expected = {frozenset(g) for g in _groups()}
 
     def run(batch_size: int):
-        params = ClusterParams(method=method, threshold=THRESHOLDS[method], batch_size=batch_size)
+        # deep: an embedding of its own (the default descriptors have none)
+        extra = {"deep": {"features": "autoencoder"}} if method == "deep" else {}
+        params = ClusterParams(method=method, threshold=THRESHOLDS[method], batch_size=batch_size, **extra)
         job = ClusterJob(params, tmp_path, tmp_path / "job")
         events = []
         labels, info, _ = job.cluster(items, feats, events.append)

@@ -2,8 +2,9 @@
 embedding of an autoencoder trained on the folder or of a pretrained ResNet-18
 (:mod:`segdeck.core.cluster.deep`), clustered by model selection over five algorithms
 (default score: modularity on the nearest-neighbour graph); with ``--threshold``,
-images whose feature vectors' cosine similarity reaches the threshold are linked
-instead (HNSW search above a few thousand images)."""
+images whose embeddings' cosine similarity reaches the threshold are linked instead
+(HNSW search above a few thousand images); without an embedding, the descriptors
+centred over the folder are compared."""
 
 from __future__ import annotations
 
@@ -96,9 +97,8 @@ class Deep(IndexedMethod):
         d = params.deep
         colour, texture = deep.colour_histogram(image), deep.texture_descriptors(image)
         if d.features == "descriptors":
-            # the vector compared by --threshold: the two descriptors, each of unit length
-            emb = np.concatenate([colour, texture / max(float(np.linalg.norm(texture)), 1e-12)])
-            return {"emb": emb.astype(np.float32), "colour": colour, "texture": texture}
+            # no embedding: --threshold compares the descriptors centred over the folder (_centred)
+            return {"colour": colour, "texture": texture}
         kind = "autoencoder" if d.features == "autoencoder" else "backbone"
         size = d.image_size if kind == "autoencoder" else 128
         return {"emb": deep.embed(job.model, [image], size, kind)[0], "colour": colour, "texture": texture}
@@ -134,8 +134,21 @@ class Deep(IndexedMethod):
     # ---- clustering ------------------------------------------------------------------
     def cluster(self, job, items, feats, emit) -> Clustering:
         if job.params.threshold is not None:
+            if job.params.deep.features == "descriptors":
+                feats = self._centred(job.params.deep, feats)
             return super().cluster(job, items, feats, emit)
         return self._select(job, feats, emit)
+
+    @staticmethod
+    def _centred(d, feats: list[dict]) -> list[dict]:
+        """The descriptors as :func:`~segdeck.core.cluster.deep.combine` gives them
+        (each block centred over the folder and scaled, then weighted) in ``"emb"``: the
+        cosine similarity of raw histograms is high for any two images."""
+        from segdeck.core.cluster import deep
+
+        x = deep.combine(None, np.stack([f["colour"] for f in feats]), d.colour_weight,
+                         np.stack([f["texture"] for f in feats]), d.texture_weight).astype(np.float32)
+        return [{**f, "emb": row} for f, row in zip(feats, x, strict=True)]
 
     def _select(self, job, feats, emit) -> Clustering:
         from segdeck.core.cluster import deep, graph

@@ -433,6 +433,8 @@ def prepare_many(grays: Sequence[np.ndarray], side: int = ALIGN_SIDE) -> list[Pr
     """
     if not len(grays):
         return []
+    if len(grays) > PREPARE_CHUNK:  # cache-sized batches
+        return [p for s in range(0, len(grays), PREPARE_CHUNK) for p in prepare_many(grays[s:s + PREPARE_CHUNK], side)]
     grids = _grids(side)
     parts = [_canvas(g, side) for g in grays]
     fft = _fft()
@@ -630,8 +632,11 @@ def align_pairs(
 #: Suggested ``min_spectrum_peak`` for :func:`align_pairs` at the default side (see there).
 SPECTRUM_GATE = 0.08
 
+#: Images prepared per batch by :func:`prepare_many` (larger batches leave the CPU caches).
+PREPARE_CHUNK = 256
+
 #: Pairs aligned per batch by :func:`align_pairs` (bounds its memory).
-PAIR_CHUNK = 1024
+PAIR_CHUNK = 256
 
 
 def _align_chunk(items, i: np.ndarray, j: np.ndarray, max_angle: float, max_scale: float, min_overlap: float,

@@ -97,6 +97,19 @@ def test_combine_scales_each_texture_block_and_refuses_nothing():
     assert deep.DeepParams(features="autoencoder", colour_weight=0, texture_weight=0).features == "autoencoder"
 
 
+def test_cli_refuses_descriptors_without_weights_in_one_line(tmp_path, capsys):
+    from segdeck.cli import main
+
+    src = tmp_path / "p"
+    src.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(src / "a.png")
+    rc = main(["run", "cluster", str(src), "--method", "deep", "--deep.colour-weight", "0",
+               "--deep.texture-weight", "0", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "leave nothing to cluster" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_modularity_values():
     import networkx as nx
 

@@ -429,8 +429,11 @@ def prepare_many(grays: Sequence[np.ndarray], side: int = ALIGN_SIDE) -> list[Pr
     Raises
     ------
     ValueError
-        An empty image or one that is not 2-D (or 3-D with channels).
+        An empty image or one that is not 2-D (or 3-D with channels), or ``side``
+        outside 16..1024.
     """
+    if not 16 <= int(side) <= 1024:
+        raise ValueError(f"align.prepare: side {side} outside 16..1024 pixels")
     if not len(grays):
         return []
     if len(grays) > PREPARE_CHUNK:  # cache-sized batches

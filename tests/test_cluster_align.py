@@ -114,6 +114,10 @@ def test_batched_equals_single_and_bad_input(camera):
         align.align_pairs(preps, np.array([0, 1]), np.array([1]))
     with pytest.raises(ValueError):
         align.prepare(np.zeros((0, 5), np.uint8))
+    with pytest.raises(ValueError):
+        align.prepare(a, side=8)
+    with pytest.raises(ValueError):  # pairs of images prepared at different sides
+        align.align_pairs([preps[0], align.prepare(a, side=32)], np.array([0]), np.array([1]))
 
 
 def test_pair_aligner_prepares_once_and_mirrors(camera):

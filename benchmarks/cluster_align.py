@@ -291,7 +291,8 @@ def main(argv=None) -> int:
               + " ".join(f"{r[k]:14.4f}" for k in NEGATIVES) + f"  {fam:16s} {min(u[f] for f in FAMILIES):9.3f} "
               f"{u['neighbour']:11.4f} {u['neighbour_edit']:9.4f}")
     print(f"\ncost (us, one thread, this machine): align prepare {prep_us:.0f}/image, align {pair_us:.0f}/pair "
-          f"(batched); ORB keys {orb_img_us:.0f}/image, RANSAC {orb_pair_us:.0f}/pair")
+          f"(batched); ORB keys {orb_img_us:.0f}/image, RANSAC {orb_pair_us:.0f}/pair; align / ORB: "
+          f"{prep_us / orb_img_us:.2f}x per image, {pair_us / orb_pair_us:.2f}x per pair")
     if args.templates:
         print(f"template bank ({len(BANK_ANGLES) * len(BANK_SCALES)} templates, threshold {tm_thr:.3f} for the aligner's "
               f"false-accept rate on neighbours): bank {tm_img_us:.0f}/image, {tm_pair_us:.0f}/pair")

@@ -325,3 +325,26 @@ async def test_threshold_screen_escape_returns_none():
         await pilot.press("escape")
         await pilot.pause()
     assert results == [None]
+
+
+def test_deep_cancel_during_autoencoder_training_ends_cancelled_not_error(folder):
+    """Ctrl+C (or cancel in the TUI) while the autoencoder trains is a cancelled run
+    (state ``cancelled``, its exit code), not an error; the next run trains again."""
+    import threading
+
+    src, _ = folder
+    params = ClusterParams(method="deep", deep={"features": "autoencoder", "epochs": 5, "image_size": 16, "latent": 8,
+                                                 "batch": 8, "k_min": 2, "k_max": 3, "algorithms": ["kmeans"]})
+    cancel = threading.Event()
+
+    def sink(e):
+        if isinstance(e, Progress) and e.what == "train autoencoder":
+            cancel.set()
+
+    job_dir = job_dir_for(ClusterJob, params, src, None)
+    summary = run_job(ClusterJob(params, src, job_dir), sink=sink, cancel=cancel)
+    assert summary.status == "cancelled", summary.error
+    assert summary.error is None and summary.done == 0 and summary.exit_code == 130
+    assert not (job_dir / "autoencoder.pt").exists()
+    summary = run_job(ClusterJob(params, src, job_dir))
+    assert summary.status == "failed" and summary.done == 14  # broken.jpg fails

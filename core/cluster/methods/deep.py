@@ -47,6 +47,7 @@ class Deep(IndexedMethod):
         sets ``job.model`` and ``job.model_digest``. Descriptors need no model."""
         from segdeck.core.cluster import deep
         from segdeck.core.errors import SetupError
+        from segdeck.core.jobs.base import ItemCancelled
         from segdeck.core.jobs.events import Message, Progress
 
         d = job.params.deep
@@ -72,7 +73,8 @@ class Deep(IndexedMethod):
             images, used = [], []
             for k, item in enumerate(items):
                 if job.cancel.is_set():
-                    raise SetupError("cancelled while loading the training images")
+                    # a cancel is no error: the run ends as cancelled and the next one trains
+                    raise ItemCancelled("cancelled while loading the training images")
                 try:
                     images.append(self.load(job.item_path(item), job.params))
                     used.append(item)
@@ -86,7 +88,7 @@ class Deep(IndexedMethod):
             try:
                 model, _ = deep.train_autoencoder(images, d, emit=emit, cancel=job.cancel, backbone=backbone)
             except deep.Cancelled:
-                raise SetupError("autoencoder training cancelled; nothing was clustered") from None
+                raise ItemCancelled("autoencoder training cancelled; nothing was clustered") from None
             deep.save_model(model, path, config, used)
         job.model = model
         job.model_digest = deep.file_digest(path)

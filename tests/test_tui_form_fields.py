@@ -133,3 +133,42 @@ async def test_hints_use_the_form_width_at_80_columns(tmp_path, dummy_job):
                 assert hint.content_region.width >= field_width - 4, (hint.content_region, field_width)
             else:
                 assert hint.content_region.x - form.scrollable_content_region.x >= 18
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_cluster_deep_algorithms_list_is_one_line_and_round_trips(tmp_path):
+    """Known defect: a list field (the cluster job's ``deep.algorithms``) was shown as
+    multi-line TOML (``[\\n    "kmeans",\\n ...``) in a one-line input: the row drew
+    over its neighbours and the text could not be edited. It is one line now, the
+    default validates back to the same list, and a comma-separated edit is taken."""
+    from textual.widgets import Input, Select
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.param_form import field_id
+
+    if "cluster" not in registry.job_names():
+        pytest.skip("no cluster job in this install")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    imageio.write_image(photos / "a.png", np.zeros((8, 8, 3), np.uint8))
+    app = SegdeckApp(photos)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, form = await ready_form(app, pilot, job="cluster")
+        screen.query_one(f"#{field_id('method')}", Select).value = "deep"
+        for _ in range(40):
+            if form.widget_for("deep.algorithms") is not None:
+                break
+            await pilot.pause(0.1)
+        widget = form.widget_for("deep.algorithms")
+        assert isinstance(widget, Input)
+        default = form.spec("deep.algorithms").default
+        assert "\n" not in widget.value and all(a in widget.value for a in default), widget.value
+        assert form.params is not None and form.params.deep.algorithms == default, form.errors
+        widget.value = "kmeans, gmm"
+        for _ in range(20):
+            await pilot.pause(0.1)
+            if form.params is not None and form.params.deep.algorithms == ["kmeans", "gmm"]:
+                break
+        assert form.params is not None and form.params.deep.algorithms == ["kmeans", "gmm"], form.errors
+        assert form.launch_values()["deep.algorithms"] == ["kmeans", "gmm"]

@@ -61,6 +61,23 @@ def field_id(name: str) -> str:
     return "p-" + name.replace(".", "--")
 
 
+def _one_line_toml(value: Any) -> str:
+    """``value`` as a TOML value on one line (what ``--set`` and the form parse back).
+
+    A list is an inline array, ``["kmeans", "gmm"]`` (``tomli_w`` writes arrays over
+    several lines, which a one-line input cannot show or edit); other values as
+    :func:`~segdeck.tui.launch.toml_value` writes them.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A value TOML cannot hold (``None`` inside a list, an unknown type).
+    """
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_one_line_toml(v) for v in value) + "]"
+    return toml_value(value)
+
+
 def range_text(spec: FieldSpec) -> str:
     """``[1, 500]``, ``(0, 1]``, ``>= 0`` ... or ``""`` when unbounded."""
     lo = spec.ge if spec.ge is not None else spec.gt
@@ -315,7 +332,7 @@ class ParamForm(VerticalScroll):
         if spec.kind in ("int", "float", "str"):
             return str(value)
         try:
-            return toml_value(value)
+            return _one_line_toml(value)
         except (TypeError, ValueError):
             return str(value)
 

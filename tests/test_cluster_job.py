@@ -348,3 +348,31 @@ def test_deep_cancel_during_autoencoder_training_ends_cancelled_not_error(folder
     assert not (job_dir / "autoencoder.pt").exists()
     summary = run_job(ClusterJob(params, src, job_dir))
     assert summary.status == "failed" and summary.done == 14  # broken.jpg fails
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 7, 12])
+def test_auto_threshold_of_unrelated_images_keeps_the_default(n):
+    """Known defects: (1) when no sample pair reached the method's default (a folder of
+    unrelated photos: the curve's grid, median to most similar pair, ends below the
+    default), the rule fell through to "every lower threshold chains" and returned the
+    top of the grid, which links the most similar pair; (2) below 8 images 25 % of the
+    sample is less than two images, so any pair counted as chaining. Two unrelated
+    photos ended in one cluster. With the default no pair is similar here."""
+    from segdeck.core.cluster import threshold
+
+    i, j = np.triu_indices(n, 1)
+    sims = np.linspace(0.2, 0.4, len(i))  # every pair far below ssim's default 0.65
+    curve = threshold.curve_from_pairs("ssim", n, i, j, sims, total=n)
+    assert curve.auto == threshold.DEFAULTS["ssim"], curve.rule
+    assert "method default" in curve.rule
+
+
+def test_three_unrelated_photos_are_not_clustered(tmp_path):
+    src = tmp_path / "three"
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for k, name in enumerate(names):
+        _save(src / name, scene(300 + k, size=96))
+    job_dir, summary = _run(src, ClusterParams(method="ssim"))
+    assert summary.status == "done"
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    assert report["clusters"] == [] and sorted(report["outliers"]) == names, report["threshold"]

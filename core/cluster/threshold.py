@@ -12,7 +12,8 @@ Automatic rule (headless runs without ``--threshold``)
 ------------------------------------------------------
 Start from the method's calibrated default (:data:`DEFAULTS`); if at that threshold
 the largest connected component of the sample holds more than
-:data:`MAX_GIANT_FRACTION` of the sample (the sign of chaining collapse), raise the
+:data:`MAX_GIANT_FRACTION` of the sample, and more than two images (the sign of
+chaining collapse; a pair alone is no chain), raise the
 threshold to the smallest grid value where it does not. The chosen value and the
 reason are logged and stored in the report.
 """
@@ -159,8 +160,13 @@ def auto_threshold(curve: ThresholdCurve) -> tuple[float, str]:
     default = DEFAULTS.get(curve.method, float(np.median(t)) if len(t) else 0.5)
     if not len(t):
         return default, f"method default {default:.4g} (empty sample)"
-    limit = MAX_GIANT_FRACTION * max(1, curve.sample_size)
+    # a pair is never a chain: below 8 images 25 % of the sample is less than two images,
+    # and every grid value would be refused up to the sample's most similar pair
+    limit = max(MAX_GIANT_FRACTION * max(1, curve.sample_size), 2)
     start = int(np.searchsorted(t, default - 1e-9))
+    if start == len(t):  # the grid ends at the most similar sample pair: none reaches the default
+        return default, (f"method default {default:.4g}: no sample pair reaches it "
+                         f"(most similar {t[-1]:.4g}; largest sample cluster 1 of {curve.sample_size} images)")
     for k in range(start, len(t)):
         if curve.largest[k] <= limit:
             if k == start:

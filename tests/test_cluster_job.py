@@ -376,3 +376,28 @@ def test_three_unrelated_photos_are_not_clustered(tmp_path):
     assert summary.status == "done"
     report = json.loads((job_dir / REPORT_NAME).read_text())
     assert report["clusters"] == [] and sorted(report["outliers"]) == names, report["threshold"]
+
+
+@pytest.mark.parametrize("method", ["dup", "phash"])
+def test_cancel_while_clustering_ends_cancelled_and_rerun_writes_clusters(folder, method):
+    """Known defect: Ctrl+C while the folder was being clustered (after every item was
+    read) logged "cancelled: no clusters written" yet the run ended as ``done`` (exit 0),
+    so ``segdeck jobs`` and the TUI showed a finished job without cluster folders."""
+    import threading
+
+    src, groups = folder
+    params = ClusterParams(method=method, threshold=None if method == "dup" else 0.84)
+    cancel = threading.Event()
+
+    def sink(e):
+        if isinstance(e, Message) and e.text.startswith("clustering "):
+            cancel.set()
+
+    job_dir = job_dir_for(ClusterJob, params, src, None)
+    summary = run_job(ClusterJob(params, src, job_dir), sink=sink, cancel=cancel)
+    assert summary.status == "cancelled" and summary.exit_code == 130, summary
+    assert not (job_dir / REPORT_NAME).exists() and not list(job_dir.glob("cluster_*"))
+    summary = run_job(ClusterJob(params, src, job_dir))
+    assert summary.status == "failed"  # broken.jpg
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    assert len(report["clusters"]) == 3

@@ -196,6 +196,7 @@ class ClusterJob(Job):
     # ---- clustering ---------------------------------------------------------------
     def finalize(self, emit) -> list[str]:
         from segdeck.core.cluster import graph, output
+        from segdeck.core.jobs.base import ItemCancelled
         from segdeck.core.jobs.manifest import Manifest
 
         if self.cancel.is_set():
@@ -239,9 +240,9 @@ class ClusterJob(Job):
         t0 = time.perf_counter()
         emit(Message(text=f"clustering {len(ok_items)} images with {self.params.method}"))
         result = self.method.cluster(self, ok_items, feats, emit)
-        if self.cancel.is_set():
-            emit(Message(text="cancelled: no clusters written", level="warning"))
-            return result.extra_outputs
+        if self.cancel.is_set():  # the run ends as cancelled (not done): a re-run clusters again
+            emit(Message(text="cancelled: no clusters written (run again to cluster)", level="warning"))
+            raise ItemCancelled("cancelled while clustering")
         clusters, outliers = graph.clusters_from_labels(result.labels, self.params.min_cluster_size)
         info = {"method": self.params.method, **result.info, "seconds_clustering": round(time.perf_counter() - t0, 3),
                 "params": json.loads(self.params.model_dump_json())}

@@ -401,3 +401,32 @@ def test_cancel_while_clustering_ends_cancelled_and_rerun_writes_clusters(folder
     assert summary.status == "failed"  # broken.jpg
     report = json.loads((job_dir / REPORT_NAME).read_text())
     assert len(report["clusters"]) == 3
+
+
+@pytest.mark.parametrize("given_threshold", [None, 0.3])
+def test_cancel_stops_the_pair_comparisons_within_a_few_pairs(folder, monkeypatch, given_threshold):
+    """Known defect: Ctrl+C while ``orb`` compared the pairs of its threshold sample
+    (threshold None) or of a tile (threshold given) was seen only after every pair of
+    it: 40 s on 200 images here. The pair loops now look at the cancel every few pairs."""
+    import threading
+
+    from segdeck.core.cluster.methods import get_method
+
+    src, _ = folder
+    orb = get_method("orb")
+    cancel = threading.Event()
+    calls = []
+    real_pair = type(orb).pair
+
+    def counting_pair(self, fa, fb):
+        calls.append(1)
+        if len(calls) == 10:
+            cancel.set()
+        return real_pair(self, fa, fb)
+
+    monkeypatch.setattr(type(orb), "pair", counting_pair)
+    params = ClusterParams(method="orb", threshold=given_threshold)
+    job_dir = job_dir_for(ClusterJob, params, src, None)
+    summary = run_job(ClusterJob(params, src, job_dir), cancel=cancel)
+    assert summary.status == "cancelled", summary
+    assert len(calls) < 40, len(calls)  # 14 readable images: 91 pairs

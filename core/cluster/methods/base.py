@@ -24,6 +24,7 @@ choices and the TUI form are built from the registry.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -32,6 +33,16 @@ import numpy as np
 
 #: name -> method object, in registration (display) order.
 REGISTRY: dict[str, ClusterMethod] = {}
+
+#: The cancel check of the clustering running in this thread (set by
+#: :meth:`ThresholdMethod.cluster` to the job's ``cancel.is_set``): the per-pair loops
+#: look at it every :data:`CANCEL_EVERY` pairs, so Ctrl+C stops an ``orb`` / ``ssim`` /
+#: ``tm`` comparison within a fraction of a second instead of at the end of a sample or
+#: tile (tens of seconds).
+_CANCEL_CHECK: ContextVar[Callable[[], bool] | None] = ContextVar("cluster_cancel_check", default=None)
+
+#: Pairs compared between two looks at the cancel (an ORB pair costs ~1-2 ms).
+CANCEL_EVERY = 16
 
 
 def register(method: ClusterMethod) -> ClusterMethod:
@@ -187,9 +198,27 @@ class ThresholdMethod(ClusterMethod):
         before j in ``idx`` order) and ``sim`` (float64)."""
         idx = np.asarray(idx, np.int64)
         ii, jj = np.triu_indices(len(idx), 1)
-        sim = np.array([self.pair(feats[idx[a]], feats[idx[b]]) for a, b in zip(ii.tolist(), jj.tolist(), strict=True)],
-                       np.float64)
-        return idx[ii], idx[jj], sim
+        return idx[ii], idx[jj], self._pair_sims(feats, idx[ii], idx[jj])
+
+    def _pair_sims(self, feats: Sequence[dict], ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        """``self.pair`` of ``feats[ia[k]]`` and ``feats[ib[k]]`` for every ``k``
+        (float64, shape ``(len(ia),)``).
+
+        Raises
+        ------
+        ItemCancelled
+            The clustering's cancel (:data:`_CANCEL_CHECK`) was set: looked at every
+            :data:`CANCEL_EVERY` pairs.
+        """
+        check = _CANCEL_CHECK.get()
+        sim = np.empty(len(ia), np.float64)
+        for k, (a, b) in enumerate(zip(np.asarray(ia).tolist(), np.asarray(ib).tolist(), strict=True)):
+            if check is not None and k % CANCEL_EVERY == 0 and check():
+                from segdeck.core.jobs.base import ItemCancelled
+
+                raise ItemCancelled("cancelled while comparing image pairs")
+            sim[k] = self.pair(feats[a], feats[b])
+        return sim
 
     def search(self, feats: Sequence[dict], idx: np.ndarray, threshold: float):
         """Pairs among ``feats[idx]`` with similarity >= ``threshold`` (global indices, sim)."""
@@ -215,7 +244,7 @@ class ThresholdMethod(ClusterMethod):
         """Pairs between ``feats[ia]`` and ``feats[ib]`` with similarity >= ``threshold``."""
         ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
         aa, bb = np.repeat(ia, len(ib)), np.tile(ib, len(ia))
-        sim = np.array([self.pair(feats[a], feats[b]) for a, b in zip(aa.tolist(), bb.tolist(), strict=True)], np.float64)
+        sim = self._pair_sims(feats, aa, bb)
         keep = sim >= threshold
         return aa[keep], bb[keep], sim[keep]
 
@@ -234,6 +263,15 @@ class ThresholdMethod(ClusterMethod):
 
     # ---- clustering ----------------------------------------------------------------
     def cluster(self, job, items, feats, emit) -> Clustering:
+        """Threshold (given, or chosen from a sample's curve), similar pairs, labels; a
+        cancel of ``job`` is seen between pairs (raises ``ItemCancelled``)."""
+        token = _CANCEL_CHECK.set(job.cancel.is_set)
+        try:
+            return self._cluster(job, feats, emit)
+        finally:
+            _CANCEL_CHECK.reset(token)
+
+    def _cluster(self, job, feats, emit) -> Clustering:
         from segdeck.core.cluster import threshold
         from segdeck.core.jobs.events import Message
 

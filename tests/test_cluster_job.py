@@ -430,3 +430,14 @@ def test_cancel_stops_the_pair_comparisons_within_a_few_pairs(folder, monkeypatc
     summary = run_job(ClusterJob(params, src, job_dir), cancel=cancel)
     assert summary.status == "cancelled", summary
     assert len(calls) < 40, len(calls)  # 14 readable images: 91 pairs
+
+
+def test_threshold_sample_of_a_pairwise_method_reports_progress(folder):
+    """The pairs of the threshold sample (orb: minutes on a few hundred images) move the
+    progress bar (``orb sample pairs``) instead of leaving it at 100 % with no ETA."""
+    src, _ = folder
+    events = []
+    _run(src, ClusterParams(method="orb"), sink=events.append)
+    prog = [e for e in events if isinstance(e, Progress) and e.what == "orb sample pairs"]
+    assert prog and prog[-1].done == prog[-1].total == 91  # 14 readable images
+    assert [e.done for e in prog] == sorted(e.done for e in prog)

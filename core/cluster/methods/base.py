@@ -44,6 +44,11 @@ _CANCEL_CHECK: ContextVar[Callable[[], bool] | None] = ContextVar("cluster_cance
 #: Pairs compared between two looks at the cancel (an ORB pair costs ~1-2 ms).
 CANCEL_EVERY = 16
 
+#: ``progress(done, total)`` of the per-pair loop running in this thread (the threshold
+#: sample's pairs), called at most every :data:`PROGRESS_SECONDS` and at the end.
+_PAIR_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("cluster_pair_progress", default=None)
+PROGRESS_SECONDS = 0.5
+
 
 def register(method: ClusterMethod) -> ClusterMethod:
     """Add ``method`` to :data:`REGISTRY` under ``method.name`` (replacing one of that name)."""
@@ -210,14 +215,23 @@ class ThresholdMethod(ClusterMethod):
             The clustering's cancel (:data:`_CANCEL_CHECK`) was set: looked at every
             :data:`CANCEL_EVERY` pairs.
         """
-        check = _CANCEL_CHECK.get()
-        sim = np.empty(len(ia), np.float64)
-        for k, (a, b) in enumerate(zip(np.asarray(ia).tolist(), np.asarray(ib).tolist(), strict=True)):
-            if check is not None and k % CANCEL_EVERY == 0 and check():
-                from segdeck.core.jobs.base import ItemCancelled
+        import time
 
-                raise ItemCancelled("cancelled while comparing image pairs")
+        check, progress = _CANCEL_CHECK.get(), _PAIR_PROGRESS.get()
+        sim = np.empty(len(ia), np.float64)
+        last = time.monotonic()
+        for k, (a, b) in enumerate(zip(np.asarray(ia).tolist(), np.asarray(ib).tolist(), strict=True)):
+            if k % CANCEL_EVERY == 0:
+                if check is not None and check():
+                    from segdeck.core.jobs.base import ItemCancelled
+
+                    raise ItemCancelled("cancelled while comparing image pairs")
+                if progress is not None and k and time.monotonic() - last >= PROGRESS_SECONDS:
+                    progress(k, len(sim))
+                    last = time.monotonic()
             sim[k] = self.pair(feats[a], feats[b])
+        if progress is not None:
+            progress(len(sim), len(sim))
         return sim
 
     def search(self, feats: Sequence[dict], idx: np.ndarray, threshold: float):
@@ -273,7 +287,7 @@ class ThresholdMethod(ClusterMethod):
 
     def _cluster(self, job, feats, emit) -> Clustering:
         from segdeck.core.cluster import threshold
-        from segdeck.core.jobs.events import Message
+        from segdeck.core.jobs.events import Message, Progress
 
         p = job.params
         info: dict = {}
@@ -281,7 +295,12 @@ class ThresholdMethod(ClusterMethod):
         t = p.threshold
         if t is None:
             emit(Message(text=f"choosing the threshold from a sample of {min(len(feats), p.sample_size)} images"))
-            curve = threshold.curve_from_features(self.name, feats, p.sample_size)
+            token = _PAIR_PROGRESS.set(lambda done, total: emit(Progress(what=f"{self.name} sample pairs",
+                                                                       done=done, total=total)))
+            try:
+                curve = threshold.curve_from_features(self.name, feats, p.sample_size)
+            finally:
+                _PAIR_PROGRESS.reset(token)
             t, rule = curve.auto, curve.rule
             extra = threshold.save_curve(curve, job.job_dir, chosen=t)
             emit(Message(text=f"threshold {t:.4g} chosen automatically: {rule}"))

@@ -441,3 +441,18 @@ def test_threshold_sample_of_a_pairwise_method_reports_progress(folder):
     prog = [e for e in events if isinstance(e, Progress) and e.what == "orb sample pairs"]
     assert prog and prog[-1].done == prog[-1].total == 91  # 14 readable images
     assert [e.done for e in prog] == sorted(e.done for e in prog)
+
+
+@pytest.mark.timeout(120)
+def test_cli_option_errors_are_one_line(tmp_path):
+    """Known defect: a bad choice (``--method nope``, ``--deep.metric x``) printed the
+    cluster job's 40-line usage block before the error; now one line, exit code 2."""
+    import subprocess
+    import sys
+
+    for args in (["--method", "nope"], ["--deep.metric", "x"]):
+        res = subprocess.run([sys.executable, "-m", "segdeck", "run", "cluster", str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=60)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "invalid choice" in lines[0] and "--help" in lines[0] and "Traceback" not in res.stderr

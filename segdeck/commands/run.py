@@ -24,12 +24,21 @@ from segdeck.commands import err_console, fail
 _SKIP = object()
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """The parser of ``segdeck run JOB``: a usage error is one line on stderr (exit code
+    2), not argparse's usage block, which for a job with many parameters (``cluster``:
+    40 lines) pushes the error itself off a small terminal."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def add_parser(sub) -> None:
     from segdeck.core.jobs.registry import JOBS, get_job_class
     from segdeck.core.params import field_specs
 
     p = sub.add_parser("run", help="run a batch job over a folder of images (or the file a job takes, e.g. a CSV)")
-    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
+    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True, parser_class=_OneLineErrors)
     for name in JOBS:
         try:
             cls = get_job_class(name)

@@ -137,3 +137,15 @@ def test_dup_verification_stops_when_cancelled():
     decisions = []
     dedup.cluster_codes(codes, params, gray=gray, cancel=lambda: True, decisions=decisions)
     assert calls == [] and not (decisions[0].stage == "verified").any()
+
+
+def test_method_note_in_the_form_says_what_each_method_does_now():
+    """Known defect: the TUI's note under ``method`` still called ``deep`` "learned image
+    features" after its default became colour and texture descriptors (no model); it
+    names the registered methods."""
+    from segdeck.core.cluster.job import ClusterJob
+    from segdeck.core.cluster.methods import REGISTRY
+
+    note = ClusterJob.tui_field_notes["method"]
+    assert all(m.name in note for m in REGISTRY.values())
+    assert "learned image features" not in note and "descriptors" in note

@@ -115,11 +115,13 @@ class ClusterJob(Job):
         "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
                           {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
     }
+    # the methods named from the registry (their descriptions are the field's hint)
     tui_field_notes = {
-        "method": "dup: near-duplicates (verified feature matches). phash, ssim, minhash, orb, tm "
-                  "(threshold methods): a similarity score per image pair, pairs above the "
-                  "threshold are linked into clusters. deep: learned image features, clusters "
-                  "chosen by model selection.",
+        "method": f"{', '.join(m.name for m in REGISTRY.values() if m.has_curve)} (threshold methods): a "
+                  "similarity per image pair, pairs at or above the threshold are linked into clusters. "
+                  f"{', '.join(m.name for m in REGISTRY.values() if not m.has_curve)}: no threshold "
+                  "needed (dup verifies its pairs geometrically; deep picks its clusters by model "
+                  "selection over colour and texture descriptors).",
     }
 
     @classmethod

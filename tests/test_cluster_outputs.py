@@ -165,3 +165,48 @@ def test_dup_says_it_does_not_use_the_batch_size(folder):  # noqa: F811
     events = []
     _run(src, ClusterParams(batch_size=5), sink=events.append)
     assert any(isinstance(e, Message) and "--batch-size 5 is not used" in e.text for e in events)
+
+
+def test_images_that_cannot_be_placed_end_the_run_with_one_line(tmp_path, monkeypatch):
+    """Known defect: ``--output hardlink`` with ``--out`` on another file system placed
+    no image ("Invalid cross-device link" per file) and the run still ended ``done``,
+    exit 0, with the images missing from ``clusters.csv``. Now the run ends with an
+    error (exit 2) whose line says how many images were not placed and why, and
+    ``clusters.csv`` lists each with its cluster and the reason."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from segdeck.core.cluster import output
+    from segdeck.core.cluster.job import ClusterJob, ClusterParams
+    from segdeck.core.jobs.runner import job_dir_for, run_job
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(base).save(src / "a.png")
+    Image.fromarray(base).save(src / "b.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(src / "c.png")
+    params = ClusterParams(method="phash", threshold=0.9, output="hardlink")
+    job_dir = job_dir_for(ClusterJob, params, src, None)
+    real = output._place
+
+    def cross_device(s, dest, mode):
+        if s.name == "b.png":
+            raise OSError(f"cannot hard-link {s} into {dest.parent} (Invalid cross-device link); hard links need "
+                          "the same file system: use --output copy or symlink")
+        return real(s, dest, mode)
+
+    monkeypatch.setattr(output, "_place", cross_device)
+    summary = run_job(ClusterJob(params, src, job_dir))
+    assert summary.status == "error" and summary.exit_code == 2, summary
+    assert "1 of 3 images could not be placed" in summary.error and "cross-device" in summary.error
+    assert "\n" not in summary.error and "Error:" not in summary.error
+    rows = {r["input"]: r for r in csv.DictReader((job_dir / output.TABLE_NAME).open())}
+    assert set(rows) == {"a.png", "b.png", "c.png"}
+    assert rows["b.png"]["cluster"] == rows["a.png"]["cluster"] == "cluster_0001"
+    assert rows["b.png"]["output"] == "" and "cross-device" in rows["b.png"]["reason"]
+    report = json.loads((job_dir / output.REPORT_NAME).read_text())
+    assert "cross-device" in report["unplaced"]["b.png"]

@@ -249,10 +249,15 @@ class ClusterJob(Job):
         info = {"method": self.params.method, **result.info, "seconds_clustering": round(time.perf_counter() - t0, 3),
                 "params": json.loads(self.params.model_dump_json())}
         emit(Message(text=f"writing {len(clusters)} cluster folders ({self.params.output})"))
-        outputs, errors = output.write_clusters(
-            self.job_dir, self.input_path, ok_items, [c.tolist() for c in clusters], outliers.tolist(),
-            mode=self.params.output, failed=failed, info=info,
-        )
+        try:
+            outputs, errors = output.write_clusters(
+                self.job_dir, self.input_path, ok_items, [c.tolist() for c in clusters], outliers.tolist(),
+                mode=self.params.output, failed=failed, info=info,
+            )
+        except ValueError as exc:  # a previous run moved the images there: one line, no "ValueError:"
+            from segdeck.core.errors import SegdeckError
+
+            raise SegdeckError(str(exc)) from None
         if result.pairs is not None:
             i, j, sim, stage = result.pairs
             outputs.append(output.write_pairs(self.job_dir, (
@@ -261,6 +266,11 @@ class ClusterJob(Job):
         for line in errors[:20]:
             emit(Message(text=line, level="error"))
         emit(Message(text=f"{len(clusters)} clusters, {len(outliers)} outliers, {len(failed)} unreadable -> {self.job_dir}"))
+        if errors:  # the run is not done: one line for the CLI (exit 2) and the TUI
+            from segdeck.core.errors import SegdeckError
+
+            raise SegdeckError(f"{len(errors)} of {len(ok_items)} images could not be placed in the cluster folders "
+                               f"(clusters.csv gives each reason), e.g. {errors[0]}")
         return outputs + result.extra_outputs
 
     def cluster(self, items: list[str], feats: list[dict], emit) -> tuple[np.ndarray, dict, list[str]]:

@@ -141,7 +141,9 @@ def write_clusters(
     outputs : list of str
         Paths written, relative to ``job_dir`` (the folders and the report).
     errors : list of str
-        One line per file that could not be placed (the others are placed).
+        One line per file that could not be placed (the others are placed); the report
+        keeps such a file under its cluster in ``files``, lists it in ``unplaced`` (file
+        -> reason) and ``clusters.csv`` gives the reason with an empty ``output``.
 
     Raises
     ------
@@ -155,6 +157,7 @@ def write_clusters(
     errors: list[str] = []
     files: dict[str, str] = {}
     placed: dict[str, str] = {}
+    unplaced: dict[str, str] = {}
     reasons = dict(failed) if isinstance(failed, dict) else {}
     failed = list(failed)
     report_clusters = []
@@ -181,6 +184,8 @@ def write_clusters(
                 _place(src, dest, mode)
             except OSError as exc:
                 errors.append(f"{item}: {exc}")
+                files[item] = folder  # its cluster still: clusters.csv says why it is not there
+                unplaced[item] = str(exc)
                 continue
             files[item] = folder
             placed[item] = f"{folder}/{flat}"
@@ -198,13 +203,15 @@ def write_clusters(
         "clusters": report_clusters,
         "outliers": [items[i] for i in outliers if items[i] in files],
         "failed": list(failed),
+        "unplaced": dict(sorted(unplaced.items())),
         "files": dict(sorted(files.items())),
         **(info or {}),
     }
     write_text_atomic(job_dir / REPORT_NAME, json.dumps(report, indent=1, ensure_ascii=False, default=_json_default))
     outlier_reason = (info or {}).get("outliers_reason", "")
     rows = [(item, folder, placed.get(item, ""),
-             reasons.get(item, "") if folder == "failed" else (outlier_reason if folder == OUTLIERS else ""))
+             reasons.get(item, "") if folder == "failed" else unplaced.get(item) or (
+                 outlier_reason if folder == OUTLIERS else ""))
             for item, folder in sorted(files.items())]
     _write_csv(job_dir / TABLE_NAME, ("input", "cluster", "output", "reason"), rows)
     outputs = [g for g, _ in groups] + [REPORT_NAME, TABLE_NAME]

@@ -466,16 +466,29 @@ def main_decode_run(args) -> int:
             n = args.decode_n
             print(f"decode run: reusing the {n} files of {folder}")
         else:
-            n = build_decode_set(folder, args.decode_n)
+            # built in a child process: a child forked from a process holding the builder's
+            # 2,000 decoded 1024-px images (6 GiB) reports their size as its peak RSS
+            import multiprocessing
+
+            builder = multiprocessing.get_context("spawn").Process(target=build_decode_set, args=(folder, args.decode_n))
+            builder.start()
+            builder.join()
+            n = len(list(folder.glob("d*.jpg")))
         size = sum(p.stat().st_size for p in folder.glob("d*.jpg"))
         print(f"decode run: {n} JPEG files of 1024 px ready in {time.perf_counter() - t0:.0f} s "
               f"({size / n / 1024:.0f} KiB each on average)", flush=True)
         cmd = [sys.executable, "-m", "segdeck", "run", "cluster", str(folder), "--out", str(tmp / "out"),
                "--output", "symlink", "--events", "--method", args.decode_method]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        out_file, err_file = tmp / "stdout.txt", tmp / "stderr.txt"
+        with open(out_file, "w") as out, open(err_file, "w") as err:
+            child = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS, not the builder's
         dt = time.perf_counter() - t0
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        proc = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(status), out_file.read_text(),
+                                           err_file.read_text())
+        child.returncode = proc.returncode  # reaped by wait4
+        rss = usage.ru_maxrss / 1024
         warn = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "warning" in ln.lower()]
         print(f"segdeck run cluster ({args.decode_method}, defaults, {os.cpu_count()} CPUs visible): {dt:.1f} s whole process, "
               f"{1000 * dt / n:.1f} ms per image, exit {proc.returncode}, peak RSS {rss:.0f} MiB", flush=True)

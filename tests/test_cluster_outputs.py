@@ -109,6 +109,16 @@ def test_deep_without_a_valid_clustering_puts_everything_in_outliers(tmp_path):
     assert report["outliers_reason"].startswith("no valid clustering")
     assert all(r["reason"].startswith("no valid clustering") for r in _read_csv(job_dir / TABLE_NAME))
     assert any(isinstance(e, Message) and e.level == "warning" and "no valid clustering" in e.text for e in events)
+    assert report["outliers_reason"] == "no valid clustering: 2 images are too few to cluster"
+
+
+def test_deep_on_one_image_says_so_in_one_sentence(tmp_path):
+    src = tmp_path / "one"
+    _save(src / "a.jpg", scene(1, size=96))
+    job_dir, summary = _run(src, ClusterParams(method="deep"))
+    report = json.loads((job_dir / REPORT_NAME).read_text())
+    assert summary.status == "done" and report["outliers"] == ["a.jpg"]
+    assert report["outliers_reason"] == "no valid clustering: 1 image is too few to cluster"
 
 
 def _blobs_with_scatter(seed=0):

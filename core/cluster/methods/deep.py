@@ -192,7 +192,7 @@ class Deep(IndexedMethod):
                 reason = (f"no valid clustering: none of {len(runs[-1]['candidates'])} candidates "
                           f"({', '.join(d.algorithms)}, k {d.k_min}..{d.k_max}) found 2 or more clusters with at "
                           "most half of the images as noise" if n >= 3 else
-                          f"no valid clustering: {n} images are too few to cluster")
+                          f"no valid clustering: {n} image{' is' if n == 1 else 's are'} too few to cluster")
                 emit(Message(text=f"{reason}; every image goes to outliers/", level="warning"))
                 info["outliers_reason"] = reason
         rules = {"modularity": f"highest modularity on the {d.neighbours}-nearest-neighbour graph; "

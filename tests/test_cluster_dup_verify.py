@@ -140,3 +140,28 @@ def test_look_alike_candidates_find_cropped_and_rotated_copies_and_keep_neighbou
         for b in range(len(grays)):
             if truth[a] != truth[b]:
                 assert labels[a] != labels[b]
+
+
+def test_optional_alignment_pass_finds_copies_orb_rejects_and_keeps_neighbours_apart(monkeypatch):
+    """``align_min_score``: pairs both ORB passes reject are aligned by Fourier-Mellin
+    (core/cluster/align.py); off by default."""
+    import cv2
+
+    photo = data.camera()
+    tiles = [np.ascontiguousarray(photo[r:r + 112, c:c + 112]) for r in (60, 172, 284) for c in (40, 152, 264)]
+    grays, truth = [], []
+    for t, tile in enumerate(tiles):
+        grays += [tile, cv2.GaussianBlur(_edited(tile, t), (0, 0), 1.2)]  # rotated, warped, blurred twice
+        truth += [t, t]
+    monkeypatch.setattr(dedup, "RETRY_SIDE", 0)  # ORB's first pass only, so that ORB leaves copies behind
+    off, stats_off, _ = _cluster(grays)
+    on, stats_on, dec = _cluster(grays, align_min_score=0.75)
+    found_off = sum(off[2 * t] == off[2 * t + 1] for t in range(len(tiles)))
+    found_on = sum(on[2 * t] == on[2 * t + 1] for t in range(len(tiles)))
+    assert stats_off["aligned"] == 0 and stats_on["aligned"] > 0
+    assert found_on > found_off, (found_on, found_off)
+    assert dedup.DupParams().align_min_score > 1.0  # off by default
+    for a in range(len(grays)):
+        for b in range(len(grays)):
+            if truth[a] != truth[b]:
+                assert on[a] != on[b]

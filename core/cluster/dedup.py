@@ -68,6 +68,7 @@ class DupParams(BaseModel):
     crop_radius: int = Field(10, ge=-1, le=32, description="cropped copies: an image's hash within this many bits of a window's hash of another, then verified (-1: off)")
     centre_radius: int = Field(18, ge=-1, le=32, description="rotated copies (black or filled corners): centre hashes within this many bits, then verified (-1: off)")
     dense_min_cc: float = Field(0.95, ge=-1.0, le=1.01, description="low-texture pairs (too few ORB keypoints): accepted when their aligned 32x32 images correlate at least this much (above 1: off)")
+    align_min_score: float = Field(1.01, ge=0.0, le=1.01, description="pairs ORB rejected: accepted when their Fourier-Mellin alignment scores at least this (core/cluster/align.py; above 1: off; 0.75 finds a few more heavily edited copies for about 1 s more per 1,000 images)")
     neighbour_k: int = Field(3, ge=0, le=50, description="look-alike candidates: each image's k most correlated 16x16 thumbnails (whole or centre), then verified (0: off)")
     neighbour_min_ncc: float = Field(0.6, ge=-1.0, le=1.0, description="look-alike candidates: thumbnail correlation at least this")
     neighbour_max_images: int = Field(3_000, ge=0, le=10_000_000, description="above this many images the look-alike candidates are skipped (logged): all pairs are correlated")
@@ -389,6 +390,9 @@ class PairDecisions:
         Pairs that went through the dense alignment.
     retried : int
         Pairs checked a second time at :data:`RETRY_SIDE` (also counted in ``checked``).
+    aligned : int
+        Pairs ORB rejected that went through the Fourier-Mellin alignment
+        (``align_min_score``; :mod:`segdeck.core.cluster.align`).
     """
 
     i: np.ndarray
@@ -400,6 +404,7 @@ class PairDecisions:
     checked: int = 0
     dense: int = 0
     retried: int = 0
+    aligned: int = 0
     reason: np.ndarray | None = None
     window_ok: np.ndarray | None = None
 
@@ -868,6 +873,21 @@ def decide_pairs(
             dec.retried += int(len(sel))
             passed[sel[ok]] = True
             good_links = np.union1d(good_links, link[sel[ok]])
+    # optional third pass: pairs ORB rejected, aligned densely (rotation, scale, shift by
+    # Fourier-Mellin, then masked correlation): finds captioned, blurred or doubly edited
+    # copies ORB cannot match, at a cost (off by default)
+    failed = tried & ~passed & ~np.isin(link, good_links)
+    if params.align_min_score <= 1.0 and failed.any() and not (cancel is not None and cancel()):
+        from segdeck.core.cluster import align
+
+        sel = np.nonzero(failed)[0]
+        todo = band[sel]
+        score = align.PairAligner(gray)(dec.i[todo], dec.j[todo], dec.mirrored[todo], workers=workers,
+                                        min_spectrum_peak=align.SPECTRUM_GATE)["score"]
+        ok = score >= params.align_min_score
+        dec.aligned += int(len(sel))
+        passed[sel[ok]] = True
+        good_links = np.union1d(good_links, link[sel[ok]])
     dec.stage[band[np.isin(link, good_links)]] = "link"
     dec.stage[band[passed]] = "verified"
     dec.stage[band[dense_passed]] = "dense"
@@ -929,7 +949,8 @@ def cluster_codes(
     labels : ndarray of int64, shape (n,)
     stats : dict
         ``candidates``, ``crop_candidates``, ``centre_candidates``, ``sure``, ``verified``
-        (checked), ``dense`` (aligned densely), ``accepted`` pair counts.
+        (checked), ``retried`` (second ORB pass), ``aligned`` (Fourier-Mellin pass,
+        ``align_min_score``), ``dense`` (low-texture correlation), ``accepted`` pair counts.
     """
     n = len(codes)
     dec = decide_pairs(codes, params, gray=gray, workers=workers, thumbs=thumbs, cancel=cancel, windows=windows,
@@ -942,7 +963,7 @@ def cluster_codes(
     stats = {"candidates": int(len(dec.i)), "crop_candidates": int((dec.route == 1).sum()),
              "centre_candidates": int((dec.route == 2).sum()),
              "neighbour_candidates": int((dec.route == 3).sum()), "sure": int((dec.stage == "sure").sum()),
-             "verified": dec.checked, "retried": dec.retried, "dense": dec.dense, "accepted": int(acc.sum())}
+             "verified": dec.checked, "retried": dec.retried, "aligned": dec.aligned, "dense": dec.dense, "accepted": int(acc.sum())}
     return labels, stats
 
 

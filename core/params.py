@@ -404,7 +404,10 @@ def to_toml_dict(params: BaseModel) -> dict:
     return clean(params.model_dump(mode="json"))
 
 
-def params_digest(params: BaseModel, length: int = 8) -> str:
-    """Short stable hash of the parameter values (hex), for run folder names."""
-    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+def params_digest(params: BaseModel, length: int = 8, exclude: set[str] | None = None) -> str:
+    """Short stable hash of the parameter values (hex), for run folder names.
+
+    ``exclude`` names top-level fields left out (options the run does not read).
+    """
+    blob = json.dumps(params.model_dump(mode="json", exclude=exclude or None), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:length]

@@ -456,3 +456,24 @@ def test_cli_option_errors_are_one_line(tmp_path):
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1, res.stderr
         assert "invalid choice" in lines[0] and "--help" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_options_a_method_does_not_read_reuse_its_job_folder(tmp_path):
+    """Changing an option the method ignores (dup: --threshold, --batch-size, the deep
+    section) names the same job folder, so a re-run resumes instead of copying everything
+    again; an option it reads names another folder."""
+    from segdeck.core.cluster.dedup import DupParams
+    from segdeck.core.cluster.deep import DeepParams
+
+    def name(**kw):
+        return ClusterJob.run_name(ClusterParams(**kw))
+
+    dup = name()
+    assert name(threshold=0.5) == dup and name(batch_size=64) == dup and name(linkage="average") == dup
+    assert name(deep=DeepParams(epochs=3)) == dup
+    assert name(dup=DupParams(radius=12)) != dup and name(output="symlink") != dup
+    phash = name(method="phash")
+    assert name(method="phash", dup=DupParams(radius=12), deep=DeepParams(epochs=3)) == phash
+    assert name(method="phash", threshold=0.9) != phash and name(method="phash", batch_size=64) != phash
+    deep = name(method="deep")
+    assert name(method="deep", dup=DupParams(radius=12)) == deep and name(method="deep", deep=DeepParams(k_max=5)) != deep

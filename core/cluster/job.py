@@ -128,6 +128,10 @@ class ClusterJob(Job):
     def name_parts(cls, params: ClusterParams) -> list[str]:
         return [params.method, get_method(params.method).name_part(params)]
 
+    @classmethod
+    def ignored_params(cls, params: ClusterParams) -> set[str]:
+        return get_method(params.method).ignored_params(params)
+
     # ---- life cycle ---------------------------------------------------------------
     def __init__(self, params, input_path, job_dir):
         super().__init__(params, input_path, job_dir)

@@ -143,11 +143,19 @@ class Job(ABC):
     def run_name(cls, params: JobParams) -> str:
         """Folder name of a run with these parameters: ``<job>-<key params>-<digest>``.
 
-        Override :meth:`name_parts` to choose the readable part; the digest of all
-        parameters keeps different settings apart.
+        Override :meth:`name_parts` to choose the readable part; the digest of the
+        parameters keeps different settings apart, leaving out those
+        :meth:`ignored_params` names (a changed option the run does not read reuses the
+        folder instead of starting over).
         """
-        parts = [cls.name, *cls.name_parts(params), params_digest(params)]
+        parts = [cls.name, *cls.name_parts(params), params_digest(params, exclude=cls.ignored_params(params))]
         return slug("-".join(str(p) for p in parts if p != ""))
+
+    @classmethod
+    def ignored_params(cls, params: JobParams) -> set[str]:
+        """Top-level parameter fields this run does not read (left out of the folder
+        digest). Default: none."""
+        return set()
 
     @classmethod
     def name_parts(cls, params: JobParams) -> list[str]:

@@ -119,6 +119,14 @@ class ClusterMethod:
         """Longer side (pixels) the image is decoded at."""
         return self.side if self.side is not None else params.max_side
 
+    #: ClusterParams sections that belong to one method each (read by that method only).
+    SECTIONS: ClassVar[tuple[str, ...]] = ("dup", "deep")
+
+    def ignored_params(self, params) -> set[str]:
+        """ClusterParams fields this method does not read: left out of the job folder's
+        digest, so changing them reuses the folder. Default: the other methods' sections."""
+        return {s for s in self.SECTIONS if s != self.name}
+
     def name_part(self, params) -> str:
         """The readable part of the job folder name after the method."""
         return "auto" if params.threshold is None else f"t{params.threshold:g}"

@@ -40,6 +40,10 @@ class Dup(ClusterMethod):
     def name_part(self, params) -> str:
         return ""
 
+    def ignored_params(self, params) -> set[str]:
+        # no threshold (so no curve sample, no linkage choice) and no pair tiles
+        return super().ignored_params(params) | {"threshold", "linkage", "sample_size", "batch_size", "exact_pairs"}
+
     def setup(self, job, emit) -> None:
         single_threaded_blas(job)
 

@@ -253,7 +253,7 @@ async def test_models_and_curve_only_where_they_apply(photos):
 
         # the threshold methods explained in plain words
         method_note = str(screen.query_one("#note-p-method", Static).render())
-        assert "threshold methods" in method_note and "pairs above the threshold" in method_note
+        assert "threshold methods" in method_note and "pairs at or above the threshold" in method_note
         screen.query_one("#folders").focus()
         await pilot.press("m")
         await wait_for(pilot, lambda: any("uses no model" in n for n in notes(app)), what="no model field")

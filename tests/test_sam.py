@@ -5,9 +5,11 @@ official predictors / generators; never checks mask quality."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.slow
 
 _BUILT: dict[tuple, tuple[Path, str]] = {}
 _BUILD_DIR = Path(tempfile.gettempdir()) / f"segdeck-test-ckpt-{os.getpid()}"
+# the random checkpoints (hundreds of MB per test session) go when the session ends
+atexit.register(shutil.rmtree, _BUILD_DIR, True)
 
 
 def random_checkpoint(name: str, seed: int = 0) -> tuple[Path, str]:

@@ -189,7 +189,6 @@ def small_average_linkage(mat: np.ndarray, max_distance: float) -> np.ndarray:
     np.fill_diagonal(d, np.inf)
     size = np.ones(s)
     owner = np.arange(s)  # cluster (row index) of each observation
-    alive = np.ones(s, bool)
     for _ in range(s - 1):
         k = int(np.argmin(d))
         a, b = divmod(k, s)
@@ -204,7 +203,6 @@ def small_average_linkage(mat: np.ndarray, max_distance: float) -> np.ndarray:
         d[b, :] = np.inf
         d[:, b] = np.inf
         size[a] += size[b]
-        alive[b] = False
         owner[owner == b] = a
     return relabel(owner)
 

@@ -665,14 +665,12 @@ def _links(n: int, dec: PairDecisions, band: np.ndarray, params: DupParams, thum
 
 def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Callable[[int], np.ndarray],
             workers: int, cancel: Callable[[], bool] | None = None,
-            keys: dict | None = None, side: int | None = None, blur: float = 0.0,
-            n_features: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            keys: dict | None = None, side: int | None = None, blur: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Step 3b: ORB + RANSAC inliers of each pair in ``todo`` (int64 (k,) -> int64 (k,)), and
     the smaller keypoint count of the pair's two images (int64 (k,)).
 
     The images are resized to ``side`` (default ``params.orb_side``) and, with ``blur``
-    > 0, smoothed by a Gaussian of that sigma (pixels at ``side``) before ORB, with
-    ``n_features`` keypoints (default ``params.orb_features``).
+    > 0, smoothed by a Gaussian of that sigma (pixels at ``side``) before ORB.
 
     Keypoints are computed once per (image, mirrored) that some pair needs, in ``workers``
     threads (OpenCV releases the GIL); one detector per thread; ``keys`` (a dict) keeps
@@ -681,7 +679,6 @@ def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Calla
     """
     stop = cancel or (lambda: False)
     side = params.orb_side if side is None else side
-    n_features = params.orb_features if n_features is None else n_features
     keys = {} if keys is None else keys  # (image, mirrored) -> ORB keys, kept across calls
     local = threading.local()
 
@@ -698,8 +695,8 @@ def _verify(dec: PairDecisions, todo: np.ndarray, params: DupParams, gray: Calla
             g = cv2.GaussianBlur(features.shrink(g, side), (0, 0), blur)
         det = getattr(local, "orb", None)
         if det is None:
-            det = local.orb = orb_detector(n_features, params.orb_levels)
-        return task, orb_keys(g, side, n_features, params.orb_levels, detector=det)
+            det = local.orb = orb_detector(params.orb_features, params.orb_levels)
+        return task, orb_keys(g, side, params.orb_features, params.orb_levels, detector=det)
 
     ends = orient_pairs(dec.i[todo], dec.j[todo], dec.mirrored[todo])
     tasks = sorted({t for pair in ends for t in pair} - set(keys))

@@ -822,7 +822,7 @@ class PairAligner:
                 grays.append(np.ascontiguousarray(g[:, ::-1]) if flip else g)
             return chunk, prepare_many(grays, self.side)
 
-        chunks = [need[s:s + 256] for s in range(0, len(need), 256)]  # batched, bounded memory
+        chunks = [need[s:s + PREPARE_CHUNK] for s in range(0, len(need), PREPARE_CHUNK)]  # batched, bounded memory
         with ThreadPoolExecutor(max(1, int(workers))) as pool:
             for chunk, items in pool.map(prep, chunks):
                 for key, item in zip(chunk, items, strict=True):

@@ -119,13 +119,11 @@ class ClusterMethod:
         """Longer side (pixels) the image is decoded at."""
         return self.side if self.side is not None else params.max_side
 
-    #: ClusterParams sections that belong to one method each (read by that method only).
-    SECTIONS: ClassVar[tuple[str, ...]] = ("dup", "deep")
-
     def ignored_params(self, params) -> set[str]:
         """ClusterParams fields this method does not read: left out of the job folder's
-        digest, so changing them reuses the folder. Default: the other methods' sections."""
-        return {s for s in self.SECTIONS if s != self.name}
+        digest, so changing them reuses the folder. Default: the other methods' sections
+        (the fields named after a registered method, e.g. ``dup``, ``deep``)."""
+        return {name for name in REGISTRY if name != self.name and name in type(params).model_fields}
 
     def name_part(self, params) -> str:
         """The readable part of the job folder name after the method."""

@@ -202,6 +202,7 @@ class ClusterJob(Job):
     # ---- clustering ---------------------------------------------------------------
     def finalize(self, emit) -> list[str]:
         from segdeck.core.cluster import graph, output
+        from segdeck.core.errors import SegdeckError
         from segdeck.core.jobs.base import ItemCancelled
         from segdeck.core.jobs.manifest import Manifest
 
@@ -259,8 +260,6 @@ class ClusterJob(Job):
                 mode=self.params.output, failed=failed, info=info,
             )
         except ValueError as exc:  # a previous run moved the images there: one line, no "ValueError:"
-            from segdeck.core.errors import SegdeckError
-
             raise SegdeckError(str(exc)) from None
         if result.pairs is not None:
             i, j, sim, stage = result.pairs
@@ -271,8 +270,6 @@ class ClusterJob(Job):
             emit(Message(text=line, level="error"))
         emit(Message(text=f"{len(clusters)} clusters, {len(outliers)} outliers, {len(failed)} unreadable -> {self.job_dir}"))
         if errors:  # the run is not done: one line for the CLI (exit 2) and the TUI
-            from segdeck.core.errors import SegdeckError
-
             raise SegdeckError(f"{len(errors)} of {len(ok_items)} images could not be placed in the cluster folders "
                                f"(clusters.csv gives each reason), e.g. {errors[0]}")
         return outputs + result.extra_outputs

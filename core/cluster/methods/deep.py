@@ -146,11 +146,18 @@ class Deep(IndexedMethod):
         """The descriptors as :func:`~segdeck.core.cluster.deep.combine` gives them
         (each block centred over the folder and scaled, then weighted) in ``"emb"``: the
         cosine similarity of raw histograms is high for any two images."""
+        x = Deep._combined(d, feats).astype(np.float32)
+        return [{**f, "emb": row} for f, row in zip(feats, x, strict=True)]
+
+    @staticmethod
+    def _combined(d, feats: list[dict]) -> np.ndarray:
+        """:func:`~segdeck.core.cluster.deep.combine` of the features (the embedding
+        unless ``features`` is ``descriptors``, the colour and texture descriptors)."""
         from segdeck.core.cluster import deep
 
-        x = deep.combine(None, np.stack([f["colour"] for f in feats]), d.colour_weight,
-                         np.stack([f["texture"] for f in feats]), d.texture_weight).astype(np.float32)
-        return [{**f, "emb": row} for f, row in zip(feats, x, strict=True)]
+        emb = None if d.features == "descriptors" else np.stack([f["emb"] for f in feats])
+        return deep.combine(emb, np.stack([f["colour"] for f in feats]), d.colour_weight,
+                            np.stack([f["texture"] for f in feats]), d.texture_weight)
 
     def _select(self, job, feats, emit) -> Clustering:
         from segdeck.core.cluster import deep, graph
@@ -158,9 +165,7 @@ class Deep(IndexedMethod):
         from segdeck.core.jobs.events import Message
 
         d = job.params.deep
-        emb = None if d.features == "descriptors" else np.stack([f["emb"] for f in feats])
-        x = deep.combine(emb, np.stack([f["colour"] for f in feats]), d.colour_weight,
-                         np.stack([f["texture"] for f in feats]), d.texture_weight)
+        x = self._combined(d, feats)
         runs: list[dict] = []
 
         def cluster_fn(idx: np.ndarray) -> np.ndarray:

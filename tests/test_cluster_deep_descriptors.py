@@ -93,7 +93,10 @@ def test_combine_scales_each_texture_block_and_refuses_nothing():
     with pytest.raises(ValueError, match="nothing|no features"):
         deep.combine(None, col, 0, tex, 0)
     with pytest.raises(ValueError, match="nothing to cluster"):
-        deep.DeepParams(colour_weight=0, texture_weight=0)
+        deep.DeepParams(features="descriptors", colour_weight=0, texture_weight=0)
+    with pytest.raises(ValueError, match="nothing to cluster"):
+        deep.DeepParams(embedding_weight=0, colour_weight=0, texture_weight=0)
+    assert deep.DeepParams(colour_weight=0, texture_weight=0).features == "efficientnet"
     assert deep.DeepParams(features="autoencoder", colour_weight=0, texture_weight=0).features == "autoencoder"
 
 
@@ -103,7 +106,7 @@ def test_cli_refuses_descriptors_without_weights_in_one_line(tmp_path, capsys):
     src = tmp_path / "p"
     src.mkdir()
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(src / "a.png")
-    rc = main(["run", "cluster", str(src), "--method", "deep", "--deep.colour-weight", "0",
+    rc = main(["run", "cluster", str(src), "--method", "deep", "--deep.features", "descriptors", "--deep.colour-weight", "0",
                "--deep.texture-weight", "0", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "leave nothing to cluster" in err and "Traceback" not in err
@@ -149,10 +152,10 @@ def test_modularity_picks_the_number_of_separated_blobs(centers, dims):
     assert k2.modularity < best.modularity
 
 
-def test_default_job_tells_photos_apart_by_texture(tmp_path):
+def test_descriptors_job_tells_photos_apart_by_texture(tmp_path):
     """Three synthetic photos with one colour distribution and different textures, cut
-    into 16 tiles each: the default deep job (descriptors, modularity) finds the three
-    photos; the colour histogram alone cannot."""
+    into 16 tiles each: the deep job on the descriptors alone (modularity) finds the
+    three photos; the colour histogram alone cannot."""
     from sklearn.metrics import adjusted_rand_score
 
     images, photo = _texture_tiles()
@@ -163,7 +166,8 @@ def test_default_job_tells_photos_apart_by_texture(tmp_path):
         name = f"t{k:03d}.png"
         Image.fromarray(images[k]).save(src / name)
         truth[name] = photo[k]
-    job_dir, summary = _run(src, ClusterParams(method="deep", output="symlink"))
+    params = ClusterParams(method="deep", output="symlink", deep={"features": "descriptors"})
+    job_dir, summary = _run(src, params)
     assert summary.status == "done"
     assert not (job_dir / deep.AE_NAME).exists()  # no model to train
     report = json.loads((job_dir / REPORT_NAME).read_text())
@@ -179,13 +183,13 @@ def test_default_job_tells_photos_apart_by_texture(tmp_path):
     assert adjusted_rand_score(photo, labels) < 0.6
     # a re-run of the finished job gives the same clusters (features from the cache)
     (job_dir / REPORT_NAME).unlink()
-    job_dir2, again = _run(src, ClusterParams(method="deep", output="symlink"))
+    job_dir2, again = _run(src, params)
     assert job_dir2 == job_dir and again.status == "done"
     assert json.loads((job_dir / REPORT_NAME).read_text())["files"] == report["files"]
 
 
 def test_descriptors_with_a_threshold_link_copies(tmp_path):
-    """``--threshold`` with the default features compares the descriptors centred over
+    """``--threshold`` with ``features=descriptors`` compares the descriptors centred over
     the folder: copies link at the default threshold, tiles of different photos do not."""
     images, _ = _texture_tiles(seed=2, side=96)
     src = tmp_path / "p"
@@ -193,7 +197,8 @@ def test_descriptors_with_a_threshold_link_copies(tmp_path):
     for k in (0, 4, 8):  # one tile of each photo, and a flipped copy of each
         Image.fromarray(images[k]).save(src / f"{k}.png")
         Image.fromarray(images[k][:, ::-1].copy()).save(src / f"{k}_flip.png")
-    job_dir, summary = _run(src, ClusterParams(method="deep", threshold=0.9, output="symlink"))
+    job_dir, summary = _run(src, ClusterParams(method="deep", threshold=0.9, output="symlink",
+                                               deep={"features": "descriptors"}))
     files = json.loads((job_dir / REPORT_NAME).read_text())["files"]
     for k in (0, 4, 8):
         assert files[f"{k}.png"] == files[f"{k}_flip.png"] != "outliers"

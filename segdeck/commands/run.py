@@ -22,6 +22,8 @@ from pathlib import Path
 from segdeck.commands import err_console, fail
 
 _SKIP = object()
+#: Progress steps of the model manager (core/models.py) whose counts are bytes.
+_BYTE_STEPS = ("download ", "verify ")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -316,10 +318,13 @@ def _rich_sink(job_name: str):
             print_line(event)
         elif isinstance(event, ProgressEvent):
             start()
+            # the model manager's steps ("download NAME", "verify NAME") count bytes: shown in MB
+            scale, note = (1e6, "MB") if event.what.startswith(_BYTE_STEPS) else (1, "")
+            total = None if event.total is None else event.total / scale
             tid = state["sub"].get(event.what)
             if tid is None:
-                tid = state["sub"][event.what] = progress.add_task(event.what, total=event.total, note="")
-            progress.update(tid, completed=event.done, total=event.total)
+                tid = state["sub"][event.what] = progress.add_task(event.what, total=total, note=note)
+            progress.update(tid, completed=event.done / scale, total=total)
 
     def close() -> None:
         if state["started"]:

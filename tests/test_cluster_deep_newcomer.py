@@ -312,3 +312,20 @@ def test_two_jobs_importing_the_packaged_weights_at_once(cache, monkeypatch):
     assert not errors and len(results) == 2, errors
     assert models.verify(NAME) == cache / packaged.name
     assert sorted(p.name for p in cache.iterdir()) == [packaged.name]
+
+
+def test_seeded_random_features_do_not_reuse_unseeded_cache_entries():
+    """Features an earlier, unseeded random network left in a feature cache are not read
+    back as the seeded network's: the random weights' model digest changed."""
+    from types import SimpleNamespace
+
+    from segdeck.core.cluster.job import ClusterParams
+    from segdeck.core.cluster.methods.deep import Deep
+
+    for features in ("efficientnet", "resnet18"):
+        job = SimpleNamespace(params=ClusterParams(method="deep", deep={"features": features, "weights": "random"}))
+        random = Deep().ready_digest(job)
+        job.params = ClusterParams(method="deep", deep={"features": features})
+        pretrained = Deep().ready_digest(job)
+        # the earlier digest of random weights was the pretrained one with "random" for "pretrained"
+        assert "seed0" in random and random != pretrained.replace("pretrained", "random")

@@ -70,10 +70,13 @@ class Deep(IndexedMethod):
         d = job.params.deep
         if d.features == "descriptors":
             return "descriptors"
+        # random weights are seeded (_pretrained): "seed0" keeps them apart from cached
+        # features of the unseeded random networks of earlier versions
+        weights = "random-seed0" if d.weights == "random" else d.weights
         if d.features == "resnet18":
-            return f"resnet18-{d.weights}"
+            return f"resnet18-{weights}"
         if d.features == "efficientnet":
-            return f"efficientnet-lite0-{d.weights}-mirror-mean"
+            return f"efficientnet-lite0-{weights}-mirror-mean"
         path = job.job_dir / deep.AE_NAME
         return deep.file_digest(path) if path.is_file() else ""
 

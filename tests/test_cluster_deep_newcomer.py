@@ -329,3 +329,43 @@ def test_seeded_random_features_do_not_reuse_unseeded_cache_entries():
         pretrained = Deep().ready_digest(job)
         # the earlier digest of random weights was the pretrained one with "random" for "pretrained"
         assert "seed0" in random and random != pretrained.replace("pretrained", "random")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_tui_deep_form_embedding_weight_empty_typed_cleared_bad(tmp_path, monkeypatch):
+    """The cluster form's deep section: ``features`` offers efficientnet (the default);
+    ``embedding_weight`` starts empty (None: the default weight), takes a number, can be
+    cleared again, and a bad value is one line naming the field; an empty field is not
+    passed to the job process."""
+    from textual.widgets import Select
+    from tui_helpers import form_status, ready_form, wait_for
+
+    from segdeck.tui.app import SegdeckApp
+    from segdeck.tui.widgets.param_form import field_id
+
+    monkeypatch.setenv("SEGDECK_STATE_DIR", str(tmp_path / "state"))
+    app = SegdeckApp(_folder(tmp_path / "p", n=1))
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen, form = await ready_form(app, pilot, job="cluster")
+        screen.query_one(f"#{field_id('method')}", Select).value = "deep"
+        await wait_for(pilot, lambda: form.widget_for("deep.embedding_weight") is not None, what="deep section")
+        features = form.widget_for("deep.features")
+        await wait_for(pilot, lambda: features.value == "efficientnet" and form.params is not None
+                       and form.params.method == "deep", what="features shown as efficientnet")
+        assert form.spec("deep.features").choices[0] == "efficientnet"
+        weight = form.widget_for("deep.embedding_weight")
+        assert weight.value == "" and form.params.deep.embedding_weight is None
+        assert form.params.deep.embedding_weight_used == 3.0
+        for text, expected in (("2", 2.0), ("", None), (" 2.5 ", 2.5)):
+            weight.value = text
+            await wait_for(pilot, lambda e=expected: form.params is not None
+                           and form.params.deep.embedding_weight == e, what=f"weight {text!r}")
+        for bad in ("abc", "-1"):
+            weight.value = bad
+            await wait_for(pilot, lambda: form.params is None, what=f"{bad!r} refused")
+            msg = form.errors.get("deep.embedding_weight", "")
+            assert msg and "\n" not in msg and "deep.embedding_weight" in form_status(screen)
+        weight.value = ""
+        await wait_for(pilot, lambda: form.params is not None, what="cleared")
+        assert form.launch_values()["deep.embedding_weight"] is None

@@ -131,11 +131,24 @@ def test_modularity_values():
     assert deep.modularity(a, noisy) == pytest.approx(nx.community.modularity(g, singles))
     assert deep.modularity(a, noisy) < deep.modularity(a, halves)
     assert deep.modularity(np.zeros((3, 3)), np.array([0, 1, 1])) == 0.0
-    # the kNN graph is symmetric, 0/1, without self-loops
+    # the kNN graph is symmetric, weights in (0, 1], without self-loops, >= 4 edges a node
     x = np.random.default_rng(2).normal(size=(20, 3))
     k = deep.knn_graph(x, 4)
-    assert (k != k.T).nnz == 0 and k.diagonal().sum() == 0 and set(np.unique(k.data)) == {1.0}
-    assert (np.asarray(k.sum(axis=1)).ravel() >= 4).all()
+    assert (abs(k - k.T) > 1e-12).nnz == 0 and k.diagonal().sum() == 0
+    assert k.data.min() > 0 and k.data.max() <= 1.0 and (np.diff(k.indptr) >= 4).all()
+    # self-tuning weights: an edge to a far neighbour weighs little. Three tight triples
+    # far apart, 4 neighbours each: every node has an edge into another triple, yet the
+    # triples are the best partition by far (on the 0/1 graph they are not)
+    rng = np.random.default_rng(5)
+    x = np.repeat(np.array([[0.0, 0], [10, 0], [0, 10]]), 3, axis=0) + rng.normal(0, 0.3, (9, 2))
+    triples = np.repeat(np.arange(3), 3)
+    g = deep.knn_graph(x, 4)
+    inside = sum(g[i, j] for i in range(9) for j in range(9) if triples[i] == triples[j])
+    assert inside / g.sum() > 0.95
+    assert deep.modularity(g, triples) > deep.modularity(g, np.array([0, 0, 0, 1, 1, 1, 1, 1, 1]))
+    # a duplicate image (distance 0) does not break the weights
+    dup = np.vstack([x, x[:1]])
+    assert np.isfinite(deep.knn_graph(dup, 4).data).all()
 
 
 @pytest.mark.parametrize("centers,dims", [(3, 5), (5, 8)])

@@ -221,3 +221,36 @@ def test_default_deep_job_sorts_tiles_of_three_photos(cache, tmp_path):
     again = run_job(ClusterJob(params, src, job_dir))
     assert again.status == "done"
     assert json.loads((job_dir / "clusters.json").read_text())["files"] == report["files"]
+
+
+def test_default_deep_job_keeps_groups_of_three_copies_apart(cache, tmp_path):
+    """Six photos, each with a crop and a half-size copy (18 images, groups of 3, fewer
+    than the graph's 10 neighbours): the default job finds the six groups. On the 0/1
+    10-nearest-neighbour graph modularity picked 2 clusters (the self-tuning weights of
+    ``knn_graph`` keep the small groups apart)."""
+    import cv2
+    import skimage.data as data
+    from sklearn.metrics import adjusted_rand_score
+
+    src = tmp_path / "copies"
+    src.mkdir()
+    truth = {}
+    rng = np.random.default_rng(4)
+    for name in ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket"):
+        im = getattr(data, name)()
+        h, w = im.shape[:2]
+        im = cv2.resize(im, (w * 320 // max(h, w), h * 320 // max(h, w)), interpolation=cv2.INTER_AREA)
+        h, w = im.shape[:2]
+        copies = [im, im[int(.15 * h):int(.85 * h), int(.15 * w):int(.85 * w)],
+                  cv2.resize(im, (w // 2, h // 2), interpolation=cv2.INTER_AREA)]
+        for c in copies:
+            fname = f"{rng.integers(10**8):08d}.png"
+            Image.fromarray(np.ascontiguousarray(c)).save(src / fname)
+            truth[fname] = name
+    params = ClusterParams(method="deep", output="symlink")
+    job_dir = job_dir_for(ClusterJob, params, src, tmp_path / "out")
+    assert run_job(ClusterJob(params, src, job_dir)).status == "done"
+    files = json.loads((job_dir / "clusters.json").read_text())["files"]
+    names = sorted(truth)
+    pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
+    assert adjusted_rand_score([truth[n] for n in names], pred) == 1.0

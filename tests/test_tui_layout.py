@@ -263,20 +263,20 @@ async def test_models_and_curve_only_where_they_apply(photos):
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: any("no threshold curve" in n for n in notes(app)), what="dup refusal")
         assert not any("computing" in n for n in notes(app)) and not form.loading
-        # deep: its backbone network is offered
+        # deep: the pretrained networks of its features are offered
         screen.query_one("#p-method", Select).value = "deep"
         await wait_for(pilot, lambda: form.params is not None and form.params.method == "deep", what="deep")
         screen.query_one("#folders").focus()
         await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.rows, what="backbones")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.rows, what="networks")
         names = [r[0].name for r in app.screen.rows]
-        assert names == ["torchvision-vgg19", "torchvision-resnet18"]
-        assert app.screen.highlighted == "torchvision-vgg19"  # the form's vgg19
+        assert names == ["efficientnet-lite0", "torchvision-resnet18"]
+        assert app.screen.highlighted == "efficientnet-lite0"  # the form's default features
         app.screen.query_one("DataTable").move_cursor(row=1)
         await pilot.pause()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: form.params is not None and form.params.deep.backbone == "resnet18",
-                       what="backbone applied")
+        await wait_for(pilot, lambda: form.params is not None and form.params.deep.features == "resnet18",
+                       what="features applied")
 
 
 @pytest.mark.asyncio

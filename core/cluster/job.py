@@ -104,7 +104,7 @@ class ClusterJob(Job):
     Params = ClusterParams
     description = "sort images into folders of similar ones (near-duplicates, seed similarity methods, deep features)"
     # the TUI: threshold curve (Ctrl+T), the saved curve of a finished job (t), the deep
-    # method's backbone as a model field (m), a note under the method field
+    # method's pretrained network as a model field (m), a note under the method field
     tui_curve = "segdeck.core.cluster.job:sample_curve"
     tui_no_curve_methods = {
         "dup": "dup groups near-duplicates it verifies by matching features; it has no similarity threshold",
@@ -112,6 +112,10 @@ class ClusterJob(Job):
     }
     tui_tool_screen = "segdeck.tui.screens.threshold:JobThresholdScreen"
     tui_extra_model_fields = {
+        # the deep features' pretrained network first: the default uses it, while the
+        # backbone serves only the autoencoder's perceptual loss
+        "deep.features": ("segdeck.core.cluster.deep:register_backbones",
+                          {"efficientnet-lite0": "efficientnet", "torchvision-resnet18": "resnet18"}),
         "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
                           {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
     }

@@ -407,7 +407,15 @@ def to_toml_dict(params: BaseModel) -> dict:
 def params_digest(params: BaseModel, length: int = 8, exclude: set[str] | None = None) -> str:
     """Short stable hash of the parameter values (hex), for run folder names.
 
-    ``exclude`` names top-level fields left out (options the run does not read).
+    ``exclude`` names fields left out (options the run does not read): top-level
+    (``"dup"``) or dotted for a field of a section (``"deep.epochs"``).
     """
-    blob = json.dumps(params.model_dump(mode="json", exclude=exclude or None), sort_keys=True).encode()
+    nested: dict = {}
+    for name in exclude or ():
+        head, _, rest = name.partition(".")
+        if not rest:
+            nested[head] = True
+        elif nested.get(head) is not True:
+            nested.setdefault(head, {})[rest] = True
+    blob = json.dumps(params.model_dump(mode="json", exclude=nested or None), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:length]

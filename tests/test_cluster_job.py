@@ -477,3 +477,29 @@ def test_options_a_method_does_not_read_reuse_its_job_folder(tmp_path):
     assert name(method="phash", threshold=0.9) != phash and name(method="phash", batch_size=64) != phash
     deep = name(method="deep")
     assert name(method="deep", dup=DupParams(radius=12)) == deep and name(method="deep", deep=DeepParams(k_max=5)) != deep
+
+
+def test_deep_options_the_chosen_features_do_not_read_reuse_the_folder():
+    """With the default EfficientNet features the autoencoder's options (epochs, loss,
+    ...) and the autoencoder input size do not rename the job folder; with the
+    autoencoder they do. The descriptors ignore the embedding weight."""
+    from segdeck.core.cluster.deep import DeepParams
+    from segdeck.core.params import params_digest
+
+    def name(**deep):
+        return ClusterJob.run_name(ClusterParams(method="deep", deep=DeepParams(**deep)))
+
+    eff = name()
+    assert name(epochs=3) == eff and name(loss="l1", latent=8) == eff and name(image_size=32) == eff
+    assert name(embedding_weight=2.0) != eff and name(k_max=5) != eff and name(weights="random") != eff
+    ae = name(features="autoencoder")
+    assert name(features="autoencoder", epochs=3) != ae and name(features="autoencoder", image_size=32) != ae
+    des = name(features="descriptors")
+    assert name(features="descriptors", embedding_weight=2.0) == des and name(features="descriptors", epochs=3) == des
+    assert name(features="descriptors", image_size=32) != des  # its decode side follows image_size
+    # dotted names exclude a section's field, top-level names the whole section
+    p = ClusterParams(method="deep")
+    assert params_digest(p, exclude={"deep.epochs"}) == params_digest(
+        p.model_copy(update={"deep": p.deep.model_copy(update={"epochs": 99})}), exclude={"deep.epochs"})
+    assert params_digest(p, exclude={"deep", "deep.epochs"}) == params_digest(p, exclude={"deep"})
+    assert params_digest(p, exclude={"deep.epochs"}) != params_digest(p)

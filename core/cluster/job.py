@@ -67,7 +67,8 @@ class ClusterParams(JobParams):
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
         description="similarity threshold of the threshold methods (phash, ssim, minhash, orb, tm): pairs at or "
-        "above it are linked; unset = chosen automatically from a sample")
+        "above it are linked; unset = chosen automatically from a sample. deep: unset = model selection; set = "
+        "images whose embeddings' cosine similarity reaches it are linked")
     linkage: Literal["components", "average"] = Field(
         "components", description="threshold methods: connected components of the linked pairs (a chain of pairs joins "
         "two groups) or average linkage (groups merge only when most cross pairs match)")

@@ -153,8 +153,8 @@ class Job(ABC):
 
     @classmethod
     def ignored_params(cls, params: JobParams) -> set[str]:
-        """Top-level parameter fields this run does not read (left out of the folder
-        digest). Default: none."""
+        """Parameter fields this run does not read (left out of the folder digest):
+        top-level names, or dotted ``section.field``. Default: none."""
         return set()
 
     @classmethod

@@ -51,6 +51,21 @@ class Deep(IndexedMethod):
     def name_part(self, params) -> str:
         return ""
 
+    #: Options only the autoencoder reads.
+    AUTOENCODER_ONLY = ("loss", "backbone", "latent", "epochs", "batch", "lr", "train_max")
+
+    def ignored_params(self, params) -> set[str]:
+        # a changed option the chosen features never read reuses the job folder
+        d = params.deep
+        out = super().ignored_params(params)
+        if d.features != "autoencoder":
+            out |= {f"deep.{f}" for f in self.AUTOENCODER_ONLY}
+        if d.features == "efficientnet":
+            out.add("deep.image_size")  # fixed input and decode side
+        if d.features == "descriptors":
+            out |= {"deep.embedding_weight", "deep.weights"}
+        return out
+
     def feature_key(self, params, model_digest: str = "") -> str:
         d = params.deep
         size = 0 if d.features == "efficientnet" else d.image_size  # decode side (efficientnet: fixed)

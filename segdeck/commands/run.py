@@ -22,8 +22,6 @@ from pathlib import Path
 from segdeck.commands import err_console, fail
 
 _SKIP = object()
-#: Progress steps of the model manager (core/models.py) whose counts are bytes.
-_BYTE_STEPS = ("download ", "verify ")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -318,8 +316,8 @@ def _rich_sink(job_name: str):
             print_line(event)
         elif isinstance(event, ProgressEvent):
             start()
-            # the model manager's steps ("download NAME", "verify NAME") count bytes: shown in MB
-            scale, note = (1e6, "MB") if event.what.startswith(_BYTE_STEPS) else (1, "")
+            # the model manager's steps count bytes (unit "bytes"): shown in MB
+            scale, note = (1e6, "MB") if event.unit == "bytes" else (1, "")
             total = None if event.total is None else event.total / scale
             tid = state["sub"].get(event.what)
             if tid is None:

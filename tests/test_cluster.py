@@ -271,6 +271,48 @@ def test_rewrite_removes_old_cluster_folders(tmp_path):
     assert sorted(p.name for p in (out / "cluster_0001").iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
 
 
+def test_a_killed_write_leaves_no_stale_folders_for_the_next_run(tmp_path, monkeypatch):
+    """A run killed while placing files (no report yet) left cluster folders the next
+    run did not know of: a re-run with fewer clusters kept a stale ``cluster_0003``
+    full of images. The pending list names them now; after a killed *move* the next
+    run refuses to delete them (they hold the only copies)."""
+    import segdeck.core.cluster.output as output
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for it in "abcd":
+        (src / f"{it}.jpg").write_bytes(it.encode())
+    items = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    out = tmp_path / "out"
+    real_place = output._place
+    placed = []
+
+    def dying_place(s, d, mode):
+        if len(placed) == 3:
+            raise KeyboardInterrupt  # the process is killed here
+        placed.append(d)
+        real_place(s, d, mode)
+
+    monkeypatch.setattr(output, "_place", dying_place)
+    with pytest.raises(KeyboardInterrupt):
+        write_clusters(out, src, items, [[0], [1], [2]], [3])
+    assert (out / "cluster_0003").is_dir() and not (out / REPORT_NAME).exists()
+    monkeypatch.setattr(output, "_place", real_place)
+    write_clusters(out, src, items, [[0, 1, 2, 3]], [])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cluster_0001", "outliers"]
+    assert not (out / output.PENDING_NAME).exists()
+    # killed while moving: the moved files are the only copies, never deleted
+    placed.clear()
+    out2 = tmp_path / "out2"
+    monkeypatch.setattr(output, "_place", dying_place)
+    with pytest.raises(KeyboardInterrupt):
+        write_clusters(out2, src, items, [[0], [1], [2]], [3], mode="move")
+    monkeypatch.setattr(output, "_place", real_place)
+    with pytest.raises(ValueError, match="moved the images"):
+        write_clusters(out2, src, items, [[0, 1, 2, 3]], [])
+    assert sorted(p.read_bytes() for d in out2.glob("cluster_*") for p in d.iterdir()) == [b"a", b"b", b"c"]
+
+
 def test_colliding_flat_names_do_not_overwrite(tmp_path):
     src = tmp_path / "in"
     (src / "a").mkdir(parents=True)

@@ -21,7 +21,9 @@ Layout inside the job folder::
 
 Files are copied by default; ``symlink``, ``hardlink`` and ``move`` are options
 (``move`` takes the files out of the input folder; the report keeps their original
-paths). Re-writing removes the folders of the previous report first.
+paths). Re-writing removes the folders of the previous report first, and those of a
+run that was killed while placing files (named in ``.clusters-pending.json``, written
+before the first file is placed and removed once the report is written).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ REPORT_NAME = "clusters.json"
 TABLE_NAME = "clusters.csv"
 PAIRS_NAME = "pairs.csv"
 OUTLIERS = "outliers"
+#: Folders and output mode of a write in progress (see the module docstring).
+PENDING_NAME = ".clusters-pending.json"
 MODES = ("copy", "symlink", "hardlink", "move")
 _CLUSTER_DIR = re.compile(r"^cluster_\d{4,}$")
 
@@ -73,7 +77,8 @@ def _place(src: Path, dest: Path, mode: str) -> None:
 
 def clear_previous(job_dir: str | Path) -> None:
     """Remove the cluster folders written by a previous run (the ones its report lists,
-    and only folders named ``cluster_NNNN`` / ``outliers``).
+    or a killed run's :data:`PENDING_NAME` lists; only folders named ``cluster_NNNN`` /
+    ``outliers``).
 
     Raises
     ------
@@ -82,9 +87,9 @@ def clear_previous(job_dir: str | Path) -> None:
         and removing the folders would delete the user's photos.
     """
     job_dir = Path(job_dir)
-    report = job_dir / REPORT_NAME
-    names = set()
+    names: set[str] = set()
     moved = False
+    report = job_dir / REPORT_NAME
     if report.is_file():
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
@@ -92,6 +97,14 @@ def clear_previous(job_dir: str | Path) -> None:
             moved = data.get("output_mode") == "move"
         except (ValueError, KeyError, TypeError, AttributeError):
             names = set()
+    pending = job_dir / PENDING_NAME
+    if pending.is_file():
+        try:
+            data = json.loads(pending.read_text(encoding="utf-8"))
+            names |= {str(n) for n in data.get("folders", [])}
+            moved = moved or data.get("output_mode") == "move"
+        except (ValueError, TypeError, AttributeError):
+            pass
     names = {n for n in names if n == OUTLIERS or _CLUSTER_DIR.match(n)}
     if moved and any(p.is_file() for n in names if (job_dir / n).is_dir() for p in (job_dir / n).iterdir()):
         raise ValueError(
@@ -101,6 +114,7 @@ def clear_previous(job_dir: str | Path) -> None:
     for name in names:
         if name == OUTLIERS or _CLUSTER_DIR.match(name):
             shutil.rmtree(job_dir / name, ignore_errors=True)
+    pending.unlink(missing_ok=True)
 
 
 def write_clusters(
@@ -163,6 +177,9 @@ def write_clusters(
     report_clusters = []
     groups = [(cluster_dir_name(k), members) for k, members in enumerate(clusters)]
     groups.append((OUTLIERS, list(outliers)))
+    # a run killed while placing files leaves this list, so the next run clears its folders
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(job_dir / PENDING_NAME, json.dumps({"output_mode": mode, "folders": [g for g, _ in groups]}))
     for folder, members in groups:
         dest_dir = job_dir / folder
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +225,7 @@ def write_clusters(
         **(info or {}),
     }
     write_text_atomic(job_dir / REPORT_NAME, json.dumps(report, indent=1, ensure_ascii=False, default=_json_default))
+    (job_dir / PENDING_NAME).unlink(missing_ok=True)
     outlier_reason = (info or {}).get("outliers_reason", "")
     rows = [(item, folder, placed.get(item, ""),
              reasons.get(item, "") if folder == "failed" else unplaced.get(item) or (

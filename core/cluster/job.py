@@ -286,6 +286,7 @@ class ClusterJob(Job):
         return result.labels, result.info, result.extra_outputs
 
     def teardown(self) -> None:
+        self.method.teardown(self)
         if self._cache is not None:
             self._cache.close()
             self._cache = None

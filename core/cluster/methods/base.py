@@ -144,6 +144,10 @@ class ClusterMethod:
     def setup(self, job, emit) -> None:
         """Prepare once before features are extracted (load or train a model)."""
 
+    def teardown(self, job) -> None:
+        """Undo what :meth:`setup` or :meth:`cluster` changed in the process (thread
+        limits); called when the job ends however it ends (done, error, cancel)."""
+
     def ready_digest(self, job) -> str:
         """The model digest part of the feature key, known without :meth:`setup` (or "")."""
         return ""

@@ -97,6 +97,9 @@ class Deep(IndexedMethod):
         path = job.job_dir / deep.AE_NAME
         return deep.file_digest(path) if path.is_file() else ""
 
+    def teardown(self, job) -> None:
+        restore_torch_threads(job)  # also when cluster() was never reached (cancel, no image)
+
     def setup(self, job, emit) -> None:
         """Load the backbone, or load / train the autoencoder (saved in the job folder);
         sets ``job.model`` and ``job.model_digest``. Descriptors need no model."""

@@ -40,6 +40,9 @@ class Dup(ClusterMethod):
     def name_part(self, params) -> str:
         return ""
 
+    def teardown(self, job) -> None:
+        restore_blas(job)  # also when the run ends before clustering (cancel, no image)
+
     def ignored_params(self, params) -> set[str]:
         # no threshold (so no curve sample, no linkage choice) and no pair tiles
         return super().ignored_params(params) | {"threshold", "linkage", "sample_size", "batch_size", "exact_pairs"}

@@ -160,6 +160,19 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _is_field(model_cls: type[BaseModel], key: str) -> bool:
+    """Whether dotted ``key`` names a field of ``model_cls`` (through its sections)."""
+    cls: Any = model_cls
+    for part in key.split("."):
+        fields = getattr(cls, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        ann = fields[part].annotation
+        cls = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   None)
+    return True
+
+
 def unset_dotted(data: dict, key: str) -> None:
     """Remove ``data["a"]["b"]`` for ``key == "a.b"`` (nothing when absent), so the
     field takes its default."""
@@ -397,6 +410,8 @@ def resolve(
         if not sep or not key.strip():
             raise ParamsError(f"--set expects key=value, got {item!r}")
         if not value.strip():  # key= : the default (as an empty field in the forms)
+            if not _is_field(model_cls, key.strip()):
+                raise ParamsError(f"--set {item}: no parameter {key.strip()!r}")
             unset_dotted(data, key.strip())
         else:
             set_dotted(data, key.strip(), parse_scalar(value.strip()))

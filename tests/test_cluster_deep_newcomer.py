@@ -379,5 +379,11 @@ def test_set_with_an_empty_value_restores_the_default():
 
     p = resolve(ClusterParams, "cluster", sets=["method=deep", "deep.embedding_weight=2", "deep.embedding_weight="])
     assert p.deep.embedding_weight is None and p.deep.embedding_weight_used == 3.0
-    p = resolve(ClusterParams, "cluster", sets=["deep.k_max=5", "deep.k_max=", "threshold=", "nothing.here="])
+    p = resolve(ClusterParams, "cluster", sets=["deep.k_max=5", "deep.k_max=", "threshold="])
     assert p.deep.k_max == 12 and p.threshold is None
+    # a misspelt key is refused, empty or not
+    from segdeck.core.params import ParamsError
+
+    for bad in ("deep.embeding_weight=", "nothing.here=", "deep.k_max.x=", "deep.embeding_weight=2"):
+        with pytest.raises(ParamsError):
+            resolve(ClusterParams, "cluster", sets=[bad])

@@ -277,6 +277,21 @@ async def test_models_and_curve_only_where_they_apply(photos):
         await pilot.press("enter")
         await wait_for(pilot, lambda: form.params is not None and form.params.deep.features == "resnet18",
                        what="features applied")
+        # the autoencoder with the perceptual loss: m offers that loss's backbone instead
+        form.apply_values({"deep": {"features": "autoencoder", "loss": "perceptual"}})
+        await wait_for(pilot, lambda: form.params is not None and form.params.deep.loss == "perceptual",
+                       what="perceptual loss")
+        screen.query_one("#folders").focus()
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelScreen) and app.screen.rows
+                       and app.screen.rows[0][0].name == "torchvision-vgg19", what="backbones")
+        assert [r[0].name for r in app.screen.rows] == ["torchvision-vgg19", "torchvision-resnet18"]
+        app.screen.query_one("DataTable").move_cursor(row=1)
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: form.params is not None and form.params.deep.backbone == "resnet18",
+                       what="backbone applied")
+        assert form.params.deep.features == "autoencoder"
 
 
 @pytest.mark.asyncio

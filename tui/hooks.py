@@ -30,10 +30,12 @@ fields without any screen code.
     :class:`~segdeck.tui.screens.models.ModelScreen` (cache state, downloads) and Enter
     there puts the model into the field.
 ``tui_extra_model_fields`` (:func:`extra_model_fields`)
-    {dotted field: ("module:register_function" or "", {model name: field value})} for
-    fields that hold a model under another name (the cluster job's deep backbone): ``m``
-    offers those models while the field is shown and puts the chosen one's value into
-    it. A job (with its chosen method) with no such field gets a one-line answer.
+    {dotted field: ("module:register_function" or "", {model name: field value}[, {other
+    field: [values]}])} for fields that hold a model under another name (the cluster
+    job's deep features and backbone): ``m`` offers the models of the first such field
+    that is shown and whose conditions hold (each other field's current value is one of
+    the listed ones), and puts the chosen one's value into it. A job (with its chosen
+    method) with no such field gets a one-line answer.
 ``tui_field_notes`` (:func:`field_notes`)
     {dotted field: text}: a line under the field in plain words.
 
@@ -100,7 +102,7 @@ def model_field(cls: type | None) -> str:
     return getattr(cls, "tui_model_field", "") or "" if cls is not None else ""
 
 
-def extra_model_fields(cls: type | None) -> dict[str, tuple[str, dict[str, str]]]:
+def extra_model_fields(cls: type | None) -> dict[str, tuple]:
     """The job's fields holding a model under another name (see the module docstring)."""
     return dict(getattr(cls, "tui_extra_model_fields", {}) or {}) if cls is not None else {}
 

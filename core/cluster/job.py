@@ -113,12 +113,13 @@ class ClusterJob(Job):
     }
     tui_tool_screen = "segdeck.tui.screens.threshold:JobThresholdScreen"
     tui_extra_model_fields = {
-        # the deep features' pretrained network first: the default uses it, while the
-        # backbone serves only the autoencoder's perceptual loss
+        # the perceptual loss's backbone while the autoencoder trains with it; else the
+        # features' pretrained network
+        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
+                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"},
+                          {"deep.features": ["autoencoder"], "deep.loss": ["perceptual"]}),
         "deep.features": ("segdeck.core.cluster.deep:register_backbones",
                           {"efficientnet-lite0": "efficientnet", "torchvision-resnet18": "resnet18"}),
-        "deep.backbone": ("segdeck.core.cluster.deep:register_backbones",
-                          {"torchvision-vgg19": "vgg19", "torchvision-resnet18": "resnet18"}),
     }
     # the methods named from the registry (their descriptions are the field's hint)
     tui_field_notes = {

@@ -105,7 +105,7 @@ class Job(ABC):
     #: Other fields that hold a model under another name: dotted field ->
     #: (``"module:register_function"`` or ``""``, {model name: field value}); ``m``
     #: offers those models while the field is shown.
-    tui_extra_model_fields: ClassVar[dict[str, tuple[str, dict[str, str]]]] = {}
+    tui_extra_model_fields: ClassVar[dict[str, tuple]] = {}
     #: ``"module:Class"`` of a screen opened with ``t`` on a selected job of this kind,
     #: called as ``Class(job_dir=Path)``; a dict it is dismissed with goes into the
     #: form (empty: none).

@@ -41,7 +41,10 @@ class ModelPicker(Controller):
         main = hooks.model_field(self.job_cls)
         if main and form.spec(main) is not None and main in visible:
             return main, None
-        for field, (register, names) in hooks.extra_model_fields(self.job_cls).items():
+        for field, (register, names, *rest) in hooks.extra_model_fields(self.job_cls).items():
+            when = rest[0] if rest else {}
+            if any(form.raw_value(other) not in values for other, values in when.items()):
+                continue
             if field in visible:
                 if register:
                     try:

@@ -218,7 +218,17 @@ def test_default_deep_job_sorts_tiles_of_three_photos(cache, tmp_path):
     assert adjusted_rand_score([truth[n] for n in names], pred) >= 0.8
     assert models.model_path(NAME) is not None  # imported into this cache on first use
     (job_dir / "clusters.json").unlink()
-    again = run_job(ClusterJob(params, src, job_dir))
+    from segdeck.core.cluster.methods.deep import Deep
+
+    def no_extract(self, *a, **kw):
+        raise AssertionError("a feature was computed again instead of read from the cache")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Deep, "extract", no_extract)
+    try:
+        again = run_job(ClusterJob(params, src, job_dir))
+    finally:
+        mp.undo()
     assert again.status == "done"
     assert json.loads((job_dir / "clusters.json").read_text())["files"] == report["files"]
 

